@@ -1,0 +1,54 @@
+"""The ``batch-runner`` command: one entry point, one subcommand per job.
+
+Each subcommand lives in the module that owns the work and contributes a
+``register(subparsers)`` function that adds its parser and sets ``handler`` to a
+function taking the parsed namespace and returning the exit code. Modules are imported
+only when their subcommand runs, so ``batch-runner --help`` stays fast and a broken
+optional dependency (scikit-learn, say) only affects its own subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+# subcommand -> (module that registers it, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "kafka": ("tools.kafka_cli", "start, stop or inspect a local single-node Kafka broker"),
+}
+
+
+def build_parser(selected: str | None) -> argparse.ArgumentParser:
+    """Return the top-level parser; only ``selected``'s module is imported and registered."""
+    parser = argparse.ArgumentParser(
+        prog="batch-runner",
+        description="Batch inference over Kafka: submit batches, run consumer replicas, "
+        "read results.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        if name == selected:
+            module = importlib.import_module(module_name)
+            module.register(subparsers)
+        else:
+            subparsers.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``batch-runner`` with ``argv`` (default: the process arguments)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    selected = next((arg for arg in args_list if not arg.startswith("-")), None)
+    parser = build_parser(selected if selected in SUBCOMMANDS else None)
+    args = parser.parse_args(args_list)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
