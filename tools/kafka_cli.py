@@ -22,6 +22,7 @@ from tools.kafka_local import (
     LocalKafka,
     LocalKafkaError,
     cache_root,
+    ensure_jars,
     pid_alive,
     stop_process_group,
     wait_until_ready,
@@ -78,6 +79,16 @@ def _start(args: argparse.Namespace) -> int:
         "  stop it with: batch-runner kafka stop",
         file=sys.stderr,
     )
+    return 0
+
+
+def _fetch(_: argparse.Namespace) -> int:
+    try:
+        libs = ensure_jars()
+    except LocalKafkaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(libs)
     return 0
 
 
@@ -140,6 +151,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     run = actions.add_parser("run", help="run in the foreground until Ctrl-C")
     run.add_argument("--port", type=int, default=0, help="listener port (default: free)")
     run.set_defaults(handler=_run)
+    actions.add_parser(
+        "fetch",
+        help="download the broker jars into the cache (once) and print their directory",
+    ).set_defaults(handler=_fetch)
     actions.add_parser("stop", help="stop the background broker").set_defaults(handler=_stop)
     actions.add_parser("status", help="print the address if running").set_defaults(
         handler=_status,

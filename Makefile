@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` and `make test`. Each sets itself up.
+UV ?= uv
+RUN := $(UV) run --locked
+
+.PHONY: install demo test lint format compose-check broker clean
+
+install:
+	$(UV) sync --locked
+
+demo: install
+	$(RUN) batch-runner kafka fetch >/dev/null
+	$(RUN) batch-runner kafka start
+
+test: install
+	$(RUN) batch-runner kafka fetch >/dev/null
+	$(RUN) pytest
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy --strict consumer producer schemas tools tests
+
+format: install
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+compose-check:
+	@command -v docker-compose >/dev/null || { echo "docker-compose is needed (Debian: apt-get install docker-compose)"; exit 1; }
+	docker-compose -f docker-compose.yml config --quiet
+	@echo "docker-compose.yml: valid"
+
+clean:
+	-$(RUN) batch-runner kafka stop
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .hypothesis

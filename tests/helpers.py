@@ -1,0 +1,125 @@
+"""Helpers shared by the tests: deadlines instead of sleeps, reading what the broker holds."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.cimpl import NewTopic
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from confluent_kafka.admin import AdminClient
+
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    *,
+    timeout_s: float = 30.0,
+    interval_s: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Call ``probe`` until it returns something truthy; return it, or fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def unique(prefix: str) -> str:
+    """Return ``prefix`` with a random suffix, for topic and group names of one test."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def create_topic(admin: AdminClient, name: str, partitions: int = 1, **config: str) -> str:
+    """Create ``name`` and wait until the broker reports every partition with a leader."""
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)],
+    )
+    futures[name].result(timeout=30)
+
+    def ready() -> bool:
+        meta = admin.list_topics(name, timeout=5).topics.get(name)
+        return (
+            meta is not None
+            and meta.error is None
+            and len(meta.partitions) == partitions
+            and all(p.leader >= 0 for p in meta.partitions.values())
+        )
+
+    wait_for(ready, what=f"topic {name} to have leaders")
+    return name
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """Return the group's committed offset per partition as the broker holds it (-1001: none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = consumer.committed(
+            [TopicPartition(topic, p) for p in range(partitions)],
+            timeout=10,
+        )
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Return the high watermark (next offset to be written) of each partition."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("watermarks")})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def read_all(
+    bootstrap: str,
+    topic: str,
+    *,
+    expected: int,
+    timeout_s: float = 60.0,
+) -> list[Message]:
+    """Read ``topic`` from the beginning (no group commits) until ``expected`` records arrive.
+
+    Fails if fewer arrive before the deadline; returns early as soon as the count is
+    reached, so callers that want to prove there are no extra records should compare
+    with :func:`end_offsets` too.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique("reader"),
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        },
+    )
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=0.5):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(err)
+                messages.append(msg)
+    finally:
+        consumer.close()
+    if len(messages) < expected:
+        raise AssertionError(f"read {len(messages)} of {expected} records from {topic}")
+    return messages
