@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 # subcommand -> (module that registers it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "consume": ("consumer.__main__", "run a consumer replica"),
+    "serve-model": ("tools.modelserver", "serve the reference iris classifier over HTTP"),
     "kafka": ("tools.kafka_cli", "start, stop or inspect a local single-node Kafka broker"),
 }
 
