@@ -47,6 +47,7 @@ __all__ = [
     "RawCodec",
     "V1Codec",
     "V2Codec",
+    "WrongCount",
     "get_codec",
 ]
 
@@ -98,8 +99,12 @@ def _require_items(items: Sequence[JSONText]) -> None:
         raise ValueError("a request needs at least one item")
 
 
+class WrongCount(BadResponse):
+    """A well-formed answer with a different number of predictions than items (permanent)."""
+
+
 def _wrong_count(count: int, got: int) -> BadResponse:
-    return BadResponse(f"expected {count} predictions, got {got}")
+    return WrongCount(f"expected {count} predictions, got {got}")
 
 
 def _describe(exc: msgspec.MsgspecError) -> str:

@@ -1,0 +1,153 @@
+"""``batch-runner consume`` / ``python -m consumer``: run one consumer replica.
+
+The only place that reads the environment and installs signal handlers. SIGTERM or
+SIGINT stops fetching and drains (in-flight work gets ``--drain-timeout`` seconds, then
+results are flushed and what is done is committed); a second signal stops at once
+without committing unfinished work.
+
+Exit codes: 0 after a clean stop, 1 when a result could not be delivered (nothing past
+it was committed), 2 for a configuration error (before joining the group), 130 when
+forced by a second signal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaException
+
+from consumer import logs
+from consumer.pipeline import FatalError, Pipeline
+from consumer.settings import PROTOCOLS, ConfigError, Settings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+log = logging.getLogger("consumer")
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_CONFIG = 2
+EXIT_FORCED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the replica's flags (each also settable as ``BATCH_RUNNER_<NAME>``)."""
+    add = parser.add_argument
+    add("--bootstrap-servers", help="Kafka bootstrap servers (env KAFKA_BOOTSTRAP_SERVERS)")
+    add("--group-id", help="consumer group (default batch-runner)")
+    add("--endpoint", help="default inference endpoint URL (env BATCH_RUNNER_ENDPOINT)")
+    add("--protocol", choices=PROTOCOLS, help="protocol of --endpoint (default v1)")
+    add(
+        "--target",
+        action="append",
+        dest="targets",
+        metavar="NAME=PROTOCOL:URL",
+        help="a named endpoint requests may select with 'target' (repeatable)",
+    )
+    add("--requests-topic", help="default batch-requests")
+    add("--results-topic", help="default batch-results")
+    add("--dlq-topic", help="default batch-requests.dlq")
+    add("--items-per-request", type=int, help="items per HTTP request (default 1)")
+    add("--max-items-per-request", type=int, help="cap for a request's own value (1000)")
+    add("--max-in-flight", type=int, help="concurrent HTTP requests per replica (default 64)")
+    add("--request-timeout", dest="request_timeout_s", type=float, help="seconds (default 30)")
+    add("--max-attempts", type=int, help="attempts per work unit (default 60)")
+    add("--max-elapsed", dest="max_elapsed_s", type=float, help="seconds per unit (600)")
+    add("--max-buffered-items", type=int, help="pause fetching above this (default 10000)")
+    add("--commit-interval", dest="commit_interval_s", type=float, help="seconds (0.5)")
+    add("--drain-timeout", dest="drain_timeout_s", type=float, help="seconds (default 30)")
+    add(
+        "-X",
+        dest="kafka_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="librdkafka option for consumer and producer (like KAFKA_* env, repeatable)",
+    )
+    add("--log-format", choices=("json", "text"), help="default json (text on a terminal)")
+    add("--log-level", help="default INFO")
+
+
+def settings_from_args(args: argparse.Namespace, env: dict[str, str]) -> Settings:
+    """Build :class:`Settings` from ``env`` and the parsed flags (flags win)."""
+    overrides = {k: v for k, v in vars(args).items() if k not in {"handler", "command"}}
+    if overrides.get("log_format") is None and "BATCH_RUNNER_LOG_FORMAT" not in env:
+        overrides["log_format"] = "text" if sys.stderr.isatty() else "json"
+    return Settings.from_env(env, **overrides)
+
+
+async def serve(settings: Settings) -> int:
+    """Run one replica until a signal; return the exit code."""
+    pipeline = Pipeline(settings)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("stopping: draining in-flight work", extra={"signal": signum})
+            pipeline.stop()
+        else:
+            log.warning("forced stop: unfinished work is not committed", extra={"signal": signum})
+            pipeline.force()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await pipeline.run()
+    except FatalError as exc:
+        log.error("stopped after a delivery failure", extra={"error": str(exc)})
+        return EXIT_FATAL
+    except KafkaException as exc:
+        log.error("Kafka error", extra={"error": str(exc)})  # noqa: TRY400 - message is enough
+        return EXIT_CONFIG
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    return EXIT_FORCED if signals > 1 else EXIT_OK
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``batch-runner consume``."""
+    env = dict(os.environ)
+    try:
+        settings = settings_from_args(args, env)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+    logs.configure(settings.log_format, settings.log_level)
+    try:
+        return asyncio.run(serve(settings))
+    except KafkaException as exc:
+        print(f"Kafka configuration error: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_CONFIG
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``consume`` to the ``batch-runner`` parser."""
+    parser = subparsers.add_parser(
+        "consume",
+        help="run a consumer replica (scale by starting more with the same --group-id)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m consumer [flags]``."""
+    parser = argparse.ArgumentParser(prog="python -m consumer", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""Wire the stages: source → splitter → dispatcher → publisher, and the committer.
+
+One :class:`Pipeline` per replica. Its life is ``run()``: join the group, then fetch,
+split, dispatch and publish until :meth:`Pipeline.stop` is called, then drain.
+
+Delivery rules (the product's promise, see the README's "Delivery semantics"):
+
+1. A request message is *done* when every record it caused (one result per item, one
+   chunk summary; or its dead letter) has a positive delivery report.
+2. Only the contiguous done prefix of each partition is committed
+   (:class:`~consumer.offsets.OffsetTracker`): a later message finishing first never
+   moves the committed offset past an unfinished one.
+3. A failed delivery report stops the replica without marking its message done: the
+   offset is never committed past an undelivered result, and the group redoes it.
+4. Before a partition is revoked, its in-flight messages get ``revoke_grace_s`` to
+   finish, then what is done is committed; the rest is redone by the new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaException
+
+from consumer.dispatcher import Dispatcher, Outcome
+from consumer.offsets import OffsetTracker
+from consumer.publisher import Publisher
+from consumer.source import TP, Source, message_error
+from consumer.splitter import WorkUnit, items_per_request, split
+from schemas import (
+    BatchRequest,
+    InvalidMessage,
+    Limits,
+    dead_letter_headers,
+    decode_batch_request,
+    encode_error_result,
+    encode_ok_result,
+    encode_summary,
+)
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Message
+
+    from consumer.settings import Endpoint, Settings
+
+log = logging.getLogger(__name__)
+
+TRACEPARENT = "traceparent"
+REPLICA_HEADER = "batch-runner-replica"
+
+
+def trace_headers(msg: Message) -> list[tuple[str, bytes]]:
+    """Return the message's W3C trace context header, if it has one."""
+    headers = msg.headers()
+    if not headers:
+        return []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(k, v) for k, v in pairs if k == TRACEPARENT and isinstance(v, bytes)]
+
+
+class FatalError(RuntimeError):
+    """The replica cannot go on safely (a result could not be delivered)."""
+
+
+class Chunk:
+    """Progress of one request message: items still to answer, records still unacknowledged.
+
+    Kept in one place so that item-level progress can later be serialised (resume after a
+    crash without redoing answered items).
+    """
+
+    __slots__ = (
+        "abandoned",
+        "error_count",
+        "key",
+        "offset",
+        "ok_count",
+        "pending_items",
+        "request",
+        "summary_sent",
+        "tasks",
+        "tp",
+        "trace_headers",
+        "unacked",
+    )
+
+    def __init__(
+        self,
+        tp: TP,
+        offset: int,
+        request: BatchRequest,
+        key: bytes | str | None,
+        trace_headers: list[tuple[str, bytes]],
+    ) -> None:
+        """Start tracking ``request`` received at ``tp``/``offset``."""
+        self.tp = tp
+        self.offset = offset
+        self.request = request
+        self.key = key
+        self.trace_headers = trace_headers
+        self.pending_items = len(request.items)
+        self.unacked = 0
+        self.ok_count = 0
+        self.error_count = 0
+        self.summary_sent = False
+        self.abandoned = False
+        self.tasks: set[asyncio.Task[None]] = set()
+
+
+class Pipeline:
+    """One consumer replica: the stages and the bookkeeping that ties them together."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dispatcher: Dispatcher | None = None,
+    ) -> None:
+        """Build the stages; nothing connects until :meth:`run`."""
+        self.settings = settings
+        self.limits = Limits(max_message_bytes=settings.max_message_bytes)
+        self.dispatcher = dispatcher or Dispatcher(settings)
+        self.publisher = Publisher(settings.producer_config())
+        self.source = Source(settings.consumer_config(), settings.requests_topic, self)
+        self.offsets = OffsetTracker()
+        self.chunks: dict[TP, dict[int, Chunk]] = {}
+        self.buffered_items = 0
+        self.dead_letters = 0
+        self.items_ok = 0
+        self.items_error = 0
+        self._stopping = asyncio.Event()
+        self._partition_idle: dict[TP, asyncio.Event] = {}
+        self._fatal: BaseException | None = None
+        self._forced = False
+        self.replica_id = f"{socket.gethostname()}-{os.getpid()}"
+        self._replica_header = (REPLICA_HEADER, self.replica_id.encode())
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the replica to stop fetching and drain (idempotent)."""
+        self._stopping.set()
+
+    def force(self) -> None:
+        """Stop now: cancel in-flight work and commit nothing more."""
+        self._forced = True
+        self.source.commit_on_revoke = False
+        self._stopping.set()
+        for by_offset in self.chunks.values():
+            for chunk in by_offset.values():
+                for task in chunk.tasks:
+                    task.cancel()
+
+    async def run(self) -> None:
+        """Run until stopped; raise :class:`FatalError` if a result could not be delivered."""
+        await asyncio.to_thread(
+            self.publisher.check_topics,
+            [self.settings.requests_topic, self.settings.results_topic, self.settings.dlq_topic],
+        )
+        await self.dispatcher.start()
+        reports = asyncio.create_task(self.publisher.run(), name="delivery-reports")
+        committer = asyncio.create_task(self._commit_loop(), name="committer")
+        try:
+            await self.source.subscribe()
+            log.info(
+                "consuming",
+                extra={"topic": self.settings.requests_topic, "group": self.settings.group_id},
+            )
+            await self._fetch_loop()
+            await self._drain()
+        finally:
+            committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await committer
+            if not self._forced:
+                await self._commit_now()
+            await self.source.close()
+            await self.publisher.flush(5.0)
+            reports.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reports
+            await self.dispatcher.close()
+        if self._fatal is not None:
+            raise FatalError(str(self._fatal)) from self._fatal
+
+    async def _fetch_loop(self) -> None:
+        settings = self.settings
+        while not self._stopping.is_set():
+            messages = await self.source.fetch(settings.poll_batch, settings.poll_timeout_s)
+            for msg in messages:
+                self._on_message(msg)
+            await self._apply_backpressure()
+
+    async def _drain(self) -> None:
+        """Give in-flight work ``drain_timeout_s`` to finish, then cancel what is left."""
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        while self.buffered_items > 0 and not self._forced and self._fatal is None:
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "drain timeout: unfinished work will be redone by the group",
+                    extra={"buffered_items": self.buffered_items},
+                )
+                break
+            await asyncio.sleep(0.02)
+        for by_offset in self.chunks.values():
+            for chunk in by_offset.values():
+                chunk.abandoned = True
+                for task in chunk.tasks:
+                    task.cancel()
+        await self.publisher.flush(10.0)
+
+    # --- messages ------------------------------------------------------------------------
+
+    def _on_message(self, msg: Message) -> None:
+        err = message_error(msg)
+        if err is not None:
+            if err.fatal():
+                self._fail(KafkaException(err))
+            else:
+                log.warning("consumer error", extra={"error": str(err)})
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        tp = (topic, partition)
+        try:
+            tracked = self.offsets.add(topic, partition, offset)
+        except ValueError:
+            tracked = False  # redelivered below what is tracked (a seek): already in hand
+        if not tracked:
+            return
+        value = msg.value() or b""
+        try:
+            request = decode_batch_request(value, self.limits)
+        except InvalidMessage as exc:
+            self._dead_letter(msg, tp, offset, exc)
+            return
+        trace = trace_headers(msg)
+        chunk = Chunk(tp, offset, request, msg.key(), [self._replica_header, *trace])
+        self.chunks.setdefault(tp, {})[offset] = chunk
+        self.buffered_items += len(request.items)
+        endpoint = self.settings.endpoint_for(request.target)
+        if endpoint is None:
+            outcome = Outcome(
+                predictions=None,
+                attempts=0,
+                latency_ms=0.0,
+                error_kind="unknown_target",
+                error_message=f"target {request.target!r} is not configured on this consumer",
+            )
+            self._publish(chunk, WorkUnit(0, request.items), outcome)
+            return
+        size = items_per_request(
+            request.items_per_request,
+            self.settings.items_per_request,
+            self.settings.max_items_per_request,
+        )
+        http_headers = {TRACEPARENT: trace[0][1].decode("latin-1")} if trace else None
+        for unit in split(request.items, size):
+            task = asyncio.create_task(self._process(chunk, endpoint, unit, http_headers))
+            chunk.tasks.add(task)
+            task.add_done_callback(chunk.tasks.discard)
+
+    async def _process(
+        self,
+        chunk: Chunk,
+        endpoint: Endpoint,
+        unit: WorkUnit,
+        headers: dict[str, str] | None,
+    ) -> None:
+        outcome = await self.dispatcher.run(endpoint, unit.items, headers)
+        if not chunk.abandoned:
+            self._publish(chunk, unit, outcome)
+
+    def _publish(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
+        request = chunk.request
+        first = request.start + unit.offset
+        topic = self.settings.results_topic
+        on_delivery = self._delivery_callback(chunk)
+        predictions = outcome.predictions
+        for i in range(len(unit.items)):
+            if predictions is not None:
+                value = encode_ok_result(
+                    request,
+                    first + i,
+                    predictions[i],
+                    outcome.attempts,
+                    outcome.latency_ms,
+                )
+            else:
+                value = encode_error_result(
+                    request,
+                    first + i,
+                    outcome.error_kind or "unknown",
+                    outcome.error_message or "",
+                    outcome.http_status,
+                    outcome.attempts,
+                    outcome.latency_ms,
+                )
+            self._produce(chunk, topic, value, on_delivery)
+        count = len(unit.items)
+        if predictions is not None:
+            chunk.ok_count += count
+            self.items_ok += count
+        else:
+            chunk.error_count += count
+            self.items_error += count
+        chunk.pending_items -= count
+        if chunk.pending_items == 0:
+            summary = encode_summary(request, chunk.ok_count, chunk.error_count)
+            self._produce(chunk, topic, summary, on_delivery)
+            chunk.summary_sent = True
+
+    def _produce(
+        self,
+        chunk: Chunk,
+        topic: str,
+        value: bytes,
+        on_delivery: object,
+    ) -> None:
+        chunk.unacked += 1
+        while True:
+            try:
+                self.publisher.produce(
+                    topic,
+                    value,
+                    chunk.request.batch_id,
+                    on_delivery,  # type: ignore[arg-type]
+                    chunk.trace_headers,
+                )
+            except BufferError:
+                # The local queue is full: serve reports (which frees room) and try again.
+                # This blocks the loop for at most the time librdkafka needs to drain.
+                self.publisher.serve_reports()
+                time.sleep(0.001)
+            else:
+                return
+
+    def _delivery_callback(self, chunk: Chunk) -> object:
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            chunk.unacked -= 1
+            if err is not None:
+                self._fail(KafkaException(err))
+                return
+            if chunk.unacked == 0 and chunk.summary_sent:
+                self._chunk_done(chunk)
+
+        return on_delivery
+
+    def _chunk_done(self, chunk: Chunk) -> None:
+        if self._fatal is not None:
+            return  # never mark anything done once a delivery failed
+        topic, partition = chunk.tp
+        self.offsets.done(topic, partition, chunk.offset)
+        self._forget(chunk)
+
+    def _forget(self, chunk: Chunk) -> None:
+        by_offset = self.chunks.get(chunk.tp)
+        if by_offset is not None and by_offset.pop(chunk.offset, None) is not None:
+            self.buffered_items -= len(chunk.request.items)
+            if not by_offset:
+                event = self._partition_idle.get(chunk.tp)
+                if event is not None:
+                    event.set()
+
+    def _dead_letter(self, msg: Message, tp: TP, offset: int, exc: InvalidMessage) -> None:
+        self.dead_letters += 1
+        log.warning(
+            "invalid request sent to the dead-letter topic",
+            extra={"partition": tp[1], "offset": offset, "reason": exc.reason},
+        )
+        headers = dead_letter_headers(
+            exc,
+            source_topic=tp[0],
+            source_partition=tp[1],
+            source_offset=offset,
+            group=self.settings.group_id,
+        )
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                self._fail(KafkaException(err))
+            elif self._fatal is None:
+                self.offsets.done(tp[0], tp[1], offset)
+
+        self.publisher.produce(
+            self.settings.dlq_topic,
+            msg.value() or b"",
+            msg.key(),
+            on_delivery,
+            headers,
+        )
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+            log.error(
+                "a record could not be delivered: stopping without committing it",
+                extra={"error": str(exc)},
+            )
+        self._stopping.set()
+
+    # --- backpressure ----------------------------------------------------------------------
+
+    async def _apply_backpressure(self) -> None:
+        cap = self.settings.max_buffered_items
+        assigned = sorted(self.source.assignment)
+        if self.buffered_items > cap and len(self.source.paused) < len(assigned):
+            await self.source.pause(assigned)
+            log.info("paused fetching", extra={"buffered_items": self.buffered_items})
+        elif self.source.paused and self.buffered_items <= cap // 2:
+            await self.source.resume(sorted(self.source.paused))
+            log.info("resumed fetching", extra={"buffered_items": self.buffered_items})
+
+    # --- commits ---------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.commit_interval_s)
+            await self._commit_now()
+
+    async def _commit_now(self) -> None:
+        # 1. what is done and contiguous since the last commit (never past unfinished work)
+        positions = self.offsets.commit_positions()
+        positions = {tp: o for tp, o in positions.items() if tp in self.source.assignment}
+        if not positions:
+            return
+        # 2. commit synchronously; on failure keep the positions for the next round
+        try:
+            await self.source.commit(positions)
+        except KafkaException as exc:
+            log.warning("commit failed; will retry", extra={"error": str(exc)})
+            return
+        # 3. remember them so they are not committed again
+        self.offsets.mark_committed(positions)
+
+    # --- rebalance (called on the loop by the source) --------------------------------------
+
+    async def on_assigned(self, partitions: list[TP]) -> None:
+        """Start bookkeeping for newly assigned partitions."""
+        self.offsets.assign(partitions)
+
+    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+        """Let in-flight work of ``partitions`` finish briefly; return what to commit."""
+        grace = 0.0 if self._forced else self.settings.revoke_grace_s
+        busy = [tp for tp in partitions if self.chunks.get(tp)]
+        if busy and grace > 0:
+            events = []
+            for tp in busy:
+                event = self._partition_idle.setdefault(tp, asyncio.Event())
+                event.clear()
+                events.append(event.wait())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*events), grace)
+        positions = self.offsets.revoke(partitions)
+        self._drop(partitions)
+        return {} if self._forced else positions
+
+    async def on_lost(self, partitions: list[TP]) -> None:
+        """Forget lost partitions: their work is redone by whoever owns them now."""
+        self.offsets.revoke(partitions)
+        self._drop(partitions)
+
+    def _drop(self, partitions: list[TP]) -> None:
+        for tp in partitions:
+            for chunk in list(self.chunks.get(tp, {}).values()):
+                chunk.abandoned = True
+                for task in chunk.tasks:
+                    task.cancel()
+                self._forget(chunk)
+            self.chunks.pop(tp, None)
+            self._partition_idle.pop(tp, None)

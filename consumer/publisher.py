@@ -1,0 +1,121 @@
+"""The results and dead-letter producer: idempotent, ``acks=all``, delivery reports on the loop.
+
+:meth:`Publisher.produce` hands a record to librdkafka and registers a callback for its
+delivery report. Reports are served by :meth:`Publisher.run`, a task that calls
+``poll(0)`` on the event loop thread, so callbacks run there and may touch pipeline
+state without locks. A full local queue (``BufferError``) is waited out, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from confluent_kafka import Message
+
+    DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+log = logging.getLogger(__name__)
+
+# How often delivery reports are served while records are outstanding.
+POLL_INTERVAL_S = 0.002
+
+
+class Publisher:
+    """Wraps one ``confluent_kafka.Producer`` shared by results, summaries and dead letters."""
+
+    def __init__(self, config: dict[str, object]) -> None:
+        """Create the producer (no network I/O happens until the first record)."""
+        self._producer = Producer(config)
+        self._wakeup = asyncio.Event()
+        self.produced = 0
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None,
+        on_delivery: DeliveryCallback,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Queue one record; ``on_delivery(err, msg)`` runs on the loop when it is acknowledged.
+
+        Raises ``BufferError`` if the local queue is full: callers on the loop use
+        :meth:`produce_async` instead, which waits for room.
+        """
+        self._producer.produce(
+            topic,
+            value=value,
+            key=key,
+            headers=list(headers) if headers else None,
+            on_delivery=on_delivery,
+        )
+        self.produced += 1
+        self._wakeup.set()
+
+    async def produce_async(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | str | None,
+        on_delivery: DeliveryCallback,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Like :meth:`produce`, but waits (serving reports) while the local queue is full."""
+        while True:
+            try:
+                self.produce(topic, value, key, on_delivery, headers)
+            except BufferError:
+                self._producer.poll(0)
+                await asyncio.sleep(0.01)
+            else:
+                return
+
+    def outstanding(self) -> int:
+        """Records handed to librdkafka and not yet reported."""
+        return len(self._producer)
+
+    def serve_reports(self) -> int:
+        """Run the delivery callbacks that are ready (on the calling thread)."""
+        return int(self._producer.poll(0))
+
+    async def run(self) -> None:
+        """Serve delivery reports until cancelled."""
+        while True:
+            if len(self._producer) == 0:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            self._producer.poll(0)
+            await asyncio.sleep(POLL_INTERVAL_S)
+
+    async def flush(self, timeout_s: float) -> int:
+        """Serve reports until nothing is outstanding or ``timeout_s`` passes; return the rest."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(self._producer) > 0 and loop.time() < deadline:
+            self._producer.poll(0)
+            await asyncio.sleep(POLL_INTERVAL_S)
+        self._producer.poll(0)
+        return len(self._producer)
+
+    def check_topics(self, topics: Sequence[str], timeout_s: float = 10.0) -> None:
+        """Raise ``KafkaException`` naming any of ``topics`` the cluster does not have."""
+        metadata = self._producer.list_topics(timeout=timeout_s)
+        missing = [t for t in topics if t not in metadata.topics or metadata.topics[t].error]
+        if missing:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap()}: "
+                    "create them first (batch-runner submit --create-topic, or kafka-topics.sh)",
+                ),
+            )
+
+    def _bootstrap(self) -> str:
+        return "the cluster"

@@ -1,0 +1,287 @@
+"""Frozen settings of one consumer replica, built once from the environment and the CLI.
+
+Nothing else in the service reads ``os.environ``: ``consumer.__main__`` calls
+:meth:`Settings.from_env` with the process environment and the parsed flags, and every
+stage receives the values it needs.
+
+Environment variables (CLI flags of ``batch-runner consume`` override them):
+
+``KAFKA_BOOTSTRAP_SERVERS``
+    the cluster (required).
+``KAFKA_*`` (any other)
+    passed through to librdkafka for both the consumer and the producer:
+    ``KAFKA_SECURITY_PROTOCOL=SASL_SSL`` becomes ``security.protocol=SASL_SSL``,
+    ``KAFKA_SASL_PASSWORD`` becomes ``sasl.password`` and so on.
+``BATCH_RUNNER_ENDPOINT``, ``BATCH_RUNNER_PROTOCOL``
+    the default inference endpoint (full URL to POST to) and its protocol
+    (``raw``, ``v1`` or ``v2``).
+``BATCH_RUNNER_TARGETS``
+    named endpoints a request may select with ``target``: ``name=PROTOCOL:URL`` entries
+    separated by whitespace or commas, e.g. ``iris=v1:http://models/v1/models/iris:predict``.
+``BATCH_RUNNER_<FIELD>``
+    every other field of :class:`Settings`, upper-cased (``BATCH_RUNNER_MAX_IN_FLIGHT=64``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import urlsplit
+
+from consumer.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+ProtocolName = Literal["raw", "v1", "v2"]
+PROTOCOLS: tuple[ProtocolName, ...] = ("raw", "v1", "v2")
+DEFAULT_TARGET = "default"
+_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# librdkafka options the service sets itself: a pass-through may not weaken them.
+_RESERVED_KAFKA_OPTIONS = frozenset(
+    {
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "enable.idempotence",
+        "acks",
+        "group.id",
+    },
+)
+
+
+class ConfigError(ValueError):
+    """The replica's configuration is unusable; raised at start-up, before joining the group."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """An inference endpoint configured on the consumer (never taken from a message)."""
+
+    name: str
+    url: str
+    protocol: ProtocolName = "v1"
+
+    def __post_init__(self) -> None:
+        """Validate the name, the URL and the protocol."""
+        if not _TARGET_NAME.match(self.name):
+            raise ConfigError(f"target name {self.name!r}: use letters, digits, '.', '_', '-'")
+        parts = urlsplit(self.url)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ConfigError(
+                f"endpoint {self.name!r}: {self.url!r} is not an http:// or https:// URL",
+            )
+        if self.protocol not in PROTOCOLS:
+            raise ConfigError(
+                f"endpoint {self.name!r}: protocol {self.protocol!r} is not one of "
+                f"{', '.join(PROTOCOLS)}",
+            )
+
+
+def parse_target(spec: str) -> Endpoint:
+    """Parse ``name=PROTOCOL:URL`` (or ``name=URL`` for protocol v1) into an :class:`Endpoint`."""
+    name, sep, rest = spec.partition("=")
+    if not sep or not name or not rest:
+        raise ConfigError(f"target {spec!r}: expected NAME=PROTOCOL:URL")
+    protocol, colon, url = rest.partition(":")
+    if colon and protocol in PROTOCOLS:
+        return Endpoint(name=name.strip(), url=url.strip(), protocol=protocol)
+    return Endpoint(name=name.strip(), url=rest.strip())
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything one replica needs to know, validated at construction."""
+
+    bootstrap_servers: str
+    endpoints: Mapping[str, Endpoint]
+    group_id: str = "batch-runner"
+    requests_topic: str = "batch-requests"
+    results_topic: str = "batch-results"
+    dlq_topic: str = "batch-requests.dlq"
+    # Split: items per HTTP request unless a request asks for another value up to the max.
+    items_per_request: int = 1
+    max_items_per_request: int = 1000
+    # Dispatch.
+    max_in_flight: int = 64
+    request_timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    max_response_bytes: int = 16 * 1024 * 1024
+    max_attempts: int = 60
+    max_elapsed_s: float = 600.0
+    backoff_base_s: float = 0.5
+    backoff_max_s: float = 30.0
+    # Backpressure: pause fetching while more items than this are buffered.
+    max_buffered_items: int = 10_000
+    # Commits and shutdown.
+    commit_interval_s: float = 0.5
+    drain_timeout_s: float = 30.0
+    revoke_grace_s: float = 10.0
+    # Source latency knobs: how long one poll waits when idle, how many messages at once.
+    poll_timeout_s: float = 0.5
+    poll_batch: int = 500
+    max_message_bytes: int = 1024 * 1024
+    kafka_options: Mapping[str, str] = field(default_factory=dict)
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        """Check every value; a bad one raises :class:`ConfigError` naming it."""
+        if not self.bootstrap_servers:
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS (or --bootstrap-servers) is required")
+        if not self.endpoints:
+            raise ConfigError(
+                "no inference endpoint is configured: set BATCH_RUNNER_ENDPOINT "
+                "(or --endpoint URL) and/or BATCH_RUNNER_TARGETS (or --target NAME=PROTOCOL:URL)",
+            )
+        for name in ("items_per_request", "max_items_per_request", "max_in_flight"):
+            _positive(name, getattr(self, name))
+        for name in ("max_buffered_items", "poll_batch", "max_response_bytes"):
+            _positive(name, getattr(self, name))
+        for name in ("request_timeout_s", "connect_timeout_s", "commit_interval_s"):
+            _positive(name, getattr(self, name))
+        for name in ("poll_timeout_s", "max_message_bytes"):
+            _positive(name, getattr(self, name))
+        if self.items_per_request > self.max_items_per_request:
+            raise ConfigError("items_per_request must not exceed max_items_per_request")
+        if self.drain_timeout_s < 0 or self.revoke_grace_s < 0:
+            raise ConfigError("drain_timeout_s and revoke_grace_s must be >= 0")
+        for key in self.kafka_options:
+            if key in _RESERVED_KAFKA_OPTIONS:
+                raise ConfigError(
+                    f"Kafka option {key!r} is set by the service for at-least-once delivery "
+                    "and cannot be overridden",
+                )
+        if self.log_format not in {"json", "text"}:
+            raise ConfigError(f"log_format {self.log_format!r}: use json or text")
+        self.retry_policy()  # validates the retry settings
+
+    def retry_policy(self) -> RetryPolicy:
+        """Return the retry policy these settings describe."""
+        try:
+            return RetryPolicy(
+                max_attempts=self.max_attempts,
+                max_elapsed_s=self.max_elapsed_s,
+                base_delay_s=self.backoff_base_s,
+                max_delay_s=self.backoff_max_s,
+            )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def endpoint_for(self, target: str | None) -> Endpoint | None:
+        """Return the endpoint a request's ``target`` names (the default when absent)."""
+        return self.endpoints.get(target or DEFAULT_TARGET)
+
+    def consumer_config(self) -> dict[str, Any]:
+        """Return the librdkafka consumer configuration (pass-through options included)."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "fetch.wait.max.ms": 10,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "client.id": f"batch-runner-consumer-{self.group_id}",
+        }
+        conf.update(self.kafka_options)
+        return conf
+
+    def producer_config(self) -> dict[str, Any]:
+        """Return the librdkafka producer configuration for results and dead letters."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": "lz4",
+            "linger.ms": 5,
+            "batch.size": 1024 * 1024,
+            "queue.buffering.max.messages": 500_000,
+            "message.max.bytes": max(self.max_message_bytes + 64 * 1024, 1_000_000),
+            "client.id": f"batch-runner-producer-{self.group_id}",
+        }
+        # Consumer-only options would make the producer warn: pass the rest through.
+        consumer_only = {"auto.offset.reset", "partition.assignment.strategy", "fetch.wait.max.ms"}
+        conf.update({k: v for k, v in self.kafka_options.items() if k not in consumer_only})
+        return conf
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``env`` (usually ``os.environ``) and non-None ``overrides``.
+
+        ``overrides`` uses the field names; ``endpoint``/``protocol``/``targets``
+        (a list of ``NAME=PROTOCOL:URL`` strings) and ``kafka_option`` (a list of
+        ``key=value``) are accepted too, as the CLI passes them.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in {"bootstrap_servers", "endpoints", "kafka_options"}:
+                continue
+            raw = env.get(f"BATCH_RUNNER_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(f.name, raw, f.type)
+        values.update({k: v for k, v in given.items() if k in _field_names(cls)})
+        values["bootstrap_servers"] = given.get("bootstrap_servers") or env.get(
+            "KAFKA_BOOTSTRAP_SERVERS",
+            "",
+        )
+        values["kafka_options"] = _kafka_options(env, given.get("kafka_option", []))
+        values["endpoints"] = _endpoints(env, given)
+        return cls(**values)
+
+
+def _field_names(cls: type[Settings]) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0 (got {value})")
+
+
+def _coerce(name: str, raw: str, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"BATCH_RUNNER_{name.upper()}={raw!r} is not a number") from None
+    return raw
+
+
+def _kafka_options(env: Mapping[str, str], cli_options: list[str]) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for key, value in env.items():
+        if key.startswith("KAFKA_") and key != "KAFKA_BOOTSTRAP_SERVERS":
+            options[key.removeprefix("KAFKA_").lower().replace("_", ".")] = value
+    for item in cli_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Kafka option {item!r}: expected key=value")
+        options[key.strip()] = value
+    return options
+
+
+def _endpoints(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Endpoint]:
+    endpoints: dict[str, Endpoint] = {}
+    url = given.get("endpoint") or env.get("BATCH_RUNNER_ENDPOINT")
+    protocol = given.get("protocol") or env.get("BATCH_RUNNER_PROTOCOL") or "v1"
+    if url:
+        endpoints[DEFAULT_TARGET] = Endpoint(
+            name=DEFAULT_TARGET,
+            url=url,
+            protocol=cast("ProtocolName", protocol),
+        )
+    specs = re.split(r"[\s,]+", env.get("BATCH_RUNNER_TARGETS", "").strip())
+    specs += list(given.get("targets") or [])
+    for spec in specs:
+        if spec:
+            endpoint = parse_target(spec)
+            endpoints[endpoint.name] = endpoint
+    return endpoints

@@ -1,0 +1,35 @@
+"""Split one batch request chunk into work units of ``k`` items (pure, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class WorkUnit:
+    """Consecutive items sent in one inference request.
+
+    ``offset`` is the position of the unit's first item within its chunk; the item's
+    index in the whole batch is the chunk's ``start`` plus that.
+    """
+
+    offset: int
+    items: Sequence[bytes]
+
+
+def items_per_request(requested: int | None, default: int, maximum: int) -> int:
+    """Return the unit size: the request's own value if given (capped), else the default."""
+    if requested is None:
+        return default
+    return max(1, min(requested, maximum))
+
+
+def split(items: Sequence[bytes], size: int) -> list[WorkUnit]:
+    """Cut ``items`` into units of ``size`` items (the last may be shorter), in order."""
+    if size < 1:
+        raise ValueError("size must be >= 1")
+    return [WorkUnit(offset=i, items=items[i : i + size]) for i in range(0, len(items), size)]

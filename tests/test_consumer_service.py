@@ -1,0 +1,418 @@
+"""The consumer service end to end: real broker, real HTTP server, replicas as processes.
+
+Every rule of the delivery semantics has a test here: results for every item, commits
+that never pass unfinished work, retries, dead letters, crash and graceful restarts,
+scaling out, and backpressure that keeps a slow replica in its group.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import orjson
+import pytest
+
+from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET
+from tests.consumer_harness import (
+    Service,
+    Topics,
+    produce_raw,
+    read_results,
+    submit,
+    wait_exit,
+)
+from tests.helpers import committed_offsets, end_offsets, read_all, wait_for
+from tools.testserver import ServerConfig, TestInferenceServer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def server() -> Iterator[TestInferenceServer]:
+    """Yield an identity inference server running in a background thread."""
+    with TestInferenceServer(ServerConfig()) as srv:
+        yield srv
+
+
+def make_service(
+    bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+    *,
+    partitions: int = 1,
+    protocol: str = "v1",
+    **env: str,
+) -> Service:
+    """Create topics and a service description for one test."""
+    topics = Topics(
+        requests=make_topic("requests", partitions=partitions),
+        results=make_topic("results", partitions=partitions),
+        dlq=make_topic("dlq"),
+    )
+    return Service(
+        bootstrap=bootstrap,
+        topics=topics,
+        endpoint=server.endpoint(protocol),  # type: ignore[arg-type]
+        workdir=tmp_path,
+        env={"BATCH_RUNNER_PROTOCOL": protocol, **env},
+    )
+
+
+def committed_total(svc: Service, partitions: int) -> int:
+    """Sum of the group's committed offsets (0 for partitions without a commit)."""
+    offsets = committed_offsets(svc.bootstrap, svc.group, svc.topics.requests, partitions)
+    return sum(max(o, 0) for o in offsets.values())
+
+
+def test_happy_path_every_item_gets_one_ok_result_and_the_offset_reaches_the_end(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """1,000 items in 10 chunks: 1,000 ok results with right indices and predictions,
+    10 summaries, and the committed offset at the end of the requests topic.
+    """
+    svc = make_service(kafka_bootstrap, make_topic, server, tmp_path)
+    items = [{"id": i, "x": i * 0.5} for i in range(1000)]
+    started = time.monotonic()
+    chunks = submit(kafka_bootstrap, svc.topics.requests, "happy", items, chunk_size=100)
+    replica = svc.start(BATCH_RUNNER_ITEMS_PER_REQUEST="1")
+    try:
+        results, summaries, _ = read_results(
+            kafka_bootstrap,
+            svc.topics.results,
+            expected_records=1000 + chunks,
+        )
+        elapsed = time.monotonic() - started
+        print(f"happy path: 1000 items in {elapsed:.2f}s ({1000 / elapsed:.0f} items/s)")  # noqa: T201
+        assert sorted(r.index for r in results) == list(range(1000))
+        for result in results:
+            assert result.status == "ok"
+            assert result.batch_id == "happy"
+            assert result.prediction == items[result.index]
+            assert result.attempts == 1
+        assert sorted(s.chunk for s in summaries) == list(range(chunks))
+        assert all(s.ok == 100 and s.error == 0 for s in summaries)
+        wait_for(
+            lambda: committed_total(svc, 1) == chunks,
+            what="the committed offset to reach the end of the topic",
+        )
+        replica.signal(signal.SIGTERM)
+        assert wait_exit(replica, 30) == 0
+    finally:
+        svc.stop_all()
+
+
+def test_commit_never_passes_a_slow_chunk(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """A slow first chunk holds the committed offset at 0 while later chunks finish;
+    once it is done the offset jumps to the end.
+    """
+    svc = make_service(kafka_bootstrap, make_topic, server, tmp_path)
+    submit(
+        kafka_bootstrap, svc.topics.requests, "slow", [{"id": 0, "delay_ms": 4000}], chunk_size=1
+    )
+    fast = [{"id": i} for i in range(40)]
+    submit(kafka_bootstrap, svc.topics.requests, "fast", fast, chunk_size=10)
+    replica = svc.start()
+    try:
+        # The four fast chunks are answered and acknowledged while the slow one waits.
+        read_all(kafka_bootstrap, svc.topics.results, expected=40 + 4, timeout_s=30)
+        for _ in range(10):
+            offsets = committed_offsets(kafka_bootstrap, svc.group, svc.topics.requests, 1)
+            assert offsets[0] < 1, f"committed {offsets[0]} past the unfinished chunk at 0"
+            time.sleep(0.1)
+        assert server.stats().in_flight == 1  # the slow chunk is really still in flight
+        wait_for(lambda: committed_total(svc, 1) == 5, what="the commit after the slow chunk")
+    finally:
+        svc.stop_all()
+
+
+def test_retries_recover_or_end_in_an_error_result(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """503 then 200, 429 with Retry-After, a reset and a timeout recover with the right
+    attempt counts; a permanent 500 ends as an error after the attempt cap; a 400 fails
+    at once; the rest of the batch still completes.
+    """
+    server.configure(retry_after_s=0.2)
+    svc = make_service(
+        kafka_bootstrap,
+        make_topic,
+        server,
+        tmp_path,
+        BATCH_RUNNER_MAX_ATTEMPTS="3",
+        BATCH_RUNNER_BACKOFF_BASE_S="0.05",
+        BATCH_RUNNER_BACKOFF_MAX_S="0.1",
+        BATCH_RUNNER_REQUEST_TIMEOUT_S="1",
+    )
+    items: list[dict[str, object]] = [
+        {"id": "unavailable", "fail": [503, "ok"]},
+        {"id": "throttled", "fail": [429, "ok"]},
+        {"id": "reset", "fail": ["reset", "ok"]},
+        {"id": "hang", "fail": ["hang", "ok"]},
+        {"id": "poison", "fail": "permanent"},
+        {"id": "bad-request", "fail": 400},
+        *({"id": f"plain-{i}"} for i in range(20)),
+    ]
+    submit(kafka_bootstrap, svc.topics.requests, "retries", items, chunk_size=len(items))
+    svc.start()
+    try:
+        results, summaries, _ = read_results(
+            kafka_bootstrap,
+            svc.topics.results,
+            expected_records=len(items) + 1,
+        )
+        by_id = {items[r.index]["id"]: r for r in results}
+        assert len(by_id) == len(items)
+        for name in ("unavailable", "throttled", "reset", "hang"):
+            assert by_id[name].status == "ok", by_id[name]
+            assert by_id[name].attempts == 2, (name, by_id[name])
+        poison = by_id["poison"]
+        assert poison.status == "error"
+        assert poison.attempts == 3
+        assert poison.error is not None
+        assert poison.error.kind == "http_status"
+        assert poison.error.http_status == 500
+        bad = by_id["bad-request"]
+        assert bad.status == "error"
+        assert bad.attempts == 1
+        assert bad.error is not None
+        assert bad.error.http_status == 400
+        assert all(by_id[f"plain-{i}"].status == "ok" for i in range(20))
+        assert summaries[0].ok == len(items) - 2
+        assert summaries[0].error == 2
+        attempts = server.stats().attempts
+        assert max(attempts.values()) == 3  # the poison item, never more than the cap
+    finally:
+        svc.stop_all()
+
+
+def test_poison_messages_go_to_the_dlq_and_the_offset_moves_on(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """Garbage bytes, a wrong schema and an oversized message each become a dead letter
+    with its reason; a valid batch behind them completes; the offset passes all of them.
+    """
+    svc = make_service(
+        kafka_bootstrap,
+        make_topic,
+        server,
+        tmp_path,
+        BATCH_RUNNER_MAX_MESSAGE_BYTES="20000",
+    )
+    poison = [
+        b"\x00\xffnot json at all",
+        orjson.dumps({"schema": "batch-request/v1", "batch_id": "x", "items": "nope"}),
+        orjson.dumps({"schema": "batch-request/v1", "padding": "x" * 30000}),
+    ]
+    produce_raw(kafka_bootstrap, svc.topics.requests, poison)
+    submit(kafka_bootstrap, svc.topics.requests, "after-poison", [{"id": 1}], chunk_size=1)
+    svc.start()
+    try:
+        dead = read_all(kafka_bootstrap, svc.topics.dlq, expected=3)
+        assert [m.value() for m in dead] == poison  # original bytes, unchanged
+        headers = [dict(m.headers() or []) for m in dead]
+        kinds = [h[DLQ_KIND].decode() for h in headers]
+        assert kinds[0] == "not_json"
+        assert kinds[2] == "too_large"
+        assert b"items" in headers[1][DLQ_REASON]
+        assert [int(h[DLQ_SOURCE_OFFSET]) for h in headers] == [0, 1, 2]
+        results, _, _ = read_results(kafka_bootstrap, svc.topics.results, expected_records=2)
+        assert [r.status for r in results] == ["ok"]
+        wait_for(lambda: committed_total(svc, 1) == 4, what="the commit past the poison")
+    finally:
+        svc.stop_all()
+
+
+def test_sigkill_mid_batch_loses_nothing(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """A replica killed mid-batch, then a new one in the same group: every item has a
+    result, and duplicates only come from chunks that were not committed.
+    """
+    server.configure(latency_ms=20.0)
+    svc = make_service(
+        kafka_bootstrap, make_topic, server, tmp_path, BATCH_RUNNER_MAX_IN_FLIGHT="8"
+    )
+    items = [{"id": i} for i in range(1500)]
+    chunks = submit(kafka_bootstrap, svc.topics.requests, "crash", items, chunk_size=50)
+    first = svc.start()
+    try:
+        read_all(kafka_bootstrap, svc.topics.results, expected=400, timeout_s=60)
+        first.signal(signal.SIGKILL)
+        first.wait(30)
+        committed = committed_total(svc, 1)
+        assert committed < chunks, "the replica finished before it was killed"
+        svc.start()
+        total = end_offsets(kafka_bootstrap, svc.topics.results, 1)[0]
+        wait_for(
+            lambda: committed_total(svc, 1) == chunks,
+            timeout_s=90,
+            what="the second replica to finish the batch",
+        )
+        total = end_offsets(kafka_bootstrap, svc.topics.results, 1)[0]
+        results, _, _ = read_results(kafka_bootstrap, svc.topics.results, expected_records=total)
+        counts = Counter(r.index for r in results)
+        assert set(counts) == set(range(len(items))), "an item has no result"
+        for index, count in counts.items():
+            if count > 1:
+                chunk = index // 50
+                assert chunk >= committed, f"item {index} of committed chunk {chunk} repeated"
+    finally:
+        svc.stop_all()
+
+
+def test_sigterm_drains_commits_and_a_restart_repeats_nothing(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM mid-batch: the replica finishes what it fetched, commits, exits 0; a new
+    replica completes the rest, and no item has two results.
+    """
+    server.configure(latency_ms=20.0)
+    svc = make_service(
+        kafka_bootstrap,
+        make_topic,
+        server,
+        tmp_path,
+        BATCH_RUNNER_MAX_IN_FLIGHT="8",
+        BATCH_RUNNER_MAX_BUFFERED_ITEMS="200",
+    )
+    items = [{"id": i} for i in range(1500)]
+    chunks = submit(kafka_bootstrap, svc.topics.requests, "drain", items, chunk_size=50)
+    first = svc.start()
+    try:
+        read_all(kafka_bootstrap, svc.topics.results, expected=300, timeout_s=60)
+        first.signal(signal.SIGTERM)
+        assert wait_exit(first, 60) == 0
+        committed = committed_total(svc, 1)
+        assert 0 < committed < chunks
+        svc.start()
+        wait_for(
+            lambda: committed_total(svc, 1) == chunks,
+            timeout_s=90,
+            what="the second replica to finish the batch",
+        )
+        total = end_offsets(kafka_bootstrap, svc.topics.results, 1)[0]
+        results, summaries, _ = read_results(
+            kafka_bootstrap,
+            svc.topics.results,
+            expected_records=total,
+        )
+        counts = Counter(r.index for r in results)
+        assert set(counts) == set(range(len(items)))
+        assert max(counts.values()) == 1, "a drained replica's work was repeated"
+        assert len(summaries) == chunks
+    finally:
+        svc.stop_all()
+
+
+def test_two_replicas_share_partitions_and_hand_over_without_loss(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """Two replicas on a 4-partition topic both produce results; stopping one hands its
+    partitions to the other, and every item of every batch gets a result.
+    """
+    server.configure(latency_ms=10.0)
+    svc = make_service(
+        kafka_bootstrap,
+        make_topic,
+        server,
+        tmp_path,
+        partitions=4,
+        BATCH_RUNNER_MAX_IN_FLIGHT="8",
+    )
+    a = svc.start()
+    b = svc.start()
+    batches = {f"batch-{n}": [{"batch": n, "i": i} for i in range(200)] for n in range(8)}
+    try:
+        wait_for(
+            lambda: all("partitions assigned" in r.log() for r in (a, b)),
+            what="both replicas to get partitions",
+        )
+        for batch_id, items in batches.items():
+            submit(kafka_bootstrap, svc.topics.requests, batch_id, items, chunk_size=50)
+        read_all(kafka_bootstrap, svc.topics.results, expected=400, timeout_s=60)
+        b.signal(signal.SIGTERM)
+        assert wait_exit(b, 60) == 0
+        expected = sum(len(v) for v in batches.values()) + 4 * len(batches)
+        results, _, messages = read_results(
+            kafka_bootstrap,
+            svc.topics.results,
+            expected_records=expected,
+            timeout_s=120,
+        )
+        seen = {(r.batch_id, r.index) for r in results}
+        assert seen == {(b_id, i) for b_id, items in batches.items() for i in range(len(items))}
+        replicas = {dict(m.headers() or []).get("batch-runner-replica") for m in messages}
+        assert len(replicas) == 2, f"results came from {replicas}"
+    finally:
+        svc.stop_all()
+
+
+def test_backpressure_keeps_a_slow_replica_in_its_group(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """With a tiny buffer cap and a slow server, the replica pauses fetching, stays in the
+    group past max.poll.interval.ms, and finishes every item exactly once.
+    """
+    server.configure(latency_ms=100.0)
+    svc = make_service(
+        kafka_bootstrap,
+        make_topic,
+        server,
+        tmp_path,
+        BATCH_RUNNER_MAX_IN_FLIGHT="2",
+        BATCH_RUNNER_MAX_BUFFERED_ITEMS="4",
+        KAFKA_SESSION_TIMEOUT_MS="6000",
+        KAFKA_MAX_POLL_INTERVAL_MS="7000",
+    )
+    items = [{"id": i} for i in range(160)]
+    chunks = submit(kafka_bootstrap, svc.topics.requests, "slow-drip", items, chunk_size=4)
+    replica = svc.start()
+    try:
+        results, _, _ = read_results(
+            kafka_bootstrap,
+            svc.topics.results,
+            expected_records=len(items) + chunks,
+            timeout_s=120,
+        )
+        assert Counter(r.index for r in results) == Counter(range(len(items)))
+        log = replica.log()
+        assert "paused fetching" in log
+        assert "partitions revoked" not in log
+        assert "partitions lost" not in log
+        assert server.stats().max_in_flight <= 2
+    finally:
+        svc.stop_all()

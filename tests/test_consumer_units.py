@@ -1,0 +1,133 @@
+"""Pure parts of the consumer: settings, the splitter and the live concurrency limiter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from consumer.limiter import Limiter
+from consumer.settings import DEFAULT_TARGET, ConfigError, Endpoint, Settings, parse_target
+from consumer.splitter import items_per_request, split
+
+BASE_ENV = {
+    "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
+    "BATCH_RUNNER_ENDPOINT": "http://127.0.0.1:8080/v1/models/iris:predict",
+}
+
+
+def test_split_keeps_order_and_covers_every_item() -> None:
+    """Units are consecutive, of the asked size, the last one shorter, nothing lost."""
+    items = [str(i).encode() for i in range(10)]
+    units = split(items, 3)
+    assert [u.offset for u in units] == [0, 3, 6, 9]
+    assert [list(u.items) for u in units] == [items[0:3], items[3:6], items[6:9], items[9:]]
+    with pytest.raises(ValueError, match="size must be >= 1"):
+        split(items, 0)
+
+
+def test_items_per_request_respects_default_and_cap() -> None:
+    """A request's own unit size is used but capped; absent, the default applies."""
+    assert items_per_request(None, 1, 100) == 1
+    assert items_per_request(50, 1, 100) == 50
+    assert items_per_request(5000, 1, 100) == 100
+    assert items_per_request(0, 1, 100) == 1
+
+
+def test_settings_from_env_passes_kafka_options_through() -> None:
+    """KAFKA_* variables become dotted librdkafka options for consumer and producer."""
+    env = {
+        **BASE_ENV,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISMS": "SCRAM-SHA-512",
+        "BATCH_RUNNER_MAX_IN_FLIGHT": "7",
+    }
+    settings = Settings.from_env(env)
+    assert settings.max_in_flight == 7
+    assert settings.consumer_config()["security.protocol"] == "SASL_SSL"
+    assert settings.producer_config()["sasl.mechanisms"] == "SCRAM-SHA-512"
+    assert settings.consumer_config()["enable.auto.commit"] is False
+    assert settings.producer_config()["enable.idempotence"] is True
+    assert settings.endpoints[DEFAULT_TARGET].protocol == "v1"
+
+
+def test_settings_targets_from_env_and_flags() -> None:
+    """Named targets come from BATCH_RUNNER_TARGETS and --target; flags override env."""
+    env = {**BASE_ENV, "BATCH_RUNNER_TARGETS": "a=raw:http://h:1/predict, b=v2:http://h:2/x"}
+    settings = Settings.from_env(env, targets=["b=v1:http://other/p"], max_in_flight=3)
+    assert settings.endpoints["a"] == Endpoint("a", "http://h:1/predict", "raw")
+    assert settings.endpoints["b"] == Endpoint("b", "http://other/p", "v1")
+    assert settings.endpoint_for(None) is settings.endpoints[DEFAULT_TARGET]
+    assert settings.endpoint_for("nope") is None
+    assert settings.max_in_flight == 3
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        ({"BATCH_RUNNER_ENDPOINT": "http://x/p"}, {}, "KAFKA_BOOTSTRAP_SERVERS"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "h:1"}, {}, "no inference endpoint is configured"),
+        (BASE_ENV, {"max_in_flight": 0}, "max_in_flight must be > 0"),
+        (BASE_ENV, {"protocol": "grpc"}, "protocol 'grpc' is not one of raw, v1, v2"),
+        ({**BASE_ENV, "BATCH_RUNNER_ENDPOINT": "ftp://x"}, {}, "is not an http"),
+        ({**BASE_ENV, "BATCH_RUNNER_MAX_IN_FLIGHT": "many"}, {}, "is not a number"),
+        ({**BASE_ENV, "KAFKA_ENABLE_AUTO_COMMIT": "true"}, {}, "cannot be overridden"),
+        (BASE_ENV, {"targets": ["broken"]}, "expected NAME=PROTOCOL:URL"),
+        (BASE_ENV, {"max_attempts": 0}, "max_attempts"),
+    ],
+)
+def test_bad_configuration_fails_with_a_clear_message(
+    env: dict[str, str],
+    overrides: dict[str, object],
+    message: str,
+) -> None:
+    """Each configuration mistake raises ConfigError naming the problem."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env, **overrides)
+
+
+def test_parse_target_defaults_to_v1() -> None:
+    """A target without a protocol prefix is a v1 endpoint; URLs keep their colons."""
+    assert parse_target("m=http://h:8080/v1/models/m:predict") == Endpoint(
+        "m",
+        "http://h:8080/v1/models/m:predict",
+        "v1",
+    )
+
+
+async def test_limiter_bounds_concurrency_and_follows_a_live_limit() -> None:
+    """Never more holders than the limit; raising the limit admits waiters at once."""
+    limiter = Limiter(2)
+    peak = 0
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        nonlocal peak
+        async with limiter:
+            peak = max(peak, limiter.in_use)
+            await release.wait()
+
+    tasks = [asyncio.create_task(hold()) for _ in range(5)]
+    await asyncio.sleep(0)
+    assert limiter.in_use == 2
+    assert limiter.waiting == 3
+    limiter.limit = 4
+    assert limiter.in_use == 4
+    release.set()
+    await asyncio.gather(*tasks)
+    assert peak == 4
+    assert limiter.in_use == 0
+
+
+async def test_limiter_cancelled_waiter_does_not_leak_a_place() -> None:
+    """A waiter cancelled while queued leaves the count unchanged."""
+    limiter = Limiter(1)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    limiter.release()
+    assert limiter.in_use == 0
+    assert limiter.waiting == 0
