@@ -103,10 +103,10 @@ async def serve(settings: Settings) -> int:
     try:
         await pipeline.run()
     except FatalError as exc:
-        log.error("stopped after a delivery failure", extra={"error": str(exc)})
+        log.exception("stopped after a delivery failure", extra={"error": str(exc)})
         return EXIT_FATAL
     except KafkaException as exc:
-        log.error("Kafka error", extra={"error": str(exc)})  # noqa: TRY400 - message is enough
+        log.error("Kafka error", extra={"error": str(exc)})  # noqa: TRY400 - no traceback needed
         return EXIT_CONFIG
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

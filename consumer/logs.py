@@ -25,7 +25,7 @@ _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s:]+:[^/@\s]+@")
 MASK = "***"
 
 
-def redact(value: Any, key: str = "") -> Any:
+def redact(value: object, key: str = "") -> object:
     """Return ``value`` with secrets masked (by key name, and credentials inside URLs)."""
     if key and _SECRET_KEY.search(key):
         return MASK
@@ -72,7 +72,7 @@ class TextFormatter(logging.Formatter):
         if extras:
             line += f"  {extras}"
         if record.exc_info:
-            line += "\n" + redact(self.formatException(record.exc_info))
+            line += "\n" + str(redact(self.formatException(record.exc_info)))
         return line
 
 

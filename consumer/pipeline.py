@@ -138,6 +138,7 @@ class Pipeline:
         self._partition_idle: dict[TP, asyncio.Event] = {}
         self._fatal: BaseException | None = None
         self._forced = False
+        self._items_per_message = 0.0  # running average (0: none seen yet), sizes fetches
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}"
         self._replica_header = (REPLICA_HEADER, self.replica_id.encode())
 
@@ -192,10 +193,21 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings = self.settings
         while not self._stopping.is_set():
-            messages = await self.source.fetch(settings.poll_batch, settings.poll_timeout_s)
+            messages = await self.source.fetch(self._fetch_size(), settings.poll_timeout_s)
             for msg in messages:
                 self._on_message(msg)
             await self._apply_backpressure()
+
+    def _fetch_size(self) -> int:
+        """Fetch no more messages than the item buffer has room for (at least one).
+
+        The room is turned into a message count with the average items per message seen
+        so far, so a backlog of large chunks is never pulled into memory at once.
+        """
+        room = self.settings.max_buffered_items - self.buffered_items
+        if room <= 0 or self._items_per_message == 0:
+            return 1
+        return max(1, min(self.settings.poll_batch, int(room / self._items_per_message)))
 
     async def _drain(self) -> None:
         """Give in-flight work ``drain_timeout_s`` to finish, then cancel what is left."""
@@ -245,6 +257,9 @@ class Pipeline:
         chunk = Chunk(tp, offset, request, msg.key(), [self._replica_header, *trace])
         self.chunks.setdefault(tp, {})[offset] = chunk
         self.buffered_items += len(request.items)
+        if self._items_per_message == 0:
+            self._items_per_message = float(len(request.items))
+        self._items_per_message += (len(request.items) - self._items_per_message) * 0.1
         endpoint = self.settings.endpoint_for(request.target)
         if endpoint is None:
             outcome = Outcome(

@@ -78,7 +78,7 @@ class Publisher:
                 return
 
     def outstanding(self) -> int:
-        """Records handed to librdkafka and not yet reported."""
+        """Return how many records librdkafka holds that are not yet reported."""
         return len(self._producer)
 
     def serve_reports(self) -> int:
@@ -112,10 +112,7 @@ class Publisher:
             raise KafkaException(
                 KafkaError(
                     KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    f"topic(s) {', '.join(missing)} do not exist on {self._bootstrap()}: "
+                    f"topic(s) {', '.join(missing)} do not exist: "
                     "create them first (batch-runner submit --create-topic, or kafka-topics.sh)",
                 ),
             )
-
-    def _bootstrap(self) -> str:
-        return "the cluster"

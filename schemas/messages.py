@@ -353,7 +353,7 @@ def item_values(request: BatchRequest) -> list[Any]:
 # --- encoding -----------------------------------------------------------------------------
 
 
-def encode_batch_request(
+def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the message
     *,
     batch_id: str,
     items: Sequence[bytes | msgspec.Raw],
@@ -406,7 +406,7 @@ def encode_ok_result(
     )
 
 
-def encode_error_result(  # noqa: PLR0913 - one argument per field of the record
+def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of the record
     request: BatchRequest,
     index: int,
     kind: str,
@@ -457,7 +457,7 @@ def encode_record(record: Result | ChunkSummary) -> bytes:
 # --- dead letters -------------------------------------------------------------------------
 
 
-def dead_letter_headers(
+def dead_letter_headers(  # noqa: PLR0913 - one keyword per header
     error: InvalidMessage,
     *,
     source_topic: str,

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
@@ -24,6 +23,7 @@ from tests.helpers import read_all, unique
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from pathlib import Path
 
     from confluent_kafka import Message
 
@@ -59,11 +59,7 @@ class Replica:
 
     def events(self) -> list[dict[str, object]]:
         """Return the replica's JSON log events."""
-        out = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                out.append(orjson.loads(line))
-        return out
+        return [orjson.loads(line) for line in self.log().splitlines() if line.startswith("{")]
 
     def stop(self) -> None:
         """Kill the replica if it still runs (test clean-up)."""
@@ -128,7 +124,7 @@ def submit(
     chunk_size: int,
     target: str | None = None,
     items_per_request: int | None = None,
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
 ) -> int:
     """Produce ``items`` as BatchRequest chunks keyed by ``batch_id``; return the chunk count."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET
+from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import (
     Service,
     Topics,
@@ -78,8 +78,10 @@ def test_happy_path_every_item_gets_one_ok_result_and_the_offset_reaches_the_end
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """1,000 items in 10 chunks: 1,000 ok results with right indices and predictions,
-    10 summaries, and the committed offset at the end of the requests topic.
+    """Every item of a 1,000-item batch gets one ok result and the offset reaches the end.
+
+    Ten chunks: 1,000 ok results with the right indices and predictions, ten summaries,
+    and the committed offset at the end of the requests topic.
     """
     svc = make_service(kafka_bootstrap, make_topic, server, tmp_path)
     items = [{"id": i, "x": i * 0.5} for i in range(1000)]
@@ -118,8 +120,10 @@ def test_commit_never_passes_a_slow_chunk(
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """A slow first chunk holds the committed offset at 0 while later chunks finish;
-    once it is done the offset jumps to the end.
+    """The committed offset never passes a slow chunk that later chunks overtook.
+
+    While the first chunk is in flight and the four after it are done, the broker's
+    committed offset stays at 0; once it is done the offset jumps to the end.
     """
     svc = make_service(kafka_bootstrap, make_topic, server, tmp_path)
     submit(
@@ -127,7 +131,7 @@ def test_commit_never_passes_a_slow_chunk(
     )
     fast = [{"id": i} for i in range(40)]
     submit(kafka_bootstrap, svc.topics.requests, "fast", fast, chunk_size=10)
-    replica = svc.start()
+    svc.start()
     try:
         # The four fast chunks are answered and acknowledged while the slow one waits.
         read_all(kafka_bootstrap, svc.topics.results, expected=40 + 4, timeout_s=30)
@@ -147,9 +151,11 @@ def test_retries_recover_or_end_in_an_error_result(
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """503 then 200, 429 with Retry-After, a reset and a timeout recover with the right
-    attempt counts; a permanent 500 ends as an error after the attempt cap; a 400 fails
-    at once; the rest of the batch still completes.
+    """Retryable failures recover with the right attempt counts; the rest become errors.
+
+    503 then 200, 429 with Retry-After, a reset and a timeout recover on attempt 2; a
+    permanent 500 ends as an error after the attempt cap; a 400 fails at once; the rest
+    of the batch completes.
     """
     server.configure(retry_after_s=0.2)
     svc = make_service(
@@ -162,14 +168,14 @@ def test_retries_recover_or_end_in_an_error_result(
         BATCH_RUNNER_BACKOFF_MAX_S="0.1",
         BATCH_RUNNER_REQUEST_TIMEOUT_S="1",
     )
-    items: list[dict[str, object]] = [
+    items: list[object] = [
         {"id": "unavailable", "fail": [503, "ok"]},
         {"id": "throttled", "fail": [429, "ok"]},
         {"id": "reset", "fail": ["reset", "ok"]},
         {"id": "hang", "fail": ["hang", "ok"]},
         {"id": "poison", "fail": "permanent"},
         {"id": "bad-request", "fail": 400},
-        *({"id": f"plain-{i}"} for i in range(20)),
+        *[{"id": f"plain-{i}"} for i in range(20)],
     ]
     submit(kafka_bootstrap, svc.topics.requests, "retries", items, chunk_size=len(items))
     svc.start()
@@ -179,7 +185,7 @@ def test_retries_recover_or_end_in_an_error_result(
             svc.topics.results,
             expected_records=len(items) + 1,
         )
-        by_id = {items[r.index]["id"]: r for r in results}
+        by_id = {items[r.index]["id"]: r for r in results}  # type: ignore[index]
         assert len(by_id) == len(items)
         for name in ("unavailable", "throttled", "reset", "hang"):
             assert by_id[name].status == "ok", by_id[name]
@@ -210,8 +216,10 @@ def test_poison_messages_go_to_the_dlq_and_the_offset_moves_on(
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """Garbage bytes, a wrong schema and an oversized message each become a dead letter
-    with its reason; a valid batch behind them completes; the offset passes all of them.
+    """Invalid messages become dead letters with their reason, and the offset moves on.
+
+    Non-JSON, invalid UTF-8, a wrong schema and an oversized message are copied to the
+    DLQ unchanged with reason headers; a valid batch behind them completes.
     """
     svc = make_service(
         kafka_bootstrap,
@@ -221,7 +229,8 @@ def test_poison_messages_go_to_the_dlq_and_the_offset_moves_on(
         BATCH_RUNNER_MAX_MESSAGE_BYTES="20000",
     )
     poison = [
-        b"\x00\xffnot json at all",
+        b"definitely { not json",
+        b"\x00\xff invalid UTF-8",
         orjson.dumps({"schema": "batch-request/v1", "batch_id": "x", "items": "nope"}),
         orjson.dumps({"schema": "batch-request/v1", "padding": "x" * 30000}),
     ]
@@ -229,17 +238,16 @@ def test_poison_messages_go_to_the_dlq_and_the_offset_moves_on(
     submit(kafka_bootstrap, svc.topics.requests, "after-poison", [{"id": 1}], chunk_size=1)
     svc.start()
     try:
-        dead = read_all(kafka_bootstrap, svc.topics.dlq, expected=3)
+        dead = read_all(kafka_bootstrap, svc.topics.dlq, expected=len(poison))
         assert [m.value() for m in dead] == poison  # original bytes, unchanged
-        headers = [dict(m.headers() or []) for m in dead]
-        kinds = [h[DLQ_KIND].decode() for h in headers]
-        assert kinds[0] == "not_json"
-        assert kinds[2] == "too_large"
-        assert b"items" in headers[1][DLQ_REASON]
-        assert [int(h[DLQ_SOURCE_OFFSET]) for h in headers] == [0, 1, 2]
+        headers = [parse_dead_letter_headers(m.headers() or []) for m in dead]  # type: ignore[arg-type]
+        kinds = [h[DLQ_KIND] for h in headers]
+        assert kinds == ["not_json", "encoding", "schema", "too_large"]
+        assert headers[2][DLQ_REASON].startswith("items: expected `array`")
+        assert [int(h[DLQ_SOURCE_OFFSET]) for h in headers] == [0, 1, 2, 3]
         results, _, _ = read_results(kafka_bootstrap, svc.topics.results, expected_records=2)
         assert [r.status for r in results] == ["ok"]
-        wait_for(lambda: committed_total(svc, 1) == 4, what="the commit past the poison")
+        wait_for(lambda: committed_total(svc, 1) == 5, what="the commit past the poison")
     finally:
         svc.stop_all()
 
@@ -250,8 +258,10 @@ def test_sigkill_mid_batch_loses_nothing(
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """A replica killed mid-batch, then a new one in the same group: every item has a
-    result, and duplicates only come from chunks that were not committed.
+    """A replica killed mid-batch loses nothing: a new one in the group finishes the batch.
+
+    Every item has a result, and duplicates only come from chunks that were not
+    committed when the first replica died.
     """
     server.configure(latency_ms=20.0)
     svc = make_service(
@@ -291,8 +301,10 @@ def test_sigterm_drains_commits_and_a_restart_repeats_nothing(
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """SIGTERM mid-batch: the replica finishes what it fetched, commits, exits 0; a new
-    replica completes the rest, and no item has two results.
+    """SIGTERM drains, commits and exits 0; a restarted replica repeats nothing.
+
+    The first replica finishes what it fetched; a new replica completes the rest, and
+    no item has two results.
     """
     server.configure(latency_ms=20.0)
     svc = make_service(
@@ -338,8 +350,10 @@ def test_two_replicas_share_partitions_and_hand_over_without_loss(
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """Two replicas on a 4-partition topic both produce results; stopping one hands its
-    partitions to the other, and every item of every batch gets a result.
+    """Two replicas share a 4-partition topic and hand over without loss.
+
+    Both produce results; stopping one hands its partitions to the other, and every
+    item of every batch gets a result.
     """
     server.configure(latency_ms=10.0)
     svc = make_service(
@@ -384,8 +398,10 @@ def test_backpressure_keeps_a_slow_replica_in_its_group(
     server: TestInferenceServer,
     tmp_path: Path,
 ) -> None:
-    """With a tiny buffer cap and a slow server, the replica pauses fetching, stays in the
-    group past max.poll.interval.ms, and finishes every item exactly once.
+    """Backpressure keeps a slow replica in its group past max.poll.interval.ms.
+
+    With a tiny buffer cap and a slow server the replica pauses fetching, is never
+    revoked, and finishes every item exactly once.
     """
     server.configure(latency_ms=100.0)
     svc = make_service(

@@ -87,7 +87,7 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / f"kafka-{KAFKA_VERSION}").symlink_to(jars.parent)
-    env = {**os.environ, "KAFKA_BATCH_RUNNER_CACHE": str(cache)}
+    env = {**os.environ, "BATCH_RUNNER_CACHE_DIR": str(cache)}
     cli = [sys.executable, "-m", "tools.cli", "kafka"]
 
     started = subprocess.run(

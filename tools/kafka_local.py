@@ -93,10 +93,10 @@ class LocalKafkaError(RuntimeError):
 def cache_root() -> Path:
     """Return the directory that holds the broker's jars between runs.
 
-    ``KAFKA_BATCH_RUNNER_CACHE`` overrides it; otherwise ``$XDG_CACHE_HOME`` or
+    ``BATCH_RUNNER_CACHE_DIR`` overrides it; otherwise ``$XDG_CACHE_HOME`` or
     ``~/.cache``, under ``kafka-batch-runner``.
     """
-    explicit = os.environ.get("KAFKA_BATCH_RUNNER_CACHE")
+    explicit = os.environ.get("BATCH_RUNNER_CACHE_DIR")
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
