@@ -18,7 +18,7 @@ test: install
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy --strict consumer producer schemas tools tests
+	$(RUN) mypy --strict consumer producer schemas tools tests bench
 
 format: install
 	$(RUN) ruff check --fix .

@@ -247,7 +247,10 @@ def _check_duplicates(data: bytes, keys: dict[str, msgspec.Raw]) -> None:
             seen.add(key)
 
     decoder = json.JSONDecoder(object_pairs_hook=lambda items: items)
-    top = decoder.decode(data.decode("utf-8"))
+    try:
+        top = decoder.decode(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidMessage("not_json", f"message: {exc}") from None
     if isinstance(top, list):
         pairs(top)
 
@@ -293,6 +296,8 @@ def decode_batch_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> BatchR
         except UnicodeDecodeError:
             raise InvalidMessage("encoding", "message: invalid UTF-8") from None
         raise InvalidMessage("not_json", f"message: {exc}") from None
+    except UnicodeDecodeError:
+        raise InvalidMessage("encoding", "message: invalid UTF-8") from None
     except RecursionError:
         raise InvalidMessage("limits", "message: nested too deeply") from None
     if len(request.items) > limits.max_items:
