@@ -9,6 +9,7 @@ standard output (one line) or from ``status``.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -92,6 +93,39 @@ def _fetch(_: argparse.Namespace) -> int:
     return 0
 
 
+def _create_topics(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaError, KafkaException  # noqa: PLC0415
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
+
+    bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not bootstrap:
+        state = read_state()
+        bootstrap = state["bootstrap_servers"] if state else None
+    if not bootstrap:
+        print("error: no cluster: set KAFKA_BOOTSTRAP_SERVERS or start one", file=sys.stderr)
+        return 2
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = [
+        NewTopic(args.requests_topic, num_partitions=args.partitions, replication_factor=-1),
+        NewTopic(args.results_topic, num_partitions=args.partitions, replication_factor=-1),
+        NewTopic(args.dlq_topic, num_partitions=1, replication_factor=-1),
+    ]
+    failed = False
+    for name, future in admin.create_topics(wanted, request_timeout=15).items():
+        try:
+            future.result(timeout=30)
+            print(f"created {name}")
+        except KafkaException as exc:
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                print(f"exists  {name}")
+            else:
+                print(f"error: {name}: {exc}", file=sys.stderr)
+                failed = True
+    return 1 if failed else 0
+
+
 def _stop(_: argparse.Namespace) -> int:
     path = state_file()
     try:
@@ -155,6 +189,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "fetch",
         help="download the broker jars into the cache (once) and print their directory",
     ).set_defaults(handler=_fetch)
+    topics = actions.add_parser(
+        "create-topics",
+        help="create the service's topics (requests and results partitioned, plus the DLQ)",
+    )
+    topics.add_argument(
+        "--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS or the local broker"
+    )
+    topics.add_argument("--partitions", type=int, default=4, help="for requests and results (4)")
+    topics.add_argument("--requests-topic", default="batch-requests")
+    topics.add_argument("--results-topic", default="batch-results")
+    topics.add_argument("--dlq-topic", default="batch-requests.dlq")
+    topics.set_defaults(handler=_create_topics)
     actions.add_parser("stop", help="stop the background broker").set_defaults(handler=_stop)
     actions.add_parser("status", help="print the address if running").set_defaults(
         handler=_status,
