@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from tests.helpers import unique
 from tools.kafka_local import (
     KAFKA_VERSION,
     LocalKafka,
@@ -114,3 +115,20 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     assert after.returncode == 1
     assert "not running" in after.stderr
     assert cache_root() != cache  # the test did not touch the user's state file
+
+
+def test_cli_create_topics_is_idempotent(kafka_bootstrap: str, kafka_admin: AdminClient) -> None:
+    """``kafka create-topics`` creates the three topics once and reports them after."""
+    suffix = unique("t")
+    names = [f"req-{suffix}", f"res-{suffix}", f"dlq-{suffix}"]
+    cli = [sys.executable, "-m", "tools.cli", "kafka", "create-topics", "--partitions", "3"]
+    cli += ["--bootstrap-servers", kafka_bootstrap, "--requests-topic", names[0]]
+    cli += ["--results-topic", names[1], "--dlq-topic", names[2]]
+    first = subprocess.run(cli, check=False, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == [word for n in names for word in ("created", n)]
+    again = subprocess.run(cli, check=False, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0
+    assert again.stdout.split() == [word for n in names for word in ("exists", n)]
+    topics = kafka_admin.list_topics(timeout=10).topics
+    assert [len(topics[n].partitions) for n in names] == [3, 3, 1]
