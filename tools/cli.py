@@ -17,11 +17,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-# subcommand -> (module that registers it, one-line help)
+# subcommand -> ("module:register function", one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "consume": ("consumer.__main__", "run a consumer replica"),
-    "serve-model": ("tools.modelserver", "serve the reference iris classifier over HTTP"),
-    "kafka": ("tools.kafka_cli", "start, stop or inspect a local single-node Kafka broker"),
+    "submit": ("producer.cli:register_submit", "submit a batch from a file or stdin"),
+    "tail": ("producer.cli:register_tail", "follow the results topic"),
+    "collect": ("producer.cli:register_collect", "write a batch's results in input order"),
+    "status": ("producer.cli:register_status", "a batch's counts and the group's lag"),
+    "consume": ("consumer.__main__:register", "run a consumer replica"),
+    "serve-model": ("tools.modelserver:register", "serve the reference iris classifier over HTTP"),
+    "kafka": ("tools.kafka_cli:register", "start, stop or inspect a local Kafka broker"),
 }
 
 
@@ -33,10 +37,11 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
         "read results.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
+    for name, (target, help_text) in SUBCOMMANDS.items():
         if name == selected:
-            module = importlib.import_module(module_name)
-            module.register(subparsers)
+            module_name, _, function = target.partition(":")
+            register = getattr(importlib.import_module(module_name), function)
+            register(subparsers)
         else:
             subparsers.add_parser(name, help=help_text, add_help=False)
     return parser

@@ -1,0 +1,495 @@
+"""``batch-runner submit | tail | collect | status``: the user's side of the service.
+
+Exit codes (all four commands): 0 success; 1 not everything was delivered (submit) or
+the batch is incomplete (collect, tail --until-complete on timeout); 2 bad input or
+usage; 4 Kafka unreachable or a topic missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from producer.inputs import FORMATS, InputError, read_items
+from producer.results import (
+    BatchState,
+    ReaderError,
+    TopicReader,
+    decode_record,
+    parse_start,
+    read_batch,
+)
+from producer.submit import (
+    EXIT_FAILED,
+    EXIT_INPUT,
+    EXIT_KAFKA,
+    EXIT_OK,
+    SubmitError,
+    submit,
+)
+from schemas import (
+    REQUESTS_TOPIC,
+    RESULTS_TOPIC,
+    ChunkSummary,
+    InvalidMessage,
+    Result,
+    decode_batch_request,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]  # noqa: SLF001
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def _bootstrap(args: argparse.Namespace) -> str:
+    value = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not value:
+        raise SubmitError(
+            "no Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap-servers",
+            EXIT_INPUT,
+        )
+    return str(value)
+
+
+def _kafka_options(args: argparse.Namespace) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for key, value in os.environ.items():
+        if key.startswith("KAFKA_") and key != "KAFKA_BOOTSTRAP_SERVERS":
+            options[key.removeprefix("KAFKA_").lower().replace("_", ".")] = value
+    for item in args.kafka_option or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SubmitError(f"-X {item!r}: expected key=value", EXIT_INPUT)
+        options[key] = value
+    return options
+
+
+def _metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SubmitError(f"--metadata {pair!r}: expected key=value", EXIT_INPUT)
+        out[key] = value
+    return out
+
+
+def _guard(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Turn the commands' expected errors into a message and an exit code."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except SubmitError as exc:
+            _err(str(exc))
+            return exc.exit_code
+        except InputError as exc:
+            _err(str(exc))
+            return EXIT_INPUT
+        except ReaderError as exc:
+            _err(str(exc))
+            return EXIT_KAFKA
+        except ValueError as exc:
+            _err(str(exc))
+            return EXIT_INPUT
+        except KeyboardInterrupt:
+            return 130
+
+    return wrapped
+
+
+# --- submit -----------------------------------------------------------------------------
+
+
+def _submit(args: argparse.Namespace) -> int:
+    items = read_items(args.input, args.format)
+    show = not args.quiet
+    progress: Callable[[int, int], None] | None = None
+    bar: Any = None
+    if show and sys.stderr.isatty():
+        from rich.progress import Progress  # noqa: PLC0415 - only on a terminal
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("submitting", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+    elif show:
+        last = [0.0]
+
+        def progress(done: int, total: int) -> None:
+            now = time.monotonic()
+            if done == total or now - last[0] >= 1.0:
+                last[0] = now
+                print(f"delivered {done}/{total} chunks", file=sys.stderr)
+
+    try:
+        report = submit(
+            items,
+            bootstrap_servers=_bootstrap(args),
+            topic=args.topic,
+            batch_id=args.batch_id,
+            chunk_size=args.chunk_size,
+            max_message_bytes=args.max_message_bytes,
+            target=args.target,
+            items_per_request=args.items_per_request,
+            metadata=_metadata(args.metadata),
+            create_topic=args.create_topic,
+            partitions=args.partitions,
+            timeout_s=args.timeout,
+            kafka_options=_kafka_options(args),
+            on_progress=progress,
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    if args.json:
+        line = {
+            "batch_id": report.batch_id,
+            "items": report.items,
+            "chunks": report.chunks,
+            "topic": report.topic,
+            "bytes": report.bytes,
+        }
+        print(orjson.dumps(line).decode())
+    else:
+        print(report.batch_id)
+        if show:
+            print(
+                f"submitted {report.items} items in {report.chunks} chunks "
+                f"({report.bytes} bytes) to {report.topic} in {report.seconds:.2f}s",
+                file=sys.stderr,
+            )
+    return EXIT_OK
+
+
+# --- tail -------------------------------------------------------------------------------
+
+
+def _pretty(record: Result | ChunkSummary) -> str:
+    if isinstance(record, ChunkSummary):
+        return (
+            f"{record.batch_id} chunk {record.chunk + 1}/{record.chunks} done: "
+            f"{record.ok} ok, {record.error} errors"
+        )
+    if record.status == "ok":
+        answer = orjson.dumps(record.prediction).decode()
+        return f"{record.batch_id} #{record.index} ok {answer} ({record.latency_ms:.1f} ms)"
+    error = record.error
+    detail = f"{error.kind}: {error.message}" if error else "error"
+    return f"{record.batch_id} #{record.index} ERROR {detail} (attempts {record.attempts})"
+
+
+def _tail(args: argparse.Namespace) -> int:
+    batch_filter = args.until_complete or args.batch_id
+    start = parse_start(args.from_ or ("beginning" if args.until_complete else "now"))
+    reader = TopicReader(_bootstrap(args), args.topic, start, kafka_options=_kafka_options(args))
+    state = BatchState(args.until_complete) if args.until_complete else None
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    as_json = args.json or not sys.stdout.isatty()
+    try:
+        while True:
+            for msg in reader.poll():
+                record = decode_record(msg)
+                if record is None or (batch_filter and record.batch_id != batch_filter):
+                    continue
+                if state is not None:
+                    state.add(record)
+                if args.status and (not isinstance(record, Result) or record.status != args.status):
+                    continue
+                if args.summaries or isinstance(record, Result):
+                    line = (msg.value() or b"").decode() if as_json else _pretty(record)
+                    print(line, flush=True)
+            if state is not None and state.complete:
+                print(orjson.dumps(state.summary()).decode(), file=sys.stderr)
+                return EXIT_OK if state.errors == 0 or not args.fail_on_error else EXIT_FAILED
+            if deadline is not None and time.monotonic() >= deadline:
+                if state is not None:
+                    print(orjson.dumps(state.summary()).decode(), file=sys.stderr)
+                    _err(f"batch {state.batch_id} incomplete after {args.timeout:g}s")
+                    return EXIT_FAILED
+                return EXIT_OK
+    finally:
+        reader.close()
+
+
+# --- collect ----------------------------------------------------------------------------
+
+
+def _joined(item: bytes, result: Result) -> dict[str, Any]:
+    value = orjson.loads(item)
+    out: dict[str, Any] = dict(value) if isinstance(value, dict) else {"input": value}
+    out.update(_result_line(result))
+    return out
+
+
+def _result_line(result: Result) -> dict[str, Any]:
+    line: dict[str, Any] = {"index": result.index, "status": result.status}
+    if result.status == "ok":
+        line["prediction"] = result.prediction
+    elif result.error is not None:
+        line["error"] = {
+            "kind": result.error.kind,
+            "message": result.error.message,
+            "http_status": result.error.http_status,
+        }
+    line["attempts"] = result.attempts
+    line["latency_ms"] = result.latency_ms
+    return line
+
+
+def _collect(args: argparse.Namespace) -> int:
+    inputs = read_items(args.join_input) if args.join_input else None
+    state = read_batch(
+        _bootstrap(args),
+        args.topic,
+        args.batch_id,
+        wait_s=args.wait,
+        kafka_options=_kafka_options(args),
+    )
+    if not state.results:
+        _err(f"no results for batch {args.batch_id!r} on {args.topic}")
+        return EXIT_FAILED
+    total = state.total or (max(state.results) + 1)
+    if inputs is not None and len(inputs) != total:
+        raise SubmitError(
+            f"--join-input has {len(inputs)} items but the batch has {total}",
+            EXIT_INPUT,
+        )
+    out = sys.stdout.buffer if args.output in {None, "-"} else open(args.output, "wb")  # noqa: SIM115, PTH123
+    missing = 0
+    try:
+        for index in range(total):
+            result = state.results.get(index)
+            if result is None:
+                missing += 1
+                continue
+            line = _joined(inputs[index], result) if inputs is not None else _result_line(result)
+            out.write(orjson.dumps(line) + b"\n")
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    summary = state.summary() | {"missing": missing}
+    print(orjson.dumps(summary).decode(), file=sys.stderr)
+    if missing:
+        _err(f"batch {args.batch_id}: {missing} of {total} items have no result yet")
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+# --- status -----------------------------------------------------------------------------
+
+
+def _submitted(bootstrap: str, topic: str, batch_id: str, options: dict[str, str]) -> int | None:
+    """Return the batch's item count from its request chunks, or None if none are found."""
+    key = batch_id.encode()
+    reader = TopicReader(bootstrap, topic, OFFSET_BEGINNING, kafka_options=options)
+    try:
+        targets = reader.high_watermarks()
+        if not any(targets.values()):
+            return None
+        seen = dict.fromkeys(reader.partitions, -1)
+        total: int | None = None
+        while not reader.at_end() and not all(seen[p] + 1 >= targets[p] for p in seen):
+            for msg in reader.poll():
+                partition, offset = msg.partition(), msg.offset()
+                if partition is not None and offset is not None:
+                    seen[partition] = offset
+                if msg.key() == key:
+                    try:
+                        total = decode_batch_request(msg.value() or b"").total
+                    except InvalidMessage:
+                        continue
+        return total
+    finally:
+        reader.close()
+
+
+def _lag(bootstrap: str, group: str, topic: str, options: dict[str, str]) -> list[dict[str, int]]:
+    admin = AdminClient({"bootstrap.servers": bootstrap, **options})
+    from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: PLC0415
+
+    request = [ConsumerGroupTopicPartitions(group)]
+    try:
+        answer = admin.list_consumer_group_offsets(request)[group].result(timeout=15)
+    except KafkaException as exc:
+        raise ReaderError(f"cannot read the offsets of group {group!r}: {exc}") from None
+    committed = {tp.partition: tp.offset for tp in answer.topic_partitions if tp.topic == topic}
+    probe = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{group}-status-probe", **options}
+    )
+    try:
+        metadata = probe.list_topics(topic, timeout=15).topics.get(topic)
+        partitions = sorted(metadata.partitions) if metadata and metadata.partitions else []
+        rows = []
+        for p in partitions:
+            low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
+            position = committed.get(p, -1)
+            lag = high - (position if position >= 0 else low)
+            rows.append({"partition": p, "committed": position, "end": high, "lag": lag})
+        return rows
+    finally:
+        probe.close()
+
+
+def _status(args: argparse.Namespace) -> int:
+    bootstrap = _bootstrap(args)
+    options = _kafka_options(args)
+    total = _submitted(bootstrap, args.requests_topic, args.batch_id, options)
+    state = read_batch(bootstrap, args.results_topic, args.batch_id, kafka_options=options)
+    total = total if total is not None else state.total
+    lag = _lag(bootstrap, args.group, args.requests_topic, options)
+    done = len(state.results)
+    report = {
+        "batch_id": args.batch_id,
+        "submitted": total,
+        "ok": state.ok,
+        "errors": state.errors,
+        "pending": None if total is None else total - done,
+        "complete": total is not None and done >= total,
+        "group": args.group,
+        "lag": lag,
+    }
+    if args.json:
+        print(orjson.dumps(report).decode())
+    else:
+        state_word = "complete" if report["complete"] else "in progress"
+        if total is None:
+            state_word = "not found"
+        print(f"batch {args.batch_id}: {state_word}")
+        print(f"  submitted {total if total is not None else '?'} items")
+        print(f"  ok {state.ok}, errors {state.errors}, pending {report['pending']}")
+        print(f"  group {args.group} lag on {args.requests_topic}:")
+        for row in lag:
+            print(
+                f"    partition {row['partition']}: committed {row['committed']}, "
+                f"end {row['end']}, lag {row['lag']}",
+            )
+    return EXIT_OK if total is not None else EXIT_FAILED
+
+
+# --- parsers ----------------------------------------------------------------------------
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument(
+        "-X",
+        dest="kafka_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="librdkafka option (like KAFKA_* env vars), repeatable",
+    )
+
+
+def register_submit(subparsers: Subparsers) -> None:
+    """Add ``submit``."""
+    parser = subparsers.add_parser(
+        "submit",
+        help="submit a batch from a JSON array, JSONL or CSV file (or - for stdin)",
+        description="Split the items into chunks that fit a Kafka message, publish them "
+        "with an idempotent producer, and wait until every chunk is acknowledged. Prints "
+        "the batch id on stdout. Exit 0: all delivered; 1: some chunks not delivered "
+        "(re-run with the same --batch-id); 2: bad input; 4: Kafka unreachable or topic "
+        "missing.",
+    )
+    parser.add_argument("input", help="file with the items, or - for stdin")
+    parser.add_argument("--format", choices=FORMATS, help="default: from the file name")
+    parser.add_argument("--batch-id", help="default: a new id")
+    parser.add_argument("--topic", default=REQUESTS_TOPIC)
+    parser.add_argument("--target", help="endpoint name configured on the consumer")
+    parser.add_argument("--items-per-request", type=int, help="items per inference call")
+    parser.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="repeatable")
+    parser.add_argument("--chunk-size", type=int, default=500, help="items per message (500)")
+    parser.add_argument("--max-message-bytes", type=int, default=1_000_000)
+    parser.add_argument("--create-topic", action="store_true", help="create the topic if missing")
+    parser.add_argument("--partitions", type=int, default=4, help="for --create-topic (4)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds (30)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print only the batch id")
+    parser.add_argument("--json", action="store_true", help="print a JSON line")
+    _common(parser)
+    parser.set_defaults(handler=_guard(_submit))
+
+
+def register_tail(subparsers: Subparsers) -> None:
+    """Add ``tail``."""
+    parser = subparsers.add_parser(
+        "tail",
+        help="follow the results topic (without joining a consumer group)",
+    )
+    parser.add_argument("--topic", default=RESULTS_TOPIC)
+    parser.add_argument("--from", dest="from_", help="beginning, now (default) or an ISO time")
+    parser.add_argument("--batch-id", help="only this batch")
+    parser.add_argument("--status", choices=("ok", "error"), help="only these results")
+    parser.add_argument("--summaries", action="store_true", help="show chunk summaries too")
+    parser.add_argument("--json", action="store_true", help="JSON lines (default when piped)")
+    parser.add_argument(
+        "--until-complete",
+        metavar="BATCH_ID",
+        help="exit when every item of this batch has a result; print a summary",
+    )
+    parser.add_argument("--timeout", type=float, help="give up after this many seconds")
+    parser.add_argument("--fail-on-error", action="store_true", help="exit 1 if any item failed")
+    _common(parser)
+    parser.set_defaults(handler=_guard(_tail))
+
+
+def register_collect(subparsers: Subparsers) -> None:
+    """Add ``collect``."""
+    parser = subparsers.add_parser(
+        "collect",
+        help="write one line per item of a batch, in input order, duplicates removed",
+    )
+    parser.add_argument("batch_id")
+    parser.add_argument("-o", "--output", help="file (default stdout)")
+    parser.add_argument("--join-input", metavar="FILE", help="merge each input item's fields")
+    parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the rest")
+    parser.add_argument("--topic", default=RESULTS_TOPIC)
+    _common(parser)
+    parser.set_defaults(handler=_guard(_collect))
+
+
+def register_status(subparsers: Subparsers) -> None:
+    """Add ``status``."""
+    parser = subparsers.add_parser("status", help="counts of a batch and the group's lag")
+    parser.add_argument("batch_id")
+    parser.add_argument("--group", default="batch-runner", help="the consumers' group")
+    parser.add_argument("--requests-topic", default=REQUESTS_TOPIC)
+    parser.add_argument("--results-topic", default=RESULTS_TOPIC)
+    parser.add_argument("--json", action="store_true")
+    _common(parser)
+    parser.set_defaults(handler=_guard(_status))
+
+
+def register(subparsers: Subparsers) -> None:
+    """Add all four commands (for ``python -m producer``)."""
+    register_submit(subparsers)
+    register_tail(subparsers)
+    register_collect(subparsers)
+    register_status(subparsers)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``python -m producer COMMAND``."""
+    parser = argparse.ArgumentParser(prog="python -m producer", description=__doc__)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register(subparsers)
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)

@@ -1,0 +1,267 @@
+"""Submit a batch: split items into chunks that fit a Kafka message, publish, confirm.
+
+:func:`submit` is the Python API (for notebooks and services); ``batch-runner submit`` is
+its command line. Nothing is reported as submitted until every chunk has a positive
+delivery report; if some chunks fail, :class:`SubmitError` names them. Re-running with
+the same ``batch_id`` is safe: results are keyed by ``(batch_id, index)``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from schemas import REQUESTS_TOPIC, encode_batch_request
+from schemas.messages import BATCH_ID_PATTERN, MAX_BATCH_ID_LENGTH, MAX_ITEMS_PER_CHUNK
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+
+    from confluent_kafka import Message
+
+# Room left in each message for the envelope (field names, batch id, metadata...).
+ENVELOPE_BYTES = 1024
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # the broker's default message.max.bytes is 1 MiB
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INPUT = 2
+EXIT_KAFKA = 4
+
+
+class SubmitError(RuntimeError):
+    """The batch was not (completely) submitted; ``exit_code`` is what the CLI returns."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        """Create the error."""
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Consecutive items of a batch sent in one message."""
+
+    number: int
+    start: int
+    items: Sequence[bytes]
+
+
+@dataclass
+class SubmitReport:
+    """What was submitted."""
+
+    batch_id: str
+    topic: str
+    items: int
+    chunks: int
+    bytes: int
+    seconds: float
+    partitions: set[int] = field(default_factory=set)
+
+
+def new_batch_id() -> str:
+    """Return a fresh batch id: ``batch-YYYYMMDD-HHMMSS-<8 hex>`` (UTC)."""
+    return f"batch-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+def check_batch_id(batch_id: str) -> None:
+    """Raise :class:`SubmitError` unless ``batch_id`` fits the contract."""
+    import re  # noqa: PLC0415 - only needed here
+
+    if not (0 < len(batch_id) <= MAX_BATCH_ID_LENGTH and re.match(BATCH_ID_PATTERN, batch_id)):
+        raise SubmitError(
+            f"batch id {batch_id!r}: use 1-{MAX_BATCH_ID_LENGTH} of A-Z a-z 0-9 . _ : -",
+            EXIT_INPUT,
+        )
+
+
+def plan_chunks(
+    items: Sequence[bytes],
+    *,
+    chunk_size: int,
+    max_message_bytes: int,
+    envelope_bytes: int = ENVELOPE_BYTES,
+) -> list[Chunk]:
+    """Cut ``items`` into chunks of at most ``chunk_size`` items and ``max_message_bytes``.
+
+    Raises :class:`SubmitError` naming the first item that cannot fit any message.
+    """
+    if not 1 <= chunk_size <= MAX_ITEMS_PER_CHUNK:
+        raise SubmitError(f"chunk size must be 1-{MAX_ITEMS_PER_CHUNK}", EXIT_INPUT)
+    budget = max_message_bytes - envelope_bytes
+    chunks: list[Chunk] = []
+    start = 0
+    size = 0
+    for index, item in enumerate(items):
+        cost = len(item) + 1
+        if cost > budget:
+            raise SubmitError(
+                f"item {index} is {len(item)} bytes: over the {max_message_bytes}-byte "
+                "message cap (raise --max-message-bytes up to the broker's message.max.bytes)",
+                EXIT_INPUT,
+            )
+        if index > start and (index - start >= chunk_size or size + cost > budget):
+            chunks.append(Chunk(len(chunks), start, items[start:index]))
+            start, size = index, 0
+        size += cost
+    if len(items) > start:
+        chunks.append(Chunk(len(chunks), start, items[start:]))
+    return chunks
+
+
+def _ensure_topic(  # noqa: PLR0913 - keyword options of topic creation
+    producer: Producer,
+    config: Mapping[str, Any],
+    topic: str,
+    *,
+    create: bool,
+    partitions: int,
+    timeout_s: float,
+) -> None:
+    bootstrap = config["bootstrap.servers"]
+    try:
+        metadata = producer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise SubmitError(
+            f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s: {exc}",
+            EXIT_KAFKA,
+        ) from None
+    found = metadata.topics.get(topic)
+    if found is not None and found.error is None:
+        return
+    if not create:
+        raise SubmitError(
+            f"topic {topic!r} does not exist on {bootstrap}: create it with --create-topic "
+            "(or batch-runner kafka create-topics)",
+            EXIT_KAFKA,
+        )
+    admin = AdminClient(dict(config))
+    future = admin.create_topics(
+        [NewTopic(topic, num_partitions=partitions, replication_factor=-1)],
+    )[topic]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
+            raise SubmitError(f"could not create topic {topic!r}: {exc}", EXIT_KAFKA) from None
+
+
+def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-only
+    items: Sequence[bytes],
+    *,
+    bootstrap_servers: str,
+    topic: str = REQUESTS_TOPIC,
+    batch_id: str | None = None,
+    chunk_size: int = 500,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    target: str | None = None,
+    items_per_request: int | None = None,
+    metadata: Mapping[str, str] | None = None,
+    create_topic: bool = False,
+    partitions: int = 4,
+    timeout_s: float = 30.0,
+    kafka_options: Mapping[str, str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> SubmitReport:
+    """Publish ``items`` (each one value's JSON text) as one batch; return what was sent.
+
+    Raises :class:`SubmitError` (with an exit code) if the input cannot be chunked, Kafka
+    cannot be reached within ``timeout_s``, the topic is missing (unless
+    ``create_topic``), or any chunk is not acknowledged. ``on_progress(done, total)`` is
+    called as chunks are acknowledged.
+    """
+    if not items:
+        raise SubmitError("no items to submit", EXIT_INPUT)
+    batch_id = batch_id or new_batch_id()
+    check_batch_id(batch_id)
+    plan = plan_chunks(items, chunk_size=chunk_size, max_message_bytes=max_message_bytes)
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": max_message_bytes + ENVELOPE_BYTES,
+        "message.timeout.ms": int(timeout_s * 1000),
+        "socket.connection.setup.timeout.ms": int(min(timeout_s, 30) * 1000),
+        **(kafka_options or {}),
+    }
+    producer = Producer(config)
+    _ensure_topic(
+        producer,
+        config,
+        topic,
+        create=create_topic,
+        partitions=partitions,
+        timeout_s=timeout_s,
+    )
+    started = time.monotonic()
+    failures: dict[int, str] = {}
+    done = 0
+    sent_bytes = 0
+    report = SubmitReport(batch_id, topic, len(items), len(plan), 0, 0.0)
+    submitted_at = time.time()
+
+    def delivered(number: int) -> Callable[[KafkaError | None, Message], None]:
+        def callback(err: KafkaError | None, msg: Message) -> None:
+            nonlocal done
+            if err is not None:
+                failures[number] = err.str()
+                return
+            done += 1
+            partition = msg.partition()
+            if partition is not None:
+                report.partitions.add(partition)
+            if on_progress is not None:
+                on_progress(done, len(plan))
+
+        return callback
+
+    for chunk in plan:
+        value = encode_batch_request(
+            batch_id=batch_id,
+            items=chunk.items,
+            start=chunk.start,
+            total=len(items),
+            chunk=chunk.number,
+            chunks=len(plan),
+            target=target,
+            items_per_request=items_per_request,
+            metadata=dict(metadata) if metadata else None,
+            submitted_at=submitted_at,
+        )
+        sent_bytes += len(value)
+        while True:
+            try:
+                producer.produce(
+                    topic, value=value, key=batch_id, on_delivery=delivered(chunk.number)
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+            except KafkaException as exc:
+                failures[chunk.number] = str(exc)
+                break
+        producer.poll(0)
+    remaining = producer.flush(timeout_s + 5)
+    report.bytes = sent_bytes
+    report.seconds = time.monotonic() - started
+    if remaining:
+        failures.setdefault(-1, f"{remaining} messages still unacknowledged after {timeout_s:g}s")
+    if failures:
+        listed = ", ".join(str(n) for n in sorted(failures) if n >= 0) or "unknown"
+        reason = next(iter(failures.values()))
+        raise SubmitError(
+            f"batch {batch_id}: {len(failures)} of {len(plan)} chunks were not delivered "
+            f"(chunks {listed}): {reason}. Nothing was lost: re-run with --batch-id {batch_id}",
+            EXIT_FAILED,
+        )
+    return report
