@@ -123,3 +123,12 @@ def read_all(
     if len(messages) < expected:
         raise AssertionError(f"read {len(messages)} of {expected} records from {topic}")
     return messages
+
+
+def free_port_closed() -> int:
+    """Return a local port with nothing listening on it (for unreachable-broker tests)."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
