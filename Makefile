@@ -9,7 +9,7 @@ install:
 
 demo: install
 	$(RUN) batch-runner kafka fetch >/dev/null
-	$(RUN) batch-runner kafka start
+	$(RUN) batch-runner demo
 
 test: install
 	$(RUN) batch-runner kafka fetch >/dev/null

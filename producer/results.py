@@ -186,10 +186,7 @@ class BatchState:
 
     def latency_percentiles(self) -> tuple[float, float]:
         """Return p50 and p99 of the items' ``latency_ms`` (0, 0 without results)."""
-        values = sorted(r.latency_ms for r in self.results.values())
-        if not values:
-            return 0.0, 0.0
-        return _percentile(values, 0.50), _percentile(values, 0.99)
+        return percentiles([r.latency_ms for r in self.results.values()])
 
     def summary(self) -> dict[str, Any]:
         """Return counts and latency figures, as printed at the end of a tail or collect."""
@@ -204,6 +201,14 @@ class BatchState:
             "p50_latency_ms": round(p50, 3),
             "p99_latency_ms": round(p99, 3),
         }
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    """Return the p50 and p99 of ``values`` (0, 0 when empty)."""
+    ordered = sorted(values)
+    if not ordered:
+        return 0.0, 0.0
+    return _percentile(ordered, 0.50), _percentile(ordered, 0.99)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("producer.cli:register_tail", "follow the results topic"),
     "collect": ("producer.cli:register_collect", "write a batch's results in input order"),
     "status": ("producer.cli:register_status", "a batch's counts and the group's lag"),
+    "demo": ("tools.demo:register", "run the whole pipeline once against the iris model"),
     "consume": ("consumer.__main__:register", "run a consumer replica"),
     "serve-model": ("tools.modelserver:register", "serve the reference iris classifier over HTTP"),
     "kafka": ("tools.kafka_cli:register", "start, stop or inspect a local Kafka broker"),
