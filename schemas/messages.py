@@ -10,9 +10,9 @@ Decoding a batch request (:func:`decode_batch_request`) is strict and cheap:
 2. msgspec parses the message into :class:`BatchRequest` in one pass, validating types,
    ranges and the version; each item stays the exact JSON text it was sent as
    (``msgspec.Raw``), so the service forwards items without re-encoding them;
-3. the items' text is checked once more in C (orjson) for what msgspec lets through in
-   raw values: invalid UTF-8, numbers that overflow to infinity, nesting deeper than
-   ``Limits.max_depth``;
+3. what msgspec does not check inside raw item values is checked in C: valid UTF-8,
+   and nesting no deeper than ``Limits.max_depth`` (numbers are passed on as written:
+   JSON has no ``NaN`` or ``Infinity`` literals, and those are rejected as malformed);
 4. top-level duplicate keys are rejected (a second ``start`` must not silently move
    results); cross-field rules (``start``/``total``/``chunk``) are checked last.
 
@@ -255,28 +255,51 @@ def _check_duplicates(data: bytes, keys: dict[str, msgspec.Raw]) -> None:
         pairs(top)
 
 
-def _check_items(items: Sequence[msgspec.Raw], limits: Limits) -> None:
-    """Check the items' JSON text: UTF-8, finite numbers, nesting depth (one C pass).
+# Keep only the bytes that shape a JSON document, with both bracket kinds made one kind.
+_SHAPE_TABLE: Final = bytes.maketrans(b"{}", b"[]")
+_NOT_SHAPE: Final = bytes(b for b in range(256) if b not in b'[]{}"\\')
 
-    Wrapping the items in enough extra arrays makes orjson's fixed depth limit fall
-    exactly at ``limits.max_depth`` for the items themselves.
+
+def _depth_at_most(data: bytes, depth: int) -> bool | None:
+    """Return whether ``data`` (well-formed JSON) nests at most ``depth`` levels.
+
+    Fast path in C: keep only brackets and quotes, drop empty strings, then peel the
+    innermost bracket pairs once per level. Returns ``None`` when a string holds
+    brackets, quotes or escapes, which this shortcut cannot see through.
     """
-    wrap = _ORJSON_DEPTH_LIMIT - limits.max_depth - 1
-    blob = b"[" * wrap + b"[" + b",".join(items) + b"]" + b"]" * wrap
+    shape = data.translate(_SHAPE_TABLE, _NOT_SHAPE).replace(b'""', b"")
+    if b'"' in shape or b"\\" in shape:
+        return None
+    for _ in range(depth):
+        if not shape:
+            return True
+        shape = shape.replace(b"[]", b"")
+    return not shape
+
+
+def _check_items(data: bytes, items: Sequence[msgspec.Raw], limits: Limits) -> None:
+    """Check what msgspec lets through in raw item values: UTF-8 and nesting depth.
+
+    Items sit two levels down in a request (the message object, the ``items`` array), so
+    the whole message may nest ``max_depth + 2`` levels (metadata only reaches 2).
+    """
     try:
-        orjson.loads(blob)
-    except orjson.JSONDecodeError as exc:
-        text = str(exc)
-        if "depth limit" in text or "recursion" in text:
-            raise InvalidMessage(
-                "limits",
-                f"items: nested deeper than {limits.max_depth} levels",
-            ) from None
-        if "utf-8" in text.lower() or "surrogate" in text.lower():
-            raise InvalidMessage("encoding", "items: invalid UTF-8") from None
-        if "infinity" in text.lower() or "nan" in text.lower():
-            raise InvalidMessage("schema", "items: number out of range (NaN or Infinity)") from None
-        raise InvalidMessage("not_json", f"items: {text}") from None
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidMessage("encoding", "items: invalid UTF-8") from None
+    shallow = _depth_at_most(data, limits.max_depth + 2)
+    if shallow is None:
+        # Exact check through orjson, whose fixed depth limit is made to fall exactly
+        # at max_depth for the items by wrapping them in enough arrays.
+        wrap = _ORJSON_DEPTH_LIMIT - limits.max_depth - 1
+        blob = b"[" * wrap + b"[" + b",".join(items) + b"]" + b"]" * wrap
+        try:
+            orjson.loads(blob)
+            shallow = True
+        except orjson.JSONDecodeError as exc:
+            shallow = "depth limit" not in str(exc) and "recursion" not in str(exc)
+    if not shallow:
+        raise InvalidMessage("limits", f"items: nested deeper than {limits.max_depth} levels")
 
 
 def decode_batch_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> BatchRequest:
@@ -310,7 +333,7 @@ def decode_batch_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> BatchR
             "limits",
             f"metadata: more than {limits.max_metadata_entries} entries",
         )
-    _check_items(request.items, limits)
+    _check_items(data, request.items, limits)
     _check_duplicates(data, _top_level_decoder.decode(data))
     _check_consistency(request)
     return request
