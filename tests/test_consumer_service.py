@@ -7,6 +7,7 @@ scaling out, and backpressure that keeps a slow replica in its group.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import (
@@ -24,7 +26,8 @@ from tests.consumer_harness import (
     submit,
     wait_exit,
 )
-from tests.helpers import committed_offsets, end_offsets, read_all, wait_for
+from tests.helpers import committed_offsets, create_topic, end_offsets, read_all, unique, wait_for
+from tools.kafka_local import LocalKafka
 from tools.testserver import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
@@ -167,6 +170,7 @@ def test_retries_recover_or_end_in_an_error_result(
         BATCH_RUNNER_BACKOFF_BASE_S="0.05",
         BATCH_RUNNER_BACKOFF_MAX_S="0.1",
         BATCH_RUNNER_REQUEST_TIMEOUT_S="1",
+        BATCH_RUNNER_MAX_RESPONSE_BYTES="300",
     )
     items: list[object] = [
         {"id": "unavailable", "fail": [503, "ok"]},
@@ -175,6 +179,9 @@ def test_retries_recover_or_end_in_an_error_result(
         {"id": "hang", "fail": ["hang", "ok"]},
         {"id": "poison", "fail": "permanent"},
         {"id": "bad-request", "fail": 400},
+        {"id": "garbage", "fail": "garbage"},
+        {"id": "wrong-count", "fail": "wrong_count"},
+        {"id": "huge-answer", "padding": "x" * 400},
         *[{"id": f"plain-{i}"} for i in range(20)],
     ]
     submit(kafka_bootstrap, svc.topics.requests, "retries", items, chunk_size=len(items))
@@ -201,11 +208,21 @@ def test_retries_recover_or_end_in_an_error_result(
         assert bad.attempts == 1
         assert bad.error is not None
         assert bad.error.http_status == 400
+        expected_errors = {
+            "garbage": ("bad_response", 3),  # a 200 that is not JSON: retried, then an error
+            "wrong-count": ("wrong_count", 1),  # the model answered: retrying cannot help
+            "huge-answer": ("response_too_large", 1),
+        }
+        for name, (kind, tries) in expected_errors.items():
+            result = by_id[name]
+            assert result.status == "error", result
+            assert result.error is not None
+            assert (result.error.kind, result.attempts) == (kind, tries), result
         assert all(by_id[f"plain-{i}"].status == "ok" for i in range(20))
-        assert summaries[0].ok == len(items) - 2
-        assert summaries[0].error == 2
-        attempts = server.stats().attempts
-        assert max(attempts.values()) == 3  # the poison item, never more than the cap
+        assert summaries[0].ok == len(items) - 5
+        assert summaries[0].error == 5
+        per_item = server.stats().attempts
+        assert max(per_item.values()) == 3  # poison and garbage: never more than the cap
     finally:
         svc.stop_all()
 
@@ -432,3 +449,98 @@ def test_backpressure_keeps_a_slow_replica_in_its_group(
         assert server.stats().max_in_flight <= 2
     finally:
         svc.stop_all()
+
+
+def test_configuration_errors_fail_at_start_up_before_joining(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """A missing endpoint, a missing topic or a bad Kafka option exit 2 with a clear message.
+
+    None of them joins the group.
+    """
+    svc = make_service(kafka_bootstrap, make_topic, server, tmp_path)
+    cases = [
+        ({"BATCH_RUNNER_ENDPOINT": ""}, "no inference endpoint is configured"),
+        ({"BATCH_RUNNER_REQUESTS_TOPIC": "no-such-topic"}, "no-such-topic do not exist"),
+        ({"KAFKA_NO_SUCH_OPTION": "1"}, "No such configuration property"),
+        ({"BATCH_RUNNER_MAX_IN_FLIGHT": "0"}, "max_in_flight must be > 0"),
+    ]
+    for env, message in cases:
+        replica = svc.start(**env)
+        assert wait_exit(replica, 60) == 2, replica.log()
+        assert message in replica.log()
+    groups = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_consumer_groups()
+    assert svc.group not in {g.group_id for g in groups.result(timeout=10).valid}
+
+
+def test_second_signal_stops_at_once_without_committing(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM starts a drain; a second SIGTERM exits 130 at once and commits nothing unfinished."""
+    server.configure(latency_ms=60_000.0)
+    svc = make_service(kafka_bootstrap, make_topic, server, tmp_path)
+    submit(kafka_bootstrap, svc.topics.requests, "stuck", [{"id": 1}], chunk_size=1)
+    replica = svc.start()
+    try:
+        wait_for(lambda: server.stats().in_flight == 1, what="the request to reach the server")
+        replica.signal(signal.SIGTERM)
+        wait_for(lambda: "draining" in replica.log(), what="the drain to start")
+        replica.signal(signal.SIGTERM)
+        assert wait_exit(replica, 20) == 130
+        assert committed_total(svc, 1) == 0
+    finally:
+        server.release_hangs()
+        svc.stop_all()
+
+
+def test_a_broker_that_goes_away_and_comes_back_loses_nothing(
+    make_topic: Callable[..., str],
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> None:
+    """The broker frozen mid-batch (SIGSTOP) then resumed: every item still gets a result.
+
+    The replica neither crashes nor commits past undelivered results.
+    """
+    del make_topic  # this test brings its own broker, to freeze it without harming others
+    server.configure(latency_ms=5.0)
+    with LocalKafka() as kafka:
+        admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+        topics = Topics(
+            create_topic(admin, unique("requests"), 1),
+            create_topic(admin, unique("results"), 1),
+            create_topic(admin, unique("dlq"), 1),
+        )
+        svc = Service(kafka.bootstrap_servers, topics, server.endpoint("v1"), tmp_path)
+        items = [{"id": i} for i in range(600)]
+        chunks = submit(kafka.bootstrap_servers, topics.requests, "frozen", items, chunk_size=20)
+        replica = svc.start(BATCH_RUNNER_MAX_IN_FLIGHT="4")
+        try:
+            read_all(kafka.bootstrap_servers, topics.results, expected=50, timeout_s=60)
+            os.kill(kafka.pid, signal.SIGSTOP)
+            try:
+                time.sleep(6)  # the broker is away; the replica must wait, not fail
+                assert replica.process.poll() is None, replica.log()
+            finally:
+                os.kill(kafka.pid, signal.SIGCONT)
+            wait_for(
+                lambda: committed_total(svc, 1) == chunks,
+                timeout_s=120,
+                what="the batch to finish after the broker came back",
+            )
+            total = end_offsets(kafka.bootstrap_servers, topics.results, 1)[0]
+            results, _, _ = read_results(
+                kafka.bootstrap_servers,
+                topics.results,
+                expected_records=total,
+            )
+            assert {r.index for r in results} == set(range(len(items)))
+            assert replica.process.poll() is None
+        finally:
+            svc.stop_all()
