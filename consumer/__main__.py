@@ -70,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="librdkafka option for consumer and producer (like KAFKA_* env, repeatable)",
     )
+    add("--metrics-port", type=int, help="/metrics, /healthz, /readyz (9100; -1: off)")
+    add("--metrics-host", help="address the operations server binds (default 0.0.0.0)")
     add("--log-format", choices=("json", "text"), help="default json (text on a terminal)")
     add("--log-level", help="default INFO")
 
@@ -105,8 +107,8 @@ async def serve(settings: Settings) -> int:
     except FatalError as exc:
         log.exception("stopped after a delivery failure", extra={"error": str(exc)})
         return EXIT_FATAL
-    except KafkaException as exc:
-        log.error("Kafka error", extra={"error": str(exc)})  # noqa: TRY400 - no traceback needed
+    except (KafkaException, ConfigError) as exc:
+        log.error("cannot start", extra={"error": str(exc)})  # noqa: TRY400 - no traceback needed
         return EXIT_CONFIG
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

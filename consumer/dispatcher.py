@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from consumer.limiter import Limiter
+from consumer.metrics import Metrics
 from consumer.protocols import BadResponse, Codec, WrongCount, get_codec
 from consumer.retry import FailureKind, parse_retry_after
 
@@ -68,8 +69,15 @@ RESPONSE_TOO_LARGE = "response_too_large"
 class Dispatcher:
     """Sends work units to the configured endpoints; one instance per replica."""
 
-    def __init__(self, settings: Settings, *, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         """Prepare codecs and the limiter; the session is created in :meth:`start`."""
+        self._metrics = metrics or Metrics()
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
         self.limiter = Limiter(settings.max_in_flight)
@@ -82,10 +90,9 @@ class Dispatcher:
             total=settings.request_timeout_s,
             connect=settings.connect_timeout_s,
         )
-        # Observable counters (metrics read them).
         self.requests = 0
-        self.retries = 0
-        self.status_counts: dict[int, int] = {}
+        # Consecutive requests that got no HTTP answer at all (readiness reads it).
+        self.unanswered = 0
 
     async def start(self) -> None:
         """Open the shared HTTP session (a connection pool sized to ``max_in_flight``)."""
@@ -152,7 +159,7 @@ class Dispatcher:
                     if retryable:
                         message = f"gave up after {attempt} attempts in {elapsed:.1f}s: {message}"
                     return self._error(started, attempt, failure.kind, message, failure.status)
-                self.retries += 1
+                self._metrics.retries.inc()
                 await asyncio.sleep(delay)
                 continue
             return Outcome(
@@ -184,10 +191,14 @@ class Dispatcher:
         if session is None:
             raise RuntimeError("Dispatcher.start() was not called")
         self.requests += 1
+        metrics = self._metrics
+        started = time.monotonic()
         try:
             async with session.post(url, data=body, headers=headers) as response:
                 status = response.status
-                self.status_counts[status] = self.status_counts.get(status, 0) + 1
+                self.unanswered = 0
+                metrics.http_requests.labels(str(status)).inc()
+                metrics.inference_latency.observe(time.monotonic() - started)
                 if 200 <= status < 300:
                     return await self._read_capped(response)
                 snippet = (await response.content.read(300)).decode("utf-8", "replace")
@@ -198,12 +209,20 @@ class Dispatcher:
                     response.headers.get("Retry-After"),
                 )
         except TimeoutError:
+            self.unanswered += 1
+            metrics.http_requests.labels("timeout").inc()
             raise _Failure(
                 FailureKind.TIMEOUT,
                 f"no answer within {self._settings.request_timeout_s:g}s",
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
+            self.unanswered += 1
+            metrics.http_requests.labels("connection").inc()
             raise _Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+
+    def endpoint_answering(self, max_unanswered: int = 5) -> bool:
+        """Whether the endpoints answer: fewer than ``max_unanswered`` silent requests in a row."""
+        return self.unanswered < max_unanswered
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self._settings.max_response_bytes

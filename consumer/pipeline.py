@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaException
 
 from consumer.dispatcher import Dispatcher, Outcome
+from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
+from consumer.ops import OpsServer
 from consumer.publisher import Publisher
 from consumer.source import TP, Source, message_error
 from consumer.splitter import WorkUnit, items_per_request, split
@@ -77,6 +79,7 @@ class Chunk:
 
     __slots__ = (
         "abandoned",
+        "created_ms",
         "error_count",
         "key",
         "offset",
@@ -90,15 +93,17 @@ class Chunk:
         "unacked",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0913, PLR0917 - the fields of a chunk in hand
         self,
         tp: TP,
         offset: int,
         request: BatchRequest,
         key: bytes | str | None,
         trace_headers: list[tuple[str, bytes]],
+        created_ms: int,
     ) -> None:
         """Start tracking ``request`` received at ``tp``/``offset``."""
+        self.created_ms = created_ms
         self.tp = tp
         self.offset = offset
         self.request = request
@@ -124,10 +129,20 @@ class Pipeline:
     ) -> None:
         """Build the stages; nothing connects until :meth:`run`."""
         self.settings = settings
+        self.metrics = Metrics()
         self.limits = Limits(max_message_bytes=settings.max_message_bytes)
-        self.dispatcher = dispatcher or Dispatcher(settings)
-        self.publisher = Publisher(settings.producer_config())
-        self.source = Source(settings.consumer_config(), settings.requests_topic, self)
+        self.dispatcher = dispatcher or Dispatcher(settings, metrics=self.metrics)
+        self.publisher = Publisher(
+            {**settings.producer_config(), "stats_cb": self.metrics.producer_stats},
+        )
+        self.source = Source(
+            {**settings.consumer_config(), "stats_cb": self.metrics.consumer_stats},
+            settings.requests_topic,
+            self,
+        )
+        self.ops: OpsServer | None = None
+        if settings.metrics_port >= 0:
+            self.ops = OpsServer(self, settings.metrics_host, settings.metrics_port)
         self.offsets = OffsetTracker()
         self.chunks: dict[TP, dict[int, Chunk]] = {}
         self.buffered_items = 0
@@ -143,6 +158,25 @@ class Pipeline:
         self._replica_header = (REPLICA_HEADER, self.replica_id.encode())
 
     # --- life cycle ---------------------------------------------------------------------
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """The error that stopped the replica, if any."""
+        return self._fatal
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the replica was asked to stop (it may still be draining)."""
+        return self._stopping.is_set()
+
+    def refresh_gauges(self) -> None:
+        """Bring the gauges up to date (called when metrics are scraped)."""
+        m = self.metrics
+        m.in_flight.set(self.dispatcher.limiter.in_use)
+        m.in_flight_limit.set(self.dispatcher.limiter.limit)
+        m.buffered_items.set(self.buffered_items)
+        m.paused_partitions.set(len(self.source.paused))
+        m.assigned_partitions.set(len(self.source.assignment))
 
     def stop(self) -> None:
         """Ask the replica to stop fetching and drain (idempotent)."""
@@ -165,6 +199,9 @@ class Pipeline:
             [self.settings.requests_topic, self.settings.results_topic, self.settings.dlq_topic],
         )
         await self.dispatcher.start()
+        if self.ops is not None:
+            await self.ops.start()
+            log.info("operations server listening", extra={"port": self.ops.port})
         reports = asyncio.create_task(self.publisher.run(), name="delivery-reports")
         committer = asyncio.create_task(self._commit_loop(), name="committer")
         try:
@@ -187,6 +224,8 @@ class Pipeline:
             with contextlib.suppress(asyncio.CancelledError):
                 await reports
             await self.dispatcher.close()
+            if self.ops is not None:
+                await self.ops.stop()
         if self._fatal is not None:
             raise FatalError(str(self._fatal)) from self._fatal
 
@@ -254,7 +293,8 @@ class Pipeline:
             self._dead_letter(msg, tp, offset, exc)
             return
         trace = trace_headers(msg)
-        chunk = Chunk(tp, offset, request, msg.key(), [self._replica_header, *trace])
+        created_ms = msg.timestamp()[1]
+        chunk = Chunk(tp, offset, request, msg.key(), [self._replica_header, *trace], created_ms)
         self.chunks.setdefault(tp, {})[offset] = chunk
         self.buffered_items += len(request.items)
         if self._items_per_message == 0:
@@ -323,9 +363,13 @@ class Pipeline:
         if predictions is not None:
             chunk.ok_count += count
             self.items_ok += count
+            self.metrics.items.labels("ok").inc(count)
         else:
             chunk.error_count += count
             self.items_error += count
+            self.metrics.items.labels("error").inc(count)
+        if chunk.created_ms > 0:
+            self.metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
         chunk.pending_items -= count
         if chunk.pending_items == 0:
             summary = encode_summary(request, chunk.ok_count, chunk.error_count)
@@ -373,6 +417,7 @@ class Pipeline:
             return  # never mark anything done once a delivery failed
         topic, partition = chunk.tp
         self.offsets.done(topic, partition, chunk.offset)
+        self.metrics.chunks.labels("done").inc()
         self._forget(chunk)
 
     def _forget(self, chunk: Chunk) -> None:
@@ -386,6 +431,7 @@ class Pipeline:
 
     def _dead_letter(self, msg: Message, tp: TP, offset: int, exc: InvalidMessage) -> None:
         self.dead_letters += 1
+        self.metrics.dead_letters.labels(exc.kind).inc()
         log.warning(
             "invalid request sent to the dead-letter topic",
             extra={"partition": tp[1], "offset": offset, "reason": exc.reason},
@@ -403,6 +449,7 @@ class Pipeline:
                 self._fail(KafkaException(err))
             elif self._fatal is None:
                 self.offsets.done(tp[0], tp[1], offset)
+                self.metrics.chunks.labels("dead_letter").inc()
 
         self.publisher.produce(
             self.settings.dlq_topic,
@@ -454,6 +501,9 @@ class Pipeline:
             return
         # 3. remember them so they are not committed again
         self.offsets.mark_committed(positions)
+        self.metrics.commits.inc()
+        for (topic, partition), position in positions.items():
+            self.metrics.committed_offset.labels(topic, str(partition)).set(position)
 
     # --- rebalance (called on the loop by the source) --------------------------------------
 

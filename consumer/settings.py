@@ -123,6 +123,9 @@ class Settings:
     poll_timeout_s: float = 0.5
     poll_batch: int = 500
     max_message_bytes: int = 1024 * 1024
+    # Operations server (/metrics, /healthz, /readyz); port -1 turns it off, 0 picks one.
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
+    metrics_port: int = 9100
     kafka_options: Mapping[str, str] = field(default_factory=dict)
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
@@ -154,6 +157,8 @@ class Settings:
                     f"Kafka option {key!r} is set by the service for at-least-once delivery "
                     "and cannot be overridden",
                 )
+        if not -1 <= self.metrics_port <= 65535:
+            raise ConfigError(f"metrics_port {self.metrics_port}: use 0-65535, or -1 for none")
         if self.log_format not in {"json", "text"}:
             raise ConfigError(f"log_format {self.log_format!r}: use json or text")
         self.retry_policy()  # validates the retry settings
@@ -186,6 +191,7 @@ class Settings:
             "fetch.wait.max.ms": 10,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "client.id": f"batch-runner-consumer-{self.group_id}",
+            "statistics.interval.ms": 5000,
         }
         conf.update(self.kafka_options)
         return conf
@@ -202,6 +208,7 @@ class Settings:
             "queue.buffering.max.messages": 500_000,
             "message.max.bytes": max(self.max_message_bytes + 64 * 1024, 1_000_000),
             "client.id": f"batch-runner-producer-{self.group_id}",
+            "statistics.interval.ms": 5000,
         }
         # Consumer-only options would make the producer warn: pass the rest through.
         consumer_only = {"auto.offset.reset", "partition.assignment.strategy", "fetch.wait.max.ms"}

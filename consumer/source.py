@@ -54,6 +54,7 @@ class Source:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commit_on_revoke = True
+        self.joined = False
         self.commits = 0
         self.paused: set[TP] = set()
         self.assignment: set[TP] = set()
@@ -133,6 +134,7 @@ class Source:
 
     def _assign_cb(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
+        self.joined = True
         self.assignment.update(tps)
         log.info("partitions assigned", extra={"partitions": _fmt(tps)})
         self._on_loop(lambda: self._listener.on_assigned(tps))

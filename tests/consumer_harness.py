@@ -95,6 +95,7 @@ class Service:
             "BATCH_RUNNER_COMMIT_INTERVAL_S": "0.2",
             "BATCH_RUNNER_LOG_FORMAT": "json",
             "BATCH_RUNNER_LOG_LEVEL": "INFO",
+            "BATCH_RUNNER_METRICS_PORT": "0",
             **self.env,
             **extra_env,
         }

@@ -235,6 +235,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     "BATCH_RUNNER_DLQ_TOPIC": topics[2],
                     "BATCH_RUNNER_MAX_IN_FLIGHT": "16",
                     "BATCH_RUNNER_LOG_FORMAT": "json",
+                    "BATCH_RUNNER_METRICS_PORT": "0",
                 }
                 with contextlib.ExitStack() as replicas:
                     for number in range(args.replicas):

@@ -1,0 +1,141 @@
+"""Prometheus metrics of one replica, in a registry of its own (no process globals).
+
+Names follow Prometheus conventions: a ``batch_runner_`` prefix, base units (seconds),
+``_total`` for counters. librdkafka's statistics (``stats_cb``, JSON every
+``statistics.interval.ms``) feed the consumer lag and producer queue gauges.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    """Every metric the replica exports."""
+
+    def __init__(self) -> None:
+        """Create the metrics in a fresh registry."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.items = Counter(
+            "batch_runner_items_total",
+            "Items whose result was published, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.chunks = Counter(
+            "batch_runner_chunks_total",
+            "Request messages finished: done (all records acknowledged) or dead_letter.",
+            ["outcome"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "batch_runner_http_requests_total",
+            "Inference HTTP requests by outcome: the status code, or timeout/connection.",
+            ["code"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "batch_runner_retries_total",
+            "Inference requests retried after a retryable failure.",
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "batch_runner_in_flight_requests",
+            "Inference HTTP requests on the wire now.",
+            registry=r,
+        )
+        self.in_flight_limit = Gauge(
+            "batch_runner_in_flight_limit",
+            "The current bound on concurrent inference requests.",
+            registry=r,
+        )
+        self.buffered_items = Gauge(
+            "batch_runner_buffered_items",
+            "Items received and not yet done.",
+            registry=r,
+        )
+        self.paused_partitions = Gauge(
+            "batch_runner_paused_partitions",
+            "Partitions paused by backpressure.",
+            registry=r,
+        )
+        self.assigned_partitions = Gauge(
+            "batch_runner_assigned_partitions",
+            "Partitions assigned to this replica.",
+            registry=r,
+        )
+        self.inference_latency = Histogram(
+            "batch_runner_inference_latency_seconds",
+            "Time of one inference HTTP request.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.item_latency = Histogram(
+            "batch_runner_item_latency_seconds",
+            "From the request message's timestamp to its item's result being published.",
+            buckets=E2E_BUCKETS,
+            registry=r,
+        )
+        self.commits = Counter(
+            "batch_runner_commits_total",
+            "Successful offset commits.",
+            registry=r,
+        )
+        self.committed_offset = Gauge(
+            "batch_runner_committed_offset",
+            "Last offset committed by this replica, per partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "batch_runner_consumer_lag_messages",
+            "Messages between the committed offset and the end of the partition (librdkafka).",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "batch_runner_dead_letters_total",
+            "Invalid request messages sent to the dead-letter topic, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.producer_queue = Gauge(
+            "batch_runner_producer_queue_messages",
+            "Records waiting in the producer's local queue (librdkafka).",
+            registry=r,
+        )
+        self.broker_rtt = Gauge(
+            "batch_runner_broker_rtt_seconds",
+            "Average broker round-trip time seen by the consumer (librdkafka).",
+            ["broker"],
+            registry=r,
+        )
+
+    def consumer_stats(self, text: str) -> None:
+        """Take librdkafka's consumer statistics JSON (``stats_cb``)."""
+        stats: dict[str, Any] = orjson.loads(text)
+        for topic, info in stats.get("topics", {}).items():
+            for partition, values in info.get("partitions", {}).items():
+                if partition == "-1":
+                    continue
+                lag = values.get("consumer_lag_stored", values.get("consumer_lag", -1))
+                if isinstance(lag, int) and lag >= 0:
+                    self.consumer_lag.labels(topic, partition).set(lag)
+        for name, broker in stats.get("brokers", {}).items():
+            rtt = broker.get("rtt", {}).get("avg")
+            if isinstance(rtt, int | float) and rtt > 0:
+                self.broker_rtt.labels(name).set(rtt / 1_000_000)
+
+    def producer_stats(self, text: str) -> None:
+        """Take librdkafka's producer statistics JSON (``stats_cb``)."""
+        stats: dict[str, Any] = orjson.loads(text)
+        count = stats.get("msg_cnt")
+        if isinstance(count, int):
+            self.producer_queue.set(count)

@@ -1,0 +1,115 @@
+"""The replica's small operations HTTP server: ``/metrics``, ``/healthz``, ``/readyz``.
+
+``/healthz`` answers 200 while the process is alive and its event loop responsive (a
+heartbeat task notices stalls) and no fatal error happened. ``/readyz`` answers 200 once
+the replica has joined its group, while the inference endpoint answers (no long run of
+connection errors or timeouts), and not while it drains for shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from consumer.settings import ConfigError
+
+if TYPE_CHECKING:
+    from consumer.pipeline import Pipeline
+
+HEARTBEAT_S = 0.5
+STALL_S = 5.0
+
+
+class OpsServer:
+    """Serves the replica's metrics and health on ``host:port`` (port 0: a free one)."""
+
+    def __init__(self, pipeline: Pipeline, host: str, port: int) -> None:
+        """Prepare the routes; nothing listens until :meth:`start`."""
+        self._pipeline = pipeline
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
+        self.worst_lag_s = 0.0
+        self._last_tick = time.monotonic()
+        self.port = 0
+
+    async def start(self) -> None:
+        """Listen, and start the loop heartbeat."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"cannot listen on {self._host}:{self._port} for /metrics and probes: {exc} "
+                "(set BATCH_RUNNER_METRICS_PORT, or -1 to turn the server off)",
+            ) from None
+        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.port = int(sockets[0].getsockname()[1]) if sockets else self._port
+        self._heartbeat = asyncio.create_task(self._beat(), name="loop-heartbeat")
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _beat(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(HEARTBEAT_S)
+            now = time.monotonic()
+            lag = now - before - HEARTBEAT_S
+            self.worst_lag_s = max(lag, self.worst_lag_s * 0.9)
+            self._last_tick = now
+
+    def healthy(self) -> tuple[bool, str]:
+        """Return whether the process is healthy, and why not."""
+        if self._pipeline.fatal is not None:
+            return False, f"fatal: {self._pipeline.fatal}"
+        stalled = time.monotonic() - self._last_tick
+        if stalled > STALL_S or self.worst_lag_s > STALL_S:
+            return False, f"event loop stalled ({max(stalled, self.worst_lag_s):.1f}s)"
+        return True, "ok"
+
+    def ready(self) -> tuple[bool, str]:
+        """Return whether the replica is ready, and why not."""
+        healthy, reason = self.healthy()
+        if not healthy:
+            return False, reason
+        if self._pipeline.stopping:
+            return False, "draining for shutdown"
+        if not self._pipeline.source.joined:
+            return False, "not yet joined the consumer group"
+        if not self._pipeline.dispatcher.endpoint_answering():
+            return False, "the inference endpoint does not answer"
+        return True, "ok"
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        self._pipeline.refresh_gauges()
+        body = generate_latest(self._pipeline.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        ok, reason = self.healthy()
+        return web.json_response({"status": reason}, status=200 if ok else 503)
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ok, reason = self.ready()
+        return web.json_response({"status": reason}, status=200 if ok else 503)
