@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=PROTOCOL:URL",
         help="a named endpoint requests may select with 'target' (repeatable)",
     )
+    add(
+        "--headers-file",
+        help='JSON {"target": {"Header": "value"}} sent with inference requests (secrets)',
+    )
     add("--requests-topic", help="default batch-requests")
     add("--results-topic", help="default batch-results")
     add("--dlq-topic", help="default batch-requests.dlq")

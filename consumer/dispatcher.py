@@ -127,7 +127,11 @@ class Dispatcher:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget."""
         codec = self._codecs[endpoint.name]
         body = codec.encode(items)
-        request_headers = {"Content-Type": codec.content_type, **(headers or {})}
+        request_headers = {
+            "Content-Type": codec.content_type,
+            **endpoint.headers,
+            **(headers or {}),
+        }
         started = time.monotonic()
         attempt = 0
         while True:

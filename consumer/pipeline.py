@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
+from opentelemetry import propagate
 
 from consumer.dispatcher import Dispatcher, Outcome
 from consumer.metrics import Metrics
@@ -53,17 +54,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TRACEPARENT = "traceparent"
+TRACE_HEADERS = ("traceparent", "tracestate")
 REPLICA_HEADER = "batch-runner-replica"
 
 
-def trace_headers(msg: Message) -> list[tuple[str, bytes]]:
-    """Return the message's W3C trace context header, if it has one."""
+def trace_context(msg: Message) -> dict[str, str]:
+    """Return the W3C trace context of a request message, re-encoded for propagation.
+
+    The OpenTelemetry API extracts it (an invalid ``traceparent`` yields nothing) and
+    injects it again, so with an SDK installed the same code carries real spans; without
+    one the context passes through unchanged.
+    """
     headers = msg.headers()
     if not headers:
-        return []
+        return {}
     pairs = headers.items() if isinstance(headers, dict) else headers
-    return [(k, v) for k, v in pairs if k == TRACEPARENT and isinstance(v, bytes)]
+    carrier = {
+        key: value.decode("latin-1")
+        for key, value in pairs
+        if key in TRACE_HEADERS and isinstance(value, bytes)
+    }
+    if not carrier:
+        return {}
+    out: dict[str, str] = {}
+    propagate.inject(out, context=propagate.extract(carrier))
+    return out
 
 
 class FatalError(RuntimeError):
@@ -132,11 +147,21 @@ class Pipeline:
         self.metrics = Metrics()
         self.limits = Limits(max_message_bytes=settings.max_message_bytes)
         self.dispatcher = dispatcher or Dispatcher(settings, metrics=self.metrics)
+        # librdkafka's own log lines go through logging too (JSON, secrets masked).
+        kafka_log = logging.getLogger("librdkafka")
         self.publisher = Publisher(
-            {**settings.producer_config(), "stats_cb": self.metrics.producer_stats},
+            {
+                **settings.producer_config(),
+                "stats_cb": self.metrics.producer_stats,
+                "logger": kafka_log,
+            },
         )
         self.source = Source(
-            {**settings.consumer_config(), "stats_cb": self.metrics.consumer_stats},
+            {
+                **settings.consumer_config(),
+                "stats_cb": self.metrics.consumer_stats,
+                "logger": kafka_log,
+            },
             settings.requests_topic,
             self,
         )
@@ -292,9 +317,10 @@ class Pipeline:
         except InvalidMessage as exc:
             self._dead_letter(msg, tp, offset, exc)
             return
-        trace = trace_headers(msg)
+        trace = trace_context(msg)
         created_ms = msg.timestamp()[1]
-        chunk = Chunk(tp, offset, request, msg.key(), [self._replica_header, *trace], created_ms)
+        record_headers = [self._replica_header, *((k, v.encode()) for k, v in trace.items())]
+        chunk = Chunk(tp, offset, request, msg.key(), record_headers, created_ms)
         self.chunks.setdefault(tp, {})[offset] = chunk
         self.buffered_items += len(request.items)
         if self._items_per_message == 0:
@@ -316,7 +342,7 @@ class Pipeline:
             self.settings.items_per_request,
             self.settings.max_items_per_request,
         )
-        http_headers = {TRACEPARENT: trace[0][1].decode("latin-1")} if trace else None
+        http_headers = trace or None
         for unit in split(request.items, size):
             task = asyncio.create_task(self._process(chunk, endpoint, unit, http_headers))
             chunk.tasks.add(task)

@@ -25,8 +25,10 @@ Environment variables (CLI flags of ``batch-runner consume`` override them):
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -58,11 +60,16 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """An inference endpoint configured on the consumer (never taken from a message)."""
+    """An inference endpoint configured on the consumer (never taken from a message).
+
+    ``headers`` (an ``Authorization`` token, say) are sent with every request to it; they
+    come from the environment or a file, never from a message, and never appear in a repr.
+    """
 
     name: str
     url: str
     protocol: ProtocolName = "v1"
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         """Validate the name, the URL and the protocol."""
@@ -126,7 +133,8 @@ class Settings:
     # Operations server (/metrics, /healthz, /readyz); port -1 turns it off, 0 picks one.
     metrics_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
     metrics_port: int = 9100
-    kafka_options: Mapping[str, str] = field(default_factory=dict)
+    # May hold credentials (sasl.password, ssl.key.password): kept out of reprs.
+    kafka_options: Mapping[str, str] = field(default_factory=dict, repr=False)
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
 
@@ -275,6 +283,48 @@ def _kafka_options(env: Mapping[str, str], cli_options: list[str]) -> dict[str, 
     return options
 
 
+def _json_object(source: str, text: str) -> dict[str, object]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{source}: not valid JSON") from None  # never echo the content
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: expected a JSON object")
+    return value
+
+
+def _string_map(source: str, value: object) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"{source}: must map header names to strings")
+    return dict(value)
+
+
+def _headers(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Collect per-target request headers from a JSON file and/or the environment.
+
+    ``BATCH_RUNNER_HEADERS_FILE`` (or ``--headers-file``): ``{"target": {"Name": "value"}}``
+    (``default`` for the default endpoint), e.g. a mounted Kubernetes Secret.
+    ``BATCH_RUNNER_ENDPOINT_HEADERS``: ``{"Name": "value"}`` for the default endpoint.
+    """
+    out: dict[str, dict[str, str]] = {}
+    path = given.get("headers_file") or env.get("BATCH_RUNNER_HEADERS_FILE")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"headers file {path}: {exc.strerror}") from None
+        for target, headers in _json_object(f"headers file {path}", text).items():
+            out[target] = _string_map(f"headers file {path}: {target!r}", headers)
+    inline = env.get("BATCH_RUNNER_ENDPOINT_HEADERS")
+    if inline:
+        source = "BATCH_RUNNER_ENDPOINT_HEADERS"
+        headers = _string_map(source, _json_object(source, inline))
+        out.setdefault(DEFAULT_TARGET, {}).update(headers)
+    return out
+
+
 def _endpoints(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Endpoint]:
     endpoints: dict[str, Endpoint] = {}
     url = given.get("endpoint") or env.get("BATCH_RUNNER_ENDPOINT")
@@ -291,4 +341,8 @@ def _endpoints(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, En
         if spec:
             endpoint = parse_target(spec)
             endpoints[endpoint.name] = endpoint
+    for target, headers in _headers(env, given).items():
+        if target not in endpoints:
+            raise ConfigError(f"headers are configured for target {target!r}, which does not exist")
+        endpoints[target] = dataclasses.replace(endpoints[target], headers=headers)
     return endpoints

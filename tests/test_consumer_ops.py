@@ -153,3 +153,90 @@ def test_health_and_readiness_follow_the_replica(
             assert wait_exit(replica, 30) == 0
         finally:
             svc.stop_all()
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_auth_headers_and_trace_context_reach_the_model_but_not_the_logs(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """Static auth headers and the request's traceparent reach the model; secrets stay out of logs.
+
+    Per-target headers come from a file and the environment; results carry the traceparent.
+    """
+    headers_file = tmp_path / "headers.json"
+    headers_file.write_text(orjson.dumps({"iris": {"X-Api-Key": "key-from-file-77"}}).decode())
+    with TestInferenceServer(ServerConfig()) as server:
+        topics = Topics(make_topic("req"), make_topic("res"), make_topic("dlq"))
+        svc = Service(kafka_bootstrap, topics, server.endpoint("v1"), tmp_path)
+        replica = svc.start(
+            BATCH_RUNNER_ENDPOINT_HEADERS='{"Authorization": "Bearer token-from-env-42"}',
+            BATCH_RUNNER_TARGETS=f"iris=v1:{server.endpoint('v1', 'iris')}",
+            BATCH_RUNNER_HEADERS_FILE=str(headers_file),
+            BATCH_RUNNER_LOG_LEVEL="DEBUG",
+        )
+        try:
+            traced: list[tuple[str, str | bytes | None]] = [("traceparent", TRACEPARENT.encode())]
+            submit(
+                kafka_bootstrap,
+                topics.requests,
+                "traced",
+                [{"i": 1}, {"i": 2}],
+                chunk_size=2,
+                headers=traced,
+            )
+            submit(
+                kafka_bootstrap, topics.requests, "keyed", [{"i": 3}], chunk_size=1, target="iris"
+            )
+            _, _, messages = read_results(kafka_bootstrap, topics.results, expected_records=5)
+            seen = server.stats().headers
+            assert seen["authorization: Bearer token-from-env-42"] == 2
+            assert seen["x-api-key: key-from-file-77"] == 1
+            assert seen[f"traceparent: {TRACEPARENT}"] == 2
+            for msg in messages:
+                record_headers = dict(msg.headers() or [])
+                if msg.key() == b"traced":
+                    assert record_headers["traceparent"] == TRACEPARENT.encode()
+                else:
+                    assert "traceparent" not in record_headers
+            replica.signal(signal.SIGTERM)
+            assert wait_exit(replica, 30) == 0
+            log = replica.log()
+            assert "librdkafka" in log or "consuming" in log
+            assert "token-from-env-42" not in log
+            assert "key-from-file-77" not in log
+        finally:
+            svc.stop_all()
+
+
+def test_kafka_secrets_never_appear_in_logs_or_errors(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    tmp_path: Path,
+) -> None:
+    """A replica whose SASL login cannot work fails at start-up without printing the password.
+
+    A broken headers file is reported without echoing its content.
+    """
+    with TestInferenceServer(ServerConfig()) as server:
+        topics = Topics(make_topic("req"), make_topic("res"), make_topic("dlq"))
+        svc = Service(kafka_bootstrap, topics, server.endpoint("v1"), tmp_path)
+        replica = svc.start(
+            KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+            KAFKA_SASL_MECHANISMS="SCRAM-SHA-512",
+            KAFKA_SASL_USERNAME="service-user",
+            KAFKA_SASL_PASSWORD="pw-very-secret-9",  # noqa: S106 - a fake, to look for in logs
+            BATCH_RUNNER_LOG_LEVEL="DEBUG",
+        )
+        assert wait_exit(replica, 60) == 2
+        assert "cannot start" in replica.log()
+        assert "pw-very-secret-9" not in replica.log()
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"default": {"Authorization": "Bearer leaked-if-echoed"')
+        second = svc.start(BATCH_RUNNER_HEADERS_FILE=str(broken))
+        assert wait_exit(second, 60) == 2
+        assert "not valid JSON" in second.log()
+        assert "leaked-if-echoed" not in second.log()

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING
 
 import pytest
 
 from consumer.limiter import Limiter
+from consumer.logs import JsonFormatter, TextFormatter
 from consumer.settings import DEFAULT_TARGET, ConfigError, Endpoint, Settings, parse_target
 from consumer.splitter import items_per_request, split
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 BASE_ENV = {
     "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
@@ -131,3 +138,40 @@ async def test_limiter_cancelled_waiter_does_not_leak_a_place() -> None:
     limiter.release()
     assert limiter.in_use == 0
     assert limiter.waiting == 0
+
+
+def test_settings_repr_hides_credentials() -> None:
+    """Neither Kafka options nor endpoint headers appear in the settings' repr."""
+    env = {
+        **BASE_ENV,
+        "KAFKA_SASL_PASSWORD": "hunter2-secret",
+        "BATCH_RUNNER_ENDPOINT_HEADERS": '{"Authorization": "Bearer tok-secret"}',
+    }
+    settings = Settings.from_env(env)
+    assert settings.endpoints[DEFAULT_TARGET].headers == {"Authorization": "Bearer tok-secret"}
+    assert "hunter2-secret" not in repr(settings)
+    assert "tok-secret" not in repr(settings)
+
+
+def test_log_redaction_masks_secret_keys_and_url_credentials() -> None:
+    """Values under secret-looking keys and user:password@ in URLs are masked in logs."""
+    record = logging.LogRecord("t", logging.INFO, "", 0, "connect to http://u:pw@h/x", (), None)
+    record.sasl_password = "hunter2"  # noqa: S105 - a fake
+    record.details = {"api_key": "abc", "token": "t", "ok": "visible"}
+    line = JsonFormatter().format(record)
+    assert "hunter2" not in line
+    assert "abc" not in line
+    assert ":pw@" not in line
+    event = json.loads(line)
+    assert event["event"] == "connect to http://***@h/x"
+    assert event["details"]["ok"] == "visible"
+    text = TextFormatter().format(record)
+    assert "hunter2" not in text
+
+
+def test_headers_for_an_unknown_target_are_a_configuration_error(tmp_path: Path) -> None:
+    """A headers file naming a target that is not configured is rejected at start-up."""
+    path = tmp_path / "h.json"
+    path.write_text('{"nope": {"Authorization": "x"}}')
+    with pytest.raises(ConfigError, match="target 'nope', which does not exist"):
+        Settings.from_env({**BASE_ENV, "BATCH_RUNNER_HEADERS_FILE": str(path)})

@@ -129,6 +129,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     item_scripts: dict[str, tuple[Action, ...]] = msgspec.field(default_factory=dict)
     poison_status: int = 500
     track_items: bool = True
+    # Request headers whose values are counted (lower-case names), for auth and tracing tests.
+    record_headers: tuple[str, ...] = ("authorization", "traceparent", "x-api-key")
 
     def __post_init__(self) -> None:
         """Refuse settings that cannot be acted on."""
@@ -169,6 +171,8 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     attempts: dict[str, int]
     request_sizes: dict[int, int]
     protocols: dict[str, int]
+    headers: dict[str, int] = msgspec.field(default_factory=dict)
+    """``"name: value"`` of each recorded header (see ``record_headers``) -> requests."""
 
 
 def item_key(item: object) -> str:
@@ -391,6 +395,7 @@ class ServerState:
         self.attempts: collections.Counter[str] = collections.Counter()
         self.request_sizes: collections.Counter[int] = collections.Counter()
         self.protocols: collections.Counter[str] = collections.Counter()
+        self.headers: collections.Counter[str] = collections.Counter()
         self.max_in_flight = self.in_flight
 
     def stats(self) -> ServerStats:
@@ -405,6 +410,7 @@ class ServerState:
             attempts=dict(self.attempts),
             request_sizes=dict(self.request_sizes),
             protocols=dict(self.protocols),
+            headers=dict(self.headers),
         )
 
     # serving
@@ -422,6 +428,10 @@ class ServerState:
         body = await request.read()
         self.requests += 1
         self.protocols[protocol] += 1
+        for name in self.config.record_headers:
+            seen = request.headers.get(name)
+            if seen is not None:
+                self.headers[f"{name}: {seen}"] += 1
         try:
             parsed = PARSERS[protocol](body)
         except BadRequestError as exc:
