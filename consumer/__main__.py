@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer import logs
 from consumer.pipeline import FatalError, Pipeline
@@ -112,7 +112,8 @@ async def serve(settings: Settings) -> int:
         log.exception("stopped after a delivery failure", extra={"error": str(exc)})
         return EXIT_FATAL
     except (KafkaException, ConfigError) as exc:
-        log.error("cannot start", extra={"error": str(exc)})  # noqa: TRY400 - no traceback needed
+        reason = exc.args[0].str() if isinstance(exc.args[0], KafkaError) else str(exc)
+        log.error("cannot start", extra={"error": reason})  # noqa: TRY400 - no traceback needed
         return EXIT_CONFIG
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

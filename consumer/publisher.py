@@ -9,7 +9,9 @@ state without locks. A full local queue (``BufferError``) is waited out, never d
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import re
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -32,9 +34,14 @@ class Publisher:
 
     def __init__(self, config: dict[str, object]) -> None:
         """Create the producer (no network I/O happens until the first record)."""
-        self._producer = Producer(config)
+        self._errors: collections.deque[KafkaError] = collections.deque(maxlen=20)
+        self._producer = Producer({**config, "error_cb": self._on_error})
         self._wakeup = asyncio.Event()
         self.produced = 0
+
+    def _on_error(self, error: KafkaError) -> None:
+        self._errors.append(error)
+        log.warning("Kafka client error", extra={"error": error.str(), "fatal": error.fatal()})
 
     def produce(
         self,
@@ -106,7 +113,20 @@ class Publisher:
 
     def check_topics(self, topics: Sequence[str], timeout_s: float = 10.0) -> None:
         """Raise ``KafkaException`` naming any of ``topics`` the cluster does not have."""
-        metadata = self._producer.list_topics(timeout=timeout_s)
+        try:
+            metadata = self._producer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            # The reason (bad credentials, an untrusted certificate...) arrives through the
+            # error callback, served by poll(); say it rather than "transport failure".
+            self._producer.poll(0)
+            reasons = (re.sub(r" \(after \d+ms[^)]*\)", "", e.str()) for e in self._errors)
+            seen = "; ".join(dict.fromkeys(reasons))
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._TRANSPORT,  # noqa: SLF001 - the client's own error code
+                    f"cannot reach the cluster within {timeout_s:g}s: {seen or exc}",
+                ),
+            ) from None
         missing = [t for t in topics if t not in metadata.topics or metadata.topics[t].error]
         if missing:
             raise KafkaException(

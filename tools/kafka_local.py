@@ -281,6 +281,8 @@ class LocalKafka:
     """
 
     extra_properties: dict[str, str] = field(default_factory=dict)
+    # Extra arguments for `StorageTool format`, e.g. ["--add-scram", "SCRAM-SHA-512=[...]"].
+    format_args: list[str] = field(default_factory=list)
     heap: str = "512m"
     cache: Path | None = None
     workdir: Path | None = None
@@ -340,6 +342,7 @@ class LocalKafka:
                 random_cluster_id(),
                 "--config",
                 str(props_file),
+                *self.format_args,
             ],
             capture_output=True,
             text=True,

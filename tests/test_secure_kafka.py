@@ -1,0 +1,207 @@
+"""SASL_SSL (SCRAM-SHA-512) and mutual TLS through the librdkafka pass-through.
+
+A broker of its own is started with TLS listeners whose certificates are made at test
+time (trustme), and a SCRAM user added when its storage is formatted. The replica is
+configured only through ``KAFKA_*`` variables, as a user would.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+import trustme
+from confluent_kafka.admin import AdminClient
+from cryptography.hazmat.primitives import serialization
+
+from tests.consumer_harness import Service, Topics, read_results, submit, wait_exit
+from tests.helpers import create_topic, unique
+from tools.kafka_local import LocalKafka, free_port
+from tools.testserver import ServerConfig, TestInferenceServer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.kafka
+
+USER = "batch-runner"
+PASSWORD = "scram-pass-5150"  # noqa: S105 - a test credential for a throwaway broker
+
+
+def _pkcs8(key_pem: bytes) -> bytes:
+    """Kafka's PEM keystores want PKCS#8 keys; trustme writes SEC1 EC keys."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+class SecureBroker:
+    """Addresses and client files of the secured broker."""
+
+    def __init__(self, kafka: LocalKafka, sasl_port: int, mtls_port: int, files: Path) -> None:
+        """Remember where to connect and which files to use."""
+        self.plain = kafka.bootstrap_servers
+        self.sasl = f"127.0.0.1:{sasl_port}"
+        self.mtls = f"127.0.0.1:{mtls_port}"
+        self.ca = files / "ca.pem"
+        self.client_cert = files / "client.pem"
+        self.client_key = files / "client.key"
+        self.other_ca = files / "other-ca.pem"
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """Start a broker with PLAINTEXT (setup), SASL_SSL (SCRAM-SHA-512) and SSL (mTLS)."""
+    files = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("batch-runner-client")
+    (files / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    (files / "server.pem").write_bytes(
+        _pkcs8(server.private_key_pem.bytes())
+        + b"".join(p.bytes() for p in server.cert_chain_pems),
+    )
+    (files / "client.pem").write_bytes(b"".join(p.bytes() for p in client.cert_chain_pems))
+    (files / "client.key").write_bytes(client.private_key_pem.bytes())
+    (files / "other-ca.pem").write_bytes(trustme.CA().cert_pem.bytes())
+    port, controller, sasl_port, mtls_port = (free_port() for _ in range(4))
+    listeners = (
+        f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller},"
+        f"SASL_SSL://127.0.0.1:{sasl_port},SSL://127.0.0.1:{mtls_port}"
+    )
+    props = {
+        "listeners": listeners,
+        "advertised.listeners": listeners,
+        "listener.security.protocol.map": (
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL"
+        ),
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(files / "server.pem"),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(files / "ca.pem"),
+        "listener.name.ssl.ssl.client.auth": "required",
+    }
+    scram = f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"
+    kafka = LocalKafka(
+        extra_properties=props,
+        format_args=["--add-scram", scram],
+        port=port,
+        controller_port=controller,
+    )
+    with kafka:
+        yield SecureBroker(kafka, sasl_port, mtls_port, files)
+
+
+def _service(broker: SecureBroker, server: TestInferenceServer, tmp_path: Path) -> Service:
+    admin = AdminClient({"bootstrap.servers": broker.plain})
+    topics = Topics(
+        create_topic(admin, unique("req"), 1),
+        create_topic(admin, unique("res"), 1),
+        create_topic(admin, unique("dlq"), 1),
+    )
+    return Service(broker.plain, topics, server.endpoint("v1"), tmp_path)
+
+
+def _sasl_env(broker: SecureBroker, password: str = PASSWORD) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": broker.sasl,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISMS": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": USER,
+        "KAFKA_SASL_PASSWORD": password,
+        "KAFKA_SSL_CA_LOCATION": str(broker.ca),
+    }
+
+
+def test_sasl_ssl_scram_replica_processes_a_batch(
+    secure_broker: SecureBroker, tmp_path: Path
+) -> None:
+    """A replica configured for SASL_SSL with SCRAM-SHA-512 consumes, calls the model, publishes."""
+    with TestInferenceServer(ServerConfig()) as server:
+        svc = _service(secure_broker, server, tmp_path)
+        submit(
+            secure_broker.plain,
+            svc.topics.requests,
+            "sasl",
+            [{"i": i} for i in range(20)],
+            chunk_size=10,
+        )
+        replica = svc.start(**_sasl_env(secure_broker))
+        try:
+            results, summaries, _ = read_results(
+                secure_broker.plain, svc.topics.results, expected_records=22
+            )
+            assert sorted(r.index for r in results) == list(range(20))
+            assert len(summaries) == 2
+        finally:
+            svc.stop_all()
+        assert PASSWORD not in replica.log()
+
+
+def test_mutual_tls_replica_processes_a_batch(secure_broker: SecureBroker, tmp_path: Path) -> None:
+    """A replica presenting a client certificate on the mTLS listener works end to end."""
+    with TestInferenceServer(ServerConfig()) as server:
+        svc = _service(secure_broker, server, tmp_path)
+        submit(
+            secure_broker.plain,
+            svc.topics.requests,
+            "mtls",
+            [{"i": i} for i in range(5)],
+            chunk_size=5,
+        )
+        svc.start(
+            KAFKA_BOOTSTRAP_SERVERS=secure_broker.mtls,
+            KAFKA_SECURITY_PROTOCOL="SSL",
+            KAFKA_SSL_CA_LOCATION=str(secure_broker.ca),
+            KAFKA_SSL_CERTIFICATE_LOCATION=str(secure_broker.client_cert),
+            KAFKA_SSL_KEY_LOCATION=str(secure_broker.client_key),
+        )
+        try:
+            results, _, _ = read_results(
+                secure_broker.plain, svc.topics.results, expected_records=6
+            )
+            assert sorted(r.index for r in results) == list(range(5))
+        finally:
+            svc.stop_all()
+
+
+def test_wrong_password_fails_at_start_up_with_a_clear_error(
+    secure_broker: SecureBroker,
+    tmp_path: Path,
+) -> None:
+    """Bad SCRAM credentials: exit 2 naming the authentication failure, password not shown."""
+    with TestInferenceServer(ServerConfig()) as server:
+        svc = _service(secure_broker, server, tmp_path)
+        wrong = "not-the-password-31"
+        replica = svc.start(**_sasl_env(secure_broker, password=wrong))
+        try:
+            assert wait_exit(replica, 60) == 2
+        finally:
+            svc.stop_all()
+    log = replica.log()
+    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in log, log[-2000:]
+    assert "not-the-password-31" not in log
+
+
+def test_untrusted_broker_certificate_fails_at_start_up_with_a_clear_error(
+    secure_broker: SecureBroker,
+    tmp_path: Path,
+) -> None:
+    """A CA that did not sign the broker's certificate: exit 2 saying verification failed."""
+    with TestInferenceServer(ServerConfig()) as server:
+        svc = _service(secure_broker, server, tmp_path)
+        env = _sasl_env(secure_broker) | {"KAFKA_SSL_CA_LOCATION": str(secure_broker.other_ca)}
+        replica = svc.start(**env)
+        try:
+            assert wait_exit(replica, 60) == 2
+        finally:
+            svc.stop_all()
+    assert "certificate verify failed" in replica.log(), replica.log()[-2000:]
