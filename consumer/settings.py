@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 from consumer.retry import RetryPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 ProtocolName = Literal["raw", "v1", "v2"]
 PROTOCOLS: tuple[ProtocolName, ...] = ("raw", "v1", "v2")
@@ -244,7 +244,7 @@ class Settings:
             "KAFKA_BOOTSTRAP_SERVERS",
             "",
         )
-        values["kafka_options"] = _kafka_options(env, given.get("kafka_option", []))
+        values["kafka_options"] = kafka_options(env, given.get("kafka_option") or ())
         values["endpoints"] = _endpoints(env, given)
         return cls(**values)
 
@@ -270,7 +270,12 @@ def _coerce(name: str, raw: str, annotation: object) -> object:
     return raw
 
 
-def _kafka_options(env: Mapping[str, str], cli_options: list[str]) -> dict[str, str]:
+def kafka_options(env: Mapping[str, str], cli_options: Sequence[str] = ()) -> dict[str, str]:
+    """Return librdkafka options from ``KAFKA_*`` variables and ``key=value`` flags.
+
+    ``KAFKA_SASL_PASSWORD`` becomes ``sasl.password``; ``KAFKA_BOOTSTRAP_SERVERS`` is left
+    to the caller. Flags win over the environment.
+    """
     options: dict[str, str] = {}
     for key, value in env.items():
         if key.startswith("KAFKA_") and key != "KAFKA_BOOTSTRAP_SERVERS":

@@ -17,6 +17,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from consumer.settings import ConfigError, kafka_options
 from producer.inputs import FORMATS, InputError, read_items
 from producer.results import (
     BatchState,
@@ -64,16 +65,10 @@ def _bootstrap(args: argparse.Namespace) -> str:
 
 
 def _kafka_options(args: argparse.Namespace) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for key, value in os.environ.items():
-        if key.startswith("KAFKA_") and key != "KAFKA_BOOTSTRAP_SERVERS":
-            options[key.removeprefix("KAFKA_").lower().replace("_", ".")] = value
-    for item in args.kafka_option or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SubmitError(f"-X {item!r}: expected key=value", EXIT_INPUT)
-        options[key] = value
-    return options
+    try:
+        return kafka_options(os.environ, args.kafka_option or ())
+    except ConfigError as exc:
+        raise SubmitError(str(exc), EXIT_INPUT) from None
 
 
 def _metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
