@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -35,6 +36,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     every process it started is gone afterwards.
     """
     before = our_processes()
+    leftovers = set(Path(tempfile.gettempdir()).glob("batch-runner-demo-*"))
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     done = subprocess.run(
         [sys.executable, "-m", "tools.cli", "demo", "--json"],
@@ -55,3 +57,4 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     assert summary["original_predictions"] == ["setosa", "virginica", "versicolor"]
     assert summary["items_per_s"] > 0
     assert our_processes() <= before, "the demo left a process running"
+    assert set(Path(tempfile.gettempdir()).glob("batch-runner-demo-*")) == leftovers

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -205,11 +207,22 @@ def run_demo(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(text, flush=True)
 
+    workdir = Path(tempfile.mkdtemp(prefix="batch-runner-demo-"))
+    code = 1
+    try:
+        code = _run_in(workdir, args, say)
+    finally:
+        if code == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"the demo's process logs are in {workdir}", file=sys.stderr)
+    return code
+
+
+def _run_in(workdir: Path, args: argparse.Namespace, say: Callable[[str], None]) -> int:
     run_id = uuid.uuid4().hex[:8]
     topics = [f"demo-{run_id}-requests", f"demo-{run_id}-results", f"demo-{run_id}-dlq"]
     external = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-    workdir = Path(os.environ.get("TMPDIR", "/tmp")) / f"batch-runner-demo-{run_id}"  # noqa: S108
-    workdir.mkdir(parents=True, exist_ok=True)
     say("kafka-batch-runner demo")
     started = time.monotonic()
     with kafka_cluster() as bootstrap:
