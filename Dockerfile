@@ -1,0 +1,27 @@
+# One image for both roles: `consume` (the default) and `serve-model` (the iris example).
+# Dependencies are pinned by uv.lock; the runtime stage has no build tools and runs as a
+# non-root user.
+FROM python:3.11-slim AS build
+ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN pip install --no-cache-dir uv==0.13.9
+WORKDIR /app
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --locked --no-dev --extra model --no-install-project
+COPY consumer ./consumer
+COPY producer ./producer
+COPY schemas ./schemas
+COPY tools ./tools
+COPY examples ./examples
+RUN uv sync --locked --no-dev --extra model --no-editable
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin runner
+COPY --from=build --chown=root:root /app/.venv /app/.venv
+COPY --from=build --chown=root:root /app/examples /app/examples
+ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+USER 10001
+# 9100: /metrics, /healthz, /readyz of a consumer; 8080: the model server.
+EXPOSE 9100 8080
+ENTRYPOINT ["batch-runner"]
+CMD ["consume"]

@@ -1,0 +1,83 @@
+"""Deployment files: the compose file is valid and scalable, the image is non-root and pinned.
+
+No Docker engine runs where these tests run, so the files are checked as data: what
+`docker-compose config` accepts and resolves, and the properties scaling relies on.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolved_compose() -> dict[str, Any]:
+    """Return the compose file as ``docker-compose config`` resolves it."""
+    tool = shutil.which("docker-compose")
+    assert tool is not None, "docker-compose is needed (Debian: apt-get install docker-compose)"
+    done = subprocess.run(
+        [tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def seconds(text: str) -> float:
+    """Parse a compose duration such as ``45s`` or ``1m30s``."""
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text):
+        total += float(amount) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    return total
+
+
+def test_compose_runs_kafka_model_and_a_scalable_consumer() -> None:
+    """The consumer can be scaled (no fixed name or host port) and drains within its grace."""
+    services = resolved_compose()["services"]
+    assert set(services) >= {"kafka", "topics", "model", "consumer"}
+    consumer = services["consumer"]
+    assert "container_name" not in consumer
+    assert "ports" not in consumer
+    env = consumer["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
+    assert (
+        "INTERNAL://kafka:19092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
+    assert env["BATCH_RUNNER_ENDPOINT"].startswith("http://model:8080/")
+    assert seconds(consumer["stop_grace_period"]) > float(env["BATCH_RUNNER_DRAIN_TIMEOUT_S"])
+    assert consumer["depends_on"]["model"]["condition"] == "service_healthy"
+    assert consumer["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert services["model"]["command"][0] == "serve-model"
+    assert services["kafka"]["image"] == services["topics"]["image"]
+
+
+def test_compose_kafka_matches_the_local_broker_version() -> None:
+    """Docker users and the local java broker run the same Kafka release."""
+    from tools.kafka_local import KAFKA_VERSION  # noqa: PLC0415
+
+    image = resolved_compose()["services"]["kafka"]["image"]
+    assert image == f"apache/kafka:{KAFKA_VERSION}"
+
+
+def test_image_is_pinned_and_runs_as_a_non_root_user() -> None:
+    """The Dockerfile installs from the lock file and switches to a numeric non-root user."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "uv sync --locked" in dockerfile
+    users = re.findall(r"^USER\s+(\S+)", dockerfile, flags=re.MULTILINE)
+    assert users, "no USER line"
+    assert users[-1].isdigit()
+    assert int(users[-1]) != 0
+    assert re.search(r'^ENTRYPOINT \["batch-runner"\]', dockerfile, flags=re.MULTILINE)
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored
+    assert ".git" in ignored
