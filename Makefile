@@ -2,7 +2,7 @@
 UV ?= uv
 RUN := $(UV) run --locked
 
-.PHONY: install demo test lint format compose-check broker clean
+.PHONY: install demo test lint format compose-check deploy-check clean
 
 install:
 	$(UV) sync --locked
@@ -28,6 +28,9 @@ compose-check:
 	@command -v docker-compose >/dev/null || { echo "docker-compose is needed (Debian: apt-get install docker-compose)"; exit 1; }
 	docker-compose -f docker-compose.yml config --quiet
 	@echo "docker-compose.yml: valid"
+
+deploy-check: install
+	$(RUN) python -m tools.validate_deploy
 
 clean:
 	-$(RUN) batch-runner kafka stop

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,3 +82,47 @@ def test_image_is_pinned_and_runs_as_a_non_root_user() -> None:
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignored
     assert ".git" in ignored
+
+
+def _broken_copy(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """Copy deploy/ into ``tmp_path`` with one text replacement in ``name``."""
+    target = tmp_path / "deploy"
+    shutil.copytree(ROOT / "deploy", target)
+    path = target / name
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {name}"
+    path.write_text(text.replace(old, new, 1))
+    return target
+
+
+def test_kubernetes_manifests_validate_offline() -> None:
+    """Every manifest in deploy/ passes the schemas and the project's rules."""
+    from tools.validate_deploy import validate  # noqa: PLC0415
+
+    assert validate() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "problem"),
+    [
+        ("consumer-deployment.yaml", "readinessProbe:", "readinesProbe:", "readinesProbe"),
+        ("consumer-deployment.yaml", "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 20", "must exceed BATCH_RUNNER_DRAIN_TIMEOUT_S"),
+        ("keda-scaledobject.yaml", "maxReplicaCount: 12", "maxReplicaCount: 40", "exceeds the 12 partitions"),
+        ("keda-scaledobject.yaml", 'lagThreshold: "20"', "lagThreshold: 20", "is not of type 'string'"),
+        ("consumer-deployment.yaml", "path: /healthz", "path: /health", "livenessProbe must GET /healthz"),
+        ("model.yaml", "containerPort: 8080", "containerPort: eighty", "eighty"),
+    ],
+    ids=["typo-in-field", "grace-too-short", "more-replicas-than-partitions", "keda-wrong-type", "wrong-probe", "bad-port"],
+)  # fmt: skip
+def test_the_validator_catches_broken_manifests(
+    tmp_path: Path,
+    name: str,
+    old: str,
+    new: str,
+    problem: str,
+) -> None:
+    """A typo, a schema violation or a broken invariant is reported, naming the cause."""
+    from tools.validate_deploy import validate  # noqa: PLC0415
+
+    problems = validate(_broken_copy(tmp_path, name, old, new))
+    assert any(problem in p for p in problems), problems
