@@ -1,0 +1,1 @@
+"""Benchmarks of kafka-batch-runner (run with python -m bench.run)."""
