@@ -458,7 +458,7 @@ def versus_naive(ctx: Context) -> dict[str, Any]:
 
 def sub_batched(ctx: Context) -> dict[str, Any]:
     """Scenario 3: 100 items per request, L = 5 ms, a million items."""
-    items = ctx.size(1_000_000, 5_000)
+    items = ctx.size(int(os.environ.get("BENCH_SUB_BATCHED_ITEMS", "1000000")), 5_000)
     with test_server(5.0) as (url, _):
         ours = pipeline_run(
             ctx,

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 REPLICA_HEADER = "batch-runner-replica"
+# Paused partitions resume once the item buffer is below this share of its cap.
+RESUME_FRACTION = 0.75
 
 
 def trace_context(msg: Message) -> dict[str, str]:
@@ -175,6 +177,7 @@ class Pipeline:
         self.items_ok = 0
         self.items_error = 0
         self._stopping = asyncio.Event()
+        self._room = asyncio.Event()  # set when the item buffer has room again
         self._partition_idle: dict[TP, asyncio.Event] = {}
         self._fatal: BaseException | None = None
         self._forced = False
@@ -257,10 +260,18 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings = self.settings
         while not self._stopping.is_set():
-            messages = await self.source.fetch(self._fetch_size(), settings.poll_timeout_s)
+            await self._apply_backpressure()
+            timeout = settings.poll_timeout_s
+            if self.source.paused:
+                # Full: wait for room on the loop (woken the moment a chunk completes), and
+                # still poll the consumer now and then so the replica stays in its group.
+                self._room.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._room.wait(), settings.poll_timeout_s)
+                timeout = 0.0
+            messages = await self.source.fetch(self._fetch_size(), timeout)
             for msg in messages:
                 self._on_message(msg)
-            await self._apply_backpressure()
 
     def _fetch_size(self) -> int:
         """Fetch no more messages than the item buffer has room for (at least one).
@@ -450,6 +461,8 @@ class Pipeline:
         by_offset = self.chunks.get(chunk.tp)
         if by_offset is not None and by_offset.pop(chunk.offset, None) is not None:
             self.buffered_items -= len(chunk.request.items)
+            if self.buffered_items < self._resume_below():
+                self._room.set()
             if not by_offset:
                 event = self._partition_idle.get(chunk.tp)
                 if event is not None:
@@ -496,15 +509,18 @@ class Pipeline:
 
     # --- backpressure ----------------------------------------------------------------------
 
+    def _resume_below(self) -> float:
+        return self.settings.max_buffered_items * RESUME_FRACTION
+
     async def _apply_backpressure(self) -> None:
-        cap = self.settings.max_buffered_items
         assigned = sorted(self.source.assignment)
-        if self.buffered_items > cap and len(self.source.paused) < len(assigned):
-            await self.source.pause(assigned)
-            log.info("paused fetching", extra={"buffered_items": self.buffered_items})
-        elif self.source.paused and self.buffered_items <= cap // 2:
+        if self.buffered_items >= self.settings.max_buffered_items:
+            if len(self.source.paused) < len(assigned):
+                await self.source.pause(assigned)
+                log.debug("paused fetching", extra={"buffered_items": self.buffered_items})
+        elif self.source.paused and self.buffered_items < self._resume_below():
             await self.source.resume(sorted(self.source.paused))
-            log.info("resumed fetching", extra={"buffered_items": self.buffered_items})
+            log.debug("resumed fetching", extra={"buffered_items": self.buffered_items})
 
     # --- commits ---------------------------------------------------------------------------
 

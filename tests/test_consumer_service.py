@@ -428,6 +428,7 @@ def test_backpressure_keeps_a_slow_replica_in_its_group(
         tmp_path,
         BATCH_RUNNER_MAX_IN_FLIGHT="2",
         BATCH_RUNNER_MAX_BUFFERED_ITEMS="4",
+        BATCH_RUNNER_LOG_LEVEL="DEBUG",
         KAFKA_SESSION_TIMEOUT_MS="6000",
         KAFKA_MAX_POLL_INTERVAL_MS="7000",
     )
