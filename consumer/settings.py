@@ -196,8 +196,12 @@ class Settings:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            "fetch.wait.max.ms": 10,
-            "fetch.max.bytes": 64 * 1024 * 1024,
+            # A long poll returns as soon as data arrives: this only bounds idle waits.
+            "fetch.wait.max.ms": 100,
+            # librdkafka prefetches up to this much per replica (default 64 MiB): memory
+            # should follow --max-buffered-items, not the backlog, so keep it modest.
+            "queued.max.messages.kbytes": 8192,
+            "fetch.max.bytes": 16 * 1024 * 1024,
             "client.id": f"batch-runner-consumer-{self.group_id}",
             "statistics.interval.ms": 5000,
         }
@@ -219,7 +223,13 @@ class Settings:
             "statistics.interval.ms": 5000,
         }
         # Consumer-only options would make the producer warn: pass the rest through.
-        consumer_only = {"auto.offset.reset", "partition.assignment.strategy", "fetch.wait.max.ms"}
+        consumer_only = {
+            "auto.offset.reset",
+            "partition.assignment.strategy",
+            "fetch.wait.max.ms",
+            "queued.max.messages.kbytes",
+            "fetch.max.bytes",
+        }
         conf.update({k: v for k, v in self.kafka_options.items() if k not in consumer_only})
         return conf
 
