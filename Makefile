@@ -2,7 +2,7 @@
 UV ?= uv
 RUN := $(UV) run --locked
 
-.PHONY: install demo test lint format compose-check deploy-check clean
+.PHONY: install demo test lint format compose-check deploy-check bench clean
 
 install:
 	$(UV) sync --locked
@@ -28,6 +28,10 @@ compose-check:
 	@command -v docker-compose >/dev/null || { echo "docker-compose is needed (Debian: apt-get install docker-compose)"; exit 1; }
 	docker-compose -f docker-compose.yml config --quiet
 	@echo "docker-compose.yml: valid"
+
+bench: install
+	$(RUN) batch-runner kafka fetch >/dev/null
+	$(RUN) python -m bench.run --scenario all --out bench/results/report.json
 
 deploy-check: install
 	$(RUN) python -m tools.validate_deploy

@@ -641,16 +641,30 @@ def run(names: list[str], *, smoke: bool, out: Path | None) -> dict[str, Any]:
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.run``."""
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="all", choices=["all", *SCENARIOS])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, figures meaningless")
     parser.add_argument("--out", type=Path, help="JSON report path")
-    args = parser.parse_args(argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     run(names, smoke=args.smoke, out=args.out)
     return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` to the ``batch-runner`` parser."""
+    parser = subparsers.add_parser("bench", help="run the benchmarks", description=__doc__)
+    _arguments(parser)
+    parser.set_defaults(handler=_run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench.run``."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    _arguments(parser)
+    return _run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
