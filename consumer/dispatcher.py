@@ -90,7 +90,6 @@ class Dispatcher:
             total=settings.request_timeout_s,
             connect=settings.connect_timeout_s,
         )
-        self.requests = 0
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
 
@@ -194,7 +193,6 @@ class Dispatcher:
         session = self._session
         if session is None:
             raise RuntimeError("Dispatcher.start() was not called")
-        self.requests += 1
         metrics = self._metrics
         started = time.monotonic()
         try:

@@ -50,6 +50,7 @@ from schemas import (
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
+    from consumer.publisher import DeliveryCallback
     from consumer.settings import Endpoint, Settings
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,6 @@ class Chunk:
         "abandoned",
         "created_ms",
         "error_count",
-        "key",
         "offset",
         "ok_count",
         "pending_items",
@@ -110,12 +110,11 @@ class Chunk:
         "unacked",
     )
 
-    def __init__(  # noqa: PLR0913, PLR0917 - the fields of a chunk in hand
+    def __init__(
         self,
         tp: TP,
         offset: int,
         request: BatchRequest,
-        key: bytes | str | None,
         trace_headers: list[tuple[str, bytes]],
         created_ms: int,
     ) -> None:
@@ -124,7 +123,6 @@ class Chunk:
         self.tp = tp
         self.offset = offset
         self.request = request
-        self.key = key
         self.trace_headers = trace_headers
         self.pending_items = len(request.items)
         self.unacked = 0
@@ -173,9 +171,6 @@ class Pipeline:
         self.offsets = OffsetTracker()
         self.chunks: dict[TP, dict[int, Chunk]] = {}
         self.buffered_items = 0
-        self.dead_letters = 0
-        self.items_ok = 0
-        self.items_error = 0
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set when the item buffer has room again
         self._partition_idle: dict[TP, asyncio.Event] = {}
@@ -331,7 +326,7 @@ class Pipeline:
         trace = trace_context(msg)
         created_ms = msg.timestamp()[1]
         record_headers = [self._replica_header, *((k, v.encode()) for k, v in trace.items())]
-        chunk = Chunk(tp, offset, request, msg.key(), record_headers, created_ms)
+        chunk = Chunk(tp, offset, request, record_headers, created_ms)
         self.chunks.setdefault(tp, {})[offset] = chunk
         self.buffered_items += len(request.items)
         if self._items_per_message == 0:
@@ -399,11 +394,9 @@ class Pipeline:
         count = len(unit.items)
         if predictions is not None:
             chunk.ok_count += count
-            self.items_ok += count
             self.metrics.items.labels("ok").inc(count)
         else:
             chunk.error_count += count
-            self.items_error += count
             self.metrics.items.labels("error").inc(count)
         if chunk.created_ms > 0:
             self.metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
@@ -418,7 +411,7 @@ class Pipeline:
         chunk: Chunk,
         topic: str,
         value: bytes,
-        on_delivery: object,
+        on_delivery: DeliveryCallback,
     ) -> None:
         chunk.unacked += 1
         while True:
@@ -427,7 +420,7 @@ class Pipeline:
                     topic,
                     value,
                     chunk.request.batch_id,
-                    on_delivery,  # type: ignore[arg-type]
+                    on_delivery,
                     chunk.trace_headers,
                 )
             except BufferError:
@@ -438,7 +431,7 @@ class Pipeline:
             else:
                 return
 
-    def _delivery_callback(self, chunk: Chunk) -> object:
+    def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             chunk.unacked -= 1
             if err is not None:
@@ -469,7 +462,6 @@ class Pipeline:
                     event.set()
 
     def _dead_letter(self, msg: Message, tp: TP, offset: int, exc: InvalidMessage) -> None:
-        self.dead_letters += 1
         self.metrics.dead_letters.labels(exc.kind).inc()
         log.warning(
             "invalid request sent to the dead-letter topic",

@@ -37,7 +37,6 @@ class Publisher:
         self._errors: collections.deque[KafkaError] = collections.deque(maxlen=20)
         self._producer = Producer({**config, "error_cb": self._on_error})
         self._wakeup = asyncio.Event()
-        self.produced = 0
 
     def _on_error(self, error: KafkaError) -> None:
         self._errors.append(error)
@@ -53,8 +52,8 @@ class Publisher:
     ) -> None:
         """Queue one record; ``on_delivery(err, msg)`` runs on the loop when it is acknowledged.
 
-        Raises ``BufferError`` if the local queue is full: callers on the loop use
-        :meth:`produce_async` instead, which waits for room.
+        Raises ``BufferError`` if the local queue is full: the caller serves delivery
+        reports (:meth:`serve_reports`) to make room and tries again.
         """
         self._producer.produce(
             topic,
@@ -63,30 +62,7 @@ class Publisher:
             headers=list(headers) if headers else None,
             on_delivery=on_delivery,
         )
-        self.produced += 1
         self._wakeup.set()
-
-    async def produce_async(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | str | None,
-        on_delivery: DeliveryCallback,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Like :meth:`produce`, but waits (serving reports) while the local queue is full."""
-        while True:
-            try:
-                self.produce(topic, value, key, on_delivery, headers)
-            except BufferError:
-                self._producer.poll(0)
-                await asyncio.sleep(0.01)
-            else:
-                return
-
-    def outstanding(self) -> int:
-        """Return how many records librdkafka holds that are not yet reported."""
-        return len(self._producer)
 
     def serve_reports(self) -> int:
         """Run the delivery callbacks that are ready (on the calling thread)."""

@@ -56,7 +56,6 @@ class Source:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.commit_on_revoke = True
         self.joined = False
-        self.commits = 0
         self.paused: set[TP] = set()
         self.assignment: set[TP] = set()
 
@@ -98,7 +97,6 @@ class Source:
     def _commit_blocking(self, positions: dict[TP, int]) -> None:
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         self._consumer.commit(offsets=offsets, asynchronous=False)
-        self.commits += 1
 
     async def pause(self, partitions: list[TP]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
