@@ -18,7 +18,6 @@ import contextlib
 import os
 import platform
 import resource
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from schemas import encode_batch_request
 from tools.kafka_env import kafka_cluster
+from tools.processes import terminate
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -61,17 +61,6 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM a child and wait (kill after 30 s)."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager
@@ -99,7 +88,7 @@ def test_server(latency_ms: float) -> Iterator[tuple[str, subprocess.Popen[bytes
     try:
         yield url, process
     finally:
-        stop(process)
+        terminate(process)
 
 
 @dataclass
@@ -403,7 +392,7 @@ def pipeline_run(  # noqa: PLR0913 - a measurement's knobs
         rss = max(peak_rss_mb(r.process.pid) for r in fleet)
     finally:
         for replica in fleet:
-            stop(replica.process)
+            terminate(replica.process)
     elapsed = max(last - started, 1e-6)
     return {
         "items": items,
@@ -525,7 +514,7 @@ def small_batch_latency(ctx: Context) -> dict[str, Any]:
                     samples.append((time.perf_counter() - started) * 1000)
         finally:
             reader.close()
-            stop(replica.process)
+            terminate(replica.process)
     samples.sort()
     p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
     return {

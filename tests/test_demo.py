@@ -6,24 +6,24 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import orjson
 
-MARKERS = ("kafka.Kafka", "-m consumer", "serve-model")
 
-
-def our_processes() -> set[int]:
-    """Return the pids of brokers, consumers and model servers running now."""
+def processes_with(marker: str) -> set[int]:
+    """Return the pids whose environment holds ``marker`` (inherited from the demo)."""
     found = set()
+    needle = marker.encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if any(marker in cmdline for marker in MARKERS):
+        if needle in environ:
             found.add(int(entry.name))
     return found
 
@@ -35,9 +35,10 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     labels, predicts the original three rows as the original example did, exits 0, and
     every process it started is gone afterwards.
     """
-    before = our_processes()
+    marker = f"demo-test-{uuid.uuid4().hex}"
     leftovers = set(Path(tempfile.gettempdir()).glob("batch-runner-demo-*"))
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["DEMO_TEST_MARKER"] = marker  # every process the demo starts inherits it
     done = subprocess.run(
         [sys.executable, "-m", "tools.cli", "demo", "--json"],
         check=False,
@@ -56,5 +57,5 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     assert summary["scored"] == 10_003
     assert summary["original_predictions"] == ["setosa", "virginica", "versicolor"]
     assert summary["items_per_s"] > 0
-    assert our_processes() <= before, "the demo left a process running"
+    assert processes_with(marker) == set(), "the demo left a process running"
     assert set(Path(tempfile.gettempdir()).glob("batch-runner-demo-*")) == leftovers

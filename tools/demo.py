@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from schemas import Result
 from tools.iris_data import sample
 from tools.kafka_env import kafka_cluster
 from tools.kafka_local import free_port
+from tools.processes import terminate
 
 if TYPE_CHECKING:
     import argparse
@@ -69,13 +69,7 @@ def child(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        terminate(process, grace_s=20)
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: float = 60) -> None:
