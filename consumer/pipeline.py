@@ -414,22 +414,13 @@ class Pipeline:
         on_delivery: DeliveryCallback,
     ) -> None:
         chunk.unacked += 1
-        while True:
-            try:
-                self.publisher.produce(
-                    topic,
-                    value,
-                    chunk.request.batch_id,
-                    on_delivery,
-                    chunk.trace_headers,
-                )
-            except BufferError:
-                # The local queue is full: serve reports (which frees room) and try again.
-                # This blocks the loop for at most the time librdkafka needs to drain.
-                self.publisher.serve_reports()
-                time.sleep(0.001)
-            else:
-                return
+        self.publisher.produce(
+            topic,
+            value,
+            chunk.request.batch_id,
+            on_delivery,
+            chunk.trace_headers,
+        )
 
     def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # How often delivery reports are served while records are outstanding.
 POLL_INTERVAL_S = 0.002
+# How long one wait for room in a full local queue lasts (served inside librdkafka).
+FULL_QUEUE_WAIT_S = 0.005
 
 
 class Publisher:
@@ -52,21 +54,24 @@ class Publisher:
     ) -> None:
         """Queue one record; ``on_delivery(err, msg)`` runs on the loop when it is acknowledged.
 
-        Raises ``BufferError`` if the local queue is full: the caller serves delivery
-        reports (:meth:`serve_reports`) to make room and tries again.
+        Never drops a record: if librdkafka's local queue is full (500,000 records by
+        default), it serves delivery reports, waiting a few milliseconds at a time inside
+        librdkafka, until there is room. Only then does this block the event loop.
         """
-        self._producer.produce(
-            topic,
-            value=value,
-            key=key,
-            headers=list(headers) if headers else None,
-            on_delivery=on_delivery,
-        )
-        self._wakeup.set()
-
-    def serve_reports(self) -> int:
-        """Run the delivery callbacks that are ready (on the calling thread)."""
-        return int(self._producer.poll(0))
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers) if headers else None,
+                    on_delivery=on_delivery,
+                )
+            except BufferError:
+                self._producer.poll(FULL_QUEUE_WAIT_S)
+                continue
+            self._wakeup.set()
+            return
 
     async def run(self) -> None:
         """Serve delivery reports until cancelled."""
