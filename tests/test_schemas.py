@@ -129,17 +129,17 @@ def test_unknown_fields_are_ignored_on_read_and_never_emitted() -> None:
         (orjson.dumps(request_doc(batch_id="a b")), "schema", "batch_id: expected `str` matching"),
         (orjson.dumps(request_doc(batch_id="x" * 129)), "schema", "batch_id: expected `str` of length <= 128"),
         (orjson.dumps(request_doc(metadata={"k": 1})), "schema", "metadata[...]: expected `str`, got `int`"),
-        (orjson.dumps(request_doc(schema="batch-request/v2")), "version", "schema: Invalid enum value 'batch-request/v2'"),
+        (orjson.dumps(request_doc(schema="batch-request/v2")), "version", "schema: invalid enum value 'batch-request/v2' (this reader understands batch-request/v1)"),
         (orjson.dumps(request_doc(total=2)), "inconsistent", "start + len(items) = 3 exceeds total = 2"),
         (orjson.dumps(request_doc(total=9)), "inconsistent", "the last chunk ends at 3, not at total = 9"),
         (orjson.dumps(request_doc(chunk=2, chunks=2)), "inconsistent", "chunk = 2 must be below chunks = 2"),
         (b'{"schema":"batch-request/v1","batch_id":"a","batch_id":"b","chunk":0,"chunks":1,"start":0,"total":1,"items":[1]}', "duplicate_key", "batch_id: appears more than once"),
         (b'{ "schema": "batch-request/v1", "batch_id": "a", "chunk": 0, "chunks": 1, "start": 0, "start": 0, "total": 1, "items": [1] }', "duplicate_key", "start: appears more than once"),
-        (orjson.dumps(request_doc(items=[json.loads("[" * 40 + "]" * 40)], total=1)), "limits", "items: nested deeper than 32 levels"),
+        (orjson.dumps(request_doc(items=[json.loads("[" * 40 + "]" * 40)], total=1)), "limits", "items[0]: nested deeper than 32 levels"),
         (orjson.dumps(request_doc()).replace(b"5.2", b"NaN", 1), "not_json", "message: JSON is malformed"),
         (orjson.dumps(request_doc()).replace(b"5.2", b"Infinity", 1), "not_json", "message: JSON is malformed"),
-        (orjson.dumps(request_doc(items=["\u00e9"], total=1)).replace(b"\xc3\xa9", b"\xff"), "encoding", "items: invalid UTF-8"),
-        (b'{"schema":"batch-request/v1","batch_id":"\xff"}', "encoding", "message: invalid UTF-8"),
+        (orjson.dumps(request_doc(items=["\u00e9"], total=1)).replace(b"\xc3\xa9", b"\xff"), "encoding", "items[0]: invalid UTF-8 (at byte"),
+        (b'{"schema":"batch-request/v1","batch_id":"\xff"}', "encoding", "message: invalid UTF-8 at byte 41"),
         (b"x" * (10 * 1024 * 1024), "too_large", "message of 10485760 bytes exceeds the 1048576-byte limit"),
     ],
     ids=[
@@ -166,7 +166,7 @@ def test_item_count_and_depth_limits_are_configurable() -> None:
     kind, reason = reason_of(
         orjson.dumps(request_doc(items=[[deep]], total=1)), Limits(max_depth=5)
     )
-    assert (kind, reason) == ("limits", "items: nested deeper than 5 levels")
+    assert (kind, reason) == ("limits", "items[0]: nested deeper than 5 levels")
     kind, reason = reason_of(orjson.dumps(request_doc()), Limits(max_items=2))
     assert (kind, reason) == ("limits", "items: 3 items exceed the limit of 2")
 
@@ -233,9 +233,11 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     items = draw(st.lists(json_values, min_size=1, max_size=8))
     chunks = draw(st.integers(1, 5))
     chunk = draw(st.integers(0, chunks - 1))
-    start = draw(st.integers(0, 1000))
+    # Earlier chunks hold at least one item each, and so do later ones.
+    start = 0 if chunk == 0 else draw(st.integers(chunk, chunk + 1000))
     end = start + len(items)
-    total = end if chunk == chunks - 1 else draw(st.integers(end, end + 100))
+    later = chunks - 1 - chunk
+    total = end if later == 0 else draw(st.integers(end + later, end + later + 100))
     doc = request_doc(batch_id=draw(batch_ids), items=items, chunk=chunk, chunks=chunks)
     doc.update(start=start, total=total)
     if draw(st.booleans()):
@@ -324,7 +326,7 @@ def test_depth_limit_is_exact_for_any_items(items: list[Any], limit: int) -> Non
     data = orjson.dumps(request_doc(items=items, total=len(items), metadata={"k": "v"}))
     deepest = max(_depth(item) for item in items)
     if deepest > limit:
-        with pytest.raises(InvalidMessage, match=r"^limits: items: nested deeper than"):
+        with pytest.raises(InvalidMessage, match=r"^limits: items\[\d+\]: nested deeper than"):
             decode_batch_request(data, Limits(max_depth=limit))
     else:
         assert decode_batch_request(data, Limits(max_depth=limit)).items
@@ -336,7 +338,7 @@ def test_depth_check_sees_through_brackets_and_quotes_inside_strings() -> None:
     data = orjson.dumps(request_doc(items=[tricky], total=1))
     assert decode_batch_request(data, Limits(max_depth=3)).items
     kind, reason = reason_of(data, Limits(max_depth=2))
-    assert (kind, reason) == ("limits", "items: nested deeper than 2 levels")
+    assert (kind, reason) == ("limits", "items[0]: nested deeper than 2 levels")
 
 
 def test_large_numbers_pass_through_as_written() -> None:
