@@ -1,7 +1,7 @@
 """The benchmarks must not rot: every scenario runs at a tiny size and reports its figures.
 
 No timing is asserted (the machine is shared); only that each scenario ran the real
-pipeline to the end and produced every figure it promises.
+pipeline to the end, with no error result, and produced every figure and goal it promises.
 """
 
 from __future__ import annotations
@@ -9,38 +9,37 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+import textwrap
+from pathlib import Path
 
 import orjson
 import pytest
+import requests
 
-from bench.run import SCENARIOS
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
-pytestmark = pytest.mark.kafka
+from bench.procs import Server
+from bench.scenarios import SCENARIOS
 
 PROMISED = {
-    "concurrency": {
-        "pipeline_efficiency",
-        "bare_aiohttp_efficiency",
-        "pipeline_consumer_cpu_us_per_item",
-    },
-    "naive": {"speedup_vs_naive", "cpu_ratio_vs_naive", "bare_aiohttp_items_per_s"},
-    "sub-batched": {
-        "pipeline_items_per_s",
-        "pipeline_consumer_cpu_us_per_item",
-        "bare_aiohttp_items_per_s",
-    },
+    "concurrency": {"efficiency", "bare_efficiency", "consumer_cpu_us_per_item"},
+    "naive": {"speedup_vs_naive", "cpu_ratio_vs_naive", "bare_speedup_vs_naive"},
+    "sub-batched": {"items_per_s", "consumer_cpu_us_per_item", "bare_items_per_s"},
+    "latency": {"p50_ms", "p99_ms", "bare_p50_ms", "bare_p99_ms"},
+    "memory": {"small_peak_rss_mib", "big_peak_rss_mib", "rss_ratio", "bare_rss_ratio"},
+    "scaling": {"scaling_efficiency", "bare_scaling_efficiency", "two_replicas_items_per_s"},
+}
+GOALS = {
+    "concurrency": {"efficiency"},
+    "naive": {"speedup_vs_naive", "cpu_ratio_vs_naive"},
+    "sub-batched": {"items_per_s", "consumer_cpu_us_per_item"},
     "latency": {"p50_ms", "p99_ms"},
-    "memory": {"small_peak_rss_mb", "big_peak_rss_mb", "rss_ratio"},
-    "scaling": {"one_replica_items_per_s", "two_replicas_items_per_s", "scaling_efficiency"},
+    "memory": {"rss_ratio"},
+    "scaling": {"scaling_efficiency"},
 }
 
 
+@pytest.mark.kafka
 def test_every_scenario_runs_in_smoke_mode(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """``python -m bench.run --smoke`` runs all six scenarios and writes their figures."""
+    """``python -m bench.run --smoke`` runs all six scenarios and writes figures and table."""
     out = tmp_path / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
@@ -48,14 +47,81 @@ def test_every_scenario_runs_in_smoke_mode(kafka_bootstrap: str, tmp_path: Path)
         capture_output=True,
         text=True,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
-        timeout=600,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = orjson.loads(out.read_bytes())
     assert report["smoke"] is True
-    assert report["machine"]["cpus"] >= 1
+    assert report["machine"]["nproc"] >= 1
     assert set(report["scenarios"]) == set(SCENARIOS) == set(PROMISED)
     for name, keys in PROMISED.items():
-        figures = report["scenarios"][name]
+        figures = report["scenarios"][name]["figures"]
         assert keys <= set(figures), (name, figures)
         assert all(figures[key] > 0 for key in keys), (name, figures)
+        assert figures.get("item_errors", 0) == 0, (name, figures)
+        goals = {goal["figure"] for goal in report["scenarios"][name]["goals"]}
+        assert goals == GOALS[name], (name, goals)
+    table = out.with_suffix(".md").read_text()
+    assert "| scenario | figure | measured | goal |" in table
+    assert all(entry["title"] in table for entry in report["scenarios"].values())
+
+
+def test_sampler_profiles_a_module_and_its_threads(tmp_path: Path) -> None:
+    """``python -m bench.sampler -m MODULE`` runs it and writes stacks, tops and thread CPU."""
+    (tmp_path / "busy.py").write_text(
+        textwrap.dedent(
+            """
+            import sys
+            import time
+
+            def spin():
+                end = time.monotonic() + 0.4
+                n = 0
+                while time.monotonic() < end:
+                    n += 1
+                return n
+
+            spin()
+            sys.exit(3)
+            """,
+        ),
+    )
+    prefix = tmp_path / "profile"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sampler", "--out", str(prefix), "-m", "busy"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])},
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stderr  # the module's own exit code
+    summary = orjson.loads(prefix.with_suffix(".json").read_bytes())
+    main = summary["threads"]["MainThread"]
+    assert main["busy_s"] > 0.1
+    assert any(name == "busy.py:spin" for name, _, _ in main["top_inclusive"])
+    assert summary["thread_cpu_s"]
+    collapsed = prefix.with_suffix(".collapsed").read_text().splitlines()
+    assert any(line.startswith("MainThread;") and "busy.py:spin" in line for line in collapsed)
+
+
+def test_lean_server_answers_from_every_worker_and_stops_on_sigterm() -> None:
+    """``python -m bench.lean_server --workers 2`` echoes v1 requests; SIGTERM stops all."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.lean_server", "--workers", "2"],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().decode().strip()
+        workers = Server(url, server).pids()
+        assert len(workers) == 2  # the parent and the one it forked
+        for n in range(20):
+            answer = requests.post(
+                f"{url}/v1/models/m:predict", json={"instances": [{"i": n}]}, timeout=10
+            )
+            assert answer.json() == {"predictions": [{"i": n}]}
+    finally:
+        server.terminate()
+        assert server.wait(timeout=15) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers[1:])

@@ -1,0 +1,214 @@
+"""Kafka for the benchmarks: fresh topics, a backlog of batch requests, a results reader."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from schemas import CHUNK_SUMMARY_V1, ChunkSummary, decode_results_record, encode_batch_request
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from confluent_kafka import Message
+
+SUMMARY_TAG = CHUNK_SUMMARY_V1.encode()
+
+
+@dataclass(frozen=True)
+class Topics:
+    """The three topics of one measurement, unique to it."""
+
+    requests: str
+    results: str
+    dlq: str
+    partitions: int
+
+    def request_partitions(self) -> set[str]:
+        """Return the request partitions as the consumer logs them (``topic[p]``)."""
+        return {f"{self.requests}[{p}]" for p in range(self.partitions)}
+
+
+def make_topics(bootstrap: str, partitions: int) -> Topics:
+    """Create fresh request, result and dead-letter topics; wait until they exist."""
+    run = uuid.uuid4().hex[:10]
+    topics = Topics(f"bench-{run}-req", f"bench-{run}-res", f"bench-{run}-dlq", partitions)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics(
+        [
+            NewTopic(topics.requests, num_partitions=partitions, replication_factor=-1),
+            NewTopic(topics.results, num_partitions=partitions, replication_factor=-1),
+            NewTopic(topics.dlq, num_partitions=1, replication_factor=-1),
+        ],
+    )
+    for future in futures.values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(timeout=10).topics
+        ready = [metadata.get(name) for name in (topics.requests, topics.results, topics.dlq)]
+        if all(t is not None and t.error is None and t.partitions for t in ready):
+            return topics
+        time.sleep(0.05)
+    raise TimeoutError(f"topics {topics} were not ready within 30 s")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """``items`` identity items ``{"i": n}``, cut into ``batches`` batches of chunks.
+
+    Batch ``b`` goes to partition ``b % partitions`` (its chunks share it, as keyed
+    chunks do), so every partition holds the same share of the items.
+    """
+
+    items: int
+    batches: int = 1
+    chunk_size: int = 1000
+    items_per_request: int | None = None
+
+    def _batch_sizes(self) -> list[int]:
+        base, extra = divmod(self.items, self.batches)
+        return [base + (1 if b < extra else 0) for b in range(self.batches)]
+
+    @property
+    def chunks(self) -> int:
+        """Return how many request messages (and so chunk summaries) the backlog makes."""
+        return sum(-(-size // self.chunk_size) for size in self._batch_sizes() if size)
+
+    def messages(self, partitions: int) -> Iterator[tuple[int, str, bytes]]:
+        """Yield ``(partition, key, value)`` of every request message, in order."""
+        first = 0
+        for number, total in enumerate(self._batch_sizes()):
+            if not total:
+                continue
+            batch_id = f"b{number}"
+            parts = -(-total // self.chunk_size)
+            for part in range(parts):
+                start = part * self.chunk_size
+                count = min(self.chunk_size, total - start)
+                values = [b'{"i":%d}' % (first + start + k) for k in range(count)]
+                value = encode_batch_request(
+                    batch_id=batch_id,
+                    items=values,
+                    start=start,
+                    total=total,
+                    chunk=part,
+                    chunks=parts,
+                    items_per_request=self.items_per_request,
+                )
+                yield number % partitions, batch_id, value
+            first += total
+
+
+def produce(bootstrap: str, topics: Topics, backlog: Backlog) -> None:
+    """Produce ``backlog`` to the requests topic and wait until the broker has all of it."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        },
+    )
+    for partition, key, value in backlog.messages(topics.partitions):
+        while True:
+            try:
+                producer.produce(topics.requests, key=key, value=value, partition=partition)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) != 0:
+        raise RuntimeError("the backlog was not acknowledged within 120 s")
+
+
+def _raise_on_error(batch: list[Message]) -> None:
+    for msg in batch:
+        if msg.error() is not None:
+            raise RuntimeError(f"reading results failed: {msg.error()}")
+
+
+class ResultReader:
+    """Read the results topic from its start in a thread until every record has arrived.
+
+    It expects one result per item and one summary per chunk; it stops at the moment the
+    last of them is read (``finished_wall``/``finished``) and sums the summaries'
+    error counts (an error result means the run measured something else).
+    """
+
+    def __init__(self, bootstrap: str, topics: Topics, backlog: Backlog) -> None:
+        """Assign every results partition from the beginning (no group, no rebalance)."""
+        self.expected_records = backlog.items + backlog.chunks
+        self.expected_summaries = backlog.chunks
+        self.records = 0
+        self.summaries = 0
+        self.item_errors = 0
+        self.finished: float | None = None  # monotonic
+        self.finished_wall: float | None = None
+        self._failure: BaseException | None = None
+        self._stop = threading.Event()
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            },
+        )
+        self._consumer.assign(
+            [TopicPartition(topics.results, p, OFFSET_BEGINNING) for p in range(topics.partitions)]
+        )
+        self._thread = threading.Thread(target=self._run, name="bench-result-reader")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self._consumer.consume(num_messages=10_000, timeout=0.1)
+                if not batch:
+                    continue
+                _raise_on_error(batch)
+                self.records += len(batch)
+                for msg in batch:
+                    value = msg.value() or b""
+                    if SUMMARY_TAG in value:
+                        summary = decode_results_record(value)
+                        if isinstance(summary, ChunkSummary):
+                            self.summaries += 1
+                            self.item_errors += summary.error
+                if (
+                    self.records >= self.expected_records
+                    and self.summaries >= self.expected_summaries
+                ):
+                    self.finished = time.monotonic()
+                    self.finished_wall = time.time()
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+            self._failure = exc
+        finally:
+            self._consumer.close()
+
+    def wait(self, timeout_s: float) -> None:
+        """Wait until every record was read; raise if it failed or ``timeout_s`` passed."""
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            self._stop.set()
+            self._thread.join(10)
+            raise TimeoutError(
+                f"read {self.records} of {self.expected_records} result records "
+                f"in {timeout_s:.0f} s",
+            )
+        if self._failure is not None:
+            raise RuntimeError("the result reader failed") from self._failure
+
+    def close(self) -> None:
+        """Stop reading (when a measurement is abandoned)."""
+        self._stop.set()
+        self._thread.join(10)

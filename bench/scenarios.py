@@ -1,0 +1,524 @@
+"""The six scenarios of issue 9, each measured beside a bare aiohttp loop in the same run.
+
+Every scenario runs the real pipeline: a Kafka broker, the test inference server as a
+process of its own (``python -m tools.testserver``), consumer replicas as ``python -m
+consumer`` processes, and a reader of the results topic in the harness. The comparison
+clients (:mod:`bench.baselines`) run as processes of their own against the same server.
+
+A pipeline run's clock starts at the first produce (the replicas have joined their group
+before) or, for a backlog produced beforehand, when the replicas got their partitions;
+it stops when the harness has read the last result record and chunk summary back.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
+from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
+from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
+from bench.procs import wait_assigned as wait_replicas_assigned
+from schemas import encode_batch_request
+
+if TYPE_CHECKING:
+    import contextlib
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from bench.procs import Replica
+
+RUN_TIMEOUT_S = 600.0
+
+
+@dataclass
+class Context:
+    """What every scenario gets: the cluster, a scratch directory, the mode."""
+
+    bootstrap: str
+    workdir: Path
+    smoke: bool
+    profile: str | None = None  # "cprofile" or "sample": wrap every replica
+    profile_dir: Path | None = None
+    scenario: str = ""
+    overrides: dict[str, str] = field(default_factory=dict)  # consumer settings for every run
+    lean_workers: int = 0  # > 0: bench.lean_server in that many processes, not tools.testserver
+
+    def server(self, latency_ms: float) -> contextlib.AbstractContextManager[Server]:
+        """Return the inference server of this run, as a context manager."""
+        return inference_server(latency_ms, lean_workers=self.lean_workers)
+
+    def size(self, full: int, smoke: int) -> int:
+        """Return the size to use in this mode."""
+        return smoke if self.smoke else full
+
+    def wrapper(self, label: str) -> list[str]:
+        """Return the interpreter arguments that put a replica under the profiler."""
+        if self.profile is None or self.profile_dir is None:
+            return []
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        path = self.profile_dir / f"{self.scenario}-{label}-{uuid.uuid4().hex[:4]}"
+        if self.profile == "cprofile":
+            return ["-m", "cProfile", "-o", f"{path}.prof"]
+        return ["-m", "bench.sampler", "--out", str(path)]
+
+    def consumer_env(self, topics: Topics, server: Server, **settings: object) -> dict[str, str]:
+        """Return the environment of a replica serving ``topics`` against ``server``."""
+        return {
+            **_inherited_env(),
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "BATCH_RUNNER_ENDPOINT": server.v1_endpoint,
+            "BATCH_RUNNER_PROTOCOL": "v1",
+            "BATCH_RUNNER_REQUESTS_TOPIC": topics.requests,
+            "BATCH_RUNNER_RESULTS_TOPIC": topics.results,
+            "BATCH_RUNNER_DLQ_TOPIC": topics.dlq,
+            "BATCH_RUNNER_METRICS_PORT": "-1",
+            "BATCH_RUNNER_LOG_FORMAT": "json",
+            **{f"BATCH_RUNNER_{k.upper()}": str(v) for k, v in settings.items()},
+            **{_env_name(k): v for k, v in self.overrides.items()},
+        }
+
+
+def _env_name(setting: str) -> str:
+    """Return the variable of a setting: ``kafka_linger_ms`` as is, others ``BATCH_RUNNER_``."""
+    name = setting.upper()
+    return name if name.startswith("KAFKA_") else f"BATCH_RUNNER_{name}"
+
+
+def _inherited_env() -> dict[str, str]:
+    """Return the harness's environment minus settings a replica must not inherit."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BATCH_RUNNER_", "KAFKA_")) or k == "KAFKA_BOOTSTRAP_SERVERS"
+    }
+
+
+# --- measurements -------------------------------------------------------------------------
+
+
+def pipeline_run(  # noqa: PLR0913 - a measurement's knobs
+    ctx: Context,
+    server: Server,
+    backlog: Backlog,
+    *,
+    label: str,
+    partitions: int = 1,
+    replicas: int = 1,
+    preload: bool = False,
+    **settings: object,
+) -> dict[str, float]:
+    """Run ``backlog`` through ``replicas`` consumer processes; return the figures.
+
+    Items/s over the clock described in the module docstring; consumer, server and
+    harness CPU per item over the same span; the machine's busy cores; the replicas'
+    peak RSS; the error results counted from the chunk summaries.
+    """
+    topics = make_topics(ctx.bootstrap, partitions)
+    group = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**ctx.consumer_env(topics, server, **settings), "BATCH_RUNNER_GROUP_ID": group}
+    fleet: list[Replica] = []
+    reader: ResultReader | None = None
+    try:
+        if preload:
+            produce(ctx.bootstrap, topics, backlog)
+        reader = ResultReader(ctx.bootstrap, topics, backlog)
+        fleet = [
+            start_replica(env, ctx.workdir, ctx.wrapper(f"{label}-{n}")) for n in range(replicas)
+        ]
+        assigned_at = wait_replicas_assigned(fleet, topics.request_partitions(), 120)
+        meter = CpuMeter({"consumer": [r.process.pid for r in fleet], "server": server.pids()})
+        started = time.time()
+        if preload:
+            started = assigned_at
+        else:
+            produce(ctx.bootstrap, topics, backlog)
+        reader.wait(RUN_TIMEOUT_S)
+        used = meter.read()
+        rss = max(peak_rss_mib(r.process.pid) for r in fleet)
+    finally:
+        if reader is not None:
+            reader.close()
+        stop_all(fleet)
+    finished = reader.finished_wall or time.time()
+    elapsed = max(finished - started, 1e-6)
+    per_item = 1e6 / backlog.items
+    return {
+        "items": backlog.items,
+        "seconds": round(elapsed, 3),
+        "items_per_s": backlog.items / elapsed,
+        "consumer_cpu_us_per_item": used["consumer_cpu_s"] * per_item,
+        "server_cpu_us_per_item": used["server_cpu_s"] * per_item,
+        "harness_cpu_us_per_item": used["harness_cpu_s"] * per_item,
+        "machine_busy_cores": used["machine_busy_cores"],
+        "peak_rss_mib": rss,
+        "item_errors": reader.item_errors,
+    }
+
+
+def baseline(server: Server, mode: str, **options: int) -> dict[str, float]:
+    """Run ``python -m bench.baselines MODE`` against ``server``; return its figures."""
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.baselines",
+            mode,
+            f"--url={server.v1_endpoint}",
+            f"--server-pids={','.join(map(str, server.pids()))}",
+            *args,
+        ],
+        capture_output=True,
+        check=False,
+        timeout=RUN_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"baseline {mode} failed:\n{done.stderr.decode()[-3000:]}")
+    figures: dict[str, float] = orjson.loads(done.stdout)
+    return figures
+
+
+# --- scenarios ----------------------------------------------------------------------------
+
+
+@dataclass
+class Goal:
+    """A figure's goal: ``value OP target``."""
+
+    figure: str
+    op: str  # ">=" or "<="
+    target: float
+
+    def check(self, figures: dict[str, Any]) -> dict[str, Any]:
+        """Return the goal with the measured value and whether it is met."""
+        value = float(figures[self.figure])
+        met = value >= self.target if self.op == ">=" else value <= self.target
+        return {"figure": self.figure, "op": self.op, "target": self.target, "met": met}
+
+
+def result(
+    title: str,
+    figures: dict[str, Any],
+    goals: list[Goal],
+    runs: dict[str, Any],
+    beside: str,
+) -> dict[str, Any]:
+    """Assemble a scenario's report entry."""
+    return {
+        "title": title,
+        "figures": figures,
+        "goals": [goal.check(figures) for goal in goals],
+        "beside": beside,
+        "runs": runs,
+    }
+
+
+def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
+    """Scenario 1: one item per request, L = 20 ms, C = 64: items/s ÷ (C / L)."""
+    latency_ms, concurrency = 20.0, 64
+    items = ctx.size(50_000, 600)
+    ideal = concurrency / (latency_ms / 1000)
+    with ctx.server(latency_ms) as server:
+        server_procs = len(server.pids())
+        ours = pipeline_run(
+            ctx, server, Backlog(items, chunk_size=500), label="c64", max_in_flight=concurrency
+        )
+        bare = baseline(server, "bare", items=items, concurrency=concurrency)
+    figures = {
+        "items": items,
+        "ideal_items_per_s": ideal,
+        "items_per_s": ours["items_per_s"],
+        "efficiency": ours["items_per_s"] / ideal,
+        "consumer_cpu_us_per_item": ours["consumer_cpu_us_per_item"],
+        "bare_items_per_s": bare["items_per_s"],
+        "bare_efficiency": bare["items_per_s"] / ideal,
+        "bare_cpu_us_per_item": bare["cpu_us_per_item"],
+        "pipeline_vs_bare": ours["items_per_s"] / bare["items_per_s"],
+        "server_cpu_us_per_request": bare["server_cpu_us_per_item"],
+        "server_bound_efficiency": _server_bound(latency_ms, concurrency, bare, server_procs),
+        "item_errors": ours["item_errors"],
+    }
+    beside = (
+        f"bare aiohttp {figures['bare_efficiency']:.2f} of C/L "
+        f"({bare['items_per_s']:,.0f} items/s, {bare['cpu_us_per_item']:.0f} µs CPU/item); "
+        f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare; the server's "
+        f"{figures['server_cpu_us_per_request']:.0f} µs CPU/request bounds both at "
+        f"{figures['server_bound_efficiency']:.2f}"
+    )
+    return result(
+        f"1 concurrency efficiency (1 item/request, L=20 ms, C=64, {items:,} items)",
+        figures,
+        [Goal("efficiency", ">=", 0.90)],
+        {"pipeline": ours, "bare_aiohttp": bare},
+        beside,
+    )
+
+
+def versus_naive(ctx: Context) -> dict[str, Any]:
+    """Scenario 2: the same items through the pipeline and through a thread pool of requests."""
+    latency_ms, concurrency = 20.0, 64
+    items = ctx.size(20_000, 300)
+    with ctx.server(latency_ms) as server:
+        ours = pipeline_run(
+            ctx, server, Backlog(items, chunk_size=500), label="c64", max_in_flight=concurrency
+        )
+        naive = baseline(server, "naive", items=items, concurrency=concurrency)
+        bare = baseline(server, "bare", items=items, concurrency=concurrency)
+    figures = {
+        "items": items,
+        "items_per_s": ours["items_per_s"],
+        "naive_items_per_s": naive["items_per_s"],
+        "bare_items_per_s": bare["items_per_s"],
+        "speedup_vs_naive": ours["items_per_s"] / naive["items_per_s"],
+        "bare_speedup_vs_naive": bare["items_per_s"] / naive["items_per_s"],
+        "consumer_cpu_s_per_1000": ours["consumer_cpu_us_per_item"] / 1000,
+        "naive_cpu_s_per_1000": naive["cpu_us_per_item"] / 1000,
+        "bare_cpu_s_per_1000": bare["cpu_us_per_item"] / 1000,
+        "cpu_ratio_vs_naive": ours["consumer_cpu_us_per_item"] / naive["cpu_us_per_item"],
+        "bare_cpu_ratio_vs_naive": bare["cpu_us_per_item"] / naive["cpu_us_per_item"],
+        "item_errors": ours["item_errors"],
+    }
+    beside = (
+        f"naive {naive['items_per_s']:,.0f} items/s, {figures['naive_cpu_s_per_1000']:.3f} "
+        f"CPU s/1000; bare aiohttp {bare['items_per_s']:,.0f} items/s "
+        f"({figures['bare_speedup_vs_naive']:.2f}x naive, CPU "
+        f"{figures['bare_cpu_ratio_vs_naive']:.2f} of naive)"
+    )
+    return result(
+        f"2 versus the naive thread pool (C=64, L=20 ms, {items:,} items)",
+        figures,
+        [Goal("speedup_vs_naive", ">=", 3.0), Goal("cpu_ratio_vs_naive", "<=", 0.25)],
+        {"pipeline": ours, "naive": naive, "bare_aiohttp": bare},
+        beside,
+    )
+
+
+def sub_batched(ctx: Context) -> dict[str, Any]:
+    """Scenario 3: 100 items per request, L = 5 ms, a million items, end to end."""
+    items = ctx.size(1_000_000, 5_000)
+    with ctx.server(5.0) as server:
+        ours = pipeline_run(
+            ctx,
+            server,
+            Backlog(items, chunk_size=1000, items_per_request=100),
+            label="ipr100",
+            max_in_flight=64,
+        )
+        bare = baseline(server, "bare", items=items, concurrency=64, per_request=100)
+    figures = {
+        "items": items,
+        "items_per_s": ours["items_per_s"],
+        "consumer_cpu_us_per_item": ours["consumer_cpu_us_per_item"],
+        "server_cpu_us_per_item": ours["server_cpu_us_per_item"],
+        "harness_cpu_us_per_item": ours["harness_cpu_us_per_item"],
+        "machine_busy_cores": ours["machine_busy_cores"],
+        "bare_items_per_s": bare["items_per_s"],
+        "bare_cpu_us_per_item": bare["cpu_us_per_item"],
+        "item_errors": ours["item_errors"],
+    }
+    beside = (
+        f"bare aiohttp {bare['items_per_s']:,.0f} items/s, {bare['cpu_us_per_item']:.1f} µs "
+        f"CPU/item; machine busy {ours['machine_busy_cores']:.2f} of "
+        f"{_cores()} cores during the pipeline run"
+    )
+    return result(
+        f"3 sub-batched (100 items/request, L=5 ms, {items:,} items, first produce → last read)",
+        figures,
+        [Goal("items_per_s", ">=", 100_000), Goal("consumer_cpu_us_per_item", "<=", 10.0)],
+        {"pipeline": ours, "bare_aiohttp": bare},
+        beside,
+    )
+
+
+def small_batch_latency(ctx: Context) -> dict[str, Any]:
+    """Scenario 4: the original three-item batch on a warm pipeline, submit → last result."""
+    rounds = ctx.size(200, 10)
+    with ctx.server(0.0) as server:
+        samples = _latency_rounds(ctx, server, rounds)
+        bare = baseline(server, "latency", rounds=rounds, items=3)
+    figures = {
+        "rounds": rounds,
+        "p50_ms": percentile(samples, 50),
+        "p99_ms": percentile(samples, 99),
+        "bare_p50_ms": bare["p50_ms"],
+        "bare_p99_ms": bare["p99_ms"],
+    }
+    beside = (
+        f"bare aiohttp (3 concurrent one-item requests): p50 {bare['p50_ms']:.2f} ms, "
+        f"p99 {bare['p99_ms']:.2f} ms"
+    )
+    return result(
+        f"4 small-batch latency (3 items, warm, {rounds} rounds, submit → last result read)",
+        figures,
+        [Goal("p50_ms", "<=", 15.0), Goal("p99_ms", "<=", 50.0)],
+        {"pipeline": {"samples_ms": samples}, "bare_aiohttp": bare},
+        beside,
+    )
+
+
+def _latency_rounds(ctx: Context, server: Server, rounds: int) -> list[float]:
+    """Submit a three-item batch ``rounds`` times (after warm-up); time each to its last record.
+
+    "Submitted" is what ``batch-runner submit`` waits for: the broker acknowledged the
+    request. The round ends when its three results and its chunk summary are read.
+    """
+    topics = make_topics(ctx.bootstrap, 1)
+    env = {
+        **ctx.consumer_env(topics, server),
+        "BATCH_RUNNER_GROUP_ID": f"bench-{uuid.uuid4().hex[:8]}",
+    }
+    replica = start_replica(env, ctx.workdir, ctx.wrapper("latency"))
+    reader = Consumer(
+        {
+            "bootstrap.servers": ctx.bootstrap,
+            "group.id": f"bench-latency-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 1,
+        },
+    )
+    reader.assign([TopicPartition(topics.results, 0, OFFSET_BEGINNING)])
+    producer = Producer({"bootstrap.servers": ctx.bootstrap, "linger.ms": 0, "acks": "all"})
+    samples = []
+    try:
+        wait_replicas_assigned([replica], topics.request_partitions(), 120)
+        for n in range(rounds + WARMUP_ROUNDS):
+            batch_id = f"l{n}"
+            value = encode_batch_request(
+                batch_id=batch_id, items=[IRIS] * 3, start=0, total=3, chunk=0, chunks=1
+            )
+            started = time.perf_counter()
+            producer.produce(topics.requests, key=batch_id, value=value)
+            producer.flush(10)
+            _read_records(reader, batch_id.encode(), 4, deadline=time.monotonic() + 30)
+            if n >= WARMUP_ROUNDS:
+                samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        reader.close()
+        stop_all([replica])
+    return samples
+
+
+def _read_records(reader: Consumer, key: bytes, count: int, deadline: float) -> None:
+    seen = 0
+    while seen < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{seen} of {count} records for {key!r} before the deadline")
+        msg = reader.poll(min(remaining, 1.0))
+        if msg is None:
+            continue
+        if msg.error() is not None:
+            raise RuntimeError(f"reading results failed: {msg.error()}")
+        if msg.key() == key:
+            seen += 1
+
+
+def bounded_memory(ctx: Context) -> dict[str, Any]:
+    """Scenario 5: consumer peak RSS with a large backlog ÷ with a small one."""
+    small, big = ctx.size(10_000, 1_000), ctx.size(1_000_000, 20_000)
+    runs: dict[str, dict[str, float]] = {}
+    with ctx.server(1.0) as server:
+        for label, count in (("small", small), ("big", big)):
+            backlog = Backlog(count, chunk_size=1000, items_per_request=100)
+            runs[label] = pipeline_run(ctx, server, backlog, label=label, preload=True)
+            runs[f"bare_{label}"] = baseline(
+                server, "bare", items=count, concurrency=64, per_request=100
+            )
+    figures = {
+        "small_backlog_items": small,
+        "big_backlog_items": big,
+        "small_peak_rss_mib": runs["small"]["peak_rss_mib"],
+        "big_peak_rss_mib": runs["big"]["peak_rss_mib"],
+        "rss_ratio": runs["big"]["peak_rss_mib"] / runs["small"]["peak_rss_mib"],
+        "big_backlog_drain_items_per_s": runs["big"]["items_per_s"],
+        "bare_small_peak_rss_mib": runs["bare_small"]["peak_rss_mib"],
+        "bare_big_peak_rss_mib": runs["bare_big"]["peak_rss_mib"],
+        "bare_rss_ratio": runs["bare_big"]["peak_rss_mib"] / runs["bare_small"]["peak_rss_mib"],
+        "item_errors": runs["small"]["item_errors"] + runs["big"]["item_errors"],
+    }
+    beside = (
+        f"consumer {figures['small_peak_rss_mib']:.0f} → {figures['big_peak_rss_mib']:.0f} "
+        f"MiB; bare aiohttp client {figures['bare_small_peak_rss_mib']:.0f} → "
+        f"{figures['bare_big_peak_rss_mib']:.0f} MiB ({figures['bare_rss_ratio']:.2f})"
+    )
+    return result(
+        f"5 bounded memory (peak RSS, {big:,} vs {small:,} item backlog)",
+        figures,
+        [Goal("rss_ratio", "<=", 1.2)],
+        runs,
+        beside,
+    )
+
+
+def replica_scaling(ctx: Context) -> dict[str, Any]:
+    """Scenario 6: X(2) ÷ (2 · X(1)) on 4 partitions, C = 32 each, L = 20 ms."""
+    items = ctx.size(20_000, 400)
+    backlog = Backlog(items, batches=40, chunk_size=250)
+    with ctx.server(20.0) as server:
+        one = pipeline_run(
+            ctx, server, backlog, label="x1", partitions=4, replicas=1, max_in_flight=32
+        )
+        two = pipeline_run(
+            ctx, server, backlog, label="x2", partitions=4, replicas=2, max_in_flight=32
+        )
+        bare32 = baseline(server, "bare", items=items, concurrency=32)
+        bare64 = baseline(server, "bare", items=items, concurrency=64)
+    figures = {
+        "items": items,
+        "one_replica_items_per_s": one["items_per_s"],
+        "two_replicas_items_per_s": two["items_per_s"],
+        "scaling_efficiency": two["items_per_s"] / (2 * one["items_per_s"]),
+        "bare_c32_items_per_s": bare32["items_per_s"],
+        "bare_c64_items_per_s": bare64["items_per_s"],
+        "bare_scaling_efficiency": bare64["items_per_s"] / (2 * bare32["items_per_s"]),
+        "two_replicas_machine_busy_cores": two["machine_busy_cores"],
+        "item_errors": one["item_errors"] + two["item_errors"],
+    }
+    beside = (
+        f"bare aiohttp C=32 → C=64: {bare32['items_per_s']:,.0f} → "
+        f"{bare64['items_per_s']:,.0f} items/s ({figures['bare_scaling_efficiency']:.2f})"
+    )
+    return result(
+        f"6 replica scaling (1 vs 2 replicas, 4 partitions, C=32 each, L=20 ms, {items:,} items)",
+        figures,
+        [Goal("scaling_efficiency", ">=", 0.9)],
+        {"one_replica": one, "two_replicas": two, "bare_c32": bare32, "bare_c64": bare64},
+        beside,
+    )
+
+
+def _server_bound(
+    latency_ms: float, concurrency: int, bare: dict[str, float], processes: int
+) -> float:
+    """Return L ÷ (L + C·s/P): the efficiency a server of P single-loop processes allows.
+
+    Requests that wake from their latency together are answered one after another by
+    each server process's event loop, ``s`` seconds of its CPU each: a wave of C requests
+    takes about ``L + C·s/P`` instead of ``L``.
+    """
+    latency_s = latency_ms / 1000
+    serial_s = concurrency * bare["server_cpu_us_per_item"] / 1e6 / processes
+    return latency_s / (latency_s + serial_s)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
+    "concurrency": concurrency_efficiency,
+    "naive": versus_naive,
+    "sub-batched": sub_batched,
+    "latency": small_batch_latency,
+    "memory": bounded_memory,
+    "scaling": replica_scaling,
+}
