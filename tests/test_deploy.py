@@ -62,6 +62,24 @@ def test_compose_runs_kafka_model_and_a_scalable_consumer() -> None:
     assert services["kafka"]["image"] == services["topics"]["image"]
 
 
+@pytest.mark.parametrize("service", ["model", "consumer"])
+def test_compose_services_run_read_only_with_init(service: str) -> None:
+    """The image's services write nothing but /tmp (a tmpfs) and run under an init process."""
+    config = resolved_compose()["services"][service]
+    assert config["read_only"] is True
+    assert config["init"] is True
+    assert [entry.partition(":")[0] for entry in config["tmpfs"]] == ["/tmp"]  # noqa: S108
+    assert "volumes" not in config
+
+
+def test_image_writes_no_bytecode_at_run_time() -> None:
+    """Bytecode is compiled at build time, so a read-only root never needs __pycache__."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    build, _, runtime = dockerfile.rpartition("\nFROM ")
+    assert "UV_COMPILE_BYTECODE=1" in build
+    assert re.search(r"^ENV .*PYTHONDONTWRITEBYTECODE=1", runtime, flags=re.MULTILINE)
+
+
 def test_compose_kafka_matches_the_local_broker_version() -> None:
     """Docker users and the local java broker run the same Kafka release."""
     from tools.kafka_local import KAFKA_VERSION  # noqa: PLC0415
