@@ -1,11 +1,14 @@
-"""Helpers shared by the tests: deadlines instead of sleeps, reading what the broker holds."""
+"""Helpers shared by the tests: deadlines, what the broker holds, valid contract documents."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from typing import TYPE_CHECKING, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import jsonschema
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.cimpl import NewTopic
 
@@ -132,3 +135,83 @@ def free_port_closed() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- contract documents -------------------------------------------------------------------
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def schema_validator(name: str) -> jsonschema.Draft202012Validator:
+    """Return a validator for the contract's schema file ``schemas/<name>.v1.json``."""
+    schema = json.loads((SCHEMA_DIR / f"{name}.v1.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def json_depth(value: object) -> int:
+    """Nesting depth of a Python JSON value (a scalar is 0, ``[]`` is 1)."""
+    if isinstance(value, list):
+        return 1 + max((json_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((json_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+IRIS: dict[str, float] = {
+    "sepal_length": 5.2,
+    "sepal_width": 3.6,
+    "petal_length": 1.5,
+    "petal_width": 0.3,
+}
+
+
+def _changed(doc: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """Return ``doc`` with ``changes`` applied: a value replaces or adds, None removes."""
+    merged = {**doc, **changes}
+    return {key: value for key, value in merged.items() if value is not None}
+
+
+def request_doc(**changes: Any) -> dict[str, Any]:
+    """Return a valid three-item request (one chunk) with ``changes`` applied."""
+    doc: dict[str, Any] = {
+        "schema": "batch-request/v1",
+        "batch_id": "iris-1",
+        "chunk": 0,
+        "chunks": 1,
+        "start": 0,
+        "total": 3,
+        "items": [IRIS, IRIS, IRIS],
+    }
+    return _changed(doc, changes)
+
+
+def result_doc(**changes: Any) -> dict[str, Any]:
+    """Return a valid ok result (item 4, chunk 1) with ``changes`` applied."""
+    doc: dict[str, Any] = {
+        "schema": "result/v1",
+        "batch_id": "iris-1",
+        "index": 4,
+        "chunk": 1,
+        "status": "ok",
+        "attempts": 1,
+        "latency_ms": 3.5,
+        "prediction": "setosa",
+    }
+    return _changed(doc, changes)
+
+
+def summary_doc(**changes: Any) -> dict[str, Any]:
+    """Return a valid summary of chunk 1 of 2 (items 3..5 of 6) with ``changes`` applied."""
+    doc: dict[str, Any] = {
+        "schema": "chunk-summary/v1",
+        "batch_id": "iris-1",
+        "chunk": 1,
+        "chunks": 2,
+        "start": 3,
+        "count": 3,
+        "total": 6,
+        "ok": 2,
+        "error": 1,
+    }
+    return _changed(doc, changes)

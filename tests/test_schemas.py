@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import msgspec
 import orjson
 import pytest
@@ -30,41 +28,12 @@ from schemas import (
     item_values,
     parse_dead_letter_headers,
 )
+from tests.helpers import IRIS, json_depth, request_doc, schema_validator
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-IRIS = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.5, "petal_width": 0.3}
-
-
-def validator(name: str) -> jsonschema.Draft202012Validator:
-    """Return a validator for one of the contract's schema files."""
-    schema = json.loads((SCHEMA_DIR / f"{name}.v1.json").read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
-
-
-REQUEST_SCHEMA = validator("batch-request")
-RESULT_SCHEMA = validator("result")
-SUMMARY_SCHEMA = validator("chunk-summary")
-DLQ_SCHEMA = validator("dead-letter-headers")
-
-
-def request_doc(**changes: Any) -> dict[str, Any]:
-    """Return a valid request document with ``changes`` applied (None removes a field)."""
-    doc: dict[str, Any] = {
-        "schema": "batch-request/v1",
-        "batch_id": "iris-1",
-        "chunk": 0,
-        "chunks": 1,
-        "start": 0,
-        "total": 3,
-        "items": [IRIS, IRIS, IRIS],
-    }
-    for key, value in changes.items():
-        if value is None:
-            doc.pop(key, None)
-        else:
-            doc[key] = value
-    return doc
+REQUEST_SCHEMA = schema_validator("batch-request")
+RESULT_SCHEMA = schema_validator("result")
+SUMMARY_SCHEMA = schema_validator("chunk-summary")
+DLQ_SCHEMA = schema_validator("dead-letter-headers")
 
 
 def reason_of(data: bytes, limits: Limits | None = None) -> tuple[str, str]:
@@ -310,21 +279,12 @@ def test_random_json_objects_decode_or_raise_invalid_message(doc: dict[str, Any]
     REQUEST_SCHEMA.validate(msgspec.to_builtins(request))
 
 
-def _depth(value: object) -> int:
-    """Nesting depth of a Python JSON value (a scalar is 0, ``[]`` is 1)."""
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    return 0
-
-
 @settings(max_examples=400, deadline=None)
 @given(st.lists(json_values, min_size=1, max_size=5), st.integers(1, 4))
 def test_depth_limit_is_exact_for_any_items(items: list[Any], limit: int) -> None:
     """Items pass iff none nests deeper than the limit, whatever their strings contain."""
     data = orjson.dumps(request_doc(items=items, total=len(items), metadata={"k": "v"}))
-    deepest = max(_depth(item) for item in items)
+    deepest = max(json_depth(item) for item in items)
     if deepest > limit:
         with pytest.raises(InvalidMessage, match=r"^limits: items\[\d+\]: nested deeper than"):
             decode_batch_request(data, Limits(max_depth=limit))

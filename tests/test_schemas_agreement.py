@@ -10,10 +10,8 @@ cannot express hold. Those rules are written again here, independently of
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,32 +25,14 @@ from schemas import (
     decode_results_record,
     encode_record,
 )
+from tests.helpers import json_depth, schema_validator
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 MAX_DEPTH = 32  # the default Limits.max_depth, which the schema files describe
-
-
-def validator(name: str) -> jsonschema.Draft202012Validator:
-    """Return a validator for one of the contract's schema files."""
-    schema = json.loads((SCHEMA_DIR / f"{name}.v1.json").read_text())
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
-
-
-REQUEST_SCHEMA = validator("batch-request")
-RESULT_SCHEMA = validator("result")
-SUMMARY_SCHEMA = validator("chunk-summary")
+REQUEST_SCHEMA = schema_validator("batch-request")
+RESULT_SCHEMA = schema_validator("result")
+SUMMARY_SCHEMA = schema_validator("chunk-summary")
 
 # --- the rules no JSON Schema can state -------------------------------------------------------
-
-
-def depth(value: object) -> int:
-    """Nesting depth of a Python JSON value (a scalar is 0, ``[]`` is 1)."""
-    if isinstance(value, list):
-        return 1 + max((depth(v) for v in value), default=0)
-    if isinstance(value, dict):
-        return 1 + max((depth(v) for v in value.values()), default=0)
-    return 0
 
 
 def integers_written_as_integers(doc: dict[str, Any], fields: tuple[str, ...]) -> bool:
@@ -84,8 +64,8 @@ def request_rules_hold(doc: dict[str, Any]) -> bool:
     return (
         integers_written_as_integers(doc, REQUEST_INTEGERS)
         and positions_fit(doc, len(doc["items"]))
-        and all(depth(item) <= MAX_DEPTH for item in doc["items"])
-        and all(depth(v) <= MAX_DEPTH + 1 for k, v in doc.items() if k != "items")
+        and all(json_depth(item) <= MAX_DEPTH for item in doc["items"])
+        and all(json_depth(v) <= MAX_DEPTH + 1 for k, v in doc.items() if k != "items")
     )
 
 

@@ -29,56 +29,22 @@ from schemas import (
     encode_batch_request,
     item_values,
 )
-
-IRIS = {"sepal_length": 5.2, "sepal_width": 3.6, "petal_length": 1.5, "petal_width": 0.3}
+from tests.helpers import IRIS, json_depth, request_doc, result_doc, summary_doc
 
 
 def request(**changes: Any) -> bytes:
-    """Return a valid three-item request with ``changes`` applied (None removes a field)."""
-    doc: dict[str, Any] = {
-        "schema": "batch-request/v1",
-        "batch_id": "iris-1",
-        "chunk": 0,
-        "chunks": 1,
-        "start": 0,
-        "total": 3,
-        "items": [IRIS, IRIS, IRIS],
-    }
-    doc.update(changes)
-    return orjson.dumps({k: v for k, v in doc.items() if v is not None})
+    """Return the encoded :func:`request_doc` with ``changes`` (None removes a field)."""
+    return orjson.dumps(request_doc(**changes))
 
 
 def result(**changes: Any) -> bytes:
-    """Return a valid ok result with ``changes`` applied (None removes a field)."""
-    doc: dict[str, Any] = {
-        "schema": "result/v1",
-        "batch_id": "iris-1",
-        "index": 4,
-        "chunk": 1,
-        "status": "ok",
-        "attempts": 1,
-        "latency_ms": 3.5,
-        "prediction": "setosa",
-    }
-    doc.update(changes)
-    return orjson.dumps({k: v for k, v in doc.items() if v is not None})
+    """Return the encoded :func:`result_doc` with ``changes`` (None removes a field)."""
+    return orjson.dumps(result_doc(**changes))
 
 
 def summary(**changes: Any) -> bytes:
-    """Return a valid summary of a chunk 1 of 2 (items 3..5 of 6) with ``changes`` applied."""
-    doc: dict[str, Any] = {
-        "schema": "chunk-summary/v1",
-        "batch_id": "iris-1",
-        "chunk": 1,
-        "chunks": 2,
-        "start": 3,
-        "count": 3,
-        "total": 6,
-        "ok": 2,
-        "error": 1,
-    }
-    doc.update(changes)
-    return orjson.dumps(doc)
+    """Return the encoded :func:`summary_doc` with ``changes`` (None removes a field)."""
+    return orjson.dumps(summary_doc(**changes))
 
 
 def failure(decode: Any, data: bytes, limits: Limits | None = None) -> tuple[str, str]:
@@ -173,15 +139,6 @@ def test_whitespace_everywhere_still_decodes_and_still_catches_duplicates() -> N
 # --- depth: exact whatever the strings hold ---------------------------------------------------
 
 
-def depth(value: object) -> int:
-    """Nesting depth of a Python JSON value (a scalar is 0, ``[]`` is 1)."""
-    if isinstance(value, list):
-        return 1 + max((depth(v) for v in value), default=0)
-    if isinstance(value, dict):
-        return 1 + max((depth(v) for v in value.values()), default=0)
-    return 0
-
-
 # Strings made of the characters that could fool a bytes-level scan: brackets, quotes,
 # backslashes (and the escapes they start), non-ASCII text and control characters.
 tricky_text = st.text(alphabet='[]{}"\\/ue\u00e9\n\t0', max_size=10)
@@ -204,7 +161,7 @@ def test_depth_limit_is_exact_for_strings_full_of_brackets_quotes_and_escapes(
     """The byte-level depth check agrees with a walk over the parsed value, item by item."""
     doc = json.loads(request(items=items, total=len(items)))
     data = json.dumps(doc, ensure_ascii=ascii_only).encode()
-    too_deep = [i for i, item in enumerate(items) if depth(item) > limit]
+    too_deep = [i for i, item in enumerate(items) if json_depth(item) > limit]
     if too_deep:
         assert failure(decode_batch_request, data, Limits(max_depth=limit)) == (
             "limits",
