@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from aiohttp import web
 
+from tools.http_serving import serving
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -385,15 +387,8 @@ async def running_model_server(
     model: IrisModel | None = None, *, host: str = "127.0.0.1", port: int = 0
 ) -> AsyncIterator[str]:
     """Serve the iris app on the running event loop; yield its base URL (``port=0``: free)."""
-    runner = web.AppRunner(build_app(model), access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        yield f"http://{bound_host}:{bound_port}"
-    finally:
-        await runner.cleanup()
+    async with serving(build_app(model), host=host, port=port) as url:
+        yield url
 
 
 def _serve(args: argparse.Namespace) -> int:

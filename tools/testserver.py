@@ -73,6 +73,8 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from tools.http_serving import serving
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
@@ -650,7 +652,7 @@ class TestInferenceServer:
         self._host = host
         self._port = port
         self._state: ServerState | None = None
-        self._runner: web.AppRunner | None = None
+        self._serving = contextlib.AsyncExitStack()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
@@ -700,28 +702,21 @@ class TestInferenceServer:
     async def start(self) -> None:
         """Start serving on the running event loop."""
         self._state = ServerState(self._config)
-        self._runner = web.AppRunner(
+        site = serving(
             build_app(self._state),
-            access_log=None,
+            host=self._host,
+            port=self._port,
             handler_cancellation=True,
-            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+            shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
         )
-        await self._runner.setup()
-        try:
-            await web.TCPSite(self._runner, self._host, self._port).start()
-        except OSError:
-            await self._runner.cleanup()
-            raise
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._serving = contextlib.AsyncExitStack()
+        self.url = await self._serving.enter_async_context(site)
 
     async def stop(self) -> None:
         """Release hung requests and stop serving."""
         if self._state is not None:
             self._state.release_hangs()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._serving.aclose()
 
     async def __aenter__(self) -> Self:
         """Start on the running loop."""
