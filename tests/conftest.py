@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -16,7 +17,7 @@ from tests.helpers import create_topic, unique
 from tools.kafka_env import kafka_cluster
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,10 @@ def make_topic(kafka_admin: AdminClient) -> Callable[..., str]:
 def make_group() -> Callable[[], str]:
     """Return a factory of unique consumer group ids."""
     return lambda: unique("group")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """Yield an HTTP client session for the test, on the test's event loop."""
+    async with aiohttp.ClientSession() as session:
+        yield session

@@ -128,15 +128,6 @@ def read_all(
     return messages
 
 
-def free_port_closed() -> int:
-    """Return a local port with nothing listening on it (for unreachable-broker tests)."""
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --- contract documents -------------------------------------------------------------------
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -6,22 +6,23 @@ import argparse
 import asyncio
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 import pytest
 import requests
 
 from consumer.protocols import get_codec
+from tools.kafka_local import free_port
 from tools.modelserver import FEATURES, IrisModel, register, running_model_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+    import aiohttp
 
     from consumer.protocols import ProtocolName
 
@@ -53,13 +54,6 @@ async def base_url(iris_model: IrisModel) -> AsyncIterator[str]:
     """Yield the base URL of an iris server running on the test's event loop."""
     async with running_model_server(iris_model) as url:
         yield url
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """Yield a client session for the test."""
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def call(
@@ -325,14 +319,6 @@ def test_register_adds_serve_model_with_defaults() -> None:
     assert (args.host, args.port, args.access_log) == ("127.0.0.1", 8080, False)
     assert callable(args.handler)
     assert parser.parse_args(["serve-model", "--port", "9001"]).port == 9001
-
-
-def free_port() -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 SERVE = """

@@ -20,7 +20,8 @@ from producer.submit import SubmitError, plan_chunks
 from schemas import decode_batch_request, decode_results_record, encode_batch_request
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
 from tests.consumer_harness import Service, Topics
-from tests.helpers import free_port_closed, read_all, unique
+from tests.helpers import read_all, unique
+from tools.kafka_local import free_port
 from tools.testserver import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
@@ -220,7 +221,7 @@ def test_unreachable_broker_fails_within_the_timeout(tmp_path: Path) -> None:
     path = tmp_path / "iris.json"
     path.write_bytes(orjson.dumps(IRIS))
     started = time.monotonic()
-    done = cli("submit", str(path), "--timeout", "3", bootstrap=f"127.0.0.1:{free_port_closed()}")
+    done = cli("submit", str(path), "--timeout", "3", bootstrap=f"127.0.0.1:{free_port()}")
     elapsed = time.monotonic() - started
     assert done.returncode == 4
     assert "cannot reach Kafka at 127.0.0.1:" in done.stderr

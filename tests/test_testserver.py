@@ -31,13 +31,6 @@ async def server() -> AsyncIterator[TestInferenceServer]:
         yield running
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """Yield a client session for the test."""
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 class Answer(msgspec.Struct):
     """One HTTP answer as read by the client."""
 
