@@ -129,8 +129,28 @@ def test_kubernetes_manifests_validate_offline() -> None:
         ("keda-scaledobject.yaml", 'lagThreshold: "20"', "lagThreshold: 20", "is not of type 'string'"),
         ("consumer-deployment.yaml", "path: /healthz", "path: /health", "livenessProbe must GET /healthz"),
         ("model.yaml", "containerPort: 8080", "containerPort: eighty", "eighty"),
+        ("consumer-deployment.yaml", "  selector:", "  replicas: 2\n  selector:", "Deployment batch-runner-consumer is scaled by ScaledObject batch-runner-consumer, so it must not set replicas"),
+        ("configmap.yaml", 'MAX_IN_FLIGHT: "32"', 'MAX_IN_FLIGHT: "thirty-two"', "consumer settings: BATCH_RUNNER_MAX_IN_FLIGHT='thirty-two' is not a number"),
+        ("configmap.yaml", 'MAX_IN_FLIGHT: "32"', 'MAX_IN_FLIGHT: "0"', "consumer settings: max_in_flight must be > 0 (got 0)"),
+        ("configmap.yaml", 'PROTOCOL: "v1"', 'PROTOCOL: "v3"', "consumer settings: endpoint 'default': protocol 'v3' is not one of raw, v1, v2"),
+        ("configmap.yaml", '"http://iris-model:8080', '"iris-model:8080', "is not an http:// or https:// URL"),
+        ("configmap.yaml", 'LOG_FORMAT: "json"', 'LOG_FORMAT: "yaml"', "consumer settings: log_format 'yaml': use json or text"),
+        ("configmap.yaml", "BATCH_RUNNER_MAX_IN_FLIGHT:", "BATCH_RUNNER_MAX_INFLIGHT:", "configmap.yaml: ConfigMap/batch-runner-consumer: BATCH_RUNNER_MAX_INFLIGHT is not a setting the consumer reads (did you mean BATCH_RUNNER_MAX_IN_FLIGHT?)"),
+        ("configmap.yaml", 'KAFKA_SASL_MECHANISMS: "SCRAM-SHA-512"', 'KAFKA_SASL_MECHANISMS: "SCRAM-SHA-512"\n  KAFKA_ENABLE_AUTO_COMMIT: "true"', "consumer settings: Kafka option 'enable.auto.commit' is set by the service"),
+        ("configmap.yaml", "model-auth/headers.json", "headers.json", "/etc/batch-runner/headers.json is on no volume mounted in container consumer"),
+        ("configmap.yaml", "kafka-ca/ca.crt", "ca.crt", "KAFKA_SSL_CA_LOCATION: /etc/batch-runner/ca.crt is on no volume mounted in container consumer"),
+        ("consumer-deployment.yaml", "path: headers.json", "path: auth.json", "headers.json is not among the items of volume model-auth"),
+        ("secret.example.yaml", '{"default"', '{"iris"', "consumer settings: headers are configured for target 'iris', which does not exist"),
+        ("configmap.yaml", 'DRAIN_TIMEOUT_S: "30"', 'DRAIN_TIMEOUT_S: "44"', "terminationGracePeriodSeconds 45 must exceed BATCH_RUNNER_DRAIN_TIMEOUT_S 44"),
+        ("configmap.yaml", 'METRICS_PORT: "9100"', 'METRICS_PORT: "-1"', "BATCH_RUNNER_METRICS_PORT -1: the probes need a fixed port"),
+        ("configmap.yaml", 'REQUESTS_TOPIC: "batch-requests"', 'REQUESTS_TOPIC: "requests"', "the Kafka trigger must watch the requests topic requests"),
+        ("configmap.yaml", 'GROUP_ID: "batch-runner"', 'GROUP_ID: "runners"', "the Kafka trigger must watch the consumers' group runners"),
     ],
-    ids=["typo-in-field", "grace-too-short", "more-replicas-than-partitions", "keda-wrong-type", "wrong-probe", "bad-port"],
+    ids=["typo-in-field", "grace-too-short", "more-replicas-than-partitions", "keda-wrong-type", "wrong-probe", "bad-port",
+         "replicas-beside-keda", "setting-not-a-number", "setting-out-of-range", "unknown-protocol", "endpoint-not-a-url",
+         "unknown-log-format", "unknown-setting-name", "reserved-kafka-option", "headers-file-not-mounted",
+         "ca-file-not-mounted", "headers-file-not-an-item", "headers-for-unknown-target", "drain-longer-than-grace",
+         "metrics-off", "trigger-watches-another-topic", "trigger-watches-another-group"],
 )  # fmt: skip
 def test_the_validator_catches_broken_manifests(
     tmp_path: Path,
@@ -144,3 +164,37 @@ def test_the_validator_catches_broken_manifests(
 
     problems = validate(_broken_copy(tmp_path, name, old, new))
     assert any(problem in p for p in problems), problems
+
+
+def test_the_validator_builds_the_consumers_real_settings() -> None:
+    """The ConfigMap, the container's env and the example Secret make valid Settings."""
+    from tools.validate_deploy import DEFAULT_DIR, PLACEHOLDER, consumer_settings, load  # noqa: PLC0415
+
+    docs = load(DEFAULT_DIR)
+    consumer = next(
+        d
+        for _, d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == "batch-runner-consumer"
+    )
+    settings, problems = consumer_settings(docs, consumer["spec"]["template"]["spec"])
+    assert problems == []
+    assert settings is not None
+    assert settings.max_in_flight == 32
+    assert settings.endpoints["default"].protocol == "v1"
+    assert settings.endpoints["default"].headers == {"Authorization": "Bearer change-me"}
+    assert settings.kafka_options["sasl.password"] == PLACEHOLDER
+
+
+def test_the_validator_knows_every_variable_the_settings_read() -> None:
+    """Unknown BATCH_RUNNER_* names are found against what Settings.from_env looks up."""
+    import dataclasses  # noqa: PLC0415
+
+    from consumer.settings import Settings  # noqa: PLC0415
+    from tools.validate_deploy import settings_variables  # noqa: PLC0415
+
+    names = settings_variables()
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    fields -= {"bootstrap_servers", "endpoints", "kafka_options"}
+    assert {f"BATCH_RUNNER_{name.upper()}" for name in fields} <= names
+    assert {"BATCH_RUNNER_ENDPOINT", "BATCH_RUNNER_TARGETS", "BATCH_RUNNER_HEADERS_FILE"} <= names
+    assert "BATCH_RUNNER_CACHE_DIR" not in names  # the local broker's, not the consumer's
