@@ -65,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-attempts", type=int, help="attempts per work unit (default 60)")
     add("--max-elapsed", dest="max_elapsed_s", type=float, help="seconds per unit (600)")
     add("--max-buffered-items", type=int, help="pause fetching above this (default 10000)")
+    add(
+        "--max-result-bytes",
+        type=int,
+        help="largest result record; a bigger prediction is an error result (1000000)",
+    )
     add("--commit-interval", dest="commit_interval_s", type=float, help="seconds (0.5)")
     add("--drain-timeout", dest="drain_timeout_s", type=float, help="seconds (default 30)")
     add(

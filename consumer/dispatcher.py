@@ -84,6 +84,12 @@ class Dispatcher:
         self._codecs: dict[str, Codec] = {
             name: get_codec(endpoint.protocol) for name, endpoint in settings.endpoints.items()
         }
+        # Each endpoint's request headers, built once (per-message trace headers are added
+        # to a copy only when a message carries them).
+        self._headers: dict[str, dict[str, str]] = {
+            name: {"Content-Type": self._codecs[name].content_type, **endpoint.headers}
+            for name, endpoint in settings.endpoints.items()
+        }
         self._session = session
         self._owns_session = session is None
         self._timeout = aiohttp.ClientTimeout(
@@ -126,11 +132,9 @@ class Dispatcher:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget."""
         codec = self._codecs[endpoint.name]
         body = codec.encode(items)
-        request_headers = {
-            "Content-Type": codec.content_type,
-            **endpoint.headers,
-            **(headers or {}),
-        }
+        request_headers = self._headers[endpoint.name]
+        if headers:
+            request_headers = {**request_headers, **headers}
         started = time.monotonic()
         attempt = 0
         while True:
@@ -199,7 +203,7 @@ class Dispatcher:
             async with session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 self.unanswered = 0
-                metrics.http_requests.labels(str(status)).inc()
+                metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
                 if 200 <= status < 300:
                     return await self._read_capped(response)
@@ -212,14 +216,14 @@ class Dispatcher:
                 )
         except TimeoutError:
             self.unanswered += 1
-            metrics.http_requests.labels("timeout").inc()
+            metrics.http_code("timeout").inc()
             raise _Failure(
                 FailureKind.TIMEOUT,
                 f"no answer within {self._settings.request_timeout_s:g}s",
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             self.unanswered += 1
-            metrics.http_requests.labels("connection").inc()
+            metrics.http_code("connection").inc()
             raise _Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
 
     def endpoint_answering(self, max_unanswered: int = 5) -> bool:
@@ -228,12 +232,17 @@ class Dispatcher:
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self._settings.max_response_bytes
-        if response.content_length is not None and response.content_length > cap:
-            raise _Failure(
-                RESPONSE_TOO_LARGE,
-                f"response of {response.content_length} bytes exceeds the {cap}-byte cap",
-                response.status,
-            )
+        length = response.content_length
+        if length is not None:
+            if length > cap:
+                raise _Failure(
+                    RESPONSE_TOO_LARGE,
+                    f"response of {length} bytes exceeds the {cap}-byte cap",
+                    response.status,
+                )
+            if response.headers.get("Content-Encoding") is None:
+                # The declared length bounds what read() takes in: one call, no loop.
+                return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_any():

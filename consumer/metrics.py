@@ -117,6 +117,18 @@ class Metrics:
             ["broker"],
             registry=r,
         )
+        # Children used on every work unit, looked up once (labels() takes a lock and
+        # builds a key each time).
+        self.items_ok = self.items.labels("ok")
+        self.items_error = self.items.labels("error")
+        self._http_codes: dict[str, Counter] = {}
+
+    def http_code(self, code: str) -> Counter:
+        """Return the ``http_requests`` counter of ``code`` (a status, timeout, connection)."""
+        child = self._http_codes.get(code)
+        if child is None:
+            child = self._http_codes[code] = self.http_requests.labels(code)
+        return child
 
     def consumer_stats(self, text: str) -> None:
         """Take librdkafka's consumer statistics JSON (``stats_cb``)."""

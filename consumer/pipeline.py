@@ -40,17 +40,17 @@ from schemas import (
     BatchRequest,
     InvalidMessage,
     Limits,
+    OkResultEncoder,
     dead_letter_headers,
     decode_batch_request,
     encode_error_result,
-    encode_ok_result,
     encode_summary,
 )
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
-    from consumer.publisher import DeliveryCallback
+    from consumer.publisher import DeliveryCallback, Headers
     from consumer.settings import Endpoint, Settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,8 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 REPLICA_HEADER = "batch-runner-replica"
 # Paused partitions resume once the item buffer is below this share of its cap.
 RESUME_FRACTION = 0.75
+# The error kind of a result whose record would be over ``max_result_bytes``.
+RESULT_TOO_LARGE = "result_too_large"
 
 
 def trace_context(msg: Message) -> dict[str, str]:
@@ -115,7 +117,7 @@ class Chunk:
         tp: TP,
         offset: int,
         request: BatchRequest,
-        trace_headers: list[tuple[str, bytes]],
+        trace_headers: Headers,
         created_ms: int,
     ) -> None:
         """Start tracking ``request`` received at ``tp``/``offset``."""
@@ -325,7 +327,10 @@ class Pipeline:
             return
         trace = trace_context(msg)
         created_ms = msg.timestamp()[1]
-        record_headers = [self._replica_header, *((k, v.encode()) for k, v in trace.items())]
+        record_headers: Headers = [
+            self._replica_header,
+            *((k, v.encode()) for k, v in trace.items()),
+        ]
         chunk = Chunk(tp, offset, request, record_headers, created_ms)
         self.chunks.setdefault(tp, {})[offset] = chunk
         self.buffered_items += len(request.items)
@@ -362,26 +367,28 @@ class Pipeline:
         headers: dict[str, str] | None,
     ) -> None:
         outcome = await self.dispatcher.run(endpoint, unit.items, headers)
-        if not chunk.abandoned:
+        if chunk.abandoned:
+            return
+        try:
             self._publish(chunk, unit, outcome)
+        except Exception as exc:  # noqa: BLE001 - a chunk that cannot finish must not hang
+            # librdkafka refused a record outright: the chunk can never be done, so stop
+            # (its offset stays uncommitted) rather than leave the partition stuck.
+            self._fail(exc)
 
     def _publish(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
+        """Produce one result per item of ``unit`` and, after the chunk's last, its summary."""
         request = chunk.request
         first = request.start + unit.offset
-        topic = self.settings.results_topic
-        on_delivery = self._delivery_callback(chunk)
+        count = len(unit.items)
         predictions = outcome.predictions
-        for i in range(len(unit.items)):
-            if predictions is not None:
-                value = encode_ok_result(
-                    request,
-                    first + i,
-                    predictions[i],
-                    outcome.attempts,
-                    outcome.latency_ms,
-                )
-            else:
-                value = encode_error_result(
+        if predictions is not None:
+            encode = OkResultEncoder(request, outcome.attempts, outcome.latency_ms)
+            values = [encode(first + i, p) for i, p in enumerate(predictions)]
+            errors = self._replace_oversized(request, first, values, outcome)
+        else:
+            values = [
+                encode_error_result(
                     request,
                     first + i,
                     outcome.error_kind or "unknown",
@@ -390,37 +397,61 @@ class Pipeline:
                     outcome.attempts,
                     outcome.latency_ms,
                 )
-            self._produce(chunk, topic, value, on_delivery)
-        count = len(unit.items)
-        if predictions is not None:
-            chunk.ok_count += count
-            self.metrics.items.labels("ok").inc(count)
-        else:
-            chunk.error_count += count
-            self.metrics.items.labels("error").inc(count)
+                for i in range(count)
+            ]
+            errors = count
+        topic = self.settings.results_topic
+        key = request.batch_id
+        headers = chunk.trace_headers
+        on_delivery = self._delivery_callback(chunk)
+        produce = self.publisher.produce
+        chunk.unacked += count
+        for value in values:
+            produce(topic, value, key, on_delivery, headers)
+        chunk.ok_count += count - errors
+        chunk.error_count += errors
+        if errors < count:
+            self.metrics.items_ok.inc(count - errors)
+        if errors:
+            self.metrics.items_error.inc(errors)
         if chunk.created_ms > 0:
             self.metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
         chunk.pending_items -= count
         if chunk.pending_items == 0:
             summary = encode_summary(request, chunk.ok_count, chunk.error_count)
-            self._produce(chunk, topic, summary, on_delivery)
+            chunk.unacked += 1
             chunk.summary_sent = True
+            produce(topic, summary, key, on_delivery, headers)
 
-    def _produce(
+    def _replace_oversized(
         self,
-        chunk: Chunk,
-        topic: str,
-        value: bytes,
-        on_delivery: DeliveryCallback,
-    ) -> None:
-        chunk.unacked += 1
-        self.publisher.produce(
-            topic,
-            value,
-            chunk.request.batch_id,
-            on_delivery,
-            chunk.trace_headers,
-        )
+        request: BatchRequest,
+        first: int,
+        values: list[bytes],
+        outcome: Outcome,
+    ) -> int:
+        """Turn results over ``max_result_bytes`` into ``result_too_large`` errors; count them.
+
+        The results topic would refuse such a record, and a refused record stops the
+        replica: an error result tells the user instead, and the batch goes on.
+        """
+        limit = self.settings.max_result_bytes
+        replaced = 0
+        for i, value in enumerate(values):
+            if len(value) > limit:
+                values[i] = encode_error_result(
+                    request,
+                    first + i,
+                    RESULT_TOO_LARGE,
+                    f"the prediction makes a result record of {len(value)} bytes, over the "
+                    f"{limit}-byte limit (BATCH_RUNNER_MAX_RESULT_BYTES; keep it under the "
+                    "results topic's max.message.bytes)",
+                    None,
+                    outcome.attempts,
+                    outcome.latency_ms,
+                )
+                replaced += 1
+        return replaced
 
     def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -478,7 +509,7 @@ class Pipeline:
             msg.value() or b"",
             msg.key(),
             on_delivery,
-            headers,
+            [*headers],
         )
 
     def _fail(self, exc: BaseException) -> None:

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
     DeliveryCallback = Callable[[KafkaError | None, Message], None]
+    # Record headers as librdkafka takes them (handed over without a copy).
+    Headers = list[tuple[str, str | bytes | None]]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class Publisher:
         value: bytes,
         key: bytes | str | None,
         on_delivery: DeliveryCallback,
-        headers: Sequence[tuple[str, bytes]] | None = None,
+        headers: Headers | None = None,
     ) -> None:
         """Queue one record; ``on_delivery(err, msg)`` runs on the loop when it is acknowledged.
 
@@ -64,7 +66,7 @@ class Publisher:
                     topic,
                     value=value,
                     key=key,
-                    headers=list(headers) if headers else None,
+                    headers=headers,
                     on_delivery=on_delivery,
                 )
             except BufferError:

@@ -130,6 +130,9 @@ class Settings:
     poll_timeout_s: float = 0.5
     poll_batch: int = 500
     max_message_bytes: int = 1024 * 1024
+    # Largest result record value: keep it under the results topic's max.message.bytes
+    # (Kafka's default 1,048,588). A bigger prediction becomes a result_too_large error.
+    max_result_bytes: int = 1_000_000
     # Operations server (/metrics, /healthz, /readyz); port -1 turns it off, 0 picks one.
     metrics_host: str = "0.0.0.0"  # noqa: S104 - probes and scrapers reach the pod's address
     metrics_port: int = 9100
@@ -153,7 +156,7 @@ class Settings:
             _positive(name, getattr(self, name))
         for name in ("request_timeout_s", "connect_timeout_s", "commit_interval_s"):
             _positive(name, getattr(self, name))
-        for name in ("poll_timeout_s", "max_message_bytes"):
+        for name in ("poll_timeout_s", "max_message_bytes", "max_result_bytes"):
             _positive(name, getattr(self, name))
         if self.items_per_request > self.max_items_per_request:
             raise ConfigError("items_per_request must not exceed max_items_per_request")
@@ -222,7 +225,8 @@ class Settings:
             "linger.ms": 5,
             "batch.size": 1024 * 1024,
             "queue.buffering.max.messages": 500_000,
-            "message.max.bytes": max(self.max_message_bytes + 64 * 1024, 1_000_000),
+            # Room for the largest result or dead letter plus key, headers and framing.
+            "message.max.bytes": max(self.max_message_bytes, self.max_result_bytes) + 64 * 1024,
             "client.id": f"batch-runner-producer-{self.group_id}",
             "statistics.interval.ms": 5000,
         }
