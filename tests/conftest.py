@@ -1,4 +1,4 @@
-"""Session-wide fixtures: one Kafka cluster for the run, unique topics and groups per test.
+"""Shared fixtures: one Kafka cluster for the run, unique topics, groups and services per test.
 
 The cluster comes from ``tools.kafka_env.kafka_cluster``: ``KAFKA_BOOTSTRAP_SERVERS`` if
 set, else a Docker container if an engine answers, else a real local broker run with
@@ -13,11 +13,16 @@ import aiohttp
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from tests.consumer_harness import MakeService, Service, create_topics
 from tests.helpers import create_topic, unique
 from tools.kafka_env import kafka_cluster
+from tools.testserver import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
+    from pathlib import Path
+
+    from consumer.protocols import ProtocolName
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +52,45 @@ def make_topic(kafka_admin: AdminClient) -> Callable[..., str]:
 def make_group() -> Callable[[], str]:
     """Return a factory of unique consumer group ids."""
     return lambda: unique("group")
+
+
+@pytest.fixture
+def server() -> Iterator[TestInferenceServer]:
+    """Yield an identity inference server running in a background thread.
+
+    ``tests/test_testserver.py`` has its own ``server``, on the test's event loop.
+    """
+    with TestInferenceServer(ServerConfig()) as srv:
+        yield srv
+
+
+@pytest.fixture
+def make_service(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    server: TestInferenceServer,
+    tmp_path: Path,
+) -> Iterator[MakeService]:
+    """Return a factory of services on fresh topics calling ``server``.
+
+    ``env`` sets the replicas' variables; every replica still running at teardown is killed.
+    """
+    services: list[Service] = []
+
+    def factory(*, partitions: int = 1, protocol: ProtocolName = "v1", **env: str) -> Service:
+        svc = Service(
+            bootstrap=kafka_bootstrap,
+            topics=create_topics(kafka_admin, partitions),
+            endpoint=server.endpoint(protocol),
+            workdir=tmp_path,
+            env={"BATCH_RUNNER_PROTOCOL": protocol, **env},
+        )
+        services.append(svc)
+        return svc
+
+    yield factory
+    for svc in services:
+        svc.stop_all()
 
 
 @pytest.fixture

@@ -13,19 +13,22 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import orjson
 from confluent_kafka import Producer
 
 from schemas import ChunkSummary, Result, decode_results_record, encode_batch_request
-from tests.helpers import read_all, unique
+from tests.helpers import create_topic, read_all, unique
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
     from confluent_kafka import Message
+    from confluent_kafka.admin import AdminClient
+
+    from consumer.protocols import ProtocolName
 
 
 @dataclass
@@ -35,6 +38,15 @@ class Topics:
     requests: str
     results: str
     dlq: str
+
+
+def create_topics(admin: AdminClient, partitions: int = 1) -> Topics:
+    """Create fresh requests and results topics of ``partitions`` and a one-partition DLQ."""
+    return Topics(
+        requests=create_topic(admin, unique("requests"), partitions),
+        results=create_topic(admin, unique("results"), partitions),
+        dlq=create_topic(admin, unique("dlq")),
+    )
 
 
 @dataclass
@@ -114,6 +126,16 @@ class Service:
         """Kill every replica still running."""
         for replica in self.replicas:
             replica.stop()
+
+
+class MakeService(Protocol):
+    """The ``make_service`` fixture's factory (see ``tests/conftest.py``)."""
+
+    def __call__(
+        self, *, partitions: int = 1, protocol: ProtocolName = "v1", **env: str
+    ) -> Service:
+        """Return a service on fresh topics calling the test's server in ``protocol``."""
+        ...
 
 
 def submit(

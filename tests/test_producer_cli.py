@@ -19,14 +19,14 @@ from confluent_kafka import Producer
 from producer.submit import SubmitError, plan_chunks
 from schemas import decode_batch_request, decode_results_record, encode_batch_request
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
-from tests.consumer_harness import Service, Topics
 from tests.helpers import read_all, unique
 from tools.kafka_local import free_port
-from tools.testserver import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
+
+    from tests.consumer_harness import MakeService
 
 pytestmark = pytest.mark.kafka
 
@@ -327,60 +327,53 @@ def test_collect_of_an_incomplete_batch_reports_what_is_missing(
 
 def test_submit_tail_collect_and_status_with_a_real_consumer(
     kafka_bootstrap: str,
-    make_topic: Callable[..., str],
+    make_service: MakeService,
     tmp_path: Path,
 ) -> None:
     """Submit → a real consumer → tail --until-complete, collect and status agree."""
-    with TestInferenceServer(ServerConfig()) as server:
-        topics = Topics(
-            make_topic("req", partitions=2), make_topic("res", partitions=2), make_topic("dlq")
-        )
-        svc = Service(kafka_bootstrap, topics, server.endpoint("v1"), tmp_path)
-        svc.start()
-        try:
-            items = tmp_path / "items.jsonl"
-            items.write_bytes(b"".join(orjson.dumps({"n": i}) + b"\n" for i in range(250)))
-            done = cli(
-                "submit", str(items), "--topic", topics.requests, "--batch-id", "e2e",
-                "--chunk-size", "100",
-                bootstrap=kafka_bootstrap,
-            )  # fmt: skip
-            assert done.returncode == 0, done.stderr
-            tail = cli(
-                "tail", "--topic", topics.results, "--until-complete", "e2e",
-                "--timeout", "60", "--json",
-                bootstrap=kafka_bootstrap, timeout=90,
-            )  # fmt: skip
-            assert tail.returncode == 0, tail.stderr
-            printed = [decode_results_record(line.encode()) for line in tail.stdout.splitlines()]
-            assert sorted(getattr(r, "index", -1) for r in printed) == list(range(250))
-            summary = orjson.loads(tail.stderr.strip().splitlines()[-1])
-            assert (summary["ok"], summary["errors"], summary["total"]) == (250, 0, 250)
-            assert summary["p99_latency_ms"] >= summary["p50_latency_ms"] > 0
-            out = tmp_path / "out.jsonl"
-            collected = cli(
-                "collect",
-                "e2e",
-                "-o",
-                str(out),
-                "--topic",
-                topics.results,
-                bootstrap=kafka_bootstrap,
-            )
-            assert collected.returncode == 0, collected.stderr
-            rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
-            assert [r["prediction"] for r in rows] == [{"n": i} for i in range(250)]
-            status = cli(
-                "status", "e2e", "--json", "--group", svc.group,
-                "--requests-topic", topics.requests,
-                "--results-topic", topics.results, bootstrap=kafka_bootstrap,
-            )  # fmt: skip
-            assert status.returncode == 0, status.stderr
-            report = orjson.loads(status.stdout)
-            assert (report["submitted"], report["ok"], report["pending"]) == (250, 250, 0)
-            assert len(report["lag"]) == 2
-        finally:
-            svc.stop_all()
+    svc = make_service(partitions=2)
+    svc.start()
+    items = tmp_path / "items.jsonl"
+    items.write_bytes(b"".join(orjson.dumps({"n": i}) + b"\n" for i in range(250)))
+    done = cli(
+        "submit", str(items), "--topic", svc.topics.requests, "--batch-id", "e2e",
+        "--chunk-size", "100",
+        bootstrap=kafka_bootstrap,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    tail = cli(
+        "tail", "--topic", svc.topics.results, "--until-complete", "e2e",
+        "--timeout", "60", "--json",
+        bootstrap=kafka_bootstrap, timeout=90,
+    )  # fmt: skip
+    assert tail.returncode == 0, tail.stderr
+    printed = [decode_results_record(line.encode()) for line in tail.stdout.splitlines()]
+    assert sorted(getattr(r, "index", -1) for r in printed) == list(range(250))
+    summary = orjson.loads(tail.stderr.strip().splitlines()[-1])
+    assert (summary["ok"], summary["errors"], summary["total"]) == (250, 0, 250)
+    assert summary["p99_latency_ms"] >= summary["p50_latency_ms"] > 0
+    out = tmp_path / "out.jsonl"
+    collected = cli(
+        "collect",
+        "e2e",
+        "-o",
+        str(out),
+        "--topic",
+        svc.topics.results,
+        bootstrap=kafka_bootstrap,
+    )
+    assert collected.returncode == 0, collected.stderr
+    rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [r["prediction"] for r in rows] == [{"n": i} for i in range(250)]
+    status = cli(
+        "status", "e2e", "--json", "--group", svc.group,
+        "--requests-topic", svc.topics.requests,
+        "--results-topic", svc.topics.results, bootstrap=kafka_bootstrap,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    report = orjson.loads(status.stdout)
+    assert (report["submitted"], report["ok"], report["pending"]) == (250, 250, 0)
+    assert len(report["lag"]) == 2
 
 
 def test_tail_does_not_join_or_commit_for_the_service_group(
