@@ -14,14 +14,15 @@ import trustme
 from confluent_kafka.admin import AdminClient
 from cryptography.hazmat.primitives import serialization
 
-from tests.consumer_harness import Service, Topics, read_results, submit, wait_exit
-from tests.helpers import create_topic, unique
+from tests.consumer_harness import Service, create_topics, read_results, submit, wait_exit
 from tools.kafka_local import LocalKafka, free_port
-from tools.testserver import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.consumer_harness import Replica
+    from tools.testserver import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 
@@ -100,14 +101,19 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         yield SecureBroker(kafka, sasl_port, mtls_port, files)
 
 
-def _service(broker: SecureBroker, server: TestInferenceServer, tmp_path: Path) -> Service:
-    admin = AdminClient({"bootstrap.servers": broker.plain})
-    topics = Topics(
-        create_topic(admin, unique("req"), 1),
-        create_topic(admin, unique("res"), 1),
-        create_topic(admin, unique("dlq"), 1),
-    )
-    return Service(broker.plain, topics, server.endpoint("v1"), tmp_path)
+@pytest.fixture
+def svc(
+    secure_broker: SecureBroker, server: TestInferenceServer, tmp_path: Path
+) -> Iterator[Service]:
+    """Yield a service on fresh topics of the secured broker (made over PLAINTEXT).
+
+    Replicas start with the plain address; each test points them at a secured listener.
+    Every replica still running at teardown is killed.
+    """
+    admin = AdminClient({"bootstrap.servers": secure_broker.plain})
+    service = Service(secure_broker.plain, create_topics(admin), server.endpoint("v1"), tmp_path)
+    yield service
+    service.stop_all()
 
 
 def _sasl_env(broker: SecureBroker, password: str = PASSWORD) -> dict[str, str]:
@@ -121,87 +127,78 @@ def _sasl_env(broker: SecureBroker, password: str = PASSWORD) -> dict[str, str]:
     }
 
 
+def _process_a_batch(
+    broker: SecureBroker,
+    svc: Service,
+    batch_id: str,
+    *,
+    items: int,
+    chunk_size: int,
+    env: dict[str, str],
+) -> Replica:
+    """Submit ``items`` items over PLAINTEXT, start a replica with ``env``, read it all back.
+
+    Every item must get one result and every chunk its summary; return the replica.
+    """
+    chunks = submit(
+        broker.plain,
+        svc.topics.requests,
+        batch_id,
+        [{"i": i} for i in range(items)],
+        chunk_size=chunk_size,
+    )
+    replica = svc.start(**env)
+    results, summaries, _ = read_results(
+        broker.plain, svc.topics.results, expected_records=items + chunks
+    )
+    assert sorted(r.index for r in results) == list(range(items))
+    assert len(summaries) == chunks
+    return replica
+
+
+def _start_up_failure_log(svc: Service, env: dict[str, str]) -> str:
+    """Start a replica with ``env``, expect exit 2 (a start-up failure); return its log."""
+    replica = svc.start(**env)
+    assert wait_exit(replica, 60) == 2
+    return replica.log()
+
+
 def test_sasl_ssl_scram_replica_processes_a_batch(
-    secure_broker: SecureBroker, tmp_path: Path
+    secure_broker: SecureBroker, svc: Service
 ) -> None:
     """A replica configured for SASL_SSL with SCRAM-SHA-512 consumes, calls the model, publishes."""
-    with TestInferenceServer(ServerConfig()) as server:
-        svc = _service(secure_broker, server, tmp_path)
-        submit(
-            secure_broker.plain,
-            svc.topics.requests,
-            "sasl",
-            [{"i": i} for i in range(20)],
-            chunk_size=10,
-        )
-        replica = svc.start(**_sasl_env(secure_broker))
-        try:
-            results, summaries, _ = read_results(
-                secure_broker.plain, svc.topics.results, expected_records=22
-            )
-            assert sorted(r.index for r in results) == list(range(20))
-            assert len(summaries) == 2
-        finally:
-            svc.stop_all()
-        assert PASSWORD not in replica.log()
+    env = _sasl_env(secure_broker)
+    replica = _process_a_batch(secure_broker, svc, "sasl", items=20, chunk_size=10, env=env)
+    svc.stop_all()
+    assert PASSWORD not in replica.log()
 
 
-def test_mutual_tls_replica_processes_a_batch(secure_broker: SecureBroker, tmp_path: Path) -> None:
+def test_mutual_tls_replica_processes_a_batch(secure_broker: SecureBroker, svc: Service) -> None:
     """A replica presenting a client certificate on the mTLS listener works end to end."""
-    with TestInferenceServer(ServerConfig()) as server:
-        svc = _service(secure_broker, server, tmp_path)
-        submit(
-            secure_broker.plain,
-            svc.topics.requests,
-            "mtls",
-            [{"i": i} for i in range(5)],
-            chunk_size=5,
-        )
-        svc.start(
-            KAFKA_BOOTSTRAP_SERVERS=secure_broker.mtls,
-            KAFKA_SECURITY_PROTOCOL="SSL",
-            KAFKA_SSL_CA_LOCATION=str(secure_broker.ca),
-            KAFKA_SSL_CERTIFICATE_LOCATION=str(secure_broker.client_cert),
-            KAFKA_SSL_KEY_LOCATION=str(secure_broker.client_key),
-        )
-        try:
-            results, _, _ = read_results(
-                secure_broker.plain, svc.topics.results, expected_records=6
-            )
-            assert sorted(r.index for r in results) == list(range(5))
-        finally:
-            svc.stop_all()
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": secure_broker.mtls,
+        "KAFKA_SECURITY_PROTOCOL": "SSL",
+        "KAFKA_SSL_CA_LOCATION": str(secure_broker.ca),
+        "KAFKA_SSL_CERTIFICATE_LOCATION": str(secure_broker.client_cert),
+        "KAFKA_SSL_KEY_LOCATION": str(secure_broker.client_key),
+    }
+    _process_a_batch(secure_broker, svc, "mtls", items=5, chunk_size=5, env=env)
 
 
 def test_wrong_password_fails_at_start_up_with_a_clear_error(
-    secure_broker: SecureBroker,
-    tmp_path: Path,
+    secure_broker: SecureBroker, svc: Service
 ) -> None:
     """Bad SCRAM credentials: exit 2 naming the authentication failure, password not shown."""
-    with TestInferenceServer(ServerConfig()) as server:
-        svc = _service(secure_broker, server, tmp_path)
-        wrong = "not-the-password-31"
-        replica = svc.start(**_sasl_env(secure_broker, password=wrong))
-        try:
-            assert wait_exit(replica, 60) == 2
-        finally:
-            svc.stop_all()
-    log = replica.log()
+    wrong = "not-the-password-31"
+    log = _start_up_failure_log(svc, _sasl_env(secure_broker, password=wrong))
     assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in log, log[-2000:]
     assert "not-the-password-31" not in log
 
 
 def test_untrusted_broker_certificate_fails_at_start_up_with_a_clear_error(
-    secure_broker: SecureBroker,
-    tmp_path: Path,
+    secure_broker: SecureBroker, svc: Service
 ) -> None:
     """A CA that did not sign the broker's certificate: exit 2 saying verification failed."""
-    with TestInferenceServer(ServerConfig()) as server:
-        svc = _service(secure_broker, server, tmp_path)
-        env = _sasl_env(secure_broker) | {"KAFKA_SSL_CA_LOCATION": str(secure_broker.other_ca)}
-        replica = svc.start(**env)
-        try:
-            assert wait_exit(replica, 60) == 2
-        finally:
-            svc.stop_all()
-    assert "certificate verify failed" in replica.log(), replica.log()[-2000:]
+    env = _sasl_env(secure_broker) | {"KAFKA_SSL_CA_LOCATION": str(secure_broker.other_ca)}
+    log = _start_up_failure_log(svc, env)
+    assert "certificate verify failed" in log, log[-2000:]
