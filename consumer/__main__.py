@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer import logs
 from consumer.pipeline import FatalError, Pipeline
-from consumer.settings import PROTOCOLS, ConfigError, Settings
+from consumer.settings import PROTOCOLS, ConfigError, Settings, unknown_variables
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -135,6 +135,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG
     logs.configure(settings.log_format, settings.log_level)
+    for name, close in unknown_variables(env).items():
+        log.warning(
+            "ignoring an environment variable that is not a setting",
+            extra={"variable": name, "did_you_mean": close},
+        )
     try:
         return asyncio.run(serve(settings))
     except KafkaException as exc:

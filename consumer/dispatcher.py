@@ -115,6 +115,8 @@ class Dispatcher:
                 raise_for_status=False,
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
+                # Inference calls are stateless: no cookie bookkeeping per request.
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
 
     async def close(self) -> None:

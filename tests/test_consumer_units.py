@@ -11,7 +11,14 @@ import pytest
 
 from consumer.limiter import Limiter
 from consumer.logs import JsonFormatter, TextFormatter
-from consumer.settings import DEFAULT_TARGET, ConfigError, Endpoint, Settings, parse_target
+from consumer.settings import (
+    DEFAULT_TARGET,
+    ConfigError,
+    Endpoint,
+    Settings,
+    parse_target,
+    unknown_variables,
+)
 from consumer.splitter import items_per_request, split
 
 if TYPE_CHECKING:
@@ -175,3 +182,19 @@ def test_headers_for_an_unknown_target_are_a_configuration_error(tmp_path: Path)
     path.write_text('{"nope": {"Authorization": "x"}}')
     with pytest.raises(ConfigError, match="target 'nope', which does not exist"):
         Settings.from_env({**BASE_ENV, "BATCH_RUNNER_HEADERS_FILE": str(path)})
+
+
+def test_unknown_batch_runner_variables_are_found_with_the_likely_intended_name() -> None:
+    """A typo'd setting is reported (the replica logs it), real and other tools' names not."""
+    env = {
+        "BATCH_RUNNER_MAX_INFLIGHT": "8",  # typo of MAX_IN_FLIGHT
+        "BATCH_RUNNER_NOTHING_LIKE_IT": "1",
+        "BATCH_RUNNER_MAX_IN_FLIGHT": "8",
+        "BATCH_RUNNER_HEADERS_FILE": "/etc/h.json",
+        "BATCH_RUNNER_CACHE_DIR": "/cache",  # the local broker's jar cache
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+    }
+    assert unknown_variables(env) == {
+        "BATCH_RUNNER_MAX_INFLIGHT": "BATCH_RUNNER_MAX_IN_FLIGHT",
+        "BATCH_RUNNER_NOTHING_LIKE_IT": None,
+    }

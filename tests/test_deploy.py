@@ -189,10 +189,9 @@ def test_the_validator_knows_every_variable_the_settings_read() -> None:
     """Unknown BATCH_RUNNER_* names are found against what Settings.from_env looks up."""
     import dataclasses  # noqa: PLC0415
 
-    from consumer.settings import Settings  # noqa: PLC0415
-    from tools.validate_deploy import settings_variables  # noqa: PLC0415
+    from consumer.settings import Settings, known_variables  # noqa: PLC0415
 
-    names = settings_variables()
+    names = known_variables()
     fields = {f.name for f in dataclasses.fields(Settings)}
     fields -= {"bootstrap_servers", "endpoints", "kafka_options"}
     assert {f"BATCH_RUNNER_{name.upper()}" for name in fields} <= names

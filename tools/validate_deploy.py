@@ -22,11 +22,9 @@ Exit 0 when everything holds; otherwise each problem on a line and exit 1.
 from __future__ import annotations
 
 import base64
-import difflib
 import json
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,7 +32,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from consumer.settings import ConfigError, Settings
+from consumer.settings import ConfigError, Settings, unknown_variables
 
 KUBERNETES_VERSION = "1.31.0"
 DRAIN_MARGIN_S = 5
@@ -86,37 +84,6 @@ def check_schemas(docs: list[tuple[str, dict[str, Any]]], directory: Path) -> li
 CONSUMER = "batch-runner-consumer"
 # What a value taken from a Secret (or the downward API) stands for while validating.
 PLACEHOLDER = "placeholder-from-secret"
-
-
-class _Recorder(Mapping[str, str]):
-    """A read-only environment that remembers every name looked up in it."""
-
-    def __init__(self, data: Mapping[str, str]) -> None:
-        self._data = dict(data)
-        self.asked: set[str] = set()
-
-    def __getitem__(self, key: str) -> str:
-        self.asked.add(key)
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-def settings_variables() -> frozenset[str]:
-    """Return the ``BATCH_RUNNER_*`` names :meth:`Settings.from_env` reads.
-
-    Found by building settings from a minimal environment that records each lookup, so
-    the list follows ``consumer/settings.py`` rather than being kept by hand here.
-    """
-    env = _Recorder(
-        {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "BATCH_RUNNER_ENDPOINT": "http://model/"},
-    )
-    Settings.from_env(env)
-    return frozenset(name for name in env.asked if name.startswith("BATCH_RUNNER_"))
 
 
 def _label(docs: list[tuple[str, dict[str, Any]]], kind: str, name: str) -> str:
@@ -243,10 +210,8 @@ def consumer_settings(
     """
     container = pod["containers"][0]
     env, sources, problems = container_env(docs, container)
-    known = settings_variables()
-    for name in sorted(n for n in env if n.startswith("BATCH_RUNNER_") and n not in known):
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+    for name, close in unknown_variables(env).items():
+        hint = f" (did you mean {close}?)" if close else ""
         problems.append(f"{sources[name]}: {name} is not a setting the consumer reads{hint}")
     for name in sorted(n for n in env if n.startswith("KAFKA_") and n.endswith("_LOCATION")):
         problem = mounted_file(docs, pod, container, env[name]).problem
