@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--max-result-bytes",
         type=int,
-        help="largest result record; a bigger prediction is an error result (1000000)",
+        help="largest record written; a bigger prediction is an error result (1000000)",
     )
     add("--commit-interval", dest="commit_interval_s", type=float, help="seconds (0.5)")
     add("--drain-timeout", dest="drain_timeout_s", type=float, help="seconds (default 30)")

@@ -484,6 +484,27 @@ class Pipeline:
                     event.set()
 
     def _dead_letter(self, msg: Message, tp: TP, offset: int, exc: InvalidMessage) -> None:
+        """Copy an invalid request to the dead-letter topic; its offset is done once acked.
+
+        An original too large to copy (over ``max_result_bytes``, the largest record the
+        replica writes) would be refused by Kafka on every attempt, stopping the replica
+        at the same offset again and again. Its dead letter carries no value instead, and
+        the reason says where the original still is.
+        """
+        value = msg.value() or b""
+        key = msg.key()
+        size = len(value) + len(key or b"")
+        limit = self.settings.max_result_bytes
+        if size > limit:
+            exc = InvalidMessage(
+                exc.kind,
+                f"{exc.reason}; the original ({size} bytes with its key) is over the "
+                f"{limit}-byte record limit (BATCH_RUNNER_MAX_RESULT_BYTES), so this dead "
+                "letter carries no value: read it at its source offset",
+            )
+            value = b""
+            if key is not None and len(key) > limit // 2:
+                key = None
         self.metrics.dead_letters.labels(exc.kind).inc()
         log.warning(
             "invalid request sent to the dead-letter topic",
@@ -506,8 +527,8 @@ class Pipeline:
 
         self.publisher.produce(
             self.settings.dlq_topic,
-            msg.value() or b"",
-            msg.key(),
+            value,
+            key,
             on_delivery,
             [*headers],
         )

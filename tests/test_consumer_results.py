@@ -1,9 +1,10 @@
 """What the consumer writes when a prediction cannot be written as it is.
 
-A model may answer with a prediction too large for the results topic. Such a record
-would be refused by Kafka and stop the replica on every restart (a crash loop and a
-stuck partition); instead the item gets a ``result_too_large`` error result, the rest
-of the batch goes on, and the offset moves on.
+A model may answer with a prediction too large for the results topic, and a request
+may be too large to copy to the dead-letter topic. Such a record would be refused by
+Kafka and stop the replica on every restart (a crash loop and a stuck partition);
+instead the item gets a ``result_too_large`` error result, the dead letter carries no
+value and says where the original is, and the offset moves on.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.consumer_harness import read_results, submit, wait_exit
-from tests.helpers import committed_offsets, wait_for
+from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
+from tests.consumer_harness import produce_raw, read_results, submit, wait_exit
+from tests.helpers import committed_offsets, read_all, wait_for
 
 if TYPE_CHECKING:
     from tests.consumer_harness import MakeService
@@ -66,5 +68,46 @@ def test_a_prediction_over_the_result_limit_becomes_an_error_result(
         ),
         what="the committed offset to pass both chunks",
     )
+    replica.signal(signal.SIGTERM)
+    assert wait_exit(replica, 30) == 0
+
+
+def test_a_request_too_large_to_copy_becomes_a_dead_letter_without_its_value(
+    kafka_bootstrap: str,
+    make_service: MakeService,
+) -> None:
+    """An invalid request over the record limit is dead-lettered empty, with its reason.
+
+    With ``BATCH_RUNNER_MAX_MESSAGE_BYTES=1000`` and ``BATCH_RUNNER_MAX_RESULT_BYTES=2000``
+    a 100 kB request is too large to process and too large to copy (the replica's
+    producer refuses records over 2000 + 64 KiB outright). Its dead letter has an empty
+    value and a reason naming the size, the limit and the source offset's role; a small
+    poison message behind it keeps its bytes; a valid batch after both completes, and
+    the replica is still running.
+    """
+    svc = make_service(
+        BATCH_RUNNER_MAX_MESSAGE_BYTES="1000",
+        BATCH_RUNNER_MAX_RESULT_BYTES="2000",
+    )
+    huge = b'{"schema":"batch-request/v1","padding":"' + b"x" * 100_000 + b'"}'
+    produce_raw(kafka_bootstrap, svc.topics.requests, [huge, b"not json"])
+    submit(kafka_bootstrap, svc.topics.requests, "after", [{"id": 1}], chunk_size=1)
+    replica = svc.start()
+    dead = read_all(kafka_bootstrap, svc.topics.dlq, expected=2)
+    assert [m.value() for m in dead] == [b"", b"not json"]
+    headers = [parse_dead_letter_headers(m.headers() or []) for m in dead]  # type: ignore[arg-type]
+    assert [h[DLQ_KIND] for h in headers] == ["too_large", "not_json"]
+    assert [int(h[DLQ_SOURCE_OFFSET]) for h in headers] == [0, 1]
+    reason = headers[0][DLQ_REASON]
+    assert f"the original ({len(huge) + len(b'raw')} bytes with its key)" in reason
+    assert "over the 2000-byte record limit" in reason
+    assert "read it at its source offset" in reason
+    results, _, _ = read_results(kafka_bootstrap, svc.topics.results, expected_records=2)
+    assert [r.status for r in results] == ["ok"]
+    wait_for(
+        lambda: committed_offsets(kafka_bootstrap, svc.group, svc.topics.requests, 1) == {0: 3},
+        what="the commit past both dead letters and the batch",
+    )
+    assert replica.process.poll() is None  # never stopped
     replica.signal(signal.SIGTERM)
     assert wait_exit(replica, 30) == 0
