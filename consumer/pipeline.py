@@ -33,7 +33,7 @@ from consumer.dispatcher import Dispatcher, Outcome
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.ops import OpsServer
-from consumer.publisher import Publisher
+from consumer.publisher import Publisher, topic_record_limits, usable_record_bytes
 from consumer.source import TP, Source, message_error
 from consumer.splitter import WorkUnit, items_per_request, split
 from schemas import (
@@ -171,6 +171,12 @@ class Pipeline:
         if settings.metrics_port >= 0:
             self.ops = OpsServer(self, settings.metrics_host, settings.metrics_port)
         self.offsets = OffsetTracker()
+        # Largest record value (with key) written per topic: max_result_bytes, lowered at
+        # start-up to what each topic accepts (_fit_record_limits).
+        self.record_limits = {
+            settings.results_topic: settings.max_result_bytes,
+            settings.dlq_topic: settings.max_result_bytes,
+        }
         self.chunks: dict[TP, dict[int, Chunk]] = {}
         self.buffered_items = 0
         self._stopping = asyncio.Event()
@@ -223,6 +229,7 @@ class Pipeline:
             self.publisher.check_topics,
             [self.settings.requests_topic, self.settings.results_topic, self.settings.dlq_topic],
         )
+        await self._fit_record_limits()
         await self.dispatcher.start()
         if self.ops is not None:
             await self.ops.start()
@@ -253,6 +260,34 @@ class Pipeline:
                 await self.ops.stop()
         if self._fatal is not None:
             raise FatalError(str(self._fatal)) from self._fatal
+
+    async def _fit_record_limits(self) -> None:
+        """Lower the record limits to what the results and dead-letter topics accept.
+
+        A record over a topic's ``max.message.bytes`` is refused by the broker, which
+        stops the replica at the same offset on every restart; below the limit it becomes
+        a ``result_too_large`` error or a dead letter without its value instead.
+        """
+        settings = self.settings
+        topics = {"results": settings.results_topic, "dead-letter": settings.dlq_topic}
+        found = await asyncio.to_thread(
+            topic_record_limits, settings.producer_config(), list(topics.values())
+        )
+        for role, topic in topics.items():
+            if topic not in found:
+                continue
+            usable = usable_record_bytes(found[topic])
+            if usable < self.record_limits[topic]:
+                self.record_limits[topic] = max(usable, 1)
+                log.warning(
+                    "a topic takes smaller records than max_result_bytes: limit lowered",
+                    extra={
+                        "role": role,
+                        "topic": topic,
+                        "max_message_bytes": found[topic],
+                        "record_limit": self.record_limits[topic],
+                    },
+                )
 
     async def _fetch_loop(self) -> None:
         settings = self.settings
@@ -435,7 +470,7 @@ class Pipeline:
         The results topic would refuse such a record, and a refused record stops the
         replica: an error result tells the user instead, and the batch goes on.
         """
-        limit = self.settings.max_result_bytes
+        limit = self.record_limits[self.settings.results_topic]
         replaced = 0
         for i, value in enumerate(values):
             if len(value) > limit:
@@ -444,8 +479,8 @@ class Pipeline:
                     first + i,
                     RESULT_TOO_LARGE,
                     f"the prediction makes a result record of {len(value)} bytes, over the "
-                    f"{limit}-byte limit (BATCH_RUNNER_MAX_RESULT_BYTES; keep it under the "
-                    "results topic's max.message.bytes)",
+                    f"{limit}-byte limit (BATCH_RUNNER_MAX_RESULT_BYTES, or less if the "
+                    "results topic's max.message.bytes leaves less room)",
                     None,
                     outcome.attempts,
                     outcome.latency_ms,
@@ -494,7 +529,7 @@ class Pipeline:
         value = msg.value() or b""
         key = msg.key()
         size = len(value) + len(key or b"")
-        limit = self.settings.max_result_bytes
+        limit = self.record_limits[self.settings.dlq_topic]
         if size > limit:
             exc = InvalidMessage(
                 exc.kind,

@@ -12,9 +12,15 @@ import asyncio
 import collections
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+# Their public home is confluent_kafka.admin, which re-exports them without __all__
+# (mypy --strict does not follow that): imported from where they are defined.
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -119,3 +125,45 @@ class Publisher:
                     "create them first (batch-runner submit --create-topic, or kafka-topics.sh)",
                 ),
             )
+
+
+# Producer-only settings an admin client (a producer instance inside librdkafka) must not
+# act on: it would otherwise ask for a producer id or emit statistics.
+_NOT_FOR_ADMIN = frozenset(
+    {"enable.idempotence", "transactional.id", "statistics.interval.ms", "stats_cb"},
+)
+
+
+def topic_record_limits(
+    config: dict[str, Any],
+    topics: Sequence[str],
+    timeout_s: float = 10.0,
+) -> dict[str, int]:
+    """Return each topic's ``max.message.bytes`` (its own or the broker's default).
+
+    ``config`` is the producer's configuration. Topics whose configuration cannot be
+    read (no DescribeConfigs permission, an old broker) are left out: the caller keeps
+    its own limit for them.
+    """
+    admin = AdminClient({k: v for k, v in config.items() if k not in _NOT_FOR_ADMIN})
+    resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in dict.fromkeys(topics)]
+    limits: dict[str, int] = {}
+    for resource, future in admin.describe_configs(resources, request_timeout=timeout_s).items():
+        try:
+            entries = future.result(timeout=timeout_s)
+            limits[resource.name] = int(entries["max.message.bytes"].value)
+        except (KafkaException, KeyError, TypeError, ValueError) as exc:
+            log.info(
+                "cannot read a topic's max.message.bytes; keeping the configured limit",
+                extra={"topic": resource.name, "error": str(exc)},
+            )
+    return limits
+
+
+def usable_record_bytes(topic_max_message_bytes: int) -> int:
+    """Return the largest record value (with key) that fits a topic of that limit.
+
+    The broker checks the compressed record batch: leave room for lz4's worst-case
+    growth (under 0.4%), the batch and record framing, the headers and the key.
+    """
+    return topic_max_message_bytes - topic_max_message_bytes // 250 - 4096

@@ -132,8 +132,8 @@ class Settings:
     poll_timeout_s: float = 0.5
     poll_batch: int = 500
     max_message_bytes: int = 1024 * 1024
-    # Largest record value (with key) the replica writes: keep it under the results and
-    # DLQ topics' max.message.bytes (Kafka's default 1,048,588). A bigger prediction becomes
+    # Largest record value (with key) the replica writes, lowered at start-up to what the
+    # results and DLQ topics' max.message.bytes leave room for. A bigger prediction becomes
     # a result_too_large error; a bigger invalid request a dead letter without its value.
     max_result_bytes: int = 1_000_000
     # Operations server (/metrics, /healthz, /readyz); port -1 turns it off, 0 picks one.

@@ -9,6 +9,7 @@ value and says where the original is, and the offset moves on.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,11 @@ import pytest
 
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import produce_raw, read_results, submit, wait_exit
-from tests.helpers import committed_offsets, read_all, wait_for
+from tests.helpers import committed_offsets, create_topic, read_all, unique, wait_for
 
 if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
     from tests.consumer_harness import MakeService
 
 pytestmark = pytest.mark.kafka
@@ -109,5 +112,53 @@ def test_a_request_too_large_to_copy_becomes_a_dead_letter_without_its_value(
         what="the commit past both dead letters and the batch",
     )
     assert replica.process.poll() is None  # never stopped
+    replica.signal(signal.SIGTERM)
+    assert wait_exit(replica, 30) == 0
+
+
+def test_the_limit_follows_a_results_topic_that_takes_smaller_records(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+    make_service: MakeService,
+) -> None:
+    """A results topic with ``max.message.bytes`` 20,000 lowers the replica's record limit.
+
+    The replica reads the topic's limit at start-up and says so; an item whose result
+    would be refused by the broker (30,000 incompressible characters; with the default
+    1,000,000-byte setting alone it would be produced and refused, stopping the replica)
+    becomes a ``result_too_large`` error, and the batch completes. (Records are measured
+    before compression, so the limit errs on the safe side.)
+    """
+    svc = make_service()
+    svc.topics.results = create_topic(
+        kafka_admin, unique("small-results"), 1, **{"max.message.bytes": "20000"}
+    )
+    # Random hex: lz4 cannot shrink it under the topic's limit, as it would a repeated
+    # character (the broker checks the compressed batch).
+    items: list[object] = [{"n": 0}, {"n": 1, "blob": os.urandom(15_000).hex()}, {"n": 2}]
+    chunks = submit(kafka_bootstrap, svc.topics.requests, "small", items, chunk_size=3)
+    replica = svc.start()
+    results, summaries, _ = read_results(
+        kafka_bootstrap, svc.topics.results, expected_records=len(items) + chunks
+    )
+    by_index = {r.index: r for r in results}
+    assert [by_index[i].status for i in range(3)] == ["ok", "error", "ok"]
+    error = by_index[1].error
+    assert error is not None
+    assert error.kind == "result_too_large"
+    limit = 20_000 - 20_000 // 250 - 4096
+    assert f"over the {limit}-byte limit" in error.message
+    assert [(s.ok, s.error) for s in summaries] == [(2, 1)]
+    lowered = [
+        e for e in replica.events() if str(e.get("event")).startswith("a topic takes smaller")
+    ]
+    assert lowered, replica.log()[-3000:]
+    assert lowered[0]["topic"] == svc.topics.results
+    assert lowered[0]["max_message_bytes"] == 20_000
+    assert lowered[0]["record_limit"] == limit
+    wait_for(
+        lambda: committed_offsets(kafka_bootstrap, svc.group, svc.topics.requests, 1) == {0: 1},
+        what="the commit past the batch",
+    )
     replica.signal(signal.SIGTERM)
     assert wait_exit(replica, 30) == 0
