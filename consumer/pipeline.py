@@ -270,9 +270,8 @@ class Pipeline:
         """
         settings = self.settings
         topics = {"results": settings.results_topic, "dead-letter": settings.dlq_topic}
-        found = await asyncio.to_thread(
-            topic_record_limits, settings.producer_config(), list(topics.values())
-        )
+        config = {**settings.producer_config(), "logger": logging.getLogger("librdkafka")}
+        found = await asyncio.to_thread(topic_record_limits, config, list(topics.values()))
         for role, topic in topics.items():
             if topic not in found:
                 continue

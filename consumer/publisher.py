@@ -152,7 +152,7 @@ def topic_record_limits(
         try:
             entries = future.result(timeout=timeout_s)
             limits[resource.name] = int(entries["max.message.bytes"].value)
-        except (KafkaException, KeyError, TypeError, ValueError) as exc:
+        except (KafkaException, KeyError, TypeError, ValueError, TimeoutError) as exc:
             log.info(
                 "cannot read a topic's max.message.bytes; keeping the configured limit",
                 extra={"topic": resource.name, "error": str(exc)},

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from consumer.publisher import topic_record_limits, usable_record_bytes
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import produce_raw, read_results, submit, wait_exit
 from tests.helpers import committed_offsets, create_topic, read_all, unique, wait_for
@@ -162,3 +163,17 @@ def test_the_limit_follows_a_results_topic_that_takes_smaller_records(
     )
     replica.signal(signal.SIGTERM)
     assert wait_exit(replica, 30) == 0
+
+
+def test_topic_record_limits_reads_each_topic_and_skips_what_it_cannot_read(
+    kafka_bootstrap: str,
+    kafka_admin: AdminClient,
+) -> None:
+    """A topic's own limit, the broker default for another, nothing for a missing topic."""
+    small = create_topic(kafka_admin, unique("limit"), 1, **{"max.message.bytes": "50000"})
+    plain = create_topic(kafka_admin, unique("limit"), 1)
+    missing = unique("missing")
+    limits = topic_record_limits({"bootstrap.servers": kafka_bootstrap}, [small, plain, missing])
+    assert limits == {small: 50_000, plain: 1_048_588}  # Kafka's default
+    assert usable_record_bytes(1_048_588) > 1_000_000  # the default setting fits the default
+    assert usable_record_bytes(50_000) == 50_000 - 200 - 4096
