@@ -19,7 +19,7 @@ import orjson
 from confluent_kafka import Producer
 
 from schemas import ChunkSummary, Result, decode_results_record, encode_batch_request
-from tests.helpers import create_topic, read_all, unique
+from tests.helpers import committed_offsets, create_topic, read_all, unique, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -206,3 +206,16 @@ def wait_exit(replica: Replica, timeout_s: float) -> int:
             return code
         time.sleep(0.05)
     raise AssertionError(f"{replica.name} did not exit in {timeout_s}s:\n{replica.log()[-3000:]}")
+
+
+def committed_total(svc: Service, partitions: int = 1) -> int:
+    """Sum of the group's committed offsets (0 for partitions without a commit)."""
+    offsets = committed_offsets(svc.bootstrap, svc.group, svc.topics.requests, partitions)
+    return sum(max(o, 0) for o in offsets.values())
+
+
+def stop_after_commit(svc: Service, replica: Replica, total: int, *, what: str) -> None:
+    """Wait until the group's commits on one partition reach ``total``; then SIGTERM, exit 0."""
+    wait_for(lambda: committed_total(svc) == total, what=what)
+    replica.signal(signal.SIGTERM)
+    assert wait_exit(replica, 30) == 0

@@ -10,15 +10,14 @@ value and says where the original is, and the offset moves on.
 from __future__ import annotations
 
 import os
-import signal
 from typing import TYPE_CHECKING
 
 import pytest
 
 from consumer.publisher import topic_record_limits, usable_record_bytes
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
-from tests.consumer_harness import produce_raw, read_results, submit, wait_exit
-from tests.helpers import committed_offsets, create_topic, read_all, unique, wait_for
+from tests.consumer_harness import produce_raw, read_results, stop_after_commit, submit
+from tests.helpers import create_topic, read_all, unique
 
 if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
@@ -66,14 +65,7 @@ def test_a_prediction_over_the_result_limit_becomes_an_error_result(
             assert result.status == "ok", result
             assert result.prediction == items[index]
     assert sorted((s.chunk, s.ok, s.error) for s in summaries) == [(0, 5, 1), (1, 5, 1)]
-    wait_for(
-        lambda: (
-            committed_offsets(kafka_bootstrap, svc.group, svc.topics.requests, 1) == {0: chunks}
-        ),
-        what="the committed offset to pass both chunks",
-    )
-    replica.signal(signal.SIGTERM)
-    assert wait_exit(replica, 30) == 0
+    stop_after_commit(svc, replica, chunks, what="the committed offset to pass both chunks")
 
 
 def test_a_request_too_large_to_copy_becomes_a_dead_letter_without_its_value(
@@ -108,13 +100,8 @@ def test_a_request_too_large_to_copy_becomes_a_dead_letter_without_its_value(
     assert "read it at its source offset" in reason
     results, _, _ = read_results(kafka_bootstrap, svc.topics.results, expected_records=2)
     assert [r.status for r in results] == ["ok"]
-    wait_for(
-        lambda: committed_offsets(kafka_bootstrap, svc.group, svc.topics.requests, 1) == {0: 3},
-        what="the commit past both dead letters and the batch",
-    )
     assert replica.process.poll() is None  # never stopped
-    replica.signal(signal.SIGTERM)
-    assert wait_exit(replica, 30) == 0
+    stop_after_commit(svc, replica, 3, what="the commit past both dead letters and the batch")
 
 
 def test_the_limit_follows_a_results_topic_that_takes_smaller_records(
@@ -157,12 +144,7 @@ def test_the_limit_follows_a_results_topic_that_takes_smaller_records(
     assert lowered[0]["topic"] == svc.topics.results
     assert lowered[0]["max_message_bytes"] == 20_000
     assert lowered[0]["record_limit"] == limit
-    wait_for(
-        lambda: committed_offsets(kafka_bootstrap, svc.group, svc.topics.requests, 1) == {0: 1},
-        what="the commit past the batch",
-    )
-    replica.signal(signal.SIGTERM)
-    assert wait_exit(replica, 30) == 0
+    stop_after_commit(svc, replica, 1, what="the commit past the batch")
 
 
 def test_topic_record_limits_reads_each_topic_and_skips_what_it_cannot_read(

@@ -20,9 +20,11 @@ from confluent_kafka.admin import AdminClient
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import (
     Service,
+    committed_total,
     create_topics,
     produce_raw,
     read_results,
+    stop_after_commit,
     submit,
     wait_exit,
 )
@@ -36,12 +38,6 @@ if TYPE_CHECKING:
     from tools.testserver import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
-
-
-def committed_total(svc: Service, partitions: int) -> int:
-    """Sum of the group's committed offsets (0 for partitions without a commit)."""
-    offsets = committed_offsets(svc.bootstrap, svc.group, svc.topics.requests, partitions)
-    return sum(max(o, 0) for o in offsets.values())
 
 
 def test_happy_path_every_item_gets_one_ok_result_and_the_offset_reaches_the_end(
@@ -73,12 +69,7 @@ def test_happy_path_every_item_gets_one_ok_result_and_the_offset_reaches_the_end
         assert result.attempts == 1
     assert sorted(s.chunk for s in summaries) == list(range(chunks))
     assert all(s.ok == 100 and s.error == 0 for s in summaries)
-    wait_for(
-        lambda: committed_total(svc, 1) == chunks,
-        what="the committed offset to reach the end of the topic",
-    )
-    replica.signal(signal.SIGTERM)
-    assert wait_exit(replica, 30) == 0
+    stop_after_commit(svc, replica, chunks, what="the committed offset to reach the end")
 
 
 def test_commit_never_passes_a_slow_chunk(
