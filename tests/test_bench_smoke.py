@@ -125,3 +125,40 @@ def test_lean_server_answers_from_every_worker_and_stops_on_sigterm() -> None:
         server.terminate()
         assert server.wait(timeout=15) == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers[1:])
+
+
+@pytest.mark.kafka
+def test_repeat_reports_each_figures_median_and_keeps_every_repetition(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """``--repeat 3`` runs a scenario three times; figures are medians, goals judge them."""
+    out = tmp_path / "report.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.run",
+            "--smoke",
+            "--scenario",
+            "latency",
+            "--repeat",
+            "3",
+            "--out",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    entry = orjson.loads(out.read_bytes())["scenarios"]["latency"]
+    repeats = entry["repeats"]
+    assert len(repeats) == 3
+    for key in ("p50_ms", "p99_ms", "bare_p50_ms"):
+        assert entry["figures"][key] == sorted(r[key] for r in repeats)[1]
+    for goal in entry["goals"]:
+        value = entry["figures"][goal["figure"]]
+        assert goal["met"] == (value <= goal["target"])
+    assert entry["title"].endswith("median of 3")
