@@ -250,9 +250,9 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
     beside = (
         f"bare aiohttp {figures['bare_efficiency']:.2f} of C/L "
         f"({bare['items_per_s']:,.0f} items/s, {bare['cpu_us_per_item']:.0f} µs CPU/item); "
-        f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare; the server's "
-        f"{figures['server_cpu_us_per_request']:.0f} µs CPU/request bounds both at "
-        f"{figures['server_bound_efficiency']:.2f}"
+        f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare; the server used "
+        f"{figures['server_cpu_us_per_request']:.0f} µs CPU/request (if every wave of C "
+        f"requests were answered serially: {figures['server_bound_efficiency']:.2f})"
     )
     return result(
         f"1 concurrency efficiency (1 item/request, L=20 ms, C=64, {items:,} items)",
