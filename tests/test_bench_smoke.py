@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -37,12 +38,10 @@ GOALS = {
 }
 
 
-@pytest.mark.kafka
-def test_every_scenario_runs_in_smoke_mode(kafka_bootstrap: str, tmp_path: Path) -> None:
-    """``python -m bench.run --smoke`` runs all six scenarios and writes figures and table."""
-    out = tmp_path / "report.json"
+def run_smoke(kafka_bootstrap: str, out: Path, *args: str) -> dict[str, Any]:
+    """Run ``python -m bench.run --smoke --out OUT ARGS...``; require exit 0; return the report."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out), *args],
         check=False,
         capture_output=True,
         text=True,
@@ -50,7 +49,15 @@ def test_every_scenario_runs_in_smoke_mode(kafka_bootstrap: str, tmp_path: Path)
         timeout=240,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    report = orjson.loads(out.read_bytes())
+    report: dict[str, Any] = orjson.loads(out.read_bytes())
+    return report
+
+
+@pytest.mark.kafka
+def test_every_scenario_runs_in_smoke_mode(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """``python -m bench.run --smoke`` runs all six scenarios and writes figures and table."""
+    out = tmp_path / "report.json"
+    report = run_smoke(kafka_bootstrap, out)
     assert report["smoke"] is True
     assert report["machine"]["nproc"] >= 1
     assert set(report["scenarios"]) == set(SCENARIOS) == set(PROMISED)
@@ -132,28 +139,10 @@ def test_repeat_reports_each_figures_median_and_keeps_every_repetition(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     """``--repeat 3`` runs a scenario three times; figures are medians, goals judge them."""
-    out = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.run",
-            "--smoke",
-            "--scenario",
-            "latency",
-            "--repeat",
-            "3",
-            "--out",
-            str(out),
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
-        timeout=240,
+    report = run_smoke(
+        kafka_bootstrap, tmp_path / "report.json", "--scenario", "latency", "--repeat", "3"
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    entry = orjson.loads(out.read_bytes())["scenarios"]["latency"]
+    entry = report["scenarios"]["latency"]
     repeats = entry["repeats"]
     assert len(repeats) == 3
     for key in ("p50_ms", "p99_ms", "bare_p50_ms"):
