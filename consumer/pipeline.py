@@ -533,7 +533,8 @@ class Pipeline:
             exc = InvalidMessage(
                 exc.kind,
                 f"{exc.reason}; the original ({size} bytes with its key) is over the "
-                f"{limit}-byte record limit (BATCH_RUNNER_MAX_RESULT_BYTES), so this dead "
+                f"{limit}-byte record limit (BATCH_RUNNER_MAX_RESULT_BYTES, or less if the "
+                "dead-letter topic's max.message.bytes leaves less room), so this dead "
                 "letter carries no value: read it at its source offset",
             )
             value = b""
