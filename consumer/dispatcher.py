@@ -98,6 +98,9 @@ class Dispatcher:
         )
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
+        # When (time.monotonic()) a request last succeeded and last failed (stall checks).
+        self.last_success: float | None = None
+        self.last_failure: float | None = None
 
     async def start(self) -> None:
         """Open the shared HTTP session (a connection pool sized to ``max_in_flight``)."""
@@ -151,6 +154,7 @@ class Dispatcher:
                 except BadResponse as exc:
                     raise _Failure(FailureKind.BAD_RESPONSE, str(exc), 200) from None
             except _Failure as failure:
+                self.last_failure = time.monotonic()
                 retryable = failure.kind != RESPONSE_TOO_LARGE and self._policy.should_retry(
                     FailureKind(failure.kind),
                     failure.status,
@@ -171,6 +175,7 @@ class Dispatcher:
                 self._metrics.retries.inc()
                 await asyncio.sleep(delay)
                 continue
+            self.last_success = time.monotonic()
             return Outcome(
                 predictions=predictions,
                 attempts=attempt,
@@ -227,6 +232,12 @@ class Dispatcher:
             self.unanswered += 1
             metrics.http_code("connection").inc()
             raise _Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+
+    def failing(self, window_s: float, now: float) -> bool:
+        """Whether requests failed and none succeeded in the last ``window_s`` seconds."""
+        if self.last_failure is None or now - self.last_failure > window_s:
+            return False
+        return self.last_success is None or now - self.last_success > window_s
 
     def endpoint_answering(self, max_unanswered: int = 5) -> bool:
         """Whether the endpoints answer: fewer than ``max_unanswered`` silent requests in a row."""

@@ -66,6 +66,11 @@ class Metrics:
             "Partitions paused by backpressure.",
             registry=r,
         )
+        self.stalled_partitions = Gauge(
+            "batch_runner_stalled_partitions",
+            "Assigned partitions with work that have not moved for the stall timeout.",
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "batch_runner_assigned_partitions",
             "Partitions assigned to this replica.",
@@ -122,6 +127,9 @@ class Metrics:
         self.items_ok = self.items.labels("ok")
         self.items_error = self.items.labels("error")
         self._http_codes: dict[str, Counter] = {}
+        # Per (topic, partition): messages past the consumer's position (not yet fetched),
+        # from the latest statistics; the stall check reads it.
+        self.unfetched: dict[tuple[str, int], int] = {}
 
     def http_code(self, code: str) -> Counter:
         """Return the ``http_requests`` counter of ``code`` (a status, timeout, connection)."""
@@ -133,13 +141,30 @@ class Metrics:
     def consumer_stats(self, text: str) -> None:
         """Take librdkafka's consumer statistics JSON (``stats_cb``)."""
         stats: dict[str, Any] = orjson.loads(text)
+        unfetched: dict[tuple[str, int], int] = {}
         for topic, info in stats.get("topics", {}).items():
             for partition, values in info.get("partitions", {}).items():
-                if partition == "-1":
+                if partition == "-1" or not values.get("desired", True):
                     continue
-                lag = values.get("consumer_lag_stored", values.get("consumer_lag", -1))
-                if isinstance(lag, int) and lag >= 0:
-                    self.consumer_lag.labels(topic, partition).set(lag)
+                end = _valid(values.get("hi_offset"))
+                committed = _valid(values.get("committed_offset"))
+                if end is not None and committed is not None:
+                    self.consumer_lag.labels(topic, partition).set(max(0, end - committed))
+                position = next(
+                    (
+                        p
+                        for p in (
+                            _valid(values.get("app_offset")),
+                            committed,
+                            _valid(values.get("next_offset")),
+                        )
+                        if p is not None
+                    ),
+                    None,
+                )
+                if end is not None and position is not None:
+                    unfetched[(topic, int(partition))] = max(0, end - position)
+        self.unfetched = unfetched
         for name, broker in stats.get("brokers", {}).items():
             rtt = broker.get("rtt", {}).get("avg")
             if isinstance(rtt, int | float) and rtt > 0:
@@ -151,3 +176,8 @@ class Metrics:
         count = stats.get("msg_cnt")
         if isinstance(count, int):
             self.producer_queue.set(count)
+
+
+def _valid(offset: object) -> int | None:
+    """Return a statistics offset, or ``None`` for librdkafka's "invalid" (negative) values."""
+    return offset if isinstance(offset, int) and offset >= 0 else None

@@ -1,7 +1,9 @@
 """The replica's small operations HTTP server: ``/metrics``, ``/healthz``, ``/readyz``.
 
 ``/healthz`` answers 200 while the process is alive and its event loop responsive (a
-heartbeat task notices stalls) and no fatal error happened. ``/readyz`` answers 200 once
+heartbeat task notices stalls), no fatal error happened, and no assigned partition with
+work has stopped moving for ``--stall-timeout`` without a reason (its body lists each
+partition's state). ``/readyz`` answers 200 once
 the replica has joined its group, while the inference endpoint answers (no long run of
 connection errors or timeouts), and not while it drains for shutdown.
 """
@@ -86,6 +88,10 @@ class OpsServer:
         stalled = time.monotonic() - self._last_tick
         if stalled > STALL_S or self.worst_lag_s > STALL_S:
             return False, f"event loop stalled ({max(stalled, self.worst_lag_s):.1f}s)"
+        stuck = {tp: s for tp, s in self._pipeline.stalls.items() if s.unhealthy}
+        if stuck:
+            names = ", ".join(f"{t}[{p}] ({s.seconds:.0f}s)" for (t, p), s in sorted(stuck.items()))
+            return False, f"partitions stalled with work and no reason: {names}"
         return True, "ok"
 
     def ready(self) -> tuple[bool, str]:
@@ -108,7 +114,25 @@ class OpsServer:
 
     async def _healthz(self, _: web.Request) -> web.Response:
         ok, reason = self.healthy()
-        return web.json_response({"status": reason}, status=200 if ok else 503)
+        body = {"status": reason, "partitions": self._partitions()}
+        return web.json_response(body, status=200 if ok else 503)
+
+    def _partitions(self) -> dict[str, dict[str, object]]:
+        """Each assigned partition: paused or not, chunks in flight, idle time, stall."""
+        pipeline = self._pipeline
+        now = time.monotonic()
+        out: dict[str, dict[str, object]] = {}
+        for tp in sorted(pipeline.source.assignment):
+            idle = pipeline.progress.idle_for(tp, now)
+            stall = pipeline.stalls.get(tp)
+            out[f"{tp[0]}[{tp[1]}]"] = {
+                "paused": tp in pipeline.source.paused,
+                "in_flight_chunks": len(pipeline.chunks.get(tp, {})),
+                "unfetched": pipeline.metrics.unfetched.get(tp),
+                "idle_s": None if idle is None else round(idle, 1),
+                "stalled": None if stall is None else str(stall.why),
+            }
+        return out
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ok, reason = self.ready()

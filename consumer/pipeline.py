@@ -12,8 +12,13 @@ Delivery rules (the product's promise, see the README's "Delivery semantics"):
    moves the committed offset past an unfinished one.
 3. A failed delivery report stops the replica without marking its message done: the
    offset is never committed past an undelivered result, and the group redoes it.
-4. Before a partition is revoked, its in-flight messages get ``revoke_grace_s`` to
-   finish, then what is done is committed; the rest is redone by the new owner.
+4. Before a partition is revoked, its in-flight messages get ``revoke_grace_s`` (capped
+   well inside ``max.poll.interval.ms``) to finish, then what is done is committed; the
+   rest is redone by the new owner. Work that outlives its partition's assignment (the
+   partition was revoked, maybe given back since) is stale: it never marks an offset done.
+5. Liveness: nothing waits without a bound. Commits have a timeout; a drain keeps polling
+   (all partitions paused) so that rebalances finish and commits are answered; every
+   partition with work either moves or is reported stalled, with the reason.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
 from confluent_kafka import KafkaException
 from opentelemetry import propagate
@@ -33,6 +39,7 @@ from consumer.dispatcher import Dispatcher, Outcome
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.ops import OpsServer
+from consumer.progress import ProgressMonitor, ReplicaState, Stall
 from consumer.publisher import Publisher, topic_record_limits, usable_record_bytes
 from consumer.source import TP, Source, message_error
 from consumer.splitter import WorkUnit, items_per_request, split
@@ -48,12 +55,15 @@ from schemas import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from confluent_kafka import KafkaError, Message
 
     from consumer.publisher import DeliveryCallback, Headers
     from consumer.settings import Endpoint, Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRACE_HEADERS = ("traceparent", "tracestate")
 REPLICA_HEADER = "batch-runner-replica"
@@ -61,6 +71,13 @@ REPLICA_HEADER = "batch-runner-replica"
 RESUME_FRACTION = 0.75
 # The error kind of a result whose record would be over ``max_result_bytes``.
 RESULT_TOO_LARGE = "result_too_large"
+# How often partitions are checked for stalls.
+PROGRESS_CHECK_S = 1.0
+# Of the drain timeout, what is kept for flushing results, the last commit and leaving.
+DRAIN_RESERVE_FRACTION = 0.2
+DRAIN_RESERVE_MAX_S = 5.0
+# How often a draining replica polls (serving rebalances and commit answers).
+DRAIN_POLL_S = 0.1
 
 
 def trace_context(msg: Message) -> dict[str, str]:
@@ -90,49 +107,32 @@ class FatalError(RuntimeError):
     """The replica cannot go on safely (a result could not be delivered)."""
 
 
+@dataclass(slots=True, eq=False)
 class Chunk:
     """Progress of one request message: items still to answer, records still unacknowledged.
 
     Kept in one place so that item-level progress can later be serialised (resume after a
-    crash without redoing answered items).
+    crash without redoing answered items). ``epoch`` is the assignment epoch of its
+    partition when it was received.
     """
 
-    __slots__ = (
-        "abandoned",
-        "created_ms",
-        "error_count",
-        "offset",
-        "ok_count",
-        "pending_items",
-        "request",
-        "summary_sent",
-        "tasks",
-        "tp",
-        "trace_headers",
-        "unacked",
-    )
+    tp: TP
+    offset: int
+    request: BatchRequest
+    trace_headers: Headers
+    created_ms: int
+    epoch: int
+    pending_items: int = field(init=False)
+    unacked: int = 0
+    ok_count: int = 0
+    error_count: int = 0
+    summary_sent: bool = False
+    abandoned: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def __init__(
-        self,
-        tp: TP,
-        offset: int,
-        request: BatchRequest,
-        trace_headers: Headers,
-        created_ms: int,
-    ) -> None:
-        """Start tracking ``request`` received at ``tp``/``offset``."""
-        self.created_ms = created_ms
-        self.tp = tp
-        self.offset = offset
-        self.request = request
-        self.trace_headers = trace_headers
-        self.pending_items = len(request.items)
-        self.unacked = 0
-        self.ok_count = 0
-        self.error_count = 0
-        self.summary_sent = False
-        self.abandoned = False
-        self.tasks: set[asyncio.Task[None]] = set()
+    def __post_init__(self) -> None:
+        """Every item is still to be answered."""
+        self.pending_items = len(self.request.items)
 
 
 class Pipeline:
@@ -166,6 +166,7 @@ class Pipeline:
             },
             settings.requests_topic,
             self,
+            callback_timeout_s=settings.rebalance_callback_timeout_s,
         )
         self.ops: OpsServer | None = None
         if settings.metrics_port >= 0:
@@ -178,6 +179,13 @@ class Pipeline:
             settings.dlq_topic: settings.max_result_bytes,
         }
         self.chunks: dict[TP, dict[int, Chunk]] = {}
+        # Assignment epoch of each assigned partition: it increases on every assignment,
+        # so work that outlives a revoke is recognised as stale.
+        self._epochs: dict[TP, int] = {}
+        self._epoch_counter = 0
+        self.progress = ProgressMonitor(settings.stall_timeout_s)
+        self.stalls: dict[TP, Stall] = {}
+        self._drain_deadline: float | None = None
         self.buffered_items = 0
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()  # set when the item buffer has room again
@@ -208,6 +216,7 @@ class Pipeline:
         m.buffered_items.set(self.buffered_items)
         m.paused_partitions.set(len(self.source.paused))
         m.assigned_partitions.set(len(self.source.assignment))
+        m.stalled_partitions.set(len(self.stalls))
 
     def stop(self) -> None:
         """Ask the replica to stop fetching and drain (idempotent)."""
@@ -218,10 +227,7 @@ class Pipeline:
         self._forced = True
         self.source.commit_on_revoke = False
         self._stopping.set()
-        for by_offset in self.chunks.values():
-            for chunk in by_offset.values():
-                for task in chunk.tasks:
-                    task.cancel()
+        self._abandon_all()
 
     async def run(self) -> None:
         """Run until stopped; raise :class:`FatalError` if a result could not be delivered."""
@@ -236,6 +242,7 @@ class Pipeline:
             log.info("operations server listening", extra={"port": self.ops.port})
         reports = asyncio.create_task(self.publisher.run(), name="delivery-reports")
         committer = asyncio.create_task(self._commit_loop(), name="committer")
+        watcher = asyncio.create_task(self._progress_loop(), name="progress")
         try:
             await self.source.subscribe()
             log.info(
@@ -243,15 +250,14 @@ class Pipeline:
                 extra={"topic": self.settings.requests_topic, "group": self.settings.group_id},
             )
             await self._fetch_loop()
-            await self._drain()
+            await self._drain(committer)
         finally:
-            committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await committer
-            if not self._forced:
-                await self._commit_now()
-            await self.source.close()
-            await self.publisher.flush(5.0)
+            for task in (committer, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.source.close(self._time_left(floor_s=2.0))
+            await self.publisher.flush(1.0)
             reports.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reports
@@ -315,25 +321,82 @@ class Pipeline:
             return 1
         return max(1, min(self.settings.poll_batch, int(room / self._items_per_message)))
 
-    async def _drain(self) -> None:
-        """Give in-flight work ``drain_timeout_s`` to finish, then cancel what is left."""
-        deadline = time.monotonic() + self.settings.drain_timeout_s
+    def _time_left(self, floor_s: float = 0.0) -> float:
+        """Seconds left before the drain deadline (at least ``floor_s``)."""
+        if self._drain_deadline is None:
+            return max(floor_s, self.settings.drain_timeout_s)
+        return max(floor_s, self._drain_deadline - asyncio.get_running_loop().time())
+
+    async def _drain(self, committer: asyncio.Task[None]) -> None:
+        """Finish in-flight work within ``drain_timeout_s``, still serving the group.
+
+        1. Pause every assigned partition and keep polling: rebalances finish (a member
+           that stops polling holds a rebalance up for everyone) and commit answers come.
+        2. Wait for in-flight work until the deadline, less a reserve for the steps below.
+        3. Abandon what is left (it is not committed: the group redoes it).
+        4. Flush the results, commit what is done (still polling), then leave the group.
+        """
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.drain_timeout_s
+        self._drain_deadline = loop.time() + timeout
+        reserve = min(DRAIN_RESERVE_MAX_S, timeout * DRAIN_RESERVE_FRACTION)
+        work_deadline = self._drain_deadline - reserve
         while self.buffered_items > 0 and not self._forced and self._fatal is None:
-            if time.monotonic() >= deadline:
+            if loop.time() >= work_deadline:
                 log.warning(
                     "drain timeout: unfinished work will be redone by the group",
                     extra={"buffered_items": self.buffered_items},
                 )
                 break
-            await asyncio.sleep(0.02)
+            await self._poll_paused()
+        self._abandon_all()
+        if self._forced:
+            return
+        await self._poll_while(self.publisher.flush(max(0.0, self._time_left() - 1.0)))
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        if self._fatal is None:
+            await self._poll_while(self._commit_now(timeout_s=self._time_left(floor_s=1.0)))
+
+    async def _poll_paused(self) -> None:
+        """Poll once with every assigned partition paused; whatever arrives is not taken."""
+        await self.source.pause(sorted(self.source.assignment))
+        # A message fetched before the pause is dropped untracked: its offset is never
+        # committed, so the group delivers it again.
+        await self.source.fetch(1, DRAIN_POLL_S)
+
+    async def _poll_while(self, work: Awaitable[T]) -> T:
+        """Await ``work`` while polling (paused), so commits are answered and rebalances served."""
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        while not task.done():
+            await self._poll_paused()
+        return task.result()
+
+    def _abandon_all(self) -> None:
         for by_offset in self.chunks.values():
             for chunk in by_offset.values():
                 chunk.abandoned = True
                 for task in chunk.tasks:
                     task.cancel()
-        await self.publisher.flush(10.0)
 
     # --- messages ------------------------------------------------------------------------
+
+    def _accept(self, tp: TP, offset: int) -> int | None:
+        """Track a fetched message; return its assignment epoch, or None to leave it.
+
+        A message is left (never tracked, so never committed) when its partition is not
+        assigned here any more, the replica is draining, or it is already in hand.
+        """
+        epoch = self._epochs.get(tp)
+        if epoch is None or self._stopping.is_set():
+            return None
+        self.progress.moved(tp, time.monotonic())
+        try:
+            tracked = self.offsets.add(tp[0], tp[1], offset)
+        except ValueError:
+            tracked = False  # redelivered below what is tracked (a seek): already in hand
+        return epoch if tracked else None
 
     def _on_message(self, msg: Message) -> None:
         err = message_error(msg)
@@ -347,17 +410,14 @@ class Pipeline:
         if topic is None or partition is None or offset is None:
             return
         tp = (topic, partition)
-        try:
-            tracked = self.offsets.add(topic, partition, offset)
-        except ValueError:
-            tracked = False  # redelivered below what is tracked (a seek): already in hand
-        if not tracked:
+        epoch = self._accept(tp, offset)
+        if epoch is None:
             return
         value = msg.value() or b""
         try:
             request = decode_batch_request(value, self.limits)
         except InvalidMessage as exc:
-            self._dead_letter(msg, tp, offset, exc)
+            self._dead_letter(msg, tp, offset, exc, epoch)
             return
         trace = trace_context(msg)
         created_ms = msg.timestamp()[1]
@@ -365,7 +425,7 @@ class Pipeline:
             self._replica_header,
             *((k, v.encode()) for k, v in trace.items()),
         ]
-        chunk = Chunk(tp, offset, request, record_headers, created_ms)
+        chunk = Chunk(tp, offset, request, record_headers, created_ms, epoch)
         self.chunks.setdefault(tp, {})[offset] = chunk
         self.buffered_items += len(request.items)
         if self._items_per_message == 0:
@@ -450,6 +510,7 @@ class Pipeline:
             self.metrics.items_error.inc(errors)
         if chunk.created_ms > 0:
             self.metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
+        self.progress.moved(chunk.tp, time.monotonic())
         chunk.pending_items -= count
         if chunk.pending_items == 0:
             summary = encode_summary(request, chunk.ok_count, chunk.error_count)
@@ -498,9 +559,15 @@ class Pipeline:
 
         return on_delivery
 
+    def _current(self, tp: TP, epoch: int) -> bool:
+        """Whether work started in ``epoch`` still belongs to the partition's assignment."""
+        return self._epochs.get(tp) == epoch
+
     def _chunk_done(self, chunk: Chunk) -> None:
         if self._fatal is not None:
             return  # never mark anything done once a delivery failed
+        if chunk.abandoned or not self._current(chunk.tp, chunk.epoch):
+            return  # its partition was revoked meanwhile: the new owner redoes it
         topic, partition = chunk.tp
         self.offsets.done(topic, partition, chunk.offset)
         self.metrics.chunks.labels("done").inc()
@@ -517,7 +584,14 @@ class Pipeline:
                 if event is not None:
                     event.set()
 
-    def _dead_letter(self, msg: Message, tp: TP, offset: int, exc: InvalidMessage) -> None:
+    def _dead_letter(
+        self,
+        msg: Message,
+        tp: TP,
+        offset: int,
+        exc: InvalidMessage,
+        epoch: int,
+    ) -> None:
         """Copy an invalid request to the dead-letter topic; its offset is done once acked.
 
         An original too large to copy (over ``max_result_bytes``, the largest record the
@@ -556,7 +630,7 @@ class Pipeline:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             if err is not None:
                 self._fail(KafkaException(err))
-            elif self._fatal is None:
+            elif self._fatal is None and self._current(tp, epoch):
                 self.offsets.done(tp[0], tp[1], offset)
                 self.metrics.chunks.labels("dead_letter").inc()
 
@@ -599,33 +673,83 @@ class Pipeline:
             await asyncio.sleep(self.settings.commit_interval_s)
             await self._commit_now()
 
-    async def _commit_now(self) -> None:
+    async def _commit_now(self, timeout_s: float | None = None) -> None:
         # 1. what is done and contiguous since the last commit (never past unfinished work)
         positions = self.offsets.commit_positions()
         positions = {tp: o for tp, o in positions.items() if tp in self.source.assignment}
         if not positions:
             return
-        # 2. commit synchronously; on failure keep the positions for the next round
-        try:
-            await self.source.commit(positions)
-        except KafkaException as exc:
-            log.warning("commit failed; will retry", extra={"error": str(exc)})
+        # 2. commit, waiting a bounded time for the answer (the consumer thread keeps
+        #    polling meanwhile); on failure keep the positions for the next round
+        result = await self.source.commit(positions, timeout_s or self.settings.commit_timeout_s)
+        if result.error is not None:
+            level = logging.INFO if result.retriable else logging.WARNING
+            log.log(level, "commit failed; will retry", extra={"error": result.error.str()})
+        if not result.committed:
             return
-        # 3. remember them so they are not committed again
-        self.offsets.mark_committed(positions)
+        # 3. remember what the broker took, so it is not committed again
+        self.offsets.mark_committed(result.committed)
         self.metrics.commits.inc()
-        for (topic, partition), position in positions.items():
-            self.metrics.committed_offset.labels(topic, str(partition)).set(position)
+        now = time.monotonic()
+        for tp, position in result.committed.items():
+            self.progress.moved(tp, now)
+            self.metrics.committed_offset.labels(tp[0], str(tp[1])).set(position)
+
+    # --- progress ---------------------------------------------------------------------
+
+    async def _progress_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_CHECK_S)
+            self.check_progress(time.monotonic())
+
+    def check_progress(self, now: float) -> dict[TP, Stall]:
+        """Find stalled partitions; log each stall when it starts and ends."""
+        window = self.settings.stall_timeout_s
+        replica = ReplicaState(
+            buffer_full=self.buffered_items >= self.settings.max_buffered_items,
+            model_failing=self.dispatcher.failing(window, now),
+        )
+        stalls = self.progress.check(now, self._has_work, replica)
+        for tp, stall in stalls.items():
+            if tp not in self.stalls or self.stalls[tp].why is not stall.why:
+                log.warning(
+                    "partition stalled",
+                    extra={
+                        "partition": f"{tp[0]}[{tp[1]}]",
+                        "seconds": round(stall.seconds, 1),
+                        "why": str(stall.why),
+                        "paused": tp in self.source.paused,
+                        "in_flight_chunks": len(self.chunks.get(tp, {})),
+                    },
+                )
+        for tp in self.stalls.keys() - stalls.keys():
+            log.info("partition moving again", extra={"partition": f"{tp[0]}[{tp[1]}]"})
+        self.stalls = stalls
+        return stalls
+
+    def _has_work(self, tp: TP) -> bool:
+        """Whether ``tp`` has chunks in flight or messages not yet fetched."""
+        return bool(self.chunks.get(tp)) or self.metrics.unfetched.get(tp, 0) > 0
 
     # --- rebalance (called on the loop by the source) --------------------------------------
 
     async def on_assigned(self, partitions: list[TP]) -> None:
-        """Start bookkeeping for newly assigned partitions."""
+        """Start bookkeeping for newly assigned partitions, each in a new epoch."""
         self.offsets.assign(partitions)
+        for tp in partitions:
+            self._epoch_counter += 1
+            self._epochs[tp] = self._epoch_counter
+        self.progress.assign(partitions, time.monotonic())
 
     async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
-        """Let in-flight work of ``partitions`` finish briefly; return what to commit."""
-        grace = 0.0 if self._forced else self.settings.revoke_grace_s
+        """Let in-flight work of ``partitions`` finish briefly; return what to commit.
+
+        The wait is ``revoke_grace_s`` capped at a quarter of ``max.poll.interval.ms``
+        (the group's rebalance timeout), and while draining at the drain's time left.
+        """
+        grace = 0.0 if self._forced else self.settings.effective_revoke_grace_s
+        if self._drain_deadline is not None:
+            grace = min(grace, self._time_left())
         busy = [tp for tp in partitions if self.chunks.get(tp)]
         if busy and grace > 0:
             events = []
@@ -637,7 +761,7 @@ class Pipeline:
                 await asyncio.wait_for(asyncio.gather(*events), grace)
         positions = self.offsets.revoke(partitions)
         self._drop(partitions)
-        return {} if self._forced else positions
+        return {} if self._forced or self._fatal is not None else positions
 
     async def on_lost(self, partitions: list[TP]) -> None:
         """Forget lost partitions: their work is redone by whoever owns them now."""
@@ -645,7 +769,9 @@ class Pipeline:
         self._drop(partitions)
 
     def _drop(self, partitions: list[TP]) -> None:
+        self.progress.forget(partitions)
         for tp in partitions:
+            self._epochs.pop(tp, None)
             for chunk in list(self.chunks.get(tp, {}).values()):
                 chunk.abandoned = True
                 for task in chunk.tasks:

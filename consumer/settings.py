@@ -55,6 +55,44 @@ _RESERVED_KAFKA_OPTIONS = frozenset(
     },
 )
 
+# librdkafka options that only a consumer takes: the producer and the admin client would
+# warn about each (CONFWARN) if they were passed through to them.
+CONSUMER_ONLY_OPTIONS = frozenset(
+    {
+        "auto.commit.interval.ms",
+        "auto.offset.reset",
+        "check.crcs",
+        "consume.callback.max.messages",
+        "coordinator.query.interval.ms",
+        "enable.partition.eof",
+        "fetch.error.backoff.ms",
+        "fetch.max.bytes",
+        "fetch.message.max.bytes",
+        "fetch.min.bytes",
+        "fetch.queue.backoff.ms",
+        "fetch.wait.max.ms",
+        "group.instance.id",
+        "group.protocol",
+        "group.protocol.type",
+        "group.remote.assignor",
+        "heartbeat.interval.ms",
+        "isolation.level",
+        "max.partition.fetch.bytes",
+        "max.poll.interval.ms",
+        "partition.assignment.strategy",
+        "queued.max.messages.kbytes",
+        "queued.min.messages",
+        "session.timeout.ms",
+    },
+)
+# Options the consumer group protocol (KIP-848) refuses: the broker owns them there.
+_CLASSIC_GROUP_ONLY = frozenset(
+    {"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"},
+)
+GroupProtocol = Literal["classic", "consumer"]
+GROUP_PROTOCOLS: tuple[GroupProtocol, ...] = ("classic", "consumer")
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+
 
 class ConfigError(ValueError):
     """The replica's configuration is unusable; raised at start-up, before joining the group."""
@@ -126,8 +164,21 @@ class Settings:
     max_buffered_items: int = 10_000
     # Commits and shutdown.
     commit_interval_s: float = 0.5
+    commit_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     revoke_grace_s: float = 10.0
+    # Group membership. ``classic`` (cooperative-sticky) with a short session timeout
+    # hands a crashed replica's partitions on within seconds; ``consumer`` is KIP-848,
+    # whose session timeout the broker sets (45 s by default). A group instance id
+    # (static membership, e.g. the pod name) lets a restarted replica take its
+    # partitions back at once, but a stopped one keeps them for the session timeout.
+    group_protocol: GroupProtocol = "classic"
+    session_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 1.0
+    group_instance_id: str = ""
+    # A partition with work that has not moved for this long is stalled: a health failure
+    # unless something explains it (paused for backpressure, the model failing).
+    stall_timeout_s: float = 60.0
     # Source latency knobs: how long one poll waits when idle, how many messages at once.
     poll_timeout_s: float = 0.5
     poll_batch: int = 500
@@ -175,7 +226,25 @@ class Settings:
             raise ConfigError(f"metrics_port {self.metrics_port}: use 0-65535, or -1 for none")
         if self.log_format not in {"json", "text"}:
             raise ConfigError(f"log_format {self.log_format!r}: use json or text")
+        self._check_group()
         self.retry_policy()  # validates the retry settings
+
+    def _check_group(self) -> None:
+        """Check the group membership and liveness settings."""
+        for name in ("commit_timeout_s", "session_timeout_s", "heartbeat_interval_s"):
+            _positive(name, getattr(self, name))
+        _positive("stall_timeout_s", self.stall_timeout_s)
+        if self.group_protocol not in GROUP_PROTOCOLS:
+            raise ConfigError(
+                f"group_protocol {self.group_protocol!r}: use {' or '.join(GROUP_PROTOCOLS)}",
+            )
+        if self.heartbeat_interval_s * 3 > self.session_timeout_s:
+            raise ConfigError(
+                "heartbeat_interval_s must be at most a third of session_timeout_s "
+                f"(got {self.heartbeat_interval_s:g} and {self.session_timeout_s:g})",
+            )
+        if self.max_poll_interval_s <= 0:
+            raise ConfigError("max.poll.interval.ms must be > 0")
 
     def retry_policy(self) -> RetryPolicy:
         """Return the retry policy these settings describe."""
@@ -189,6 +258,30 @@ class Settings:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
 
+    @property
+    def max_poll_interval_s(self) -> float:
+        """The ``max.poll.interval.ms`` of librdkafka (a pass-through option), in seconds.
+
+        It is also the group's rebalance timeout: a member that takes longer to answer a
+        rebalance is evicted, so the revoke grace and the rebalance callbacks stay well
+        inside it.
+        """
+        raw = self.kafka_options.get("max.poll.interval.ms", DEFAULT_MAX_POLL_INTERVAL_MS)
+        try:
+            return float(raw) / 1000
+        except ValueError:
+            raise ConfigError(f"max.poll.interval.ms={raw!r} is not a number") from None
+
+    @property
+    def rebalance_callback_timeout_s(self) -> float:
+        """How long a rebalance callback may wait for the pipeline (half the poll interval)."""
+        return self.max_poll_interval_s / 2
+
+    @property
+    def effective_revoke_grace_s(self) -> float:
+        """``revoke_grace_s``, capped at a quarter of ``max.poll.interval.ms``."""
+        return min(self.revoke_grace_s, self.max_poll_interval_s / 4)
+
     def endpoint_for(self, target: str | None) -> Endpoint | None:
         """Return the endpoint a request's ``target`` names (the default when absent)."""
         return self.endpoints.get(target or DEFAULT_TARGET)
@@ -201,7 +294,10 @@ class Settings:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
+            "group.protocol": self.group_protocol,
             "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": round(self.session_timeout_s * 1000),
+            "heartbeat.interval.ms": round(self.heartbeat_interval_s * 1000),
             # Short fetch long-polls: measured 168k items/s sub-batched at 10 ms vs 100k at
             # 100 ms (the fetcher restarts sooner after each pause); latency p50 ~7-9 ms.
             "fetch.wait.max.ms": 10,
@@ -215,6 +311,11 @@ class Settings:
             "client.id": f"batch-runner-consumer-{self.group_id}",
             "statistics.interval.ms": 5000,
         }
+        if self.group_instance_id:
+            conf["group.instance.id"] = self.group_instance_id
+        if self.group_protocol == "consumer":
+            for key in _CLASSIC_GROUP_ONLY:
+                del conf[key]
         conf.update(self.kafka_options)
         return conf
 
@@ -234,15 +335,9 @@ class Settings:
             "statistics.interval.ms": 5000,
         }
         # Consumer-only options would make the producer warn: pass the rest through.
-        consumer_only = {
-            "auto.offset.reset",
-            "partition.assignment.strategy",
-            "fetch.wait.max.ms",
-            "queued.max.messages.kbytes",
-            "fetch.queue.backoff.ms",
-            "fetch.max.bytes",
-        }
-        conf.update({k: v for k, v in self.kafka_options.items() if k not in consumer_only})
+        conf.update(
+            {k: v for k, v in self.kafka_options.items() if k not in CONSUMER_ONLY_OPTIONS},
+        )
         return conf
 
     @classmethod

@@ -147,6 +147,58 @@ async def test_limiter_cancelled_waiter_does_not_leak_a_place() -> None:
     assert limiter.waiting == 0
 
 
+async def test_limiter_waiter_cancelled_then_skipped_by_a_release_raises_only_cancel() -> None:
+    """A waiter cancelled, then passed over by a release before it runs, only re-raises.
+
+    The release pops the cancelled waiter from the queue (and skips it); the waiter's
+    handler must not then fail to remove it (a ValueError that asyncio reported as
+    "Task exception was never retrieved" on every revoke of busy partitions).
+    """
+    limiter = Limiter(1)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    limiter.release()  # runs before the waiter's CancelledError handler
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.in_use == 0
+    assert limiter.waiting == 0
+    await limiter.acquire()
+    assert limiter.in_use == 1
+
+
+def test_group_settings_reach_the_consumer_and_stay_off_the_producer() -> None:
+    """Group protocol, session, heartbeat and static membership shape the consumer only.
+
+    The classic protocol gets cooperative-sticky and the session and heartbeat settings;
+    KIP-848's ``consumer`` protocol refuses those (the broker owns them), so they are left
+    out. Consumer-only pass-through options never reach the producer, which would warn.
+    """
+    env = {**BASE_ENV, "BATCH_RUNNER_GROUP_INSTANCE_ID": "replica-7"}
+    classic = Settings.from_env(env, kafka_option=["max.poll.interval.ms=20000"])
+    conf = classic.consumer_config()
+    assert conf["group.protocol"] == "classic"
+    assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+    assert conf["session.timeout.ms"] == 10_000
+    assert conf["heartbeat.interval.ms"] == 1_000
+    assert conf["group.instance.id"] == "replica-7"
+    assert conf["max.poll.interval.ms"] == "20000"
+    assert classic.max_poll_interval_s == 20.0
+    assert classic.effective_revoke_grace_s == 5.0  # capped at a quarter of it
+    assert "max.poll.interval.ms" not in classic.producer_config()
+    assert "group.instance.id" not in classic.producer_config()
+    kip848 = Settings.from_env({**BASE_ENV, "BATCH_RUNNER_GROUP_PROTOCOL": "consumer"})
+    conf = kip848.consumer_config()
+    assert conf["group.protocol"] == "consumer"
+    for key in ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"):
+        assert key not in conf
+    with pytest.raises(ConfigError, match="group_protocol 'eager'"):
+        Settings.from_env({**BASE_ENV, "BATCH_RUNNER_GROUP_PROTOCOL": "eager"})
+    with pytest.raises(ConfigError, match="at most a third of session_timeout_s"):
+        Settings.from_env({**BASE_ENV, "BATCH_RUNNER_HEARTBEAT_INTERVAL_S": "5"})
+
+
 def test_settings_repr_hides_credentials() -> None:
     """Neither Kafka options nor endpoint headers appear in the settings' repr."""
     env = {
