@@ -138,8 +138,8 @@ class Metrics:
             child = self._http_codes[code] = self.http_requests.labels(code)
         return child
 
-    def consumer_stats(self, text: str) -> None:
-        """Take librdkafka's consumer statistics JSON (``stats_cb``)."""
+    def consumer_stats(self, text: str) -> dict[str, Any]:
+        """Take librdkafka's consumer statistics JSON (``stats_cb``); return it parsed."""
         stats: dict[str, Any] = orjson.loads(text)
         unfetched: dict[tuple[str, int], int] = {}
         for topic, info in stats.get("topics", {}).items():
@@ -169,13 +169,15 @@ class Metrics:
             rtt = broker.get("rtt", {}).get("avg")
             if isinstance(rtt, int | float) and rtt > 0:
                 self.broker_rtt.labels(name).set(rtt / 1_000_000)
+        return stats
 
-    def producer_stats(self, text: str) -> None:
-        """Take librdkafka's producer statistics JSON (``stats_cb``)."""
+    def producer_stats(self, text: str) -> dict[str, Any]:
+        """Take librdkafka's producer statistics JSON (``stats_cb``); return it parsed."""
         stats: dict[str, Any] = orjson.loads(text)
         count = stats.get("msg_cnt")
         if isinstance(count, int):
             self.producer_queue.set(count)
+        return stats
 
 
 def _valid(offset: object) -> int | None:

@@ -3,9 +3,9 @@
 ``/healthz`` answers 200 while the process is alive and its event loop responsive (a
 heartbeat task notices stalls), no fatal error happened, and no assigned partition with
 work has stopped moving for ``--stall-timeout`` without a reason (its body lists each
-partition's state). ``/readyz`` answers 200 once
-the replica has joined its group, while the inference endpoint answers (no long run of
-connection errors or timeouts), and not while it drains for shutdown.
+partition's state). ``/readyz`` answers 200 once the replica has joined its group, while
+the Kafka cluster and the inference endpoint answer (no long run of connection errors or
+timeouts), and not while it drains for shutdown.
 """
 
 from __future__ import annotations
@@ -103,6 +103,9 @@ class OpsServer:
             return False, "draining for shutdown"
         if not self._pipeline.source.joined:
             return False, "not yet joined the consumer group"
+        down_since = self._pipeline.cluster.down_since
+        if down_since is not None:
+            return False, f"the Kafka cluster is unreachable ({time.monotonic() - down_since:.0f}s)"
         if not self._pipeline.dispatcher.endpoint_answering():
             return False, "the inference endpoint does not answer"
         return True, "ok"

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, TypeVar
 from confluent_kafka import KafkaException
 from opentelemetry import propagate
 
+from consumer.connectivity import ClusterWatch
 from consumer.dispatcher import Dispatcher, Outcome
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
@@ -149,20 +150,25 @@ class Pipeline:
         self.metrics = Metrics()
         self.limits = Limits(max_message_bytes=settings.max_message_bytes)
         self.dispatcher = dispatcher or Dispatcher(settings, metrics=self.metrics)
-        # librdkafka's own log lines go through logging too (JSON, secrets masked).
-        kafka_log = logging.getLogger("librdkafka")
+        # librdkafka's own log lines go through logging too (JSON, secrets masked), with
+        # connection failures told once per outage rather than once per attempt.
+        self.cluster = ClusterWatch()
+        self._kafka_log = logging.getLogger("librdkafka")
+        self._kafka_log.addFilter(self.cluster)
         self.publisher = Publisher(
             {
                 **settings.producer_config(),
-                "stats_cb": self.metrics.producer_stats,
-                "logger": kafka_log,
+                "stats_cb": self._producer_stats,
+                "logger": self._kafka_log,
             },
+            self.cluster,
         )
         self.source = Source(
             {
                 **settings.consumer_config(),
-                "stats_cb": self.metrics.consumer_stats,
-                "logger": kafka_log,
+                "stats_cb": self._consumer_stats,
+                "error_cb": self._consumer_error,
+                "logger": self._kafka_log,
             },
             settings.requests_topic,
             self,
@@ -207,6 +213,17 @@ class Pipeline:
     def stopping(self) -> bool:
         """Whether the replica was asked to stop (it may still be draining)."""
         return self._stopping.is_set()
+
+    def _consumer_stats(self, text: str) -> None:
+        self.cluster.statistics(self.metrics.consumer_stats(text).get("brokers", {}))
+
+    def _producer_stats(self, text: str) -> None:
+        self.cluster.statistics(self.metrics.producer_stats(text).get("brokers", {}))
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        if not self.cluster.error(error):
+            extra = {"error": error.str(), "fatal": error.fatal()}
+            log.warning("Kafka consumer error", extra=extra)
 
     def refresh_gauges(self) -> None:
         """Bring the gauges up to date (called when metrics are scraped)."""
@@ -264,6 +281,7 @@ class Pipeline:
             await self.dispatcher.close()
             if self.ops is not None:
                 await self.ops.stop()
+            self._kafka_log.removeFilter(self.cluster)
         if self._fatal is not None:
             raise FatalError(str(self._fatal)) from self._fatal
 
@@ -330,15 +348,22 @@ class Pipeline:
     async def _drain(self, committer: asyncio.Task[None]) -> None:
         """Finish in-flight work within ``drain_timeout_s``, still serving the group.
 
-        1. Pause every assigned partition and keep polling: rebalances finish (a member
+        1. Hand back the chunks nothing was published for yet (see
+           :meth:`_hand_back_untouched`): the group redoes them, and nothing repeats.
+        2. Pause every assigned partition and keep polling: rebalances finish (a member
            that stops polling holds a rebalance up for everyone) and commit answers come.
-        2. Wait for in-flight work until the deadline, less a reserve for the steps below.
+           Wait for the rest until the deadline, less a reserve for the steps below.
         3. Abandon what is left (it is not committed: the group redoes it).
         4. Flush the results, commit what is done (still polling), then leave the group.
         """
         loop = asyncio.get_running_loop()
         timeout = self.settings.drain_timeout_s
         self._drain_deadline = loop.time() + timeout
+        handed_back = self._hand_back_untouched(list(self.chunks))
+        log.info(
+            "draining",
+            extra={"buffered_items": self.buffered_items, "handed_back_items": handed_back},
+        )
         reserve = min(DRAIN_RESERVE_MAX_S, timeout * DRAIN_RESERVE_FRACTION)
         work_deadline = self._drain_deadline - reserve
         while self.buffered_items > 0 and not self._forced and self._fatal is None:
@@ -372,6 +397,35 @@ class Pipeline:
         while not task.done():
             await self._poll_paused()
         return task.result()
+
+    def _hand_back_untouched(self, partitions: list[TP]) -> int:
+        """Drop, per partition, every chunk from the first one with no result published.
+
+        Such a chunk is never committed, so the group redoes it and everything after it;
+        finishing the chunks after it would only publish results that are repeated then.
+        Chunks before it (partly published) are left to finish, so that what was
+        published is committed instead of repeated. Returns the items handed back.
+        """
+        handed = 0
+        for tp in partitions:
+            by_offset = self.chunks.get(tp)
+            if not by_offset:
+                continue
+            cut = False
+            for offset in sorted(by_offset):
+                chunk = by_offset[offset]
+                cut = cut or (chunk.pending_items == len(chunk.request.items) and not chunk.unacked)
+                if cut:
+                    handed += len(chunk.request.items)
+                    self._abandon(chunk)
+        return handed
+
+    def _abandon(self, chunk: Chunk) -> None:
+        """Stop working on ``chunk``: cancel its units and forget it (never marked done)."""
+        chunk.abandoned = True
+        for task in chunk.tasks:
+            task.cancel()
+        self._forget(chunk)
 
     def _abandon_all(self) -> None:
         for by_offset in self.chunks.values():
@@ -688,6 +742,7 @@ class Pipeline:
         if not result.committed:
             return
         # 3. remember what the broker took, so it is not committed again
+        self.cluster.answered()
         self.offsets.mark_committed(result.committed)
         self.metrics.commits.inc()
         now = time.monotonic()
@@ -744,12 +799,14 @@ class Pipeline:
     async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
         """Let in-flight work of ``partitions`` finish briefly; return what to commit.
 
-        The wait is ``revoke_grace_s`` capped at a quarter of ``max.poll.interval.ms``
-        (the group's rebalance timeout), and while draining at the drain's time left.
+        Chunks with nothing published yet are handed back at once; the others get
+        ``revoke_grace_s`` capped at a quarter of ``max.poll.interval.ms`` (the group's
+        rebalance timeout), and while draining at the drain's time left.
         """
         grace = 0.0 if self._forced else self.settings.effective_revoke_grace_s
         if self._drain_deadline is not None:
             grace = min(grace, self._time_left())
+        self._hand_back_untouched(partitions)
         busy = [tp for tp in partitions if self.chunks.get(tp)]
         if busy and grace > 0:
             events = []
@@ -773,9 +830,6 @@ class Pipeline:
         for tp in partitions:
             self._epochs.pop(tp, None)
             for chunk in list(self.chunks.get(tp, {}).values()):
-                chunk.abandoned = True
-                for task in chunk.tasks:
-                    task.cancel()
-                self._forget(chunk)
+                self._abandon(chunk)
             self.chunks.pop(tp, None)
             self._partition_idle.pop(tp, None)

@@ -92,6 +92,7 @@ _CLASSIC_GROUP_ONLY = frozenset(
 GroupProtocol = Literal["classic", "consumer"]
 GROUP_PROTOCOLS: tuple[GroupProtocol, ...] = ("classic", "consumer")
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+RECONNECT_BACKOFF_MAX_MS = 2000
 
 
 class ConfigError(ValueError):
@@ -245,6 +246,16 @@ class Settings:
             )
         if self.max_poll_interval_s <= 0:
             raise ConfigError("max.poll.interval.ms must be > 0")
+        raw = self.kafka_options.get("session.timeout.ms", self.session_timeout_s * 1000)
+        try:
+            session = float(raw)
+        except ValueError:
+            raise ConfigError(f"session.timeout.ms={raw!r} is not a number") from None
+        if self.group_protocol == "classic" and self.max_poll_interval_s * 1000 < session:
+            raise ConfigError(
+                f"max.poll.interval.ms ({self.max_poll_interval_s * 1000:g}) must be at least "
+                f"the session timeout ({session:g} ms): lower BATCH_RUNNER_SESSION_TIMEOUT_S",
+            )
 
     def retry_policy(self) -> RetryPolicy:
         """Return the retry policy these settings describe."""
@@ -309,6 +320,9 @@ class Settings:
             "fetch.queue.backoff.ms": 5,
             "fetch.max.bytes": 16 * 1024 * 1024,
             "client.id": f"batch-runner-consumer-{self.group_id}",
+            # After an outage, reconnect within 2 s of the broker's return (librdkafka
+            # backs off up to 10 s by default); failed attempts are counted, not logged.
+            "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
             "statistics.interval.ms": 5000,
         }
         if self.group_instance_id:
@@ -332,6 +346,7 @@ class Settings:
             # Room for the largest result or dead letter plus key, headers and framing.
             "message.max.bytes": max(self.max_message_bytes, self.max_result_bytes) + 64 * 1024,
             "client.id": f"batch-runner-producer-{self.group_id}",
+            "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
             "statistics.interval.ms": 5000,
         }
         # Consumer-only options would make the producer warn: pass the rest through.
