@@ -24,7 +24,13 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer import logs
 from consumer.pipeline import FatalError, Pipeline
-from consumer.settings import PROTOCOLS, ConfigError, Settings, unknown_variables
+from consumer.settings import (
+    GROUP_PROTOCOLS,
+    PROTOCOLS,
+    ConfigError,
+    Settings,
+    unknown_variables,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -71,7 +77,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest record written; a bigger prediction is an error result (1000000)",
     )
     add("--commit-interval", dest="commit_interval_s", type=float, help="seconds (0.5)")
+    add("--commit-timeout", dest="commit_timeout_s", type=float, help="seconds (10)")
     add("--drain-timeout", dest="drain_timeout_s", type=float, help="seconds (default 30)")
+    add("--revoke-grace", dest="revoke_grace_s", type=float, help="seconds (default 10)")
+    add("--group-protocol", choices=GROUP_PROTOCOLS, help="classic (default) or consumer")
+    add("--session-timeout", dest="session_timeout_s", type=float, help="classic: seconds (10)")
+    add(
+        "--heartbeat-interval",
+        dest="heartbeat_interval_s",
+        type=float,
+        help="classic: seconds (1)",
+    )
+    add("--group-instance-id", help="static membership id, e.g. the pod name (default none)")
+    add(
+        "--stall-timeout",
+        dest="stall_timeout_s",
+        type=float,
+        help="seconds a partition with work may not move before it is a stall (60)",
+    )
     add(
         "-X",
         dest="kafka_option",
