@@ -25,7 +25,15 @@ from tests.consumer_harness import Service, create_topics, read_results, submit
 from tools.demo import ORIGINAL_LABELS, ORIGINAL_ROWS
 from tools.iris_data import FEATURES, sample
 from tools.modelserver import IrisModel
-from tools.real_servers import KSERVE, MLSERVER, RealServer, RealServerError, ServerKind, running
+from tools.real_servers import (
+    KSERVE,
+    MLSERVER,
+    RealServer,
+    RealServerError,
+    ServerKind,
+    environment,
+    running,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -191,6 +199,27 @@ async def test_kserve_v2_pd_content_type_reads_the_column_tensors(
     codec = CodecOptions(inputs="columns", content_type="pd")
     outcomes = await predict_all(settings_for(kserve.endpoint("v2"), "v2", codec), items[:UNIT])
     assert predictions(outcomes) == labels[:UNIT]
+
+
+# --- installing -------------------------------------------------------------------------------
+
+
+def test_an_install_that_fails_says_what_failed_and_leaves_nothing_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A requirement uv cannot install raises RealServerError quoting uv; a retry retries.
+
+    (The requirement is malformed, so uv refuses it before asking PyPI anything.)
+    """
+    monkeypatch.setenv("BATCH_RUNNER_CACHE_DIR", str(tmp_path))
+    broken = ServerKind("broken", "Broken", "0", ("kserve===",), ("v1",))
+    for _ in range(2):
+        with pytest.raises(RealServerError) as failed:
+            environment(broken)
+        message = str(failed.value)
+        assert message.startswith("could not install kserve=== from PyPI for Broken 0 in ")
+        assert "its output ends with:" in message
+        assert not (tmp_path / "model-servers" / broken.key() / "ready.json").exists()
 
 
 # --- the whole pipeline -------------------------------------------------------------------------
