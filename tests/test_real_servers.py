@@ -13,6 +13,11 @@ whole pipeline: broker, a consumer replica process, the real server.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,7 +42,6 @@ from tools.real_servers import (
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from confluent_kafka.admin import AdminClient
 
@@ -220,6 +224,48 @@ def test_an_install_that_fails_says_what_failed_and_leaves_nothing_ready(
         assert message.startswith("could not install kserve=== from PyPI for Broken 0 in ")
         assert "its output ends with:" in message
         assert not (tmp_path / "model-servers" / broken.key() / "ready.json").exists()
+
+
+def test_real_server_command_serves_until_sigterm_and_leaves_no_process(tmp_path: Path) -> None:
+    """``batch-runner real-server kserve`` prints its endpoints, answers, and stops cleanly."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "real-server", "kserve", "--workdir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert first.startswith("KServe 0.21.0 serving 'iris' at http://127.0.0.1:"), first
+        v1 = process.stdout.readline().split(": ", 1)[1].strip()
+        v2 = process.stdout.readline().split(": ", 1)[1].strip()
+        assert v2.endswith("/v2/models/iris/infer")
+        body = orjson.dumps({"instances": [[5.2, 3.6, 1.5, 0.3]]})
+        request = urllib.request.Request(v1, body, {"Content-Type": "application/json"})  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - loopback
+            assert orjson.loads(answer.read()) == {"predictions": ["setosa"]}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+    port = first.rsplit(":", 1)[1].strip()
+    assert servers_on(port) == [], "the KServe process outlived the command"
+
+
+def servers_on(port: str) -> list[int]:
+    """Return the pids of KServe iris servers started with ``--http_port port``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"kserve_iris.py") for a in args) and port.encode() in args:
+                found.append(int(entry.name))
+    return found
 
 
 # --- the whole pipeline -------------------------------------------------------------------------
