@@ -135,7 +135,8 @@ def _run(argv: list[str], what: str, kind: ServerKind, root: Path) -> None:
 
 
 def _uv() -> str:
-    uv = shutil.which("uv")
+    # ``uv run`` tells its children where it is; otherwise look on PATH.
+    uv = os.environ.get("UV") or shutil.which("uv")
     if uv is None:
         raise RealServerError(
             "`uv` was not found on PATH: the real model servers are installed with it "
