@@ -24,13 +24,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from consumer import logs
 from consumer.pipeline import FatalError, Pipeline
-from consumer.settings import (
-    GROUP_PROTOCOLS,
-    PROTOCOLS,
-    ConfigError,
-    Settings,
-    unknown_variables,
-)
+from consumer.protocols import PROTOCOLS
+from consumer.settings import GROUP_PROTOCOLS, ConfigError, Settings, unknown_variables
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -58,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a named endpoint requests may select with 'target' (repeatable)",
     )
     add(
+        "--codec",
+        action="append",
+        metavar="[TARGET:]KEY=VALUE",
+        help="how an endpoint's items and answers are shaped, e.g. rows=true, "
+        "columns=a,b,c, datatype=FP32, output=label (repeatable; env BATCH_RUNNER_CODEC)",
+    )
+    add(
         "--headers-file",
         help='JSON {"target": {"Header": "value"}} sent with inference requests (secrets)',
     )
@@ -70,6 +72,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--request-timeout", dest="request_timeout_s", type=float, help="seconds (default 30)")
     add("--max-attempts", type=int, help="attempts per work unit (default 60)")
     add("--max-elapsed", dest="max_elapsed_s", type=float, help="seconds per unit (600)")
+    add(
+        "--max-same-error",
+        type=int,
+        help="the same HTTP 500 answer this many times is final (default 3; 0: off)",
+    )
     add("--max-buffered-items", type=int, help="pause fetching above this (default 10000)")
     add(
         "--max-result-bytes",

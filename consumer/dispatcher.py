@@ -7,6 +7,15 @@ connection errors and timeouts, ``Retry-After``, full-jitter backoff, attempt an
 budgets); the place in the limiter is held only while a request is on the wire, never
 while backing off. The outcome is always an :class:`Outcome`: predictions for every item,
 or one error shared by the unit's items. Nothing here raises for a bad answer.
+
+Two clocks per unit: ``queue_ms``, the time spent waiting for a place in the limiter
+(every attempt's wait added up), and ``latency_ms``, from the first attempt to the final
+answer without those waits: what the model and the retries cost, not how busy the
+replica is.
+
+An error answer's body is read (up to a cap) and cut to its informative end by
+:func:`error_snippet`: a traceback says what went wrong in its last lines. The same HTTP
+500 body ``max_same_error`` times for one unit is final (``RetryPolicy.answer_is_final``).
 """
 
 from __future__ import annotations
@@ -14,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import aiohttp
+import orjson
 
 from consumer.limiter import Limiter
 from consumer.metrics import Metrics
-from consumer.protocols import BadResponse, Codec, WrongCount, get_codec
+from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec
 from consumer.retry import FailureKind, parse_retry_after
 
 if TYPE_CHECKING:
@@ -36,7 +46,8 @@ class Outcome:
 
     Exactly one of ``predictions`` (one JSON text per item, in order) and ``error_kind``
     is set. ``attempts`` counts HTTP requests made; ``latency_ms`` is the wall time from
-    the first attempt to the final answer, backoff included.
+    the first attempt to the final answer, backoff included, waits for a free request
+    slot excluded; ``queue_ms`` is those waits.
     """
 
     predictions: list[bytes] | None
@@ -45,6 +56,7 @@ class Outcome:
     error_kind: str | None = None
     error_message: str | None = None
     http_status: int | None = None
+    queue_ms: float = 0.0
 
 
 class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
@@ -54,16 +66,66 @@ class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
         message: str,
         status: int | None = None,
         retry_after: str | None = None,
+        body: str = "",
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        self.body = body
 
 
 # A response over the size cap would be over it again: not one of the retry policy's kinds.
 RESPONSE_TOO_LARGE = "response_too_large"
+# Items the endpoint's codec options cannot shape: no request is made.
+BAD_ITEM = "bad_item"
+
+ERROR_SNIPPET_CHARS: Final = 1000
+"""The longest server message an error result carries (its end is kept)."""
+ERROR_BODY_TAIL_BYTES: Final = 64 * 1024
+"""How much of the end of an error answer's body is kept while reading it."""
+_MESSAGE_KEYS: Final = ("error", "detail", "message")
+
+
+def _message_in_json(text: str) -> str | None:
+    """Return the message a JSON error object carries (``{"error": "..."}`` and the like)."""
+    if not text.startswith("{"):
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    for key in _MESSAGE_KEYS:
+        found = value.get(key)
+        if isinstance(found, dict):
+            found = found.get("message")
+        if isinstance(found, str) and found.strip():
+            return found
+    return None
+
+
+def error_snippet(body: bytes, cap: int = ERROR_SNIPPET_CHARS) -> str:
+    """Return the informative part of an error answer's ``body``, at most ``cap`` characters.
+
+    A JSON object's ``error``, ``detail`` or ``message`` string (as MLServer, KServe,
+    Triton and FastAPI send them) is taken out of it. A longer text keeps its end, where
+    a traceback says what went wrong, from a line start where one falls in the first
+    half of what is kept, after an ellipsis.
+    """
+    if cap < 2:
+        raise ValueError("cap must be >= 2")
+    text = body.decode("utf-8", "replace").strip()
+    text = (_message_in_json(text) or text).strip()
+    if len(text) <= cap:
+        return text
+    tail = text[-(cap - 1) :]
+    newline = tail.find("\n")
+    if 0 <= newline < len(tail) // 2:
+        tail = tail[newline + 1 :]
+    return "\u2026" + tail
 
 
 class Dispatcher:
@@ -82,7 +144,8 @@ class Dispatcher:
         self._policy: RetryPolicy = settings.retry_policy()
         self.limiter = Limiter(settings.max_in_flight)
         self._codecs: dict[str, Codec] = {
-            name: get_codec(endpoint.protocol) for name, endpoint in settings.endpoints.items()
+            name: get_codec(endpoint.protocol, endpoint.codec)
+            for name, endpoint in settings.endpoints.items()
         }
         # Each endpoint's request headers, built once (per-message trace headers are added
         # to a copy only when a message carries them).
@@ -136,16 +199,28 @@ class Dispatcher:
     ) -> Outcome:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget."""
         codec = self._codecs[endpoint.name]
-        body = codec.encode(items)
+        try:
+            body = codec.encode(items)
+        except BadItem as exc:
+            return Outcome(None, 0, 0.0, BAD_ITEM, str(exc))
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
+        limiter = self.limiter
         started = time.monotonic()
+        first_attempt = started
+        queued = 0.0  # seconds spent waiting for a place in the limiter, all attempts
+        seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self.limiter:
+                waiting = time.monotonic()
+                async with limiter:
+                    sending = time.monotonic()
+                    queued += sending - waiting
+                    if attempt == 1:
+                        first_attempt = sending
                     answer = await self._post(endpoint.url, body, request_headers)
                 try:
                     predictions = codec.decode(answer, len(items))
@@ -155,48 +230,75 @@ class Dispatcher:
                     raise _Failure(FailureKind.BAD_RESPONSE, str(exc), 200) from None
             except _Failure as failure:
                 self.last_failure = time.monotonic()
-                retryable = failure.kind != RESPONSE_TOO_LARGE and self._policy.should_retry(
-                    FailureKind(failure.kind),
-                    failure.status,
-                )
-                elapsed = time.monotonic() - started
-                delay = None
-                if retryable:
-                    delay = self._policy.next_delay(
-                        attempt,
-                        elapsed,
-                        parse_retry_after(failure.retry_after, time.time()),
-                    )
+                delay = self._retry_delay(failure, attempt, first_attempt, seen)
                 if delay is None:
-                    message = failure.message
-                    if retryable:
-                        message = f"gave up after {attempt} attempts in {elapsed:.1f}s: {message}"
-                    return self._error(started, attempt, failure.kind, message, failure.status)
+                    return self._error(started, queued, attempt, failure)
                 self._metrics.retries.inc()
                 await asyncio.sleep(delay)
                 continue
             self.last_success = time.monotonic()
-            return Outcome(
-                predictions=predictions,
-                attempts=attempt,
-                latency_ms=(time.monotonic() - started) * 1000.0,
-            )
+            return self._finish(started, queued, attempt, predictions)
 
-    @staticmethod
-    def _error(
+    def _retry_delay(
+        self,
+        failure: _Failure,
+        attempt: int,
+        first_attempt: float,
+        seen: dict[tuple[int, str], int],
+    ) -> float | None:
+        """Return the wait before the next attempt, or None (``failure.message`` says why)."""
+        policy = self._policy
+        if failure.kind == RESPONSE_TOO_LARGE or not policy.should_retry(
+            FailureKind(failure.kind),
+            failure.status,
+        ):
+            return None
+        elapsed = time.monotonic() - first_attempt
+        if failure.status is not None and failure.kind == FailureKind.HTTP_STATUS:
+            key = (failure.status, failure.body)
+            times = seen[key] = seen.get(key, 0) + 1
+            if policy.answer_is_final(failure.status, failure.body, times):
+                failure.message = (
+                    f"{failure.message} (the same answer {times} times: the model fails on "
+                    "this input, not retried further)"
+                )
+                return None
+        delay = policy.next_delay(
+            attempt,
+            elapsed,
+            parse_retry_after(failure.retry_after, time.time()),
+        )
+        if delay is None:
+            failure.message = (
+                f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
+            )
+        return delay
+
+    def _finish(
+        self,
         started: float,
+        queued: float,
         attempts: int,
-        kind: str,
-        message: str,
-        status: int | None,
+        predictions: list[bytes],
     ) -> Outcome:
+        self._metrics.queue_wait.observe(queued)
+        return Outcome(
+            predictions=predictions,
+            attempts=attempts,
+            latency_ms=(time.monotonic() - started - queued) * 1000.0,
+            queue_ms=queued * 1000.0,
+        )
+
+    def _error(self, started: float, queued: float, attempts: int, failure: _Failure) -> Outcome:
+        self._metrics.queue_wait.observe(queued)
         return Outcome(
             predictions=None,
             attempts=attempts,
-            latency_ms=(time.monotonic() - started) * 1000.0,
-            error_kind=kind,
-            error_message=message,
-            http_status=status,
+            latency_ms=(time.monotonic() - started - queued) * 1000.0,
+            error_kind=failure.kind,
+            error_message=failure.message,
+            http_status=failure.status,
+            queue_ms=queued * 1000.0,
         )
 
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> bytes:
@@ -214,12 +316,13 @@ class Dispatcher:
                 metrics.inference_latency.observe(time.monotonic() - started)
                 if 200 <= status < 300:
                     return await self._read_capped(response)
-                snippet = (await response.content.read(300)).decode("utf-8", "replace")
+                snippet = error_snippet(await self._read_tail(response))
                 raise _Failure(
                     FailureKind.HTTP_STATUS,
                     f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
                     status,
                     response.headers.get("Retry-After"),
+                    snippet,
                 )
         except TimeoutError:
             self.unanswered += 1
@@ -242,6 +345,25 @@ class Dispatcher:
     def endpoint_answering(self, max_unanswered: int = 5) -> bool:
         """Whether the endpoints answer: fewer than ``max_unanswered`` silent requests in a row."""
         return self.unanswered < max_unanswered
+
+    async def _read_tail(self, response: aiohttp.ClientResponse) -> bytes:
+        """Return the last ``ERROR_BODY_TAIL_BYTES`` of an error answer's body.
+
+        Reading stops at ``max_response_bytes`` (the connection is then dropped rather
+        than drained); a broken body yields what arrived.
+        """
+        cap = self._settings.max_response_bytes
+        kept = b""
+        size = 0
+        try:
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                kept = (kept + chunk)[-ERROR_BODY_TAIL_BYTES:]
+                if size > cap:
+                    break
+        except (aiohttp.ClientError, OSError):
+            pass
+        return kept
 
     async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
         cap = self._settings.max_response_bytes

@@ -13,6 +13,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -80,6 +81,12 @@ class Metrics:
             "batch_runner_inference_latency_seconds",
             "Time of one inference HTTP request.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "batch_runner_queue_wait_seconds",
+            "Time a work unit waited for a free request slot (--max-in-flight), all attempts.",
+            buckets=QUEUE_BUCKETS,
             registry=r,
         )
         self.item_latency = Histogram(

@@ -531,7 +531,9 @@ class Pipeline:
         count = len(unit.items)
         predictions = outcome.predictions
         if predictions is not None:
-            encode = OkResultEncoder(request, outcome.attempts, outcome.latency_ms)
+            encode = OkResultEncoder(
+                request, outcome.attempts, outcome.latency_ms, outcome.queue_ms
+            )
             values = [encode(first + i, p) for i, p in enumerate(predictions)]
             errors = self._replace_oversized(request, first, values, outcome)
         else:
@@ -544,6 +546,7 @@ class Pipeline:
                     outcome.http_status,
                     outcome.attempts,
                     outcome.latency_ms,
+                    outcome.queue_ms,
                 )
                 for i in range(count)
             ]
@@ -598,6 +601,7 @@ class Pipeline:
                     None,
                     outcome.attempts,
                     outcome.latency_ms,
+                    outcome.queue_ms,
                 )
                 replaced += 1
         return replaced

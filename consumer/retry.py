@@ -29,6 +29,13 @@ jittered backoff)``, so a server's hint is honoured (up to a cap, so a hostile o
 header cannot park a work unit for hours) while the jitter still spreads clients when the
 hint is short.
 
+One more way to give up early: a model that fails on its input answers HTTP 500 with the
+same message every time (MLServer and KServe do for an input of the wrong shape). When one
+work unit has had the same 500 answer ``max_same_error`` times (3 by default),
+:meth:`RetryPolicy.answer_is_final` says that answer is final: waiting ten minutes would
+only repeat it. 502, 503 and 504 are never judged so (a gateway or a restarting server
+repeats its "unavailable" page until it is back), nor is a 500 with an empty body.
+
 Two caps, whichever comes first: ``max_attempts`` attempts, and ``max_elapsed_s`` seconds
 since the work unit's first attempt started (the original example's "60 retries, about 10
 minutes"). A wait that would end past the time budget is not started: ``next_delay``
@@ -51,6 +58,9 @@ if TYPE_CHECKING:
 
 DEFAULT_RETRY_STATUSES: frozenset[int] = frozenset({408, 425, 429, 500, 502, 503, 504})
 """Request Timeout, Too Early, Too Many Requests, and the transient 5xx."""
+
+REPEATABLE_FAILURE_STATUSES: frozenset[int] = frozenset({500})
+"""Statuses whose same answer, repeated, means the model fails on the input itself."""
 
 # RFC 9110 delay-seconds is 1*DIGIT; a decimal fraction is accepted too, as harmless leniency.
 _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
@@ -163,6 +173,8 @@ class RetryPolicy:
     """HTTP statuses that are retried; every other status fails at once."""
     max_retry_after_s: float = 120.0
     """Cap on a server-sent ``Retry-After``."""
+    max_same_error: int = 3
+    """The same HTTP 500 answer this many times is final (0: never judged so)."""
 
     def __post_init__(self) -> None:
         """Validate every field, and store ``retry_statuses`` as a frozenset."""
@@ -177,6 +189,8 @@ class RetryPolicy:
                 f"max_delay_s must be >= base_delay_s, got {self.max_delay_s} < {self.base_delay_s}"
             )
         _check_finite("max_retry_after_s", self.max_retry_after_s, 0.0)
+        if self.max_same_error < 0:
+            raise ValueError(f"max_same_error must be >= 0, got {self.max_same_error}")
         statuses = self._statuses(self.retry_statuses)
         object.__setattr__(self, "retry_statuses", statuses)
 
@@ -197,6 +211,20 @@ class RetryPolicy:
     def should_retry(self, kind: FailureKind, status: int | None) -> bool:
         """Return whether a failure is worth retrying under this policy (see module docs)."""
         return should_retry(kind, status, self.retry_statuses)
+
+    def answer_is_final(self, status: int, body: str, times: int) -> bool:
+        """Return whether an answer seen ``times`` times for one work unit is final.
+
+        True for an HTTP 500 with a non-empty ``body`` seen ``max_same_error`` times or
+        more (and ``max_same_error`` is not 0): the model's deterministic failure on the
+        input. Never for other statuses (see the module docstring).
+        """
+        return (
+            self.max_same_error > 0
+            and status in REPEATABLE_FAILURE_STATUSES
+            and bool(body.strip())
+            and times >= self.max_same_error
+        )
 
     def backoff_cap(self, attempt: int) -> float:
         """Return the upper bound of the jittered wait after ``attempt`` attempts (>= 1)."""

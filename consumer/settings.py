@@ -18,6 +18,11 @@ Environment variables (CLI flags of ``batch-runner consume`` override them):
 ``BATCH_RUNNER_TARGETS``
     named endpoints a request may select with ``target``: ``name=PROTOCOL:URL`` entries
     separated by whitespace or commas, e.g. ``iris=v1:http://models/v1/models/iris:predict``.
+``BATCH_RUNNER_CODEC``
+    how each endpoint's codec shapes items and reads predictions: ``[TARGET:]KEY=VALUE``
+    entries separated by whitespace (shell quoting applies), without ``TARGET:`` for the
+    default endpoint, e.g. ``rows=true kserve:columns=a,b,c mlserver:datatype=FP32``; the
+    keys are :data:`consumer.protocols.OPTION_NAMES` (docs/contract.md describes them).
 ``BATCH_RUNNER_<FIELD>``
     every other field of :class:`Settings`, upper-cased (``BATCH_RUNNER_MAX_IN_FLIGHT=64``).
 """
@@ -28,19 +33,26 @@ import dataclasses
 import difflib
 import json
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
+from consumer.protocols import (
+    DEFAULT_OPTIONS,
+    PROTOCOLS,
+    CodecOptions,
+    ProtocolName,
+    codec_options,
+    get_codec,
+)
 from consumer.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-ProtocolName = Literal["raw", "v1", "v2"]
-PROTOCOLS: tuple[ProtocolName, ...] = ("raw", "v1", "v2")
 DEFAULT_TARGET = "default"
 _TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -105,12 +117,14 @@ class Endpoint:
 
     ``headers`` (an ``Authorization`` token, say) are sent with every request to it; they
     come from the environment or a file, never from a message, and never appear in a repr.
+    ``codec`` says how items are shaped for it and predictions read from its answers.
     """
 
     name: str
     url: str
     protocol: ProtocolName = "v1"
     headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    codec: CodecOptions = DEFAULT_OPTIONS
 
     def __post_init__(self) -> None:
         """Validate the name, the URL and the protocol."""
@@ -126,6 +140,10 @@ class Endpoint:
                 f"endpoint {self.name!r}: protocol {self.protocol!r} is not one of "
                 f"{', '.join(PROTOCOLS)}",
             )
+        try:
+            get_codec(self.protocol, self.codec)
+        except ValueError as exc:
+            raise ConfigError(f"endpoint {self.name!r}: {exc}") from None
 
 
 def parse_target(spec: str) -> Endpoint:
@@ -159,6 +177,9 @@ class Settings:
     max_response_bytes: int = 16 * 1024 * 1024
     max_attempts: int = 60
     max_elapsed_s: float = 600.0
+    # The same HTTP 500 body this many times for one work unit is the model's final
+    # answer to its input, not a passing fault (0: retry such answers like any 500).
+    max_same_error: int = 3
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     # Backpressure: pause fetching while more items than this are buffered.
@@ -265,6 +286,7 @@ class Settings:
                 max_elapsed_s=self.max_elapsed_s,
                 base_delay_s=self.backoff_base_s,
                 max_delay_s=self.backoff_max_s,
+                max_same_error=self.max_same_error,
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
@@ -360,8 +382,9 @@ class Settings:
         """Build settings from ``env`` (usually ``os.environ``) and non-None ``overrides``.
 
         ``overrides`` uses the field names; ``endpoint``/``protocol``/``targets``
-        (a list of ``NAME=PROTOCOL:URL`` strings) and ``kafka_option`` (a list of
-        ``key=value``) are accepted too, as the CLI passes them.
+        (a list of ``NAME=PROTOCOL:URL`` strings), ``codec`` (a list of
+        ``[TARGET:]KEY=VALUE``) and ``kafka_option`` (a list of ``key=value``) are
+        accepted too, as the CLI passes them.
         """
         given = {k: v for k, v in overrides.items() if v is not None}
         values: dict[str, Any] = {}
@@ -482,7 +505,42 @@ def _endpoints(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, En
         if target not in endpoints:
             raise ConfigError(f"headers are configured for target {target!r}, which does not exist")
         endpoints[target] = dataclasses.replace(endpoints[target], headers=headers)
+    for target, values in _codec_values(env, given).items():
+        if target not in endpoints:
+            raise ConfigError(
+                f"codec options are configured for target {target!r}, which does not exist",
+            )
+        endpoint = endpoints[target]
+        try:
+            options = codec_options(endpoint.protocol, values)
+        except ValueError as exc:
+            raise ConfigError(f"endpoint {target!r}: {exc}") from None
+        endpoints[target] = dataclasses.replace(endpoint, codec=options)
     return endpoints
+
+
+def _codec_values(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """Collect ``[TARGET:]KEY=VALUE`` codec options per target (flags after the variable).
+
+    ``BATCH_RUNNER_CODEC`` holds entries separated by whitespace, split as a shell would
+    (quotes keep spaces in a value); ``--codec`` gives one entry per flag. An entry
+    without ``TARGET:`` is for the default endpoint; a later entry for the same key wins.
+    """
+    text = env.get("BATCH_RUNNER_CODEC", "")
+    try:
+        entries = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"BATCH_RUNNER_CODEC: {exc}") from None
+    entries += list(given.get("codec") or [])
+    out: dict[str, dict[str, str]] = {}
+    for entry in entries:
+        left, sep, value = entry.partition("=")
+        target, colon, key = left.rpartition(":")
+        if not sep or not key.strip():
+            raise ConfigError(f"codec option {entry!r}: expected [TARGET:]KEY=VALUE")
+        name = target.strip() if colon else DEFAULT_TARGET
+        out.setdefault(name, {})[key.strip()] = value
+    return out
 
 
 class _Recorder(Mapping[str, str]):

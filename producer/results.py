@@ -188,9 +188,18 @@ class BatchState:
         """Return p50 and p99 of the items' ``latency_ms`` (0, 0 without results)."""
         return percentiles([r.latency_ms for r in self.results.values()])
 
+    def queue_percentiles(self) -> tuple[float, float]:
+        """Return p50 and p99 of the items' ``queue_ms`` (records without it are left out)."""
+        return percentiles([r.queue_ms for r in self.results.values() if r.queue_ms is not None])
+
     def summary(self) -> dict[str, Any]:
-        """Return counts and latency figures, as printed at the end of a tail or collect."""
+        """Return counts, latency and queue figures, as printed at the end of a tail or collect.
+
+        ``latency`` is the model's side (first attempt to answer), ``queue`` the consumer's
+        wait for a free request slot before it.
+        """
         p50, p99 = self.latency_percentiles()
+        queue_p50, queue_p99 = self.queue_percentiles()
         return {
             "batch_id": self.batch_id,
             "total": self.total,
@@ -200,6 +209,8 @@ class BatchState:
             "duplicates_ignored": self.duplicates,
             "p50_latency_ms": round(p50, 3),
             "p99_latency_ms": round(p99, 3),
+            "p50_queue_ms": round(queue_p50, 3),
+            "p99_queue_ms": round(queue_p99, 3),
         }
 
 

@@ -183,7 +183,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     present iff ``status`` is ``ok``, and ``msgspec.UNSET`` otherwise; ``error`` is set iff
     it is ``error``. ``attempts`` counts HTTP requests made for the item (0 when none could
     be made); ``latency_ms`` is the time from the first attempt to the final answer,
-    backoff included.
+    backoff included, waits for a free request slot excluded; ``queue_ms`` is those waits
+    (absent in records written before it existed).
     """
 
     schema: Literal["result/v1"]
@@ -193,6 +194,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     status: Literal["ok", "error"]
     attempts: NonNegative
     latency_ms: Annotated[float, msgspec.Meta(ge=0)]
+    queue_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
     # Encoders pass the model's JSON text as ``msgspec.Raw`` (embedded as is); decoders
     # return the Python value. UNSET (absent) tells a missing prediction from a null one.
     prediction: Any = msgspec.UNSET
@@ -601,12 +603,13 @@ def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the messag
     return _encoder.encode(request)
 
 
-def encode_ok_result(
+def encode_ok_result(  # noqa: PLR0913, PLR0917 - one argument per field of the record
     request: BatchRequest,
     index: int,
     prediction: bytes,
     attempts: int,
     latency_ms: float,
+    queue_ms: float = 0.0,
 ) -> bytes:
     """Encode the ``ok`` result of item ``index`` (the prediction's JSON text is embedded)."""
     return _encoder.encode(
@@ -618,6 +621,7 @@ def encode_ok_result(
             status="ok",
             attempts=attempts,
             latency_ms=round(latency_ms, 3),
+            queue_ms=round(queue_ms, 3),
             prediction=msgspec.Raw(prediction),
             metadata=request.metadata,
         ),
@@ -627,18 +631,24 @@ def encode_ok_result(
 class OkResultEncoder:
     """Encodes the ``ok`` results of one work unit: what they share is encoded once.
 
-    Every result of a unit has the same batch, chunk, attempts, latency and metadata;
-    only ``index`` and ``prediction`` change. The shared parts are cut from one record
-    encoded by :func:`encode_ok_result`, so ``encoder(index, prediction)`` returns exactly
-    the bytes ``encode_ok_result(request, index, prediction, attempts, latency_ms)`` does,
-    for a fraction of the cost.
+    Every result of a unit has the same batch, chunk, attempts, latency, queue time and
+    metadata; only ``index`` and ``prediction`` change. The shared parts are cut from one
+    record encoded by :func:`encode_ok_result`, so ``encoder(index, prediction)`` returns
+    exactly the bytes ``encode_ok_result(request, index, prediction, attempts, latency_ms,
+    queue_ms)`` does, for a fraction of the cost.
     """
 
     __slots__ = ("_head", "_middle", "_tail")
 
-    def __init__(self, request: BatchRequest, attempts: int, latency_ms: float) -> None:
+    def __init__(
+        self,
+        request: BatchRequest,
+        attempts: int,
+        latency_ms: float,
+        queue_ms: float = 0.0,
+    ) -> None:
         """Encode the parts shared by the unit's results."""
-        probe = encode_ok_result(request, 0, b"0", attempts, latency_ms)
+        probe = encode_ok_result(request, 0, b"0", attempts, latency_ms, queue_ms)
         # Before "index" come only the schema and the batch id (a JSON string, where a
         # quote is always escaped); between "index" and "prediction" only numbers and
         # fixed strings: the first unescaped occurrence of each key is the field.
@@ -661,6 +671,7 @@ def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of t
     http_status: int | None,
     attempts: int,
     latency_ms: float,
+    queue_ms: float = 0.0,
 ) -> bytes:
     """Encode the ``error`` result of item ``index``."""
     return _encoder.encode(
@@ -672,6 +683,7 @@ def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of t
             status="error",
             attempts=attempts,
             latency_ms=round(latency_ms, 3),
+            queue_ms=round(queue_ms, 3),
             error=ResultError(kind=kind, message=message, http_status=http_status),
             metadata=request.metadata,
         ),

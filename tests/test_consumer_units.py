@@ -1,4 +1,4 @@
-"""Pure parts of the consumer: settings, the splitter and the live concurrency limiter."""
+"""Pure parts of the consumer: settings (codec options too), the splitter, the limiter."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import pytest
 
 from consumer.limiter import Limiter
 from consumer.logs import JsonFormatter, TextFormatter
+from consumer.protocols import CodecOptions
 from consumer.settings import (
     DEFAULT_TARGET,
     ConfigError,
     Endpoint,
     Settings,
+    known_variables,
     parse_target,
     unknown_variables,
 )
@@ -250,3 +252,46 @@ def test_unknown_batch_runner_variables_are_found_with_the_likely_intended_name(
         "BATCH_RUNNER_MAX_INFLIGHT": "BATCH_RUNNER_MAX_IN_FLIGHT",
         "BATCH_RUNNER_NOTHING_LIKE_IT": None,
     }
+
+
+# --- codec options ------------------------------------------------------------------------
+
+
+def test_codec_options_come_from_the_variable_and_the_flags_per_target() -> None:
+    """``[TARGET:]KEY=VALUE`` entries: none for the default endpoint; flags after the variable."""
+    env = {
+        **BASE_ENV,
+        "BATCH_RUNNER_TARGETS": "ml=v2:http://ml/v2/models/iris/infer ks=v1:http://ks/p",
+        "BATCH_RUNNER_CODEC": "rows=true 'ml:columns=a, b' ml:datatype=fp32 ks:rows=true",
+    }
+    settings = Settings.from_env(env, codec=["ml:datatype=FP64", "ks:v1_key=inputs"])
+    default, ml, ks = (settings.endpoints[name].codec for name in (DEFAULT_TARGET, "ml", "ks"))
+    assert default == CodecOptions(rows=True)
+    assert ml == CodecOptions(columns=("a", "b"), datatype="FP64")
+    assert ks == CodecOptions(rows=True, v1_key="inputs")
+    assert "BATCH_RUNNER_CODEC" in known_variables()
+
+
+@pytest.mark.parametrize(
+    ("codec", "message"),
+    [
+        ("nope:rows=true", "codec options are configured for target 'nope', which does not exist"),
+        ("datatype=FP32", "endpoint 'default': codec option 'datatype' applies to the v2"),
+        ("rows", r"codec option 'rows': expected \[TARGET:\]KEY=VALUE"),
+        ("rows=perhaps", "endpoint 'default': rows='perhaps': use true or false"),
+        ("'rows=true", "BATCH_RUNNER_CODEC: No closing quotation"),
+    ],
+)
+def test_bad_codec_options_fail_at_start_up(codec: str, message: str) -> None:
+    """A codec option for a missing target, the wrong protocol or of a bad value is refused."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE_ENV, "BATCH_RUNNER_CODEC": codec})
+
+
+def test_max_same_error_is_a_setting_of_the_retry_policy() -> None:
+    """``BATCH_RUNNER_MAX_SAME_ERROR`` reaches the policy; a negative count is refused."""
+    settings = Settings.from_env({**BASE_ENV, "BATCH_RUNNER_MAX_SAME_ERROR": "5"})
+    assert settings.retry_policy().max_same_error == 5
+    assert Settings.from_env(BASE_ENV).retry_policy().max_same_error == 3
+    with pytest.raises(ConfigError, match="max_same_error must be >= 0"):
+        Settings.from_env(BASE_ENV, max_same_error=-1)

@@ -532,3 +532,35 @@ def test_parsed_header_feeds_next_delay() -> None:
         "%a, %d %b %Y %H:%M:%S GMT"
     )
     assert RetryPolicy().next_delay(1, 0.0, parse_retry_after(later, NOW), _fixed(0.0)) == 45.0
+
+
+# --- the same 500 answer, repeated --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "times", "final"),
+    [
+        (500, "ValueError: X has 3 features", 3, True),
+        (500, "ValueError: X has 3 features", 4, True),
+        (500, "ValueError: X has 3 features", 2, False),
+        (500, "   ", 3, False),
+        (502, "Bad Gateway", 3, False),
+        (503, "model is loading", 10, False),
+        (504, "upstream timed out", 10, False),
+        (429, "slow down", 10, False),
+    ],
+)
+def test_only_a_repeated_non_empty_500_answer_is_final(
+    status: int, body: str, times: int, *, final: bool
+) -> None:
+    """A model's same 500 message three times is its answer; gateways' 502-504 never are."""
+    assert RetryPolicy().answer_is_final(status, body, times) is final
+
+
+def test_max_same_error_sets_the_count_and_zero_turns_it_off() -> None:
+    """``max_same_error`` is the number of equal answers that is final; 0 never judges so."""
+    assert RetryPolicy(max_same_error=1).answer_is_final(500, "boom", 1)
+    assert not RetryPolicy(max_same_error=5).answer_is_final(500, "boom", 4)
+    assert not RetryPolicy(max_same_error=0).answer_is_final(500, "boom", 100)
+    with pytest.raises(ValueError, match="max_same_error must be >= 0"):
+        RetryPolicy(max_same_error=-1)

@@ -141,10 +141,13 @@ def test_item_count_and_depth_limits_are_configurable() -> None:
 
 
 def test_results_and_summaries_validate_and_decode() -> None:
-    """Encoded results and summaries match their schema files and decode to their types."""
+    """Encoded results and summaries match their schema files and decode to their types.
+
+    Results carry ``queue_ms`` (the wait for a request slot) beside ``latency_ms``.
+    """
     request = decode_batch_request(orjson.dumps(request_doc(metadata={"run": "7"})))
-    ok = encode_ok_result(request, 2, b'"setosa"', 1, 12.3456)
-    error = encode_error_result(request, 1, "http_status", "HTTP 500", 500, 60, 600000.0)
+    ok = encode_ok_result(request, 2, b'"setosa"', 1, 12.3456, 0.5)
+    error = encode_error_result(request, 1, "http_status", "HTTP 500", 500, 60, 600000.0, 7.25)
     summary = encode_summary(request, 2, 1)
     RESULT_SCHEMA.validate(orjson.loads(ok))
     RESULT_SCHEMA.validate(orjson.loads(error))
@@ -152,11 +155,13 @@ def test_results_and_summaries_validate_and_decode() -> None:
     ok_record = decode_results_record(ok)
     assert isinstance(ok_record, Result)
     assert (ok_record.index, ok_record.prediction, ok_record.latency_ms) == (2, "setosa", 12.346)
+    assert ok_record.queue_ms == 0.5
     assert ok_record.metadata == {"run": "7"}
     error_record = decode_results_record(error)
     assert isinstance(error_record, Result)
     assert error_record.error is not None
     assert (error_record.error.kind, error_record.error.http_status) == ("http_status", 500)
+    assert error_record.queue_ms == 7.25
     summary_record = decode_results_record(summary)
     assert isinstance(summary_record, ChunkSummary)
     assert (summary_record.ok, summary_record.error, summary_record.count) == (2, 1, 3)

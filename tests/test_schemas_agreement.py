@@ -181,6 +181,9 @@ def results(draw: st.DrawFn) -> dict[str, Any]:
         "attempts": draw(st.integers(0, 60)),
         "latency_ms": draw(st.floats(0, 1e7)),
     }
+    queue = draw(st.sampled_from(["absent", "null", "value"]))
+    if queue != "absent":  # written by consumers since queue_ms exists; older records lack it
+        doc["queue_ms"] = None if queue == "null" else draw(st.floats(0, 1e7))
     if draw(st.booleans()):
         doc["status"] = "ok"
         doc["prediction"] = draw(json_values)
