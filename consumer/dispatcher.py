@@ -31,7 +31,8 @@ import orjson
 from consumer.limiter import Limiter
 from consumer.metrics import Metrics
 from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec
-from consumer.retry import FailureKind, parse_retry_after
+from consumer.retry import parse_retry_after
+from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -53,7 +54,7 @@ class Outcome:
     predictions: list[bytes] | None
     attempts: int
     latency_ms: float
-    error_kind: str | None = None
+    error_kind: ResultErrorKind | None = None
     error_message: str | None = None
     http_status: int | None = None
     queue_ms: float = 0.0
@@ -62,7 +63,7 @@ class Outcome:
 class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
     def __init__(
         self,
-        kind: str,
+        kind: ResultErrorKind,
         message: str,
         status: int | None = None,
         retry_after: str | None = None,
@@ -75,11 +76,6 @@ class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
         self.retry_after = retry_after
         self.body = body
 
-
-# A response over the size cap would be over it again: not one of the retry policy's kinds.
-RESPONSE_TOO_LARGE = "response_too_large"
-# Items the endpoint's codec options cannot shape: no request is made.
-BAD_ITEM = "bad_item"
 
 ERROR_SNIPPET_CHARS: Final = 1000
 """The longest server message an error result carries (its end is kept)."""
@@ -202,7 +198,7 @@ class Dispatcher:
         try:
             body = codec.encode(items)
         except BadItem as exc:
-            return Outcome(None, 0, 0.0, BAD_ITEM, str(exc))
+            return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
@@ -225,9 +221,9 @@ class Dispatcher:
                 try:
                     predictions = codec.decode(answer, len(items))
                 except WrongCount as exc:
-                    raise _Failure(FailureKind.WRONG_COUNT, str(exc), 200) from None
+                    raise _Failure(ResultErrorKind.WRONG_COUNT, str(exc), 200) from None
                 except BadResponse as exc:
-                    raise _Failure(FailureKind.BAD_RESPONSE, str(exc), 200) from None
+                    raise _Failure(ResultErrorKind.BAD_RESPONSE, str(exc), 200) from None
             except _Failure as failure:
                 self.last_failure = time.monotonic()
                 delay = self._retry_delay(failure, attempt, first_attempt, seen)
@@ -248,13 +244,10 @@ class Dispatcher:
     ) -> float | None:
         """Return the wait before the next attempt, or None (``failure.message`` says why)."""
         policy = self._policy
-        if failure.kind == RESPONSE_TOO_LARGE or not policy.should_retry(
-            FailureKind(failure.kind),
-            failure.status,
-        ):
+        if not policy.should_retry(failure.kind, failure.status):
             return None
         elapsed = time.monotonic() - first_attempt
-        if failure.status is not None and failure.kind == FailureKind.HTTP_STATUS:
+        if failure.status is not None and failure.kind == ResultErrorKind.HTTP_STATUS:
             key = (failure.status, failure.body)
             times = seen[key] = seen.get(key, 0) + 1
             if policy.answer_is_final(failure.status, failure.body, times):
@@ -318,7 +311,7 @@ class Dispatcher:
                     return await self._read_capped(response)
                 snippet = error_snippet(await self._read_tail(response))
                 raise _Failure(
-                    FailureKind.HTTP_STATUS,
+                    ResultErrorKind.HTTP_STATUS,
                     f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
                     status,
                     response.headers.get("Retry-After"),
@@ -328,13 +321,13 @@ class Dispatcher:
             self.unanswered += 1
             metrics.http_code("timeout").inc()
             raise _Failure(
-                FailureKind.TIMEOUT,
+                ResultErrorKind.TIMEOUT,
                 f"no answer within {self._settings.request_timeout_s:g}s",
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             self.unanswered += 1
             metrics.http_code("connection").inc()
-            raise _Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+            raise _Failure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
 
     def failing(self, window_s: float, now: float) -> bool:
         """Whether requests failed and none succeeded in the last ``window_s`` seconds."""
@@ -371,7 +364,7 @@ class Dispatcher:
         if length is not None:
             if length > cap:
                 raise _Failure(
-                    RESPONSE_TOO_LARGE,
+                    ResultErrorKind.RESPONSE_TOO_LARGE,
                     f"response of {length} bytes exceeds the {cap}-byte cap",
                     response.status,
                 )
@@ -384,7 +377,7 @@ class Dispatcher:
             size += len(chunk)
             if size > cap:
                 raise _Failure(
-                    RESPONSE_TOO_LARGE,
+                    ResultErrorKind.RESPONSE_TOO_LARGE,
                     f"response exceeds the {cap}-byte cap",
                     response.status,
                 )

@@ -20,26 +20,24 @@ fetched again).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.offsets import PartitionKey
+from consumer.kafka_thread import ConsumerThread
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from confluent_kafka import Message
 
+    from consumer.offsets import PartitionKey
+
 log = logging.getLogger(__name__)
 
-TP = PartitionKey
 T = TypeVar("T")
 
 # Commit errors that mean "not now" (a rebalance, a coordinator move, a broker away):
@@ -70,13 +68,13 @@ WAKE_TIMEOUT_S = 0.25
 class RebalanceListener(Protocol):
     """What the pipeline does when partitions come and go (all run on the loop)."""
 
-    async def on_assigned(self, partitions: list[TP]) -> None:
+    async def on_assigned(self, partitions: list[PartitionKey]) -> None:
         """Partitions were assigned (incrementally)."""
 
-    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
         """Partitions are about to be revoked: return the positions to commit for them."""
 
-    async def on_lost(self, partitions: list[TP]) -> None:
+    async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Partitions were lost (no commit possible): forget their state."""
 
 
@@ -84,56 +82,13 @@ class RebalanceListener(Protocol):
 class CommitResult:
     """What the broker said about one commit: the positions it took, and the first error."""
 
-    committed: dict[TP, int] = field(default_factory=dict)
+    committed: dict[PartitionKey, int] = field(default_factory=dict)
     error: KafkaError | None = None
 
     @property
     def retriable(self) -> bool:
         """Whether the failure is one that the next commit round may get past."""
         return self.error is None or self.error.code() in RETRIABLE_COMMIT_ERRORS
-
-
-class ConsumerThread(concurrent.futures.Executor):
-    """Runs every call on one daemon thread, in submission order.
-
-    A daemon, unlike a ``ThreadPoolExecutor`` worker: if librdkafka ever blocks longer
-    than the replica is willing to wait (a close against a vanished cluster), the
-    process can still exit instead of hanging in the interpreter's exit hooks.
-    """
-
-    def __init__(self, name: str) -> None:
-        """Start the thread."""
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], object], concurrent.futures.Future[object]] | None
-        ] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(  # type: ignore[override] # one positional callable is all this takes
-        self,
-        fn: Callable[[], T],
-    ) -> concurrent.futures.Future[T]:
-        """Queue ``fn`` and return the future of its result."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((fn, future))  # type: ignore[arg-type] # stored untyped, typed out
-        return future
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                future.set_exception(exc)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:  # noqa: FBT001, FBT002 - the Executor signature
-        """Stop the thread after the queued calls (waits only if ``wait``)."""
-        del cancel_futures
-        self._jobs.put(None)
-        if wait:
-            self._thread.join()
 
 
 class Source:
@@ -161,8 +116,8 @@ class Source:
         self._pending_commits = {}
         self.commit_on_revoke = True
         self.joined = False
-        self.paused: set[TP] = set()
-        self.assignment: set[TP] = set()
+        self.paused: set[PartitionKey] = set()
+        self.assignment: set[PartitionKey] = set()
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._thread.submit(fn))
@@ -198,7 +153,17 @@ class Source:
         )
         return [first, *rest]
 
-    async def commit(self, positions: Mapping[TP, int], timeout_s: float) -> CommitResult:
+    async def poll_paused(self, timeout_s: float) -> None:
+        """Pause every assigned partition and poll once (rebalances, commit answers).
+
+        For a replica that wants no more messages but must stay in its group. A message
+        fetched before the pause took effect is dropped untracked: its offset is never
+        committed, so the group delivers it again.
+        """
+        await self.pause(sorted(self.assignment))
+        await self.fetch(1, timeout_s)
+
+    async def commit(self, positions: Mapping[PartitionKey, int], timeout_s: float) -> CommitResult:
         """Commit ``positions``; wait up to ``timeout_s`` for the broker's answer.
 
         The commit is asynchronous on the consumer thread, which keeps polling (and so
@@ -251,14 +216,14 @@ class Source:
             level = logging.INFO if result.retriable else logging.WARNING
             log.log(level, "commit failed", extra={"error": first.str(), "positions": positions})
 
-    async def pause(self, partitions: list[TP]) -> None:
+    async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
         todo = [tp for tp in partitions if tp not in self.paused and tp in self.assignment]
         if todo:
             await self._call(lambda: self._consumer.pause([TopicPartition(t, p) for t, p in todo]))
             self.paused.update(todo)
 
-    async def resume(self, partitions: list[TP]) -> None:
+    async def resume(self, partitions: list[PartitionKey]) -> None:
         """Fetch from ``partitions`` again, at once."""
         todo = [tp for tp in partitions if tp in self.paused and tp in self.assignment]
         if todo:
@@ -353,16 +318,16 @@ class Source:
         finally:
             self._forget(tps)
 
-    def _forget(self, tps: list[TP]) -> None:
+    def _forget(self, tps: list[PartitionKey]) -> None:
         self.assignment.difference_update(tps)
         self.paused.difference_update(tps)
 
 
-def _fmt(tps: list[TP]) -> list[str]:
+def _fmt(tps: list[PartitionKey]) -> list[str]:
     return [f"{t}[{p}]" for t, p in sorted(tps)]
 
 
-def _fmt_positions(positions: Mapping[TP, int]) -> dict[str, int]:
+def _fmt_positions(positions: Mapping[PartitionKey, int]) -> dict[str, int]:
     return {f"{t}[{p}]": o for (t, p), o in sorted(positions.items())}
 
 

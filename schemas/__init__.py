@@ -6,6 +6,7 @@ JSON Schema files for clients in any language sit beside this package's modules
 codec. docs/contract.md describes every field.
 """
 
+from schemas.error_kinds import ALWAYS_RETRIED, NEVER_RETRIED, ResultErrorKind
 from schemas.messages import (
     BATCH_REQUEST_V1,
     CHUNK_SUMMARY_V1,
@@ -43,6 +44,7 @@ from schemas.messages import (
 )
 
 __all__ = [
+    "ALWAYS_RETRIED",
     "BATCH_REQUEST_V1",
     "CHUNK_SUMMARY_V1",
     "DEFAULT_LIMITS",
@@ -55,6 +57,7 @@ __all__ = [
     "DLQ_SOURCE_PARTITION",
     "DLQ_SOURCE_TOPIC",
     "DLQ_TOPIC",
+    "NEVER_RETRIED",
     "REQUESTS_TOPIC",
     "RESULTS_TOPIC",
     "RESULT_V1",
@@ -66,6 +69,7 @@ __all__ = [
     "OkResultEncoder",
     "Result",
     "ResultError",
+    "ResultErrorKind",
     "dead_letter_headers",
     "decode_batch_request",
     "decode_results_record",

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 import msgspec
 import orjson
 
+from schemas.error_kinds import ResultErrorKind  # noqa: TC001 - msgspec reads it at run time
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -169,9 +171,9 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
 
 class ResultError(msgspec.Struct, frozen=True, kw_only=True):
-    """Why an item has no prediction."""
+    """Why an item has no prediction (``kind``: see :mod:`schemas.error_kinds`)."""
 
-    kind: str
+    kind: ResultErrorKind
     message: str
     http_status: int | None = None
 
@@ -666,7 +668,7 @@ class OkResultEncoder:
 def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of the record
     request: BatchRequest,
     index: int,
-    kind: str,
+    kind: ResultErrorKind,
     message: str,
     http_status: int | None,
     attempts: int,
