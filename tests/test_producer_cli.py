@@ -17,7 +17,12 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from producer.submit import SubmitError, plan_chunks
-from schemas import decode_batch_request, decode_results_record, encode_batch_request
+from schemas import (
+    ResultErrorKind,
+    decode_batch_request,
+    decode_results_record,
+    encode_batch_request,
+)
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
 from tests.consumer_harness import produce_raw, stop_after_commit
 from tests.helpers import read_all, unique, wait_for
@@ -253,7 +258,9 @@ def _write_results(bootstrap: str, topic: str, batch_id: str, order: list[int], 
     producer = Producer({"bootstrap.servers": bootstrap})
     for index in order:
         if index == 3:
-            value = encode_error_result(request, index, "http_status", "HTTP 500", 500, 60, 9.0)
+            value = encode_error_result(
+                request, index, ResultErrorKind.HTTP_STATUS, "HTTP 500", 500, 60, 9.0
+            )
         else:
             value = encode_ok_result(
                 request, index, orjson.dumps({"label": index}), 1, float(index)

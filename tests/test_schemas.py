@@ -18,6 +18,7 @@ from schemas import (
     InvalidMessage,
     Limits,
     Result,
+    ResultErrorKind,
     dead_letter_headers,
     decode_batch_request,
     decode_results_record,
@@ -147,7 +148,9 @@ def test_results_and_summaries_validate_and_decode() -> None:
     """
     request = decode_batch_request(orjson.dumps(request_doc(metadata={"run": "7"})))
     ok = encode_ok_result(request, 2, b'"setosa"', 1, 12.3456, 0.5)
-    error = encode_error_result(request, 1, "http_status", "HTTP 500", 500, 60, 600000.0, 7.25)
+    error = encode_error_result(
+        request, 1, ResultErrorKind.HTTP_STATUS, "HTTP 500", 500, 60, 600000.0, 7.25
+    )
     summary = encode_summary(request, 2, 1)
     RESULT_SCHEMA.validate(orjson.loads(ok))
     RESULT_SCHEMA.validate(orjson.loads(error))
@@ -257,7 +260,9 @@ def test_everything_the_encoder_emits_validates(doc: dict[str, Any]) -> None:
     request = decode_batch_request(data)
     RESULT_SCHEMA.validate(orjson.loads(encode_ok_result(request, 0, orjson.dumps(doc), 1, 1.0)))
     RESULT_SCHEMA.validate(
-        orjson.loads(encode_error_result(request, 0, "timeout", "slow", None, 3, 2.0)),
+        orjson.loads(
+            encode_error_result(request, 0, ResultErrorKind.TIMEOUT, "slow", None, 3, 2.0)
+        ),
     )
     SUMMARY_SCHEMA.validate(orjson.loads(encode_summary(request, len(request.items), 0)))
 
