@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.settings import ConfigError
+from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

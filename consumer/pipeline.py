@@ -43,6 +43,7 @@ from consumer.publisher import Publisher
 from consumer.source import Source
 from consumer.status import ClientReports, StatusBoard
 from consumer.writer import RecordWriter
+from schemas.errors import DeliveryError
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -60,10 +61,6 @@ PROGRESS_CHECK_S = 1.0  # how often partitions are checked for stalls
 DRAIN_RESERVE_FRACTION = 0.2
 DRAIN_RESERVE_MAX_S = 5.0
 DRAIN_POLL_S = 0.1  # how long each poll of a draining replica waits
-
-
-class FatalError(RuntimeError):
-    """The replica cannot go on safely (a result could not be delivered)."""
 
 
 class Pipeline:
@@ -171,7 +168,7 @@ class Pipeline:
         self.book.cancel_all()
 
     async def run(self) -> None:
-        """Run until stopped; raise :class:`FatalError` if a result could not be delivered."""
+        """Run until stopped; raise :class:`DeliveryError` if a record could not be delivered."""
         settings = self.settings
         topics = [settings.requests_topic, settings.results_topic, settings.dlq_topic]
         await asyncio.to_thread(self.publisher.check_topics, topics)
@@ -205,7 +202,7 @@ class Pipeline:
                 await self.ops.stop()
             self._kafka_log.removeFilter(self.cluster)
         if self._fatal is not None:
-            raise FatalError(str(self._fatal)) from self._fatal
+            raise DeliveryError(str(self._fatal)) from self._fatal
 
     async def _fetch_loop(self) -> None:
         settings, source, book = self.settings, self.source, self.book

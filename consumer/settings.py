@@ -49,6 +49,7 @@ from consumer.protocols import (
     get_codec,
 )
 from consumer.retry import RetryPolicy
+from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -105,10 +106,6 @@ GroupProtocol = Literal["classic", "consumer"]
 GROUP_PROTOCOLS: tuple[GroupProtocol, ...] = ("classic", "consumer")
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 RECONNECT_BACKOFF_MAX_MS = 2000
-
-
-class ConfigError(ValueError):
-    """The replica's configuration is unusable; raised at start-up, before joining the group."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Literal
 
 import orjson
 
+from schemas.errors import BadInputError
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -23,7 +25,7 @@ FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
 STDIN = "-"
 
 
-class InputError(ValueError):
+class InputError(BadInputError):
     """The input cannot be read as items; the message says where and why."""
 
 

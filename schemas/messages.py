@@ -38,6 +38,7 @@ import msgspec
 import orjson
 
 from schemas.error_kinds import ResultErrorKind  # noqa: TC001 - msgspec reads it at run time
+from schemas.errors import BadInputError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -92,7 +93,7 @@ ErrorKind = Literal[
 ]
 
 
-class InvalidMessage(ValueError):  # noqa: N818 - the contract's name for a rejected message
+class InvalidMessage(BadInputError):  # noqa: N818 - the contract's name for a rejected message
     """A message that breaks the contract; ``kind`` is a short code, ``reason`` the detail.
 
     ``kind`` is one of ``not_json`` (not parseable JSON), ``encoding`` (not UTF-8),

@@ -14,7 +14,6 @@ from consumer.logs import JsonFormatter, TextFormatter
 from consumer.protocols import CodecOptions
 from consumer.settings import (
     DEFAULT_TARGET,
-    ConfigError,
     Endpoint,
     Settings,
     known_variables,
@@ -22,6 +21,7 @@ from consumer.settings import (
     unknown_variables,
 )
 from consumer.splitter import items_per_request, split
+from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path

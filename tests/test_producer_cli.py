@@ -16,13 +16,14 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from producer.submit import SubmitError, plan_chunks
+from producer.submit import plan_chunks
 from schemas import (
     ResultErrorKind,
     decode_batch_request,
     decode_results_record,
     encode_batch_request,
 )
+from schemas.errors import BadInputError
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
 from tests.consumer_harness import produce_raw, stop_after_commit
 from tests.helpers import read_all, unique, wait_for
@@ -140,7 +141,7 @@ def test_byte_cap_splits_chunks_and_rejects_an_oversized_item() -> None:
     plan = plan_chunks(items, chunk_size=4, max_message_bytes=1024 + 350, envelope_bytes=1024)
     assert [len(c.items) for c in plan] == [3, 3, 3, 1]
     assert [c.start for c in plan] == [0, 3, 6, 9]
-    with pytest.raises(SubmitError, match="item 1 is 2000 bytes: over the 2024-byte"):
+    with pytest.raises(BadInputError, match="item 1 is 2000 bytes: over the 2024-byte"):
         plan_chunks([b"1", b"y" * 2000], chunk_size=10, max_message_bytes=2024, envelope_bytes=1024)
 
 
