@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer import logs
+from consumer.env_names import unknown_variables
+from consumer.kafka_config import GROUP_PROTOCOLS
 from consumer.pipeline import Pipeline
 from consumer.protocols import PROTOCOLS
-from consumer.settings import GROUP_PROTOCOLS, Settings, unknown_variables
+from consumer.settings import Settings
 from schemas.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,

@@ -37,8 +37,9 @@ from schemas.error_kinds import ResultErrorKind
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from consumer.endpoints import Endpoint
     from consumer.retry import RetryPolicy
-    from consumer.settings import Endpoint, Settings
+    from consumer.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,10 +30,11 @@ if TYPE_CHECKING:
 
     from consumer.chunks import ChunkBook
     from consumer.dispatcher import Dispatcher
+    from consumer.endpoints import Endpoint
     from consumer.offsets import OffsetTracker, PartitionKey
     from consumer.progress import ProgressMonitor
     from consumer.publisher import Headers
-    from consumer.settings import Endpoint, Settings
+    from consumer.settings import Settings
     from consumer.writer import RecordWriter
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.settings import kafka_options
+from consumer.kafka_config import kafka_options
 from producer.inputs import FORMATS, read_items
 from producer.results import (
     BatchState,

@@ -16,9 +16,10 @@ import pytest
 from aiohttp import web
 
 from consumer.dispatcher import ERROR_SNIPPET_CHARS, Dispatcher, error_snippet
+from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.metrics import Metrics
 from consumer.protocols import CodecOptions
-from consumer.settings import DEFAULT_TARGET, Endpoint, Settings
+from consumer.settings import Settings
 from tools.http_serving import serving
 from tools.testserver import ServerConfig, TestInferenceServer
 

@@ -24,8 +24,9 @@ import orjson
 import pytest
 
 from consumer.dispatcher import Dispatcher
+from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.protocols import CodecOptions, codec_options
-from consumer.settings import DEFAULT_TARGET, Endpoint, Settings
+from consumer.settings import Settings
 from tests.consumer_harness import Service, create_topics, read_results, submit
 from tools.demo import ORIGINAL_LABELS, ORIGINAL_ROWS
 from tools.iris_data import FEATURES, sample
