@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from tests.consumer_harness import read_results, submit, wait_exit
+from tests.consumer_harness import committed_total, read_results, submit, wait_exit
 from tests.helpers import http_get, wait_for
 from tools.kafka_local import free_port
 
@@ -240,3 +240,28 @@ def test_consumer_only_options_stay_off_the_producer_and_rebalances_log_no_warni
         assert not [e for e in events if "CONFWARN" in str(e.get("event"))]
         warnings = [e for e in events if e["level"] in {"warning", "error"}]
         assert not warnings, warnings
+
+
+def test_a_drain_ends_within_its_timeout_and_commits_nothing_unfinished(
+    kafka_bootstrap: str,
+    server: TestInferenceServer,
+    make_service: MakeService,
+) -> None:
+    """SIGTERM with a unit in a long backoff: the drain gives up at its deadline.
+
+    One item of a two-item chunk is answered, the other is told to come back in 100 s
+    (503 with Retry-After): the chunk is started, so the drain waits for it, but only until
+    ``--drain-timeout``; then the replica abandons it (its offset stays uncommitted, the
+    group redoes it), leaves the group and exits 0, well before the backoff would end.
+    """
+    server.configure(retry_after_s=100.0)
+    svc = make_service(BATCH_RUNNER_DRAIN_TIMEOUT_S="4", BATCH_RUNNER_MAX_ATTEMPTS="5")
+    items = [{"i": 0}, {"i": 1, "fail": [503, "ok"]}]
+    submit(kafka_bootstrap, svc.topics.requests, "backoff", items, chunk_size=2)
+    replica = svc.start()
+    read_results(kafka_bootstrap, svc.topics.results, expected_records=1, timeout_s=60)
+    wait_for(lambda: server.stats().answers.get("503", 0) == 1, what="the 503 answer")
+    replica.signal(signal.SIGTERM)
+    assert wait_exit(replica, 20) == 0, replica.log()[-3000:]
+    assert "drain timeout" in replica.log()
+    assert committed_total(svc) == 0
