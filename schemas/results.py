@@ -155,6 +155,34 @@ def decode_results_record(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Resul
     return record
 
 
+def _encode_result(  # noqa: PLR0913 - the fields every result carries, then its outcome
+    request: BatchRequest,
+    index: int,
+    attempts: int,
+    latency_ms: float,
+    queue_ms: float,
+    *,
+    prediction: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET,
+    error: ResultError | None = None,
+) -> bytes:
+    """Encode item ``index``'s result: ``ok`` with ``prediction``, or ``error``."""
+    return _encoder.encode(
+        Result(
+            schema=RESULT_V1,
+            batch_id=request.batch_id,
+            index=index,
+            chunk=request.chunk,
+            status="ok" if error is None else "error",
+            attempts=attempts,
+            latency_ms=round(latency_ms, 3),
+            queue_ms=round(queue_ms, 3),
+            prediction=prediction,
+            error=error,
+            metadata=request.metadata,
+        ),
+    )
+
+
 def encode_ok_result(  # noqa: PLR0913, PLR0917 - one argument per field of the record
     request: BatchRequest,
     index: int,
@@ -164,19 +192,8 @@ def encode_ok_result(  # noqa: PLR0913, PLR0917 - one argument per field of the 
     queue_ms: float = 0.0,
 ) -> bytes:
     """Encode the ``ok`` result of item ``index`` (the prediction's JSON text is embedded)."""
-    return _encoder.encode(
-        Result(
-            schema=RESULT_V1,
-            batch_id=request.batch_id,
-            index=index,
-            chunk=request.chunk,
-            status="ok",
-            attempts=attempts,
-            latency_ms=round(latency_ms, 3),
-            queue_ms=round(queue_ms, 3),
-            prediction=msgspec.Raw(prediction),
-            metadata=request.metadata,
-        ),
+    return _encode_result(
+        request, index, attempts, latency_ms, queue_ms, prediction=msgspec.Raw(prediction)
     )
 
 
@@ -226,20 +243,8 @@ def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of t
     queue_ms: float = 0.0,
 ) -> bytes:
     """Encode the ``error`` result of item ``index``."""
-    return _encoder.encode(
-        Result(
-            schema=RESULT_V1,
-            batch_id=request.batch_id,
-            index=index,
-            chunk=request.chunk,
-            status="error",
-            attempts=attempts,
-            latency_ms=round(latency_ms, 3),
-            queue_ms=round(queue_ms, 3),
-            error=ResultError(kind=kind, message=message, http_status=http_status),
-            metadata=request.metadata,
-        ),
-    )
+    error = ResultError(kind=kind, message=message, http_status=http_status)
+    return _encode_result(request, index, attempts, latency_ms, queue_ms, error=error)
 
 
 def encode_summary(request: BatchRequest, ok: int, error: int) -> bytes:
