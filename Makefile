@@ -1,8 +1,9 @@
 # The two commands of the README: `make demo` and `make test`. Each sets itself up.
+# `make unit` runs the tests that need no Kafka broker (`-m "not kafka"`), and starts none.
 UV ?= uv
 RUN := $(UV) run --locked
 
-.PHONY: install demo test lint format compose-check deploy-check bench clean
+.PHONY: install demo test unit lint format compose-check deploy-check bench clean
 
 install:
 	$(UV) sync --locked
@@ -14,6 +15,9 @@ demo: install
 test: install
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) pytest
+
+unit: install
+	$(RUN) pytest -m "not kafka"
 
 lint: install
 	$(RUN) ruff check .

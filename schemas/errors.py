@@ -5,7 +5,7 @@
     BatchRunnerError              the root; catch it to catch them all (exit 1)
     ├── ConfigError               unusable configuration: a setting, a flag, a file (exit 2)
     ├── BadInputError                  a command's input cannot be used: file, line, option (exit 2)
-    │   └── InvalidMessage        a message that breaks the contract (schemas.messages)
+    │   └── InvalidMessage        a message that breaks the contract (schemas.decoding)
     ├── KafkaUnavailableError          the cluster cannot be reached, or a topic is missing (exit 4)
     ├── IncompleteError                the work is not (all) done: chunks undelivered, items
     │                             missing from a batch (exit 1)
