@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Each sets itself up.
-# `make unit` runs the tests that need no Kafka broker (`-m "not kafka"`), and starts none.
+# `make unit` runs the fast tests: no Kafka broker, no model server processes, and
+# property tests with a tenth of their examples (BATCH_RUNNER_QUICK_TESTS=1).
 UV ?= uv
 RUN := $(UV) run --locked
 
@@ -17,7 +18,7 @@ test: install
 	$(RUN) pytest
 
 unit: install
-	$(RUN) pytest -m "not kafka"
+	BATCH_RUNNER_QUICK_TESTS=1 $(RUN) pytest -m "not kafka and not servers"
 
 lint: install
 	$(RUN) ruff check .

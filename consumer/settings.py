@@ -226,13 +226,12 @@ class Settings:
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": round(self.session_timeout_s * 1000),
             "heartbeat.interval.ms": round(self.heartbeat_interval_s * 1000),
-            # Short fetch long-polls: measured 168k items/s sub-batched at 10 ms vs 100k at
-            # 100 ms (the fetcher restarts sooner after each pause); latency p50 ~7-9 ms.
+            # Short fetch long-polls: the fetcher restarts sooner after each pause (the
+            # figures are in bench/results/README.md, "Fetch settings").
             "fetch.wait.max.ms": 10,
-            # librdkafka prefetches up to 64 MiB by default: memory would follow the backlog.
-            # 4 MiB keeps it following --max-buffered-items (peak RSS 1.14x between a 10k
-            # and a 1M backlog, was 1.24x) at the same throughput, provided the fetcher does
-            # not back off a whole second each time that queue fills (its default).
+            # librdkafka prefetches up to 64 MiB by default, so memory would follow the
+            # backlog; 4 MiB keeps it following --max-buffered-items, provided the fetcher
+            # does not back off a whole second each time that queue fills (its default).
             "queued.max.messages.kbytes": 4096,
             "fetch.queue.backoff.ms": 5,
             "fetch.max.bytes": 16 * 1024 * 1024,

@@ -233,7 +233,7 @@ class Source:
     def _resume_blocking(self, partitions: list[TopicPartition]) -> None:
         self._consumer.resume(partitions)
         # librdkafka restarts fetching for resumed partitions only when the broker thread
-        # next wakes, up to a second later (measured: ~950 ms after every resume, whatever
+        # next wakes, up to a second later (bench/results/README.md: ~950 ms, whatever
         # fetch.wait.max.ms and the backoff settings). A metadata request wakes it now;
         # its answer is not needed, so the wait for it is short.
         try:

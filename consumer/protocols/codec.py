@@ -25,7 +25,7 @@ JSONText: TypeAlias = bytes | msgspec.Raw
 JSON_CONTENT_TYPE: Final = "application/json"
 
 
-class BadResponse(Exception):  # noqa: N818 - names what went wrong, as the brief's API does
+class BadResponse(Exception):  # noqa: N818 - names what went wrong, as the other errors here do
     """The inference API answered, but not with one prediction per item.
 
     Raised for bodies that are not JSON, lack the protocol's predictions field, carry
