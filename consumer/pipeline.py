@@ -100,7 +100,7 @@ class Pipeline:
         self.offsets = OffsetTracker()
         self.book = ChunkBook(settings.max_buffered_items)
         self.writer = RecordWriter(
-            self.publisher,
+            self.publisher.produce,
             self,
             self.metrics,
             results_topic=settings.results_topic,

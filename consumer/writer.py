@@ -3,8 +3,8 @@
 Everything the replica writes to Kafka goes through :class:`RecordWriter`. It encodes the
 records, keeps each under its topic's record limit (a prediction too large becomes a
 ``result_too_large`` error; an invalid request too large to copy becomes a dead letter
-without its value), hands them to a :class:`RecordSink` (the results producer, or a fake
-one in tests) and turns the delivery reports into three events for its
+without its value), hands them to a ``produce`` function (the results producer's, or a
+fake one in tests) and turns the delivery reports into three events for its
 :class:`WriterListener`: a chunk whose records are all acknowledged, a dead letter that is,
 and a delivery that failed.
 """
@@ -37,25 +37,11 @@ if TYPE_CHECKING:
     from consumer.dispatcher import Outcome
     from consumer.metrics import Metrics
     from consumer.offsets import PartitionKey
-    from consumer.publisher import DeliveryCallback, Headers
+    from consumer.publisher import DeliveryCallback, Produce
     from consumer.splitter import WorkUnit
     from schemas import BatchRequest
 
 log = logging.getLogger(__name__)
-
-
-class RecordSink(Protocol):
-    """Where records go: ``produce`` queues one, ``on_delivery`` runs with its report."""
-
-    def produce(
-        self,
-        topic: str,
-        value: bytes,
-        key: bytes | str | None,
-        on_delivery: DeliveryCallback,
-        headers: Headers | None = None,
-    ) -> None:
-        """Queue one record."""
 
 
 class WriterListener(Protocol):
@@ -76,7 +62,7 @@ class RecordWriter:
 
     def __init__(  # noqa: PLR0913 - the writer's collaborators, each named
         self,
-        sink: RecordSink,
+        produce: Produce,
         listener: WriterListener,
         metrics: Metrics,
         *,
@@ -90,7 +76,7 @@ class RecordWriter:
         ``record_limits`` maps each topic to the largest record value (with its key) it
         may be sent; the pipeline lowers them at start-up to what the topics accept.
         """
-        self._sink = sink
+        self._produce = produce
         self._listener = listener
         self._metrics = metrics
         self.results_topic = results_topic
@@ -148,7 +134,7 @@ class RecordWriter:
             ]
             errors = count
         on_delivery = self._delivery_callback(chunk)
-        produce, topic, key = self._sink.produce, self.results_topic, request.batch_id
+        produce, topic, key = self._produce, self.results_topic, request.batch_id
         headers = chunk.trace_headers
         chunk.unacked += count
         for value in values:
@@ -262,4 +248,4 @@ class RecordWriter:
             else:
                 listener.dead_letter_delivered(tp, offset, epoch)
 
-        self._sink.produce(self.dlq_topic, value, key, on_delivery, [*headers])
+        self._produce(self.dlq_topic, value, key, on_delivery, [*headers])

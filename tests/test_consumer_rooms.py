@@ -113,7 +113,7 @@ def make_writer(limit: int = 10_000) -> tuple[RecordWriter, FakeSink, Listener]:
     """Return a writer with a fake sink and listener, both topics limited to ``limit``."""
     sink, listener = FakeSink(), Listener()
     writer = RecordWriter(
-        sink,
+        sink.produce,
         listener,
         Metrics(),
         results_topic=RESULTS,

@@ -150,11 +150,21 @@ def test_byte_cap_splits_chunks_and_rejects_an_oversized_item() -> None:
     [
         (None, "missing.json", "missing.json: no such file"),
         (b"a,b\n1,2\n3\n", "bad.csv", "bad.csv:3: unreadable CSV row: expected 2 fields, got 1"),
+        (b'a,b\n1,"2"x\n', "quote.csv", "quote.csv:2: unreadable CSV row: ','"),
+        (b'"a,b\n1,2\n', "head.csv", "head.csv:2: unreadable CSV header: unexpected end"),
         (b'{"a": 1}\n{"a": \n', "bad.jsonl", "bad.jsonl:2: not valid JSON"),
         (b"", "empty.jsonl", "empty.jsonl: no items (the input is empty)"),
         (b'{"not": "an array"}', "object.json", "expected a JSON array of items, got dict"),
     ],
-    ids=["missing-file", "short-csv-row", "bad-jsonl-line", "empty", "not-an-array"],
+    ids=[
+        "missing-file",
+        "short-csv-row",
+        "broken-csv-quote",
+        "broken-csv-header",
+        "bad-jsonl-line",
+        "empty",
+        "not-an-array",
+    ],
 )
 def test_bad_input_files_get_a_clear_error_and_exit_2(
     kafka_bootstrap: str,
