@@ -18,12 +18,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Protocol
 
+from consumer.source import CommitResult
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from consumer.metrics import Metrics
     from consumer.offsets import OffsetTracker, PartitionKey
-    from consumer.source import CommitResult
 
 log = logging.getLogger(__name__)
 
@@ -71,23 +72,24 @@ class Committer:
             await asyncio.sleep(self._interval_s)
             await self.commit_now()
 
-    async def commit_now(self, timeout_s: float | None = None) -> None:
-        """Run one commit round (the steps in the module docstring)."""
+    async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
+        """Run one commit round (the steps in the module docstring); return its result."""
         # 1. what is done and contiguous since the last commit, for assigned partitions
         assigned = self._target.assignment
         positions = {tp: o for tp, o in self._offsets.commit_positions().items() if tp in assigned}
         if not positions:
-            return
+            return CommitResult()
         # 2. commit, waiting a bounded time for the answer
         result = await self._target.commit(positions, timeout_s or self._timeout_s)
         if result.error is not None:
             level = logging.INFO if result.retriable else logging.WARNING
             log.log(level, "commit failed; will retry", extra={"error": result.error.str()})
         if not result.committed:
-            return
+            return result
         # 3. remember what the broker took, so it is not committed again
         self._offsets.mark_committed(result.committed)
         self._metrics.commits.inc()
         for (topic, partition), position in result.committed.items():
             self._metrics.committed_offset.labels(topic, str(partition)).set(position)
         self._on_committed(result.committed)
+        return result

@@ -4,7 +4,7 @@ The rooms: :mod:`~consumer.source` (the Kafka consumer), :mod:`~consumer.intake`
 message becomes a chunk of work), :mod:`~consumer.chunks` (chunks in flight, the buffer,
 assignment epochs), :mod:`~consumer.dispatcher` (inference calls), :mod:`~consumer.writer`
 (results, summaries, dead letters), :mod:`~consumer.committer` (the done prefix) and
-:mod:`~consumer.status` (health, gauges, stalls).
+:mod:`~consumer.status` (health, gauges, stalls) and :mod:`~consumer.drain` (the way out).
 
 Delivery rules (the README's "Delivery semantics"):
 
@@ -28,12 +28,13 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from consumer.chunks import ChunkBook
 from consumer.committer import Committer
 from consumer.connectivity import ClusterWatch
 from consumer.dispatcher import Dispatcher
+from consumer.drain import Drain
 from consumer.intake import Intake
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
@@ -46,21 +47,14 @@ from consumer.writer import RecordWriter
 from schemas.errors import DeliveryError
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
-
     from consumer.chunks import Chunk
     from consumer.offsets import PartitionKey
     from consumer.settings import Settings
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 REPLICA_HEADER = "batch-runner-replica"
 PROGRESS_CHECK_S = 1.0  # how often partitions are checked for stalls
-# Of the drain timeout, what is kept for flushing results, the last commit and leaving.
-DRAIN_RESERVE_FRACTION = 0.2
-DRAIN_RESERVE_MAX_S = 5.0
-DRAIN_POLL_S = 0.1  # how long each poll of a draining replica waits
 
 
 class Pipeline:
@@ -96,6 +90,7 @@ class Pipeline:
             settings.requests_topic,
             self,
             callback_timeout_s=settings.rebalance_callback_timeout_s,
+            reachable=lambda: self.cluster.reachable,
         )
         self.offsets = OffsetTracker()
         self.book = ChunkBook(settings.max_buffered_items)
@@ -130,10 +125,17 @@ class Pipeline:
             failed=self.delivery_failed,
             replica_header=(REPLICA_HEADER, self.replica_id.encode()),
         )
-        self._drain_deadline: float | None = None
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
         self._forced = False
+        self.drain = Drain(
+            source=self.source,
+            book=self.book,
+            publisher=self.publisher,
+            committer=self.committer,
+            timeout_s=settings.drain_timeout_s,
+            failed=lambda: self._fatal is not None,
+        )
         self.status = StatusBoard(
             source=self.source,
             book=self.book,
@@ -186,13 +188,13 @@ class Pipeline:
             await self.source.subscribe()
             log.info("consuming", extra={"topic": topics[0], "group": settings.group_id})
             await self._fetch_loop()
-            await self._drain(committer)
+            await self.drain.run(committer, forced=lambda: self._forced)
         finally:
             for task in (committer, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await self.source.close(self._time_left(floor_s=2.0))
+            await self.source.close(self.drain.time_left(floor_s=2.0))
             await self.publisher.flush(1.0)
             reports.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -223,57 +225,6 @@ class Pipeline:
                 timeout = 0.0
             for msg in await source.fetch(book.fetch_size(settings.poll_batch), timeout):
                 self.intake.take(msg)
-
-    def _time_left(self, floor_s: float = 0.0) -> float:
-        """Seconds left before the drain deadline (at least ``floor_s``)."""
-        if self._drain_deadline is None:
-            return max(floor_s, self.settings.drain_timeout_s)
-        return max(floor_s, self._drain_deadline - asyncio.get_running_loop().time())
-
-    async def _drain(self, committer: asyncio.Task[None]) -> None:
-        """Finish started work within ``drain_timeout_s``, still serving the group.
-
-        1. Hand back the chunks nothing was published for yet
-           (:meth:`ChunkBook.hand_back_untouched`): the group redoes them, nothing repeats.
-        2. Keep polling with every partition paused: rebalances finish (a member that stops
-           polling holds a rebalance up for everyone) and commit answers come. Wait for
-           the rest until the deadline, less a reserve for the steps below.
-        3. Abandon what is left (it is not committed: the group redoes it).
-        4. Flush the results, commit what is done (still polling), then leave the group.
-        """
-        loop = asyncio.get_running_loop()
-        timeout = self.settings.drain_timeout_s
-        self._drain_deadline = loop.time() + timeout
-        handed_back = self.book.hand_back_untouched(self.book.partitions())
-        extra = {"buffered_items": self.book.buffered_items, "handed_back_items": handed_back}
-        log.info("draining", extra=extra)
-        work_deadline = self._drain_deadline - min(
-            DRAIN_RESERVE_MAX_S, timeout * DRAIN_RESERVE_FRACTION
-        )
-        while self.book.buffered_items and not self._forced and self._fatal is None:
-            if loop.time() >= work_deadline:
-                log.warning(
-                    "drain timeout: unfinished work will be redone by the group",
-                    extra={"buffered_items": self.book.buffered_items},
-                )
-                break
-            await self.source.poll_paused(DRAIN_POLL_S)
-        self.book.cancel_all()
-        if self._forced:
-            return
-        await self._polling(self.publisher.flush(max(0.0, self._time_left() - 1.0)))
-        committer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await committer
-        if self._fatal is None:
-            await self._polling(self.committer.commit_now(self._time_left(floor_s=1.0)))
-
-    async def _polling(self, work: Awaitable[T]) -> T:
-        """Await ``work`` while polling (paused), so commits are answered and rebalances served."""
-        task: asyncio.Future[T] = asyncio.ensure_future(work)
-        while not task.done():
-            await self.source.poll_paused(DRAIN_POLL_S)
-        return task.result()
 
     # --- delivery reports (the writer's listener) ------------------------------------------
 
@@ -328,8 +279,8 @@ class Pipeline:
         rebalance timeout), and while draining at the drain's time left.
         """
         grace = 0.0 if self._forced else self.settings.effective_revoke_grace_s
-        if self._drain_deadline is not None:
-            grace = min(grace, self._time_left())
+        if self.drain.started:
+            grace = min(grace, self.drain.time_left())
         self.book.hand_back_untouched(partitions)
         if grace > 0:
             await self.book.wait_idle(partitions, grace)

@@ -101,11 +101,14 @@ class Source:
         listener: RebalanceListener,
         *,
         callback_timeout_s: float = 60.0,
+        reachable: Callable[[], bool] = lambda: True,
     ) -> None:
         """Create the consumer (not yet subscribed).
 
-        ``callback_timeout_s`` bounds how long a rebalance callback waits for the loop.
+        ``callback_timeout_s`` bounds how long a rebalance callback waits for the loop;
+        ``reachable`` says whether the cluster answers (no commit on revoke when not).
         """
+        self._reachable = reachable
         self._consumer = Consumer({**config, "on_commit": self._commit_cb})
         self._topic = topic
         self._listener = listener
@@ -204,17 +207,10 @@ class Source:
         first = err or next((tp.error for tp in partitions if tp.error is not None), None)
         result = CommitResult(committed if err is None else {}, first)
         future = self._pending_commits.pop(key, None)
-        if future is not None:
-            if not future.done():
-                future.set_result(result)
-            return
-        # A commit nobody waits for: the one made on revoke, or one whose caller gave up.
-        positions = _fmt_positions(result.committed)
-        if first is None:
-            log.info("commit confirmed", extra={"positions": positions})
-        else:
-            level = logging.INFO if result.retriable else logging.WARNING
-            log.log(level, "commit failed", extra={"error": first.str(), "positions": positions})
+        if future is not None and not future.done():
+            future.set_result(result)
+        elif future is None:  # its caller gave up waiting: the next round commits again
+            log.debug("late commit answer", extra={"error": first and first.str()})
 
     async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
@@ -295,20 +291,33 @@ class Source:
             log.warning("the pipeline did not answer a revoke in time: nothing committed for it")
             positions = {}
         if positions and self.commit_on_revoke:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-            try:
-                # Asynchronous: librdkafka sends it before the partitions go, and a close
-                # waits for it; its answer is logged when it comes (_commit_answered).
-                consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as exc:
-                log.info("commit on revoke not sent", extra={"error": str(exc)})
-            else:
-                log.info("committing before revoke", extra={"positions": _fmt_positions(positions)})
+            self._commit_on_revoke(consumer, positions)
         self._forget(tps)
         log.info(
             "partitions revoked",
             extra={"partitions": _fmt(tps), "took_s": round(time.monotonic() - started, 3)},
         )
+
+    def _commit_on_revoke(self, consumer: Consumer, positions: dict[PartitionKey, int]) -> None:
+        """Commit what is done of revoked partitions, synchronously, inside the callback.
+
+        Inside the callback the member's generation is still the current one: a commit
+        sent after it returns races the rejoin (or, on close, the LeaveGroup) and is
+        refused, and the new owner repeats what was done. With the cluster away a
+        synchronous commit could block the thread for long: then nothing is committed
+        (the new owner redoes the work; nothing is lost).
+        """
+        extra = {"positions": _fmt_positions(positions)}
+        if not self._reachable():
+            log.warning("the cluster is unreachable: not committing before revoke", extra=extra)
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit before revoke failed", extra={**extra, "error": str(exc)})
+        else:
+            log.info("committed before revoke", extra=extra)
 
     def _lost_cb(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
