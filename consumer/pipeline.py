@@ -210,15 +210,19 @@ class Pipeline:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
             assigned = sorted(source.assignment)
-            if book.full and len(source.paused) < len(assigned):
+            # Hold fetching while the buffer is full, or while the model's circuit is open
+            # (nothing fetched could be sent; the lag stays in Kafka for other replicas).
+            circuit_open = self.dispatcher.fetch_on_hold
+            if (book.full or circuit_open) and len(source.paused) < len(assigned):
                 await source.pause(assigned)
-                log.debug("paused fetching", extra={"buffered_items": book.buffered_items})
-            elif source.paused and book.can_resume:
+                extra = {"buffered_items": book.buffered_items, "circuit_open": circuit_open}
+                log.debug("paused fetching", extra=extra)
+            elif source.paused and book.can_resume and not circuit_open:
                 await source.resume(sorted(source.paused))
                 log.debug("resumed fetching", extra={"buffered_items": book.buffered_items})
             timeout = settings.poll_timeout_s
             if source.paused:
-                # Full: wait for room on the loop (woken the moment a chunk completes), and
+                # Held: wait for room on the loop (woken the moment a chunk completes), and
                 # still poll the consumer now and then so the replica stays in its group.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(book.room.wait(), settings.poll_timeout_s)
