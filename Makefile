@@ -2,7 +2,7 @@
 UV ?= uv
 RUN := $(UV) run --locked
 
-.PHONY: install demo test lint format compose-check deploy-check bench clean
+.PHONY: install demo test lint format compose-check deploy-check bench chaos clean
 
 install:
 	$(UV) sync --locked
@@ -18,7 +18,7 @@ test: install
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy --strict consumer producer schemas tools tests bench
+	$(RUN) mypy --strict consumer producer schemas tools tests bench chaos
 
 format: install
 	$(RUN) ruff check --fix .
@@ -32,6 +32,10 @@ compose-check:
 bench: install
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) python -m bench.run --scenario all --out bench/results/report.json
+
+chaos: install
+	$(RUN) batch-runner kafka fetch >/dev/null
+	$(RUN) python -m chaos.run --scenario all --out chaos/results/report.json
 
 deploy-check: install
 	$(RUN) python -m tools.validate_deploy

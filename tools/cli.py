@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "consume": ("consumer.__main__:register", "run a consumer replica"),
     "serve-model": ("tools.modelserver:register", "serve the reference iris classifier over HTTP"),
     "bench": ("bench.run:register", "run the benchmarks (figures, not pass/fail)"),
+    "chaos": ("chaos.run:register", "run the chaos suite (faults injected, figures reported)"),
     "kafka": ("tools.kafka_cli:register", "start, stop or inspect a local Kafka broker"),
 }
 
