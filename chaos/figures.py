@@ -11,7 +11,7 @@ Definitions (``chaos/README.md`` has them in prose):
   *explained*; the rest of a stall is *unexplained*. A partition is **stuck** when one
   of its stalls has at least the stall timeout of unexplained time.
 - **Ownerless** time: a stretch where the partition has lag and no live replica's log
-  says it owns it.
+  says it owns it (from its first sample to the sample that ends it).
 - **Progress** of a partition after a moment ``t0``: the first sample after ``t0``
   whose committed offset is above the baseline (the committed offset as of a given
   moment), or whose newest result was created after ``t0``.
@@ -117,24 +117,30 @@ def ownerless(
 ) -> float:
     """Return the longest time inside ``[start, end]`` a partition had lag and no owner.
 
-    Without offsets in a sample (the broker did not answer) the lag is taken as unchanged.
+    A stretch runs from its first sample to the sample that ends it (an owner, or no
+    lag), or to the last sample. Without offsets in a sample (the broker did not answer)
+    the lag is taken as unchanged.
     """
     longest = 0.0
     for p in partitions:
         since: float | None = None
         lagging = False
         for sample in samples:
-            if not start <= sample.t <= end:
-                continue
             lag = sample.lag(p)
             if lag is not None:
                 lagging = lag > 0
             if lagging and not sample.owners[p]:
                 since = sample.t if since is None else since
-                longest = max(longest, sample.t - since)
-            else:
+            elif since is not None:
+                longest = max(longest, _clip(since, sample.t, start, end))
                 since = None
+        if since is not None and samples:
+            longest = max(longest, _clip(since, samples[-1].t, start, end))
     return longest
+
+
+def _clip(lo: float, hi: float, start: float, end: float) -> float:
+    return max(0.0, min(hi, end) - max(lo, start))
 
 
 def committed_at(samples: Sequence[Sample], partition: int, when: float) -> int | None:

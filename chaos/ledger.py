@@ -24,6 +24,8 @@ from confluent_kafka.admin._listoffsets import OffsetSpec  # the package does no
 from schemas import ChunkSummary, InvalidMessage, decode_results_record
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from bench.kafka_io import Backlog
 
 # Harness clients stay quiet while a broker is down on purpose (errors come as events).
@@ -231,10 +233,23 @@ def end_offsets(
     admin: AdminClient, topic: str, partitions: int, timeout_s: float
 ) -> dict[int, int]:
     """Return the end offset of each partition of ``topic`` (raises if the broker is away)."""
-    futures = admin.list_offsets(
+    return wait_end_offsets(ask_end_offsets(admin, topic, partitions, timeout_s), timeout_s)
+
+
+def ask_end_offsets(
+    admin: AdminClient, topic: str, partitions: int, timeout_s: float
+) -> dict[TopicPartition, Future[Any]]:
+    """Ask for the end offsets of ``topic``; return the futures (see ``wait_end_offsets``)."""
+    return admin.list_offsets(
         {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)},  # type: ignore[no-untyped-call]
         request_timeout=timeout_s,
     )
+
+
+def wait_end_offsets(
+    futures: dict[TopicPartition, Future[Any]], timeout_s: float
+) -> dict[int, int]:
+    """Return the end offsets the futures of ``ask_end_offsets`` answer."""
     return {tp.partition: int(f.result(timeout=2 * timeout_s).offset) for tp, f in futures.items()}
 
 

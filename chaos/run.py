@@ -128,6 +128,7 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
     merge: bool = False,
     label: str = "",
     seed: int = 0,
+    workdir: Path | None = None,
 ) -> dict[str, Any]:
     """Run the named scenarios; print and return their figures; write the report."""
     started = dt.datetime.now(dt.UTC)
@@ -142,7 +143,11 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
         "scenarios": {},
     }
     with ExitStack() as stack:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
+        if workdir is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
+        else:
+            tmp = workdir
+            tmp.mkdir(parents=True, exist_ok=True)
         if broker_properties:
             broker = LocalKafka(extra_properties=dict(broker_properties))
             bootstrap = stack.enter_context(broker).bootstrap_servers
@@ -242,6 +247,11 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         help="a broker property; the run then starts its own local broker for every scenario",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the faults (0)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help="keep the replicas' logs here (default: a temporary directory, removed)",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -259,6 +269,7 @@ def _run(args: argparse.Namespace) -> int:
         merge=args.merge,
         label=args.label,
         seed=args.seed,
+        workdir=args.workdir,
     )
     return 1 if any("error" in e for e in report["scenarios"].values()) else 0
 

@@ -67,9 +67,13 @@ def backlog(ctx: Context, full: int, smoke: int, partitions: int) -> Backlog:
 
 
 def start_group(trial: Trial, members: list[str]) -> list[Incarnation]:
-    """Start ``members`` and wait until every partition has an owner."""
+    """Start ``members``; wait until every partition has an owner and every member some."""
     started = [trial.start(m) for m in members]
-    trial.wait_for(trial.all_owned, 120, "every partition owned")
+
+    def working() -> bool:
+        return trial.all_owned() and all(i.owned for i in started[: trial.partitions])
+
+    trial.wait_for(working, 120, "every partition owned, every replica working")
     return started
 
 
@@ -299,7 +303,7 @@ def _broker_fault(ctx: Context, kind: str) -> dict[str, Any]:
             stall_timeout_s=stall_timeout(ctx),
         ) as trial,
     ):
-        work = backlog(ctx, 30_000, 3_000, partitions)
+        work = backlog(ctx, 60_000, 3_000, partitions)
         trial.submit(work)
         trial.begin()
         start_group(trial, ["r0", "r1"])
@@ -392,6 +396,7 @@ def inference_faults(ctx: Context) -> dict[str, Any]:
                 "ok",
             ]
             script = pattern * ctx.count(300, 30)
+            control(server, "/_control/reset", {})  # counters from zero, for the script
             control(server, "/_control/config", {"script": script})
             trial.note("scripted faults", requests=len(script), faulty=int(0.4 * len(script)))
             trial.wait_for(
@@ -548,8 +553,7 @@ def slow_model(ctx: Context) -> dict[str, Any]:
         work = Backlog(ctx.count(240, 100), batches=2, chunk_size=10)
         trial.submit(work)
         trial.begin()
-        members = start_group(trial, ["r0", "r1"])
-        trial.wait_for(lambda: all(m.owned for m in members), 60, "both replicas working")
+        start_group(trial, ["r0", "r1"])
         stable = time.time()
         trial.chaos_over()
         trial.settle(ctx.size(300, 120), grace_s=ctx.size(15, 10))

@@ -21,13 +21,14 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from chaos.fleet import http_get, metric_value
-from chaos.ledger import QUIET, end_offsets
+from chaos.ledger import QUIET, ask_end_offsets, wait_end_offsets
 
 if TYPE_CHECKING:
     from chaos.fleet import Fleet
     from chaos.ledger import Ledger
 
 INTERVAL_S = 0.5
+TIMEOUT_S = 0.8  # per broker request: a sample is late by at most ~2 s while it is away
 STALLED_METRIC = "batch_runner_stalled_partitions"
 
 
@@ -133,15 +134,17 @@ class Sampler:
         )
 
     def _offsets(self) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+        """Ask for committed and end offsets at once; None for both if either fails."""
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
         try:
             request = ConsumerGroupTopicPartitions(self.group, tps)
-            future = self._admin.list_consumer_group_offsets([request], request_timeout=1.5)
-            answer = future[self.group].result(timeout=3)
-            found = {tp.partition: tp.offset for tp in answer.topic_partitions}
-            end = end_offsets(self._admin, self.topic, self.partitions, 1.5)
+            group = self._admin.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
+            ends = ask_end_offsets(self._admin, self.topic, self.partitions, TIMEOUT_S)
+            answer = group[self.group].result(timeout=2 * TIMEOUT_S)
+            end = wait_end_offsets(ends, TIMEOUT_S)
         except Exception:  # noqa: BLE001 - the broker is down or stopped: no offsets this time
             return None, None
+        found = {tp.partition: tp.offset for tp in answer.topic_partitions}
         return (
             tuple(max(found.get(p, 0), 0) for p in range(self.partitions)),
             tuple(end[p] for p in range(self.partitions)),

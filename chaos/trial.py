@@ -176,7 +176,6 @@ class Trial:
             fleet=self.fleet,
             scrape_metrics=self.scrape_metrics,
         )
-        self.begun = time.time()
 
     def start(self, member: str) -> Incarnation:
         """Start a replica process for ``member``."""
