@@ -61,6 +61,7 @@ class Incarnation:
     ended: float | None = None  # wall time the harness saw it gone
     exit_code: int | None = None
     drained: bool = False  # exited, and its log read to the end
+    escalated: bool = False  # SIGTERM was not enough: it got SIGKILL after the wait
 
     @property
     def name(self) -> str:
@@ -113,11 +114,14 @@ class Incarnation:
         return owned
 
     def expected_exit(self) -> bool:
-        """Whether it ended as the harness asked: 0 after SIGTERM, killed after SIGKILL."""
+        """Whether it ended as the harness asked: 0 after SIGTERM, killed after SIGKILL.
+
+        A replica that needed SIGKILL because it did not exit after SIGTERM did not.
+        """
         if self.exit_code is None:
             return True
-        if not self.signals:
-            return False  # it stopped by itself
+        if not self.signals or self.escalated:
+            return False  # it stopped by itself, or did not stop on SIGTERM
         last = self.signals[-1][1]
         return self.exit_code == EXPECTED_EXIT.get(last)
 
@@ -130,6 +134,7 @@ class Incarnation:
             "exit_code": self.exit_code,
             "signals": [name for _, name in self.signals],
             "expected_exit": self.expected_exit(),
+            "sigkill_after_sigterm": self.escalated,
             "tracebacks": text.count(TRACEBACK),
             "never_retrieved": text.count(NEVER_RETRIEVED),
             "error_lines": len(self.error_times),
@@ -218,6 +223,7 @@ class Fleet:
             try:
                 incarnation.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                incarnation.escalated = True
                 self.kill(incarnation)
         self.refresh()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import faulthandler
 import os
 import sys
 import tempfile
@@ -255,6 +256,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    faulthandler.enable()  # a crash in a native client prints where the harness was
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     overrides = {k.lower(): v for k, v in _pairs(args.set, "--set").items()}
     for key, value in _pairs(args.kafka_option, "-X").items():

@@ -217,9 +217,16 @@ class Trial:
             self.fleet.refresh()
             if probe():
                 return True
+            if self.crashed():
+                self.note("gave up waiting: a replica exited by itself", waiting_for=what)
+                return False
             time.sleep(POLL_S)
         self.note("gave up waiting", waiting_for=what, seconds=timeout_s)
         return False
+
+    def crashed(self) -> list[str]:
+        """Return the replicas that exited without being asked to."""
+        return [i.name for i in self.fleet.incarnations if not i.expected_exit()]
 
     def owners(self) -> dict[int, tuple[str, ...]]:
         """Return the live owners of each partition, from the replicas' logs."""
@@ -258,6 +265,10 @@ class Trial:
         while time.monotonic() < deadline:
             if self.complete():
                 reason = "complete"
+                break
+            self.fleet.refresh()
+            if not self.fleet.live():
+                reason = "no replica left"
                 break
             samples = list(self.sampler.samples) if self.sampler else []
             found = fig.stalls(samples, range(self.partitions))

@@ -43,8 +43,16 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     for name, (target, help_text) in SUBCOMMANDS.items():
         if name == selected:
             module_name, _, function = target.partition(":")
-            register = getattr(importlib.import_module(module_name), function)
-            register(subparsers)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name.partition(".")[0]:
+                    raise
+                parser.error(
+                    f"`batch-runner {name}` runs from a source checkout: the {exc.name} "
+                    "package is not part of the installed wheel"
+                )
+            getattr(module, function)(subparsers)
         else:
             subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
