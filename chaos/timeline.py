@@ -1,13 +1,14 @@
 """The progress timeline: every ~0.5 s, each partition's committed and end offset, and more.
 
-A :class:`Sampler` thread asks the broker for the group's committed offsets
-(``AdminClient.list_consumer_group_offsets``) and the requests topic's end offsets
-(``list_offsets``, latest), takes the results read so far per request partition from
-the :class:`~chaos.ledger.Ledger`, the owners of each partition from the replicas' logs
-(:class:`~chaos.fleet.Fleet`), and each live replica's ``GET /healthz`` status (and,
-if asked, its ``batch_runner_stalled_partitions`` metric). A sample whose broker calls
-fail (the broker is down or stopped) keeps ``committed``/``end`` as ``None``. The
-figures (:mod:`chaos.figures`) are derived from these samples afterwards.
+A :class:`Sampler` thread asks the broker for the group's committed offsets (a consumer
+of the group that never joins it: ``Consumer.committed``) and the requests topic's end
+offsets (``AdminClient.list_offsets``, latest), takes the results read so far per
+request partition from the :class:`~chaos.ledger.Ledger`, the owners of each partition
+from the replicas' logs (:class:`~chaos.fleet.Fleet`), and each live replica's ``GET
+/healthz`` status (and, if asked, its ``batch_runner_stalled_partitions`` metric). A
+sample whose broker calls fail (the broker is down or stopped) keeps
+``committed``/``end`` as ``None``. The figures (:mod:`chaos.figures`) are derived from
+these samples afterwards.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from chaos.fleet import http_get, metric_value
@@ -89,14 +90,25 @@ class Sampler:
         self.interval_s = interval_s
         self.samples: list[Sample] = []
         self._admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
+        self._group = Consumer(  # reads the group's commits; never subscribes, never joins
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                **QUIET,
+            }
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos-sampler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stop sampling (after the sample in progress)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._thread.join(30)
+        self._group.close()
 
     def latest(self) -> Sample | None:
         """Return the newest sample."""
@@ -134,18 +146,24 @@ class Sampler:
         )
 
     def _offsets(self) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
-        """Ask for committed and end offsets at once; None for both if either fails."""
+        """Ask for end and committed offsets at once; None for both if either fails.
+
+        Committed offsets come from a consumer of the group that never joins it, not from
+        ``AdminClient.list_consumer_group_offsets``: librdkafka's admin client crashes the
+        process (SIGSEGV in ``rd_kafka_cgrp_op``) when that request meets a coordinator
+        that is moving or loading, as after a broker restart (librdkafka#5040).
+        """
         tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
         try:
-            request = ConsumerGroupTopicPartitions(self.group, tps)
-            group = self._admin.list_consumer_group_offsets([request], request_timeout=TIMEOUT_S)
             ends = ask_end_offsets(self._admin, self.topic, self.partitions, TIMEOUT_S)
-            answer = group[self.group].result(timeout=2 * TIMEOUT_S)
+            committed = self._group.committed(tps, timeout=2 * TIMEOUT_S)
             end = wait_end_offsets(ends, TIMEOUT_S)
         except Exception:  # noqa: BLE001 - the broker is down or stopped: no offsets this time
             return None, None
-        found = {tp.partition: tp.offset for tp in answer.topic_partitions}
+        found = {tp.partition: tp.offset for tp in committed if tp.error is None}
+        if len(found) < self.partitions:
+            return None, None
         return (
-            tuple(max(found.get(p, 0), 0) for p in range(self.partitions)),
+            tuple(max(found[p], 0) for p in range(self.partitions)),
             tuple(end[p] for p in range(self.partitions)),
         )

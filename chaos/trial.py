@@ -18,9 +18,11 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -35,7 +37,6 @@ from tools.kafka_local import LocalKafka
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
     from types import TracebackType
 
     from bench.procs import Server
@@ -87,7 +88,8 @@ class Context:
     @contextlib.contextmanager
     def own_broker(self) -> Iterator[LocalKafka]:
         """Start a local broker of the scenario's own (it may be killed); remove it after."""
-        workdir = self.workdir / f"broker-{uuid.uuid4().hex[:8]}"
+        # Named as every local broker's directory is, so CI's leftover check sees it.
+        workdir = Path(tempfile.mkdtemp(prefix="kafka-batch-runner-broker-chaos-"))
         broker = LocalKafka(
             workdir=workdir, keep_data=True, extra_properties=dict(self.broker_properties)
         )

@@ -184,3 +184,22 @@ def test_log_and_metric_parsing() -> None:
     assert metric_value(text, "batch_runner_stalled_partitions") == 2.0
     assert metric_value(text, "batch_runner_paused_partitions") == 2.0
     assert metric_value(text, "batch_runner_missing") is None
+
+
+def test_cli_without_the_chaos_package_says_it_runs_from_a_checkout() -> None:
+    """Installed from the wheel (no ``chaos`` package), ``batch-runner chaos`` says why."""
+    blocked = (
+        "import sys\n"
+        "class NoChaos:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'chaos':\n"
+        "            raise ModuleNotFoundError(\"No module named 'chaos'\", name='chaos')\n"
+        "sys.meta_path.insert(0, NoChaos())\n"
+        "from tools.cli import main\n"
+        "main(['chaos', '--smoke'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocked], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "`batch-runner chaos` runs from a source checkout" in done.stderr
