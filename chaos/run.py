@@ -18,7 +18,8 @@ group.consumer.session.timeout.ms=10000`` (the run then starts its own broker fo
 scenario, with that property).
 
 The exit code is 0 when every scenario ran to its end (whatever its figures), 1 when
-one failed to run (its entry then holds the error).
+one failed to run (its entry then holds the error). SIGTERM stops the run, and everything
+it started, at once.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import datetime as dt
 import faulthandler
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -255,8 +257,14 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _stop_on_sigterm(signum: int, _frame: object) -> None:
+    """Turn SIGTERM into SystemExit, so every replica, server and broker is stopped."""
+    raise SystemExit(128 + signum)
+
+
 def _run(args: argparse.Namespace) -> int:
     faulthandler.enable()  # a crash in a native client prints where the harness was
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     overrides = {k.lower(): v for k, v in _pairs(args.set, "--set").items()}
     for key, value in _pairs(args.kafka_option, "-X").items():

@@ -33,7 +33,7 @@ from chaos import figures as fig
 from chaos.fleet import Fleet, Incarnation, http_get
 from chaos.ledger import Expected, Ledger, missing_keys
 from chaos.timeline import Sampler
-from tools.kafka_local import LocalKafka
+from tools.kafka_local import LocalKafka, pid_alive, stop_process_group
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -100,7 +100,9 @@ class Context:
             if broker.process is not None:
                 with contextlib.suppress(ProcessLookupError):
                     broker.resume()  # a stopped JVM ignores SIGTERM
-            broker.stop()
+                broker.stop()
+            elif broker.pid and pid_alive(broker.pid):  # interrupted between start and ready
+                stop_process_group(broker.pid)
             shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -37,25 +37,20 @@ def test_scenario_at_smoke_size_loses_nothing_and_finishes(
 ) -> None:
     """``batch-runner chaos --smoke`` runs the scenario to its end with no item missing."""
     out = tmp_path / "report.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tools.cli",
-            "chaos",
-            "--smoke",
-            "--scenario",
-            name,
-            "--out",
-            str(out),
-        ],
-        check=False,
-        capture_output=True,
+    command = [sys.executable, "-m", "tools.cli", "chaos", "--smoke", "--scenario", name]
+    harness = subprocess.Popen(
+        [*command, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
-        timeout=280,
     )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    try:
+        stdout, stderr = harness.communicate(timeout=270)
+    except subprocess.TimeoutExpired:
+        harness.terminate()  # the harness stops what it started on SIGTERM
+        stdout, stderr = harness.communicate(timeout=90)
+    assert harness.returncode == 0, stdout[-4000:] + stderr[-4000:]
     report: dict[str, Any] = orjson.loads(out.read_bytes())
     entry = report["scenarios"][name]
     figures = entry["figures"]
