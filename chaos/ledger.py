@@ -184,9 +184,11 @@ class Ledger:
 
     def finish(self, timeout_s: float = 60.0) -> bool:
         """Read on to the topic's end offsets as of now; stop; return whether it got there."""
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, **QUIET})
         deadline = time.monotonic() + timeout_s
         while self._target is None and time.monotonic() < deadline:
+            # A fresh admin client each time: one that saw the broker restart may keep a
+            # stale leader epoch and fail every request (FENCED_LEADER_EPOCH).
+            admin = AdminClient({"bootstrap.servers": self.bootstrap, **QUIET})
             try:
                 ends = end_offsets(admin, self.topic, self.partitions, 5.0)
                 self._target = [ends[p] for p in range(self.partitions)]

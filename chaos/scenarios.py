@@ -144,7 +144,13 @@ def sigkill_storm(ctx: Context) -> dict[str, Any]:
                     "per_partition_s": {str(p): v for p, v in recovered.items()},
                 },
             )
+        found = fig.stalls(samples, range(partitions))
+        end = trial.settled_at or time.time()
         figures |= {
+            "longest_ownerless_s": _round(
+                fig.ownerless(samples, range(partitions), trial.begun, end)
+            ),
+            "longest_no_progress_s": _round(fig.longest_stall(found, trial.begun, end)),
             "kills": len(kills),
             "kills_measured": len(times),
             "kills_unrecovered": sum(t is None for t in times),

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 INTERVAL_S = 0.5
 TIMEOUT_S = 0.8  # per broker request: a sample is late by at most ~2 s while it is away
+RENEW_AFTER = 3  # failed samples in a row before the admin client is made anew
 STALLED_METRIC = "batch_runner_stalled_partitions"
 
 
@@ -89,7 +90,9 @@ class Sampler:
         self.scrape_metrics = scrape_metrics
         self.interval_s = interval_s
         self.samples: list[Sample] = []
+        self._bootstrap = bootstrap
         self._admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
+        self._failures = 0
         self._group = Consumer(  # reads the group's commits; never subscribes, never joins
             {
                 "bootstrap.servers": bootstrap,
@@ -159,7 +162,13 @@ class Sampler:
             committed = self._group.committed(tps, timeout=2 * TIMEOUT_S)
             end = wait_end_offsets(ends, TIMEOUT_S)
         except Exception:  # noqa: BLE001 - the broker is down or stopped: no offsets this time
+            self._failures += 1
+            if self._failures % RENEW_AFTER == 0:
+                # After a broker restart librdkafka's admin client keeps a stale leader
+                # epoch and every ListOffsets fails (FENCED_LEADER_EPOCH): start afresh.
+                self._admin = AdminClient({"bootstrap.servers": self._bootstrap, **QUIET})
             return None, None
+        self._failures = 0
         found = {tp.partition: tp.offset for tp in committed if tp.error is None}
         if len(found) < self.partitions:
             return None, None

@@ -258,9 +258,11 @@ class Trial:
         """Wait for every result; give up on a stuck partition or at the deadline.
 
         Gives up early when a partition's unexplained stall since the chaos ended (or
-        since it began) reaches the stall timeout plus ``grace_s`` (time for the
-        replicas' /healthz to say so). Returns why it stopped waiting.
+        since it began) reaches the stall timeout plus ``grace_s`` or the stall timeout,
+        whichever is longer: time for the group's own recovery (a dead member's session
+        to expire) and for the replicas' /healthz to say so. Returns why it stopped.
         """
+        limit = self.stall_timeout_s + max(grace_s, self.stall_timeout_s)
         if self.chaos_over_at is None:
             self.chaos_over()
         deadline = time.monotonic() + deadline_s
@@ -277,7 +279,7 @@ class Trial:
             samples = list(self.sampler.samples) if self.sampler else []
             found = fig.stalls(samples, range(self.partitions))
             worst = fig.longest_stall(found, since, time.time(), self.windows)
-            if worst >= self.stall_timeout_s + grace_s:
+            if worst >= limit:
                 reason = "stuck"
                 break
             time.sleep(0.25)
@@ -302,7 +304,17 @@ class Trial:
 
     @property
     def samples(self) -> list[Sample]:
-        """Return the progress timeline."""
+        """Return the progress timeline up to the end of the wait (what figures are from).
+
+        What happens after, while the harness stops the replicas (they drain and commit),
+        is the harness's doing, not a recovery of the group's own.
+        """
+        until = self.settled_at or float("inf")
+        return [s for s in self.timeline if s.t <= until]
+
+    @property
+    def timeline(self) -> list[Sample]:
+        """Return every sample taken, the final stop included."""
         return list(self.sampler.samples) if self.sampler else []
 
     def common_figures(self, *, caught_up: bool) -> dict[str, Any]:
@@ -355,7 +367,8 @@ class Trial:
             timeline = {
                 "begun": self.begun,
                 "actions": self.actions,
-                "samples": [s.as_json() for s in samples],
+                "settled": self.settled_at,
+                "samples": [s.as_json() for s in self.timeline],
             }
             path.write_bytes(orjson.dumps(timeline))
             self.detail["timeline"] = str(path)
