@@ -62,6 +62,7 @@ class Incarnation:
     exit_code: int | None = None
     drained: bool = False  # exited, and its log read to the end
     escalated: bool = False  # SIGTERM was not enough: it got SIGKILL after the wait
+    consuming: bool = False  # its log says it joined (it had installed its signal handlers)
 
     @property
     def name(self) -> str:
@@ -83,6 +84,8 @@ class Incarnation:
                 self.error_times.append(ts)
             if event.get("event") == "operations server listening":
                 self.ops_port = int(event.get("port", 0)) or None
+            elif event.get("event") == "consuming":
+                self.consuming = True
             change = ownership_change(event)
             if change is None:
                 continue
@@ -116,13 +119,17 @@ class Incarnation:
     def expected_exit(self) -> bool:
         """Whether it ended as the harness asked: 0 after SIGTERM, killed after SIGKILL.
 
-        A replica that needed SIGKILL because it did not exit after SIGTERM did not.
+        A replica that needed SIGKILL because it did not exit after SIGTERM did not. One
+        that SIGTERM killed while it was starting (no ``consuming`` line yet: its handlers
+        were not installed, it held no work) did.
         """
         if self.exit_code is None:
             return True
         if not self.signals or self.escalated:
             return False  # it stopped by itself, or did not stop on SIGTERM
         last = self.signals[-1][1]
+        if last == "SIGTERM" and self.exit_code == -signal.SIGTERM and not self.consuming:
+            return True  # SIGTERM while starting, before its handlers: it held no work
         return self.exit_code == EXPECTED_EXIT.get(last)
 
     def log_summary(self) -> dict[str, Any]:
@@ -135,6 +142,7 @@ class Incarnation:
             "signals": [name for _, name in self.signals],
             "expected_exit": self.expected_exit(),
             "sigkill_after_sigterm": self.escalated,
+            "stopped_while_starting": not self.consuming and self.exit_code is not None,
             "tracebacks": text.count(TRACEBACK),
             "never_retrieved": text.count(NEVER_RETRIEVED),
             "error_lines": len(self.error_times),

@@ -179,7 +179,7 @@ def sigterm_rolling(ctx: Context) -> dict[str, Any]:
             stall_timeout_s=stall_timeout(ctx),
         ) as trial,
     ):
-        work = backlog(ctx, 40_000, 4_000, partitions)
+        work = backlog(ctx, 100_000, 4_000, partitions)
         trial.submit(work)
         trial.begin()
         current = start_group(trial, ["r0", "r1", "r2"])
