@@ -32,7 +32,7 @@ PARTITION = re.compile(r"\[(\d+)\]$")
 ERROR_LEVELS = frozenset({"error", "critical"})
 TRACEBACK = "Traceback (most recent call last)"
 NEVER_RETRIEVED = "Task exception was never retrieved"
-MAX_POLL = "max.poll.interval.ms"
+MAX_POLL = "maximum poll interval"  # librdkafka's MAXPOLL: "Application maximum poll interval"
 # Exit codes the harness expects after its own signal: SIGTERM drains and exits 0.
 EXPECTED_EXIT = {"SIGTERM": 0, "SIGKILL": -signal.SIGKILL}
 
@@ -146,7 +146,7 @@ class Incarnation:
             "tracebacks": text.count(TRACEBACK),
             "never_retrieved": text.count(NEVER_RETRIEVED),
             "error_lines": len(self.error_times),
-            "max_poll_lines": sum(MAX_POLL in line for line in lines),
+            "max_poll_lines": sum(MAX_POLL in line.lower() for line in lines),
             "raw_lines": sum(1 for line in lines if line.strip() and not line.startswith("{")),
             "lost_events": sum(kind == "lost" for _, kind, _ in self.changes),
             "log": str(self.log),

@@ -88,11 +88,15 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         (
             f"Machine: `nproc` {m['nproc']}, {m['cpu_model']} (`/proc/cpuinfo`), "
-            f"{m['memory_total_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, "
-            f"load average {m['load_average'][0]:.2f} at the start; the broker, the test "
-            "server, the replicas and the harness share it. Started "
-            f"{report['started']}, {report['seconds']:.0f} s in all. How each figure is "
-            "measured: `chaos/README.md`."
+            f"{m['memory_total_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
+            "the broker, the test server, the replicas and the harness share it. When each "
+            "scenario ran, for how long and the 1-minute load average at its start are "
+            "listed under the table. How each figure is measured: `chaos/README.md`."
+        ),
+        "",
+        *(
+            f"- run started {run['started']}, {run['seconds']:.0f} s: {', '.join(run['scenarios'])}"
+            for run in report.get("runs", [])
         ),
         "",
         "| scenario | check | figure | measured | wanted | |",
@@ -116,7 +120,9 @@ def markdown(report: dict[str, Any]) -> str:
         if "error" in entry:
             continue
         shown = ", ".join(f"{k} {fmt(v)}" for k, v in entry["figures"].items())
-        lines.append(f"- **{name}** ({entry['title']}): {shown}")
+        when = f"{entry.get('started', '?')}, {entry.get('seconds', 0):.0f} s, load "
+        when += f"{entry.get('load_average_at_start', 0):.2f}"
+        lines.append(f"- **{name}** ({entry['title']}; {when}): {shown}")
     return "\n".join(lines) + "\n"
 
 
@@ -185,16 +191,31 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
             report["scenarios"][key] = entry
             print_scenario(key, entry)
     report["seconds"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
+    report["runs"] = [_run_summary(report)]
     if out is not None and merge and out.exists():
         previous = orjson.loads(out.read_bytes())
         if previous.get("smoke") == smoke:
             report["scenarios"] = {**previous.get("scenarios", {}), **report["scenarios"]}
+            earlier = previous.get("runs") or [_run_summary(previous)]
+            report["runs"] = [*earlier, *report["runs"]]
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
         out.with_suffix(".md").write_text(markdown(report))
         print(f"wrote {out} and {out.with_suffix('.md')}")
     return report
+
+
+def _run_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """Return when a run started, how long it took, its scenarios and settings."""
+    return {
+        "started": report.get("started"),
+        "seconds": round(float(report.get("seconds", 0)), 1),
+        "load_average": report.get("machine", {}).get("load_average"),
+        "scenarios": list(report.get("scenarios", {})),
+        "overrides": report.get("overrides", {}),
+        "static_membership": report.get("static_membership", False),
+    }
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:
