@@ -1,8 +1,10 @@
 # The two commands of the README: `make demo` and `make test`. Each sets itself up.
+# `make unit` runs the fast tests: no Kafka broker, no model server processes, and
+# property tests with a tenth of their examples (BATCH_RUNNER_QUICK_TESTS=1).
 UV ?= uv
 RUN := $(UV) run --locked
 
-.PHONY: install demo test lint format compose-check deploy-check bench chaos clean
+.PHONY: install demo test unit lint format compose-check deploy-check bench chaos clean
 
 install:
 	$(UV) sync --locked
@@ -14,6 +16,9 @@ demo: install
 test: install
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) pytest
+
+unit: install
+	BATCH_RUNNER_QUICK_TESTS=1 $(RUN) pytest -m "not kafka and not servers"
 
 lint: install
 	$(RUN) ruff check .

@@ -186,7 +186,7 @@ class Fleet:
             number = sum(i.member == member for i in self.incarnations)
             env = {**self.env, **extra_env}
             if self.static_membership:
-                env["KAFKA_GROUP_INSTANCE_ID"] = f"{self.group}-{member}"
+                env["BATCH_RUNNER_GROUP_INSTANCE_ID"] = f"{self.group}-{member}"
             replica = start_replica(env, self.workdir)
             incarnation = Incarnation(
                 member, number, replica.process, replica.log, time.time(), LogTail(replica.log)

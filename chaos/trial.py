@@ -83,7 +83,8 @@ class Context:
     @property
     def consumer_protocol(self) -> bool:
         """Whether the replicas use the KIP-848 consumer group protocol."""
-        return self.overrides.get("kafka_group_protocol", "").lower() == "consumer"
+        chosen = self.overrides.get("group_protocol") or self.overrides.get("kafka_group_protocol")
+        return (chosen or "").lower() == "consumer"
 
     @contextlib.contextmanager
     def own_broker(self) -> Iterator[LocalKafka]:

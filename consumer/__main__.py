@@ -23,18 +23,28 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer import logs
-from consumer.pipeline import FatalError, Pipeline
-from consumer.settings import PROTOCOLS, ConfigError, Settings, unknown_variables
+from consumer.env_names import unknown_variables
+from consumer.kafka_config import GROUP_PROTOCOLS
+from consumer.pipeline import Pipeline
+from consumer.protocols import PROTOCOLS
+from consumer.settings import Settings
+from schemas.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    DeliveryError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 log = logging.getLogger("consumer")
 
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
-EXIT_FORCED = 130
+EXIT_FATAL = EXIT_FAILED  # a record could not be delivered (DeliveryError)
+EXIT_CONFIG = EXIT_BAD_INPUT  # unusable configuration (ConfigError) or cluster, at start-up
+EXIT_FORCED = EXIT_INTERRUPTED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a named endpoint requests may select with 'target' (repeatable)",
     )
     add(
+        "--codec",
+        action="append",
+        metavar="[TARGET:]KEY=VALUE",
+        help="how an endpoint's items and answers are shaped, e.g. rows=true, "
+        "columns=a,b,c, datatype=FP32, output=label (repeatable; env BATCH_RUNNER_CODEC)",
+    )
+    add(
         "--headers-file",
         help='JSON {"target": {"Header": "value"}} sent with inference requests (secrets)',
     )
@@ -64,6 +81,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--request-timeout", dest="request_timeout_s", type=float, help="seconds (default 30)")
     add("--max-attempts", type=int, help="attempts per work unit (default 60)")
     add("--max-elapsed", dest="max_elapsed_s", type=float, help="seconds per unit (600)")
+    add(
+        "--max-same-error",
+        type=int,
+        help="the same HTTP 500 answer this many times is final (default 3; 0: off)",
+    )
     add("--max-buffered-items", type=int, help="pause fetching above this (default 10000)")
     add(
         "--max-result-bytes",
@@ -71,7 +93,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest record written; a bigger prediction is an error result (1000000)",
     )
     add("--commit-interval", dest="commit_interval_s", type=float, help="seconds (0.5)")
+    add("--commit-timeout", dest="commit_timeout_s", type=float, help="seconds (10)")
     add("--drain-timeout", dest="drain_timeout_s", type=float, help="seconds (default 30)")
+    add("--revoke-grace", dest="revoke_grace_s", type=float, help="seconds (default 10)")
+    add("--group-protocol", choices=GROUP_PROTOCOLS, help="classic (default) or consumer")
+    add("--session-timeout", dest="session_timeout_s", type=float, help="classic: seconds (10)")
+    add(
+        "--heartbeat-interval",
+        dest="heartbeat_interval_s",
+        type=float,
+        help="classic: seconds (1)",
+    )
+    add("--group-instance-id", help="static membership id, e.g. the pod name (default none)")
+    add(
+        "--stall-timeout",
+        dest="stall_timeout_s",
+        type=float,
+        help="seconds a partition with work may not move before it is a stall (60)",
+    )
     add(
         "-X",
         dest="kafka_option",
@@ -113,7 +152,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await pipeline.run()
-    except FatalError as exc:
+    except DeliveryError as exc:
         log.exception("stopped after a delivery failure", extra={"error": str(exc)})
         return EXIT_FATAL
     except (KafkaException, ConfigError) as exc:

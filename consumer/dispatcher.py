@@ -7,6 +7,16 @@ connection errors and timeouts, ``Retry-After``, full-jitter backoff, attempt an
 budgets); the place in the limiter is held only while a request is on the wire, never
 while backing off. The outcome is always an :class:`Outcome`: predictions for every item,
 or one error shared by the unit's items. Nothing here raises for a bad answer.
+
+Two clocks per unit: ``queue_ms``, the time spent waiting for a place in the limiter
+(every attempt's wait added up), and ``latency_ms``, from the first attempt to the final
+answer without those waits: what the model and the retries cost, not how busy the
+replica is.
+
+Answers are read by :mod:`consumer.answers`: a 2xx body under the response size cap, an
+error answer's body cut to its informative end (a traceback says what went wrong in its
+last lines). The same HTTP 500 body ``max_same_error`` times for one unit is final
+(``RetryPolicy.answer_is_final``).
 """
 
 from __future__ import annotations
@@ -18,16 +28,19 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
+from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.limiter import Limiter
 from consumer.metrics import Metrics
-from consumer.protocols import BadResponse, Codec, WrongCount, get_codec
-from consumer.retry import FailureKind, parse_retry_after
+from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec
+from consumer.retry import parse_retry_after
+from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from consumer.endpoints import Endpoint
     from consumer.retry import RetryPolicy
-    from consumer.settings import Endpoint, Settings
+    from consumer.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,34 +49,34 @@ class Outcome:
 
     Exactly one of ``predictions`` (one JSON text per item, in order) and ``error_kind``
     is set. ``attempts`` counts HTTP requests made; ``latency_ms`` is the wall time from
-    the first attempt to the final answer, backoff included.
+    the first attempt to the final answer, backoff included, waits for a free request
+    slot excluded; ``queue_ms`` is those waits.
     """
 
     predictions: list[bytes] | None
     attempts: int
     latency_ms: float
-    error_kind: str | None = None
+    error_kind: ResultErrorKind | None = None
     error_message: str | None = None
     http_status: int | None = None
+    queue_ms: float = 0.0
 
 
 class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
     def __init__(
         self,
-        kind: str,
+        kind: ResultErrorKind,
         message: str,
         status: int | None = None,
         retry_after: str | None = None,
+        body: str = "",
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.status = status
         self.retry_after = retry_after
-
-
-# A response over the size cap would be over it again: not one of the retry policy's kinds.
-RESPONSE_TOO_LARGE = "response_too_large"
+        self.body = body
 
 
 class Dispatcher:
@@ -82,7 +95,8 @@ class Dispatcher:
         self._policy: RetryPolicy = settings.retry_policy()
         self.limiter = Limiter(settings.max_in_flight)
         self._codecs: dict[str, Codec] = {
-            name: get_codec(endpoint.protocol) for name, endpoint in settings.endpoints.items()
+            name: get_codec(endpoint.protocol, endpoint.codec)
+            for name, endpoint in settings.endpoints.items()
         }
         # Each endpoint's request headers, built once (per-message trace headers are added
         # to a copy only when a message carries them).
@@ -98,6 +112,9 @@ class Dispatcher:
         )
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
+        # When (time.monotonic()) a request last succeeded and last failed (stall checks).
+        self.last_success: float | None = None
+        self.last_failure: float | None = None
 
     async def start(self) -> None:
         """Open the shared HTTP session (a connection pool sized to ``max_in_flight``)."""
@@ -133,65 +150,103 @@ class Dispatcher:
     ) -> Outcome:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget."""
         codec = self._codecs[endpoint.name]
-        body = codec.encode(items)
+        try:
+            body = codec.encode(items)
+        except BadItem as exc:
+            return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
+        limiter = self.limiter
         started = time.monotonic()
+        first_attempt = started
+        queued = 0.0  # seconds spent waiting for a place in the limiter, all attempts
+        seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self.limiter:
+                waiting = time.monotonic()
+                async with limiter:
+                    sending = time.monotonic()
+                    queued += sending - waiting
+                    if attempt == 1:
+                        first_attempt = sending
                     answer = await self._post(endpoint.url, body, request_headers)
                 try:
                     predictions = codec.decode(answer, len(items))
                 except WrongCount as exc:
-                    raise _Failure(FailureKind.WRONG_COUNT, str(exc), 200) from None
+                    raise _Failure(ResultErrorKind.WRONG_COUNT, str(exc), 200) from None
                 except BadResponse as exc:
-                    raise _Failure(FailureKind.BAD_RESPONSE, str(exc), 200) from None
+                    raise _Failure(ResultErrorKind.BAD_RESPONSE, str(exc), 200) from None
             except _Failure as failure:
-                retryable = failure.kind != RESPONSE_TOO_LARGE and self._policy.should_retry(
-                    FailureKind(failure.kind),
-                    failure.status,
-                )
-                elapsed = time.monotonic() - started
-                delay = None
-                if retryable:
-                    delay = self._policy.next_delay(
-                        attempt,
-                        elapsed,
-                        parse_retry_after(failure.retry_after, time.time()),
-                    )
+                self.last_failure = time.monotonic()
+                delay = self._retry_delay(failure, attempt, first_attempt, seen)
                 if delay is None:
-                    message = failure.message
-                    if retryable:
-                        message = f"gave up after {attempt} attempts in {elapsed:.1f}s: {message}"
-                    return self._error(started, attempt, failure.kind, message, failure.status)
+                    return self._error(started, queued, attempt, failure)
                 self._metrics.retries.inc()
                 await asyncio.sleep(delay)
                 continue
-            return Outcome(
-                predictions=predictions,
-                attempts=attempt,
-                latency_ms=(time.monotonic() - started) * 1000.0,
-            )
+            self.last_success = time.monotonic()
+            return self._finish(started, queued, attempt, predictions)
 
-    @staticmethod
-    def _error(
+    def _retry_delay(
+        self,
+        failure: _Failure,
+        attempt: int,
+        first_attempt: float,
+        seen: dict[tuple[int, str], int],
+    ) -> float | None:
+        """Return the wait before the next attempt, or None (``failure.message`` says why)."""
+        policy = self._policy
+        if not policy.should_retry(failure.kind, failure.status):
+            return None
+        elapsed = time.monotonic() - first_attempt
+        if failure.status is not None and failure.kind == ResultErrorKind.HTTP_STATUS:
+            key = (failure.status, failure.body)
+            times = seen[key] = seen.get(key, 0) + 1
+            if policy.answer_is_final(failure.status, failure.body, times):
+                failure.message = (
+                    f"{failure.message} (the same answer {times} times: the model fails on "
+                    "this input, not retried further)"
+                )
+                return None
+        delay = policy.next_delay(
+            attempt,
+            elapsed,
+            parse_retry_after(failure.retry_after, time.time()),
+        )
+        if delay is None:
+            failure.message = (
+                f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
+            )
+        return delay
+
+    def _finish(
+        self,
         started: float,
+        queued: float,
         attempts: int,
-        kind: str,
-        message: str,
-        status: int | None,
+        predictions: list[bytes],
     ) -> Outcome:
+        self._metrics.queue_wait.observe(queued)
+        return Outcome(
+            predictions=predictions,
+            attempts=attempts,
+            latency_ms=(time.monotonic() - started - queued) * 1000.0,
+            queue_ms=queued * 1000.0,
+        )
+
+    def _error(self, started: float, queued: float, attempts: int, failure: _Failure) -> Outcome:
+        self._metrics.queue_wait.observe(queued)
         return Outcome(
             predictions=None,
             attempts=attempts,
-            latency_ms=(time.monotonic() - started) * 1000.0,
-            error_kind=kind,
-            error_message=message,
-            http_status=status,
+            latency_ms=(time.monotonic() - started - queued) * 1000.0,
+            error_kind=failure.kind,
+            error_message=failure.message,
+            http_status=failure.status,
+            queue_ms=queued * 1000.0,
         )
 
     async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> bytes:
@@ -207,53 +262,40 @@ class Dispatcher:
                 self.unanswered = 0
                 metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
+                cap = self._settings.max_response_bytes
                 if 200 <= status < 300:
-                    return await self._read_capped(response)
-                snippet = (await response.content.read(300)).decode("utf-8", "replace")
+                    try:
+                        return await read_capped(response, cap)
+                    except ResponseTooLargeError as exc:
+                        raise _Failure(
+                            ResultErrorKind.RESPONSE_TOO_LARGE, str(exc), status
+                        ) from None
+                snippet = error_snippet(await read_tail(response, cap))
                 raise _Failure(
-                    FailureKind.HTTP_STATUS,
+                    ResultErrorKind.HTTP_STATUS,
                     f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
                     status,
                     response.headers.get("Retry-After"),
+                    snippet,
                 )
         except TimeoutError:
             self.unanswered += 1
             metrics.http_code("timeout").inc()
             raise _Failure(
-                FailureKind.TIMEOUT,
+                ResultErrorKind.TIMEOUT,
                 f"no answer within {self._settings.request_timeout_s:g}s",
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             self.unanswered += 1
             metrics.http_code("connection").inc()
-            raise _Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+            raise _Failure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+
+    def failing(self, window_s: float, now: float) -> bool:
+        """Whether requests failed and none succeeded in the last ``window_s`` seconds."""
+        if self.last_failure is None or now - self.last_failure > window_s:
+            return False
+        return self.last_success is None or now - self.last_success > window_s
 
     def endpoint_answering(self, max_unanswered: int = 5) -> bool:
         """Whether the endpoints answer: fewer than ``max_unanswered`` silent requests in a row."""
         return self.unanswered < max_unanswered
-
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        cap = self._settings.max_response_bytes
-        length = response.content_length
-        if length is not None:
-            if length > cap:
-                raise _Failure(
-                    RESPONSE_TOO_LARGE,
-                    f"response of {length} bytes exceeds the {cap}-byte cap",
-                    response.status,
-                )
-            if response.headers.get("Content-Encoding") is None:
-                # The declared length bounds what read() takes in: one call, no loop.
-                return await response.read()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                raise _Failure(
-                    RESPONSE_TOO_LARGE,
-                    f"response exceeds the {cap}-byte cap",
-                    response.status,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)

@@ -57,7 +57,9 @@ class Limiter:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the place was granted just as we were cancelled
-            else:
+            elif waiter in self._waiters:
+                # Not there when a release popped it (and skipped it, being cancelled)
+                # between the cancel and this handler.
                 self._waiters.remove(waiter)
             raise
 

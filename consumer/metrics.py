@@ -13,6 +13,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -66,6 +67,11 @@ class Metrics:
             "Partitions paused by backpressure.",
             registry=r,
         )
+        self.stalled_partitions = Gauge(
+            "batch_runner_stalled_partitions",
+            "Assigned partitions with work that have not moved for the stall timeout.",
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "batch_runner_assigned_partitions",
             "Partitions assigned to this replica.",
@@ -75,6 +81,12 @@ class Metrics:
             "batch_runner_inference_latency_seconds",
             "Time of one inference HTTP request.",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "batch_runner_queue_wait_seconds",
+            "Time a work unit waited for a free request slot (--max-in-flight), all attempts.",
+            buckets=QUEUE_BUCKETS,
             registry=r,
         )
         self.item_latency = Histogram(
@@ -122,6 +134,9 @@ class Metrics:
         self.items_ok = self.items.labels("ok")
         self.items_error = self.items.labels("error")
         self._http_codes: dict[str, Counter] = {}
+        # Per (topic, partition): messages past the consumer's position (not yet fetched),
+        # from the latest statistics; the stall check reads it.
+        self.unfetched: dict[tuple[str, int], int] = {}
 
     def http_code(self, code: str) -> Counter:
         """Return the ``http_requests`` counter of ``code`` (a status, timeout, connection)."""
@@ -130,24 +145,48 @@ class Metrics:
             child = self._http_codes[code] = self.http_requests.labels(code)
         return child
 
-    def consumer_stats(self, text: str) -> None:
-        """Take librdkafka's consumer statistics JSON (``stats_cb``)."""
+    def consumer_stats(self, text: str) -> dict[str, Any]:
+        """Take librdkafka's consumer statistics JSON (``stats_cb``); return it parsed."""
         stats: dict[str, Any] = orjson.loads(text)
+        unfetched: dict[tuple[str, int], int] = {}
         for topic, info in stats.get("topics", {}).items():
             for partition, values in info.get("partitions", {}).items():
-                if partition == "-1":
+                if partition == "-1" or not values.get("desired", True):
                     continue
-                lag = values.get("consumer_lag_stored", values.get("consumer_lag", -1))
-                if isinstance(lag, int) and lag >= 0:
-                    self.consumer_lag.labels(topic, partition).set(lag)
+                end = _valid(values.get("hi_offset"))
+                committed = _valid(values.get("committed_offset"))
+                if end is not None and committed is not None:
+                    self.consumer_lag.labels(topic, partition).set(max(0, end - committed))
+                position = next(
+                    (
+                        p
+                        for p in (
+                            _valid(values.get("app_offset")),
+                            committed,
+                            _valid(values.get("next_offset")),
+                        )
+                        if p is not None
+                    ),
+                    None,
+                )
+                if end is not None and position is not None:
+                    unfetched[(topic, int(partition))] = max(0, end - position)
+        self.unfetched = unfetched
         for name, broker in stats.get("brokers", {}).items():
             rtt = broker.get("rtt", {}).get("avg")
             if isinstance(rtt, int | float) and rtt > 0:
                 self.broker_rtt.labels(name).set(rtt / 1_000_000)
+        return stats
 
-    def producer_stats(self, text: str) -> None:
-        """Take librdkafka's producer statistics JSON (``stats_cb``)."""
+    def producer_stats(self, text: str) -> dict[str, Any]:
+        """Take librdkafka's producer statistics JSON (``stats_cb``); return it parsed."""
         stats: dict[str, Any] = orjson.loads(text)
         count = stats.get("msg_cnt")
         if isinstance(count, int):
             self.producer_queue.set(count)
+        return stats
+
+
+def _valid(offset: object) -> int | None:
+    """Return a statistics offset, or ``None`` for librdkafka's "invalid" (negative) values."""
+    return offset if isinstance(offset, int) and offset >= 0 else None

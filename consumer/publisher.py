@@ -27,9 +27,14 @@ if TYPE_CHECKING:
 
     from confluent_kafka import Message
 
+    from consumer.connectivity import ClusterWatch
+
     DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
     # Record headers as librdkafka takes them (handed over without a copy).
     Headers = list[tuple[str, str | bytes | None]]
+    # Publisher.produce, or a fake one in tests: (topic, value, key, on_delivery, headers).
+    Produce = Callable[[str, bytes, bytes | str | None, DeliveryCallback, Headers | None], None]
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +47,20 @@ FULL_QUEUE_WAIT_S = 0.005
 class Publisher:
     """Wraps one ``confluent_kafka.Producer`` shared by results, summaries and dead letters."""
 
-    def __init__(self, config: dict[str, object]) -> None:
-        """Create the producer (no network I/O happens until the first record)."""
+    def __init__(self, config: dict[str, object], cluster: ClusterWatch | None = None) -> None:
+        """Create the producer (no network I/O happens until the first record).
+
+        Connection failures go to ``cluster`` (logged once per outage) when given.
+        """
         self._errors: collections.deque[KafkaError] = collections.deque(maxlen=20)
+        self._cluster = cluster
         self._producer = Producer({**config, "error_cb": self._on_error})
         self._wakeup = asyncio.Event()
 
     def _on_error(self, error: KafkaError) -> None:
         self._errors.append(error)
+        if self._cluster is not None and self._cluster.error(error):
+            return
         log.warning("Kafka client error", extra={"error": error.str(), "fatal": error.fatal()})
 
     def produce(

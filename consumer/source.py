@@ -1,82 +1,149 @@
 """The Kafka consumer: fetch, pause/resume, commit and rebalance callbacks, off the loop.
 
-librdkafka's blocking calls run on one dedicated thread (a single-worker executor), so
-the event loop never blocks and every consumer call is serialised, as the client needs.
-Rebalance callbacks fire on that thread inside ``consume``; they hand the event to the
-loop with ``run_coroutine_threadsafe`` and wait for its answer, which lets the pipeline
-decide what is done before a revoked partition is given up, and commit it right there.
+librdkafka's calls run on one dedicated daemon thread, so the event loop never blocks and
+every consumer call is serialised, as the client needs. No call on that thread waits
+without a bound: fetches poll for at most ``poll_timeout_s``, commits are asynchronous
+(their answers come back through ``on_commit`` while the thread keeps polling, and the
+caller waits for them with a timeout), and a rebalance callback waits for the loop's
+decision for at most ``callback_timeout_s``, well inside ``max.poll.interval.ms``.
+
+Rebalance callbacks fire on that thread inside ``poll``; they hand the event to the loop
+with ``run_coroutine_threadsafe`` and wait for its answer, which lets the pipeline decide
+what is done before a revoked partition is given up, and commit it right there.
+
+Assignment starts from a known state: librdkafka keeps a partition's pause flag across
+revoke and assign, so every newly assigned partition is resumed before it is fetched
+(a partition paused for backpressure, revoked and given back would otherwise never be
+fetched again).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from consumer.kafka_thread import ConsumerThread
+
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Mapping
 
     from confluent_kafka import Message
 
+    from consumer.offsets import PartitionKey
+
 log = logging.getLogger(__name__)
 
-TP = tuple[str, int]
 T = TypeVar("T")
+
+# Commit errors that mean "not now" (a rebalance, a coordinator move, a broker away):
+# the positions stay uncommitted and the next round commits them again.
+RETRIABLE_COMMIT_ERRORS = frozenset(
+    {
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.STALE_MEMBER_EPOCH,
+        KafkaError._TRANSPORT,  # noqa: SLF001 - librdkafka's own codes
+        KafkaError._WAIT_COORD,  # noqa: SLF001
+        KafkaError._TIMED_OUT,  # noqa: SLF001
+        KafkaError._STATE,  # noqa: SLF001
+        KafkaError._DESTROY,  # noqa: SLF001
+        KafkaError._ASSIGNMENT_LOST,  # noqa: SLF001
+        KafkaError._NO_OFFSET,  # noqa: SLF001
+    },
+)
+# How long a resume may wait for the metadata request that wakes the fetcher.
+WAKE_TIMEOUT_S = 0.25
 
 
 class RebalanceListener(Protocol):
     """What the pipeline does when partitions come and go (all run on the loop)."""
 
-    async def on_assigned(self, partitions: list[TP]) -> None:
+    async def on_assigned(self, partitions: list[PartitionKey]) -> None:
         """Partitions were assigned (incrementally)."""
 
-    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
         """Partitions are about to be revoked: return the positions to commit for them."""
 
-    async def on_lost(self, partitions: list[TP]) -> None:
+    async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Partitions were lost (no commit possible): forget their state."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """What the broker said about one commit: the positions it took, and the first error."""
+
+    committed: dict[PartitionKey, int] = field(default_factory=dict)
+    error: KafkaError | None = None
+
+    @property
+    def retriable(self) -> bool:
+        """Whether the failure is one that the next commit round may get past."""
+        return self.error is None or self.error.code() in RETRIABLE_COMMIT_ERRORS
 
 
 class Source:
     """Owns the ``confluent_kafka.Consumer`` and the thread all its calls run on."""
 
-    def __init__(self, config: dict[str, object], topic: str, listener: RebalanceListener) -> None:
-        """Create the consumer (not yet subscribed)."""
-        self._consumer = Consumer(config)
+    def __init__(
+        self,
+        config: Mapping[str, object],
+        topic: str,
+        listener: RebalanceListener,
+        *,
+        callback_timeout_s: float = 60.0,
+        reachable: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Create the consumer (not yet subscribed).
+
+        ``callback_timeout_s`` bounds how long a rebalance callback waits for the loop;
+        ``reachable`` says whether the cluster answers (no commit on revoke when not).
+        """
+        self._reachable = reachable
+        self._consumer = Consumer({**config, "on_commit": self._commit_cb})
         self._topic = topic
         self._listener = listener
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1,
-            thread_name_prefix="kafka-consumer",
-        )
+        self._callback_timeout_s = callback_timeout_s
+        self._thread = ConsumerThread("kafka-consumer")
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending_commits: dict[frozenset[tuple[str, int, int]], asyncio.Future[CommitResult]]
+        self._pending_commits = {}
         self.commit_on_revoke = True
         self.joined = False
-        self.paused: set[TP] = set()
-        self.assignment: set[TP] = set()
+        self.paused: set[PartitionKey] = set()
+        self.assignment: set[PartitionKey] = set()
 
-    async def _call(self, fn: Callable[..., T], *args: object, **kwargs: object) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+    async def _call(self, fn: Callable[[], T]) -> T:
+        return await asyncio.wrap_future(self._thread.submit(fn))
 
     async def subscribe(self) -> None:
         """Join the group (the assignment arrives through the callbacks during fetches)."""
         self._loop = asyncio.get_running_loop()
         await self._call(
-            self._consumer.subscribe,
-            [self._topic],
-            on_assign=self._assign_cb,
-            on_revoke=self._revoke_cb,
-            on_lost=self._lost_cb,
+            lambda: self._consumer.subscribe(
+                [self._topic],
+                on_assign=self._assign_cb,
+                on_revoke=self._revoke_cb,
+                on_lost=self._lost_cb,
+            ),
         )
 
     async def fetch(self, max_messages: int, timeout_s: float) -> list[Message]:
-        """Wait up to ``timeout_s`` for a message, then take what else is ready (up to max)."""
-        return await self._call(self._fetch_blocking, max_messages, timeout_s)
+        """Wait up to ``timeout_s`` for a message, then take what else is ready (up to max).
+
+        Also serves rebalance callbacks and commit answers: a replica must keep calling
+        this (with paused partitions, when it wants no messages) to stay in its group.
+        """
+        return await self._call(lambda: self._fetch_blocking(max_messages, timeout_s))
 
     def _fetch_blocking(self, max_messages: int, timeout_s: float) -> list[Message]:
         first = self._consumer.poll(timeout_s)
@@ -89,47 +156,108 @@ class Source:
         )
         return [first, *rest]
 
-    async def commit(self, positions: dict[TP, int]) -> None:
-        """Commit ``positions`` synchronously (raises ``KafkaException`` on failure)."""
-        if positions:
-            await self._call(self._commit_blocking, positions)
+    async def poll_paused(self, timeout_s: float) -> None:
+        """Pause every assigned partition and poll once (rebalances, commit answers).
 
-    def _commit_blocking(self, positions: dict[TP, int]) -> None:
-        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-        self._consumer.commit(offsets=offsets, asynchronous=False)
+        For a replica that wants no more messages but must stay in its group. A message
+        fetched before the pause took effect is dropped untracked: its offset is never
+        committed, so the group delivers it again.
+        """
+        await self.pause(sorted(self.assignment))
+        await self.fetch(1, timeout_s)
 
-    async def pause(self, partitions: list[TP]) -> None:
+    async def commit(self, positions: Mapping[PartitionKey, int], timeout_s: float) -> CommitResult:
+        """Commit ``positions``; wait up to ``timeout_s`` for the broker's answer.
+
+        The commit is asynchronous on the consumer thread, which keeps polling (and so
+        serving rebalances) meanwhile. A timeout is a retriable failure.
+        """
+        if not positions:
+            return CommitResult()
+        loop = asyncio.get_running_loop()
+        key = frozenset((t, p, o) for (t, p), o in positions.items())
+        future = self._pending_commits.get(key)
+        if future is None:
+            future = self._pending_commits[key] = loop.create_future()
+            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+            try:
+                await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=True))
+            except KafkaException as exc:
+                self._pending_commits.pop(key, None)
+                return CommitResult(error=exc.args[0])
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            return CommitResult(
+                error=KafkaError(
+                    KafkaError._TIMED_OUT,  # noqa: SLF001 - librdkafka's own code
+                    f"no answer to the commit within {timeout_s:g}s",
+                ),
+            )
+
+    def _commit_cb(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Take a commit's answer (on the consumer thread) to the loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._commit_answered, err, partitions)
+
+    def _commit_answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        key = frozenset((tp.topic, tp.partition, tp.offset) for tp in partitions)
+        committed = {(tp.topic, tp.partition): tp.offset for tp in partitions if tp.error is None}
+        first = err or next((tp.error for tp in partitions if tp.error is not None), None)
+        result = CommitResult(committed if err is None else {}, first)
+        future = self._pending_commits.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+        elif future is None:  # its caller gave up waiting: the next round commits again
+            log.debug("late commit answer", extra={"error": first and first.str()})
+
+    async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
         todo = [tp for tp in partitions if tp not in self.paused and tp in self.assignment]
         if todo:
-            await self._call(self._consumer.pause, [TopicPartition(t, p) for t, p in todo])
+            await self._call(lambda: self._consumer.pause([TopicPartition(t, p) for t, p in todo]))
             self.paused.update(todo)
 
-    async def resume(self, partitions: list[TP]) -> None:
+    async def resume(self, partitions: list[PartitionKey]) -> None:
         """Fetch from ``partitions`` again, at once."""
         todo = [tp for tp in partitions if tp in self.paused and tp in self.assignment]
         if todo:
-            await self._call(self._resume_blocking, [TopicPartition(t, p) for t, p in todo])
+            await self._call(lambda: self._resume_blocking([TopicPartition(t, p) for t, p in todo]))
         self.paused.difference_update(partitions)
 
     def _resume_blocking(self, partitions: list[TopicPartition]) -> None:
         self._consumer.resume(partitions)
         # librdkafka restarts fetching for resumed partitions only when the broker thread
-        # next wakes, up to a second later (measured: ~950 ms after every resume, whatever
-        # fetch.wait.max.ms and the backoff settings). A metadata request wakes it now.
-        with contextlib.suppress(KafkaException):
-            self._consumer.list_topics(self._topic, timeout=5)
-
-    async def close(self) -> None:
-        """Leave the group (revoking, and so committing, what is done) and free the thread."""
+        # next wakes, up to a second later (bench/results/README.md: ~950 ms, whatever
+        # fetch.wait.max.ms and the backoff settings). A metadata request wakes it now;
+        # its answer is not needed, so the wait for it is short.
         try:
-            await self._call(self._consumer.close)
+            self._consumer.list_topics(self._topic, timeout=WAKE_TIMEOUT_S)
+        except KafkaException:
+            log.debug("no metadata answer after a resume (the fetch starts on its own)")
+
+    async def close(self, timeout_s: float) -> bool:
+        """Leave the group (revoking, and so committing, what is done); free the thread.
+
+        Returns whether the consumer closed within ``timeout_s``; if not, the thread is
+        left behind (a daemon) and the group notices the member's absence by itself.
+        """
+        try:
+            await asyncio.wait_for(self._call(self._consumer.close), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "leaving the group took too long; exiting without waiting for it",
+                extra={"timeout_s": timeout_s},
+            )
+            return False
         finally:
-            self._executor.shutdown(wait=True)
+            self._thread.shutdown(wait=False)
+        return True
 
     # --- rebalance callbacks: run on the consumer thread, inside poll()/consume()/close() ---
 
-    def _on_loop(self, make: Callable[[], Awaitable[T]]) -> T:
+    def _on_loop(self, make: Callable[[], Awaitable[T]], timeout_s: float) -> T:
         loop = self._loop
         if loop is None:
             raise RuntimeError("subscribe() was not called")
@@ -137,42 +265,79 @@ class Source:
         async def run() -> T:
             return await make()
 
-        return asyncio.run_coroutine_threadsafe(run(), loop).result()
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout_s)
 
-    def _assign_cb(self, _: Consumer, partitions: list[TopicPartition]) -> None:
+    def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
+        if partitions:
+            # A partition paused before it was revoked keeps librdkafka's pause flag: clear
+            # it, so that what is assigned is fetched unless the pipeline pauses it again.
+            consumer.resume(partitions)
         self.joined = True
         self.assignment.update(tps)
+        self.paused.difference_update(tps)
         log.info("partitions assigned", extra={"partitions": _fmt(tps)})
-        self._on_loop(lambda: self._listener.on_assigned(tps))
+        self._on_loop(lambda: self._listener.on_assigned(tps), self._callback_timeout_s)
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
-        positions = self._on_loop(lambda: self._listener.on_revoked(tps))
+        started = time.monotonic()
+        try:
+            positions = self._on_loop(
+                lambda: self._listener.on_revoked(tps),
+                self._callback_timeout_s,
+            )
+        except TimeoutError:
+            log.warning("the pipeline did not answer a revoke in time: nothing committed for it")
+            positions = {}
         if positions and self.commit_on_revoke:
-            try:
-                self._commit_blocking(positions)
-                log.info(
-                    "committed before revoke",
-                    extra={"positions": {f"{t}[{p}]": o for (t, p), o in positions.items()}},
-                )
-            except KafkaException as exc:
-                log.warning("commit on revoke failed", extra={"error": str(exc)})
-        self.assignment.difference_update(tps)
-        self.paused.difference_update(tps)
-        log.info("partitions revoked", extra={"partitions": _fmt(tps)})
-        del consumer
+            self._commit_on_revoke(consumer, positions)
+        self._forget(tps)
+        log.info(
+            "partitions revoked",
+            extra={"partitions": _fmt(tps), "took_s": round(time.monotonic() - started, 3)},
+        )
+
+    def _commit_on_revoke(self, consumer: Consumer, positions: dict[PartitionKey, int]) -> None:
+        """Commit what is done of revoked partitions, synchronously, inside the callback.
+
+        Inside the callback the member's generation is still the current one: a commit
+        sent after it returns races the rejoin (or, on close, the LeaveGroup) and is
+        refused, and the new owner repeats what was done. With the cluster away a
+        synchronous commit could block the thread for long: then nothing is committed
+        (the new owner redoes the work; nothing is lost).
+        """
+        extra = {"positions": _fmt_positions(positions)}
+        if not self._reachable():
+            log.warning("the cluster is unreachable: not committing before revoke", extra=extra)
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit before revoke failed", extra={**extra, "error": str(exc)})
+        else:
+            log.info("committed before revoke", extra=extra)
 
     def _lost_cb(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         log.warning("partitions lost", extra={"partitions": _fmt(tps)})
-        self._on_loop(lambda: self._listener.on_lost(tps))
+        try:
+            self._on_loop(lambda: self._listener.on_lost(tps), self._callback_timeout_s)
+        finally:
+            self._forget(tps)
+
+    def _forget(self, tps: list[PartitionKey]) -> None:
         self.assignment.difference_update(tps)
         self.paused.difference_update(tps)
 
 
-def _fmt(tps: list[TP]) -> list[str]:
+def _fmt(tps: list[PartitionKey]) -> list[str]:
     return [f"{t}[{p}]" for t, p in sorted(tps)]
+
+
+def _fmt_positions(positions: Mapping[PartitionKey, int]) -> dict[str, int]:
+    return {f"{t}[{p}]": o for (t, p), o in sorted(positions.items())}
 
 
 def message_error(msg: Message) -> KafkaError | None:

@@ -14,11 +14,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.settings import ConfigError, kafka_options
-from producer.inputs import FORMATS, InputError, read_items
+from consumer.kafka_config import kafka_options
+from producer.inputs import FORMATS, read_items
 from producer.results import (
     BatchState,
     ReaderError,
@@ -27,25 +27,31 @@ from producer.results import (
     parse_start,
     read_batch,
 )
-from producer.submit import (
-    EXIT_FAILED,
-    EXIT_INPUT,
-    EXIT_KAFKA,
-    EXIT_OK,
-    SubmitError,
-    submit,
-)
+from producer.submit import submit
 from schemas import (
+    DLQ_REASON,
+    DLQ_TOPIC,
     REQUESTS_TOPIC,
     RESULTS_TOPIC,
     ChunkSummary,
     InvalidMessage,
     Result,
     decode_batch_request,
+    parse_dead_letter_headers,
+)
+from schemas.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    BadInputError,
+    BatchRunnerError,
+    ConfigError,
+    exit_code_for,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from confluent_kafka import Message
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]  # noqa: SLF001
 
@@ -57,18 +63,14 @@ def _err(message: str) -> None:
 def _bootstrap(args: argparse.Namespace) -> str:
     value = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not value:
-        raise SubmitError(
+        raise ConfigError(
             "no Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap-servers",
-            EXIT_INPUT,
         )
     return str(value)
 
 
 def _kafka_options(args: argparse.Namespace) -> dict[str, str]:
-    try:
-        return kafka_options(os.environ, args.kafka_option or ())
-    except ConfigError as exc:
-        raise SubmitError(str(exc), EXIT_INPUT) from None
+    return kafka_options(os.environ, args.kafka_option or ())
 
 
 def _metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
@@ -78,7 +80,7 @@ def _metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SubmitError(f"--metadata {pair!r}: expected key=value", EXIT_INPUT)
+            raise BadInputError(f"--metadata {pair!r}: expected key=value")
         out[key] = value
     return out
 
@@ -89,20 +91,11 @@ def _guard(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except SubmitError as exc:
+        except BatchRunnerError as exc:  # the tree in schemas.errors: each knows its code
             _err(str(exc))
             return exc.exit_code
-        except InputError as exc:
-            _err(str(exc))
-            return EXIT_INPUT
-        except ReaderError as exc:
-            _err(str(exc))
-            return EXIT_KAFKA
-        except ValueError as exc:
-            _err(str(exc))
-            return EXIT_INPUT
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt as exc:
+            return exit_code_for(exc)
 
     return wrapped
 
@@ -185,7 +178,8 @@ def _pretty(record: Result | ChunkSummary) -> str:
         )
     if record.status == "ok":
         answer = orjson.dumps(record.prediction).decode()
-        return f"{record.batch_id} #{record.index} ok {answer} ({record.latency_ms:.1f} ms)"
+        queued = "" if record.queue_ms is None else f", queued {record.queue_ms:.1f} ms"
+        return f"{record.batch_id} #{record.index} ok {answer} ({record.latency_ms:.1f} ms{queued})"
     error = record.error
     detail = f"{error.kind}: {error.message}" if error else "error"
     return f"{record.batch_id} #{record.index} ERROR {detail} (attempts {record.attempts})"
@@ -246,6 +240,8 @@ def _result_line(result: Result) -> dict[str, Any]:
         }
     line["attempts"] = result.attempts
     line["latency_ms"] = result.latency_ms
+    if result.queue_ms is not None:
+        line["queue_ms"] = result.queue_ms
     return line
 
 
@@ -263,10 +259,7 @@ def _collect(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     total = state.total or (max(state.results) + 1)
     if inputs is not None and len(inputs) != total:
-        raise SubmitError(
-            f"--join-input has {len(inputs)} items but the batch has {total}",
-            EXIT_INPUT,
-        )
+        raise BadInputError(f"--join-input has {len(inputs)} items but the batch has {total}")
     out = sys.stdout.buffer if args.output in {None, "-"} else open(args.output, "wb")  # noqa: SIM115, PTH123
     missing = 0
     try:
@@ -316,8 +309,64 @@ def _submitted(bootstrap: str, topic: str, batch_id: str, options: dict[str, str
         reader.close()
 
 
-def _lag(bootstrap: str, group: str, topic: str, options: dict[str, str]) -> list[dict[str, int]]:
-    admin = AdminClient({"bootstrap.servers": bootstrap, **options})
+def _header_pairs(msg: Message) -> list[tuple[str, bytes | None]]:
+    headers = msg.headers() or []
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    return [(k, v.encode() if isinstance(v, str) else v) for k, v in pairs]
+
+
+def _dead_letters(
+    bootstrap: str, topic: str, batch_id: str, options: dict[str, str]
+) -> list[dict[str, str]] | None:
+    """Return the dead-letter headers of each of the batch's dead letters (None: no topic).
+
+    A dead letter keeps the original key, the batch id: those are the batch's.
+    """
+    key = batch_id.encode()
+    try:
+        reader = TopicReader(bootstrap, topic, OFFSET_BEGINNING, kafka_options=options)
+    except ReaderError:
+        return None
+    found: list[dict[str, str]] = []
+    try:
+        targets = reader.high_watermarks()
+        seen = dict.fromkeys(reader.partitions, -1)
+        while any(targets.values()) and not reader.at_end():
+            for msg in reader.poll():
+                partition, offset = msg.partition(), msg.offset()
+                if partition is not None and offset is not None:
+                    seen[partition] = offset
+                if msg.key() == key:
+                    found.append(parse_dead_letter_headers(_header_pairs(msg)))
+            if all(seen[p] + 1 >= targets[p] for p in seen):
+                break
+        return found
+    finally:
+        reader.close()
+
+
+def _group(admin: AdminClient, group: str) -> tuple[str, int]:
+    """Return the group's state (lower case; ``dead`` when the cluster does not know it).
+
+    And its member count. A group the coordinator cannot describe right now (it is still
+    loading, say) is ``unknown``.
+    """
+    for _ in range(10):
+        try:
+            found = admin.describe_consumer_groups([group])[group].result(timeout=15)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.retriable():
+                time.sleep(0.5)
+                continue
+            return "unknown", 0
+        return found.state.name.lower(), len(found.members)
+    return "unknown", 0
+
+
+def _lag(
+    admin: AdminClient, bootstrap: str, group: str, topic: str, options: dict[str, str]
+) -> list[dict[str, int | None]]:
     from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: PLC0415
 
     request = [ConsumerGroupTopicPartitions(group)]
@@ -325,22 +374,38 @@ def _lag(bootstrap: str, group: str, topic: str, options: dict[str, str]) -> lis
         answer = admin.list_consumer_group_offsets(request)[group].result(timeout=15)
     except KafkaException as exc:
         raise ReaderError(f"cannot read the offsets of group {group!r}: {exc}") from None
-    committed = {tp.partition: tp.offset for tp in answer.topic_partitions if tp.topic == topic}
+    committed = {
+        tp.partition: tp.offset
+        for tp in answer.topic_partitions
+        if tp.topic == topic and tp.offset >= 0
+    }
     probe = Consumer(
         {"bootstrap.servers": bootstrap, "group.id": f"{group}-status-probe", **options}
     )
     try:
         metadata = probe.list_topics(topic, timeout=15).topics.get(topic)
         partitions = sorted(metadata.partitions) if metadata and metadata.partitions else []
-        rows = []
+        rows: list[dict[str, int | None]] = []
         for p in partitions:
             low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
-            position = committed.get(p, -1)
-            lag = high - (position if position >= 0 else low)
+            position = committed.get(p)
+            lag = high - (position if position is not None else low)
             rows.append({"partition": p, "committed": position, "end": high, "lag": lag})
         return rows
     finally:
         probe.close()
+
+
+def _group_note(group: str, state: str, members: int, topic: str, committed: bool) -> str | None:  # noqa: FBT001
+    """Say why the group's offsets tell nothing, or None when they do."""
+    if state == "dead" and not committed:
+        return (
+            f"group {group!r} is unknown to the cluster: no consumer has joined it and it has "
+            f"committed nothing (is --group the consumers' group id, BATCH_RUNNER_GROUP_ID?)"
+        )
+    if not committed:
+        return f"group {group!r} ({state}, {members} members) has committed nothing on {topic} yet"
+    return None
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -349,7 +414,17 @@ def _status(args: argparse.Namespace) -> int:
     total = _submitted(bootstrap, args.requests_topic, args.batch_id, options)
     state = read_batch(bootstrap, args.results_topic, args.batch_id, kafka_options=options)
     total = total if total is not None else state.total
-    lag = _lag(bootstrap, args.group, args.requests_topic, options)
+    admin = AdminClient({"bootstrap.servers": bootstrap, **options})
+    group_state, members = _group(admin, args.group)
+    lag = _lag(admin, bootstrap, args.group, args.requests_topic, options)
+    note = _group_note(
+        args.group,
+        group_state,
+        members,
+        args.requests_topic,
+        any(row["committed"] is not None for row in lag),
+    )
+    dead = _dead_letters(bootstrap, args.dlq_topic, args.batch_id, options)
     done = len(state.results)
     report = {
         "batch_id": args.batch_id,
@@ -358,25 +433,49 @@ def _status(args: argparse.Namespace) -> int:
         "errors": state.errors,
         "pending": None if total is None else total - done,
         "complete": total is not None and done >= total,
+        "dead_letters": len(dead) if dead is not None else None,
+        "dead_letter_reasons": sorted({d.get(DLQ_REASON, "") for d in dead or []}),
         "group": args.group,
+        "group_state": group_state,
+        "group_members": members,
+        "group_note": note,
         "lag": lag,
     }
     if args.json:
         print(orjson.dumps(report).decode())
     else:
-        state_word = "complete" if report["complete"] else "in progress"
-        if total is None:
-            state_word = "not found"
-        print(f"batch {args.batch_id}: {state_word}")
-        print(f"  submitted {total if total is not None else '?'} items")
-        print(f"  ok {state.ok}, errors {state.errors}, pending {report['pending']}")
-        print(f"  group {args.group} lag on {args.requests_topic}:")
-        for row in lag:
-            print(
-                f"    partition {row['partition']}: committed {row['committed']}, "
-                f"end {row['end']}, lag {row['lag']}",
-            )
+        _print_status(args, report)
     return EXIT_OK if total is not None else EXIT_FAILED
+
+
+def _print_status(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    total, dead = report["submitted"], report["dead_letters"]
+    state_word = "complete" if report["complete"] else "in progress"
+    if total is None:
+        state_word = "not found among valid requests" if dead else "not found"
+    print(f"batch {args.batch_id}: {state_word}")
+    print(f"  submitted {total if total is not None else '?'} items")
+    pending = report["pending"] if report["pending"] is not None else "?"
+    print(f"  ok {report['ok']}, errors {report['errors']}, pending {pending}")
+    if dead:
+        print(f"  dead letters {dead} on {args.dlq_topic}: request messages of this batch were")
+        print("    invalid; fix and re-submit them (README: Reprocessing dead letters). Reasons:")
+        for reason in report["dead_letter_reasons"][:5]:
+            print(f"    - {reason}")
+    elif dead is None:
+        print(f"  dead letters: topic {args.dlq_topic} not found")
+    if report["group_note"]:
+        print(f"  note: {report['group_note']}")
+    print(
+        f"  group {args.group} ({report['group_state']}, {report['group_members']} members) "
+        f"lag on {args.requests_topic}:",
+    )
+    for row in report["lag"]:
+        committed = row["committed"] if row["committed"] is not None else "none"
+        print(
+            f"    partition {row['partition']}: committed {committed}, "
+            f"end {row['end']}, lag {row['lag']}",
+        )
 
 
 # --- parsers ----------------------------------------------------------------------------
@@ -467,6 +566,7 @@ def register_status(subparsers: Subparsers) -> None:
     parser.add_argument("--group", default="batch-runner", help="the consumers' group")
     parser.add_argument("--requests-topic", default=REQUESTS_TOPIC)
     parser.add_argument("--results-topic", default=RESULTS_TOPIC)
+    parser.add_argument("--dlq-topic", default=DLQ_TOPIC, help="where invalid requests go")
     parser.add_argument("--json", action="store_true")
     _common(parser)
     parser.set_defaults(handler=_guard(_status))

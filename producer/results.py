@@ -24,6 +24,7 @@ from confluent_kafka import (
 )
 
 from schemas import ChunkSummary, InvalidMessage, Result, decode_results_record
+from schemas.errors import BadInputError, KafkaUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
 
-class ReaderError(RuntimeError):
+class ReaderError(KafkaUnavailableError):
     """The topic cannot be read (unreachable cluster, missing topic)."""
 
 
@@ -48,7 +49,7 @@ def parse_start(text: str) -> int | datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(
+        raise BadInputError(
             f"--from {text!r}: use beginning, now, or an ISO time like 2026-11-25T08:00:00",
         ) from None
     if moment.tzinfo is None:
@@ -188,9 +189,18 @@ class BatchState:
         """Return p50 and p99 of the items' ``latency_ms`` (0, 0 without results)."""
         return percentiles([r.latency_ms for r in self.results.values()])
 
+    def queue_percentiles(self) -> tuple[float, float]:
+        """Return p50 and p99 of the items' ``queue_ms`` (records without it are left out)."""
+        return percentiles([r.queue_ms for r in self.results.values() if r.queue_ms is not None])
+
     def summary(self) -> dict[str, Any]:
-        """Return counts and latency figures, as printed at the end of a tail or collect."""
+        """Return counts, latency and queue figures, as printed at the end of a tail or collect.
+
+        ``latency`` is the model's side (first attempt to answer), ``queue`` the consumer's
+        wait for a free request slot before it.
+        """
         p50, p99 = self.latency_percentiles()
+        queue_p50, queue_p99 = self.queue_percentiles()
         return {
             "batch_id": self.batch_id,
             "total": self.total,
@@ -200,6 +210,8 @@ class BatchState:
             "duplicates_ignored": self.duplicates,
             "p50_latency_ms": round(p50, 3),
             "p99_latency_ms": round(p99, 3),
+            "p50_queue_ms": round(queue_p50, 3),
+            "p99_queue_ms": round(queue_p99, 3),
         }
 
 

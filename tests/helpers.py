@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +39,28 @@ def wait_for(
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """GET ``url``; return the status and body (error statuses included)."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
+
+
+def examples(full: int) -> int:
+    """Return how many examples a property test tries: ``full``, or a tenth in quick runs.
+
+    ``make unit`` sets ``BATCH_RUNNER_QUICK_TESTS=1`` for a fast pass; ``make test`` (and
+    CI) run every property test with its full count.
+    """
+    if os.environ.get("BATCH_RUNNER_QUICK_TESTS") == "1":
+        return max(20, full // 10)
+    return full
 
 
 def unique(prefix: str) -> str:

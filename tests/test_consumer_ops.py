@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING
 
 import orjson
@@ -12,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.consumer_harness import produce_raw, read_results, submit, wait_exit
-from tests.helpers import end_offsets, wait_for
+from tests.helpers import end_offsets, http_get, wait_for
 from tools.kafka_local import free_port
 
 if TYPE_CHECKING:
@@ -24,20 +22,9 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.kafka
 
 
-def get(url: str) -> tuple[int, bytes]:
-    """GET ``url``; return the status and body (error statuses included)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - loopback
-            return answer.status, answer.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
-
-
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Return every sample of the replica's /metrics, keyed by name and sorted labels."""
-    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     samples = {}
     for family in text_string_to_metric_families(body.decode()):
@@ -123,20 +110,20 @@ def test_health_and_readiness_follow_the_replica(
         BATCH_RUNNER_BACKOFF_BASE_S="0.01",
         BATCH_RUNNER_BACKOFF_MAX_S="0.05",
     )
-    wait_for(lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200, what="readiness")
-    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, what="readiness")
+    assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     down = {"id": "down", "fail": ["reset"] * 12 + ["ok"]}
     submit(kafka_bootstrap, svc.topics.requests, "outage", [down], chunk_size=1)
 
     def not_ready() -> bytes | None:
-        status, body = get(f"http://127.0.0.1:{port}/readyz")
+        status, body = http_get(f"http://127.0.0.1:{port}/readyz")
         return body if status == 503 else None
 
     body = wait_for(not_ready, what="readiness to drop while the model resets connections")
     assert orjson.loads(body)["status"] == "the inference endpoint does not answer"
-    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     wait_for(
-        lambda: get(f"http://127.0.0.1:{port}/readyz")[0] == 200,
+        lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200,
         what="readiness to return once the model answers",
     )
     results, _, _ = read_results(kafka_bootstrap, svc.topics.results, expected_records=2)

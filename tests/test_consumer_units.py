@@ -1,4 +1,4 @@
-"""Pure parts of the consumer: settings, the splitter and the live concurrency limiter."""
+"""Pure parts of the consumer: settings (codec options too), the splitter, the limiter."""
 
 from __future__ import annotations
 
@@ -9,17 +9,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from consumer.endpoints import DEFAULT_TARGET, Endpoint, parse_target
+from consumer.env_names import known_variables, unknown_variables
 from consumer.limiter import Limiter
 from consumer.logs import JsonFormatter, TextFormatter
-from consumer.settings import (
-    DEFAULT_TARGET,
-    ConfigError,
-    Endpoint,
-    Settings,
-    parse_target,
-    unknown_variables,
-)
+from consumer.protocols import CodecOptions
+from consumer.settings import Settings
 from consumer.splitter import items_per_request, split
+from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -147,6 +144,58 @@ async def test_limiter_cancelled_waiter_does_not_leak_a_place() -> None:
     assert limiter.waiting == 0
 
 
+async def test_limiter_waiter_cancelled_then_skipped_by_a_release_raises_only_cancel() -> None:
+    """A waiter cancelled, then passed over by a release before it runs, only re-raises.
+
+    The release pops the cancelled waiter from the queue (and skips it); the waiter's
+    handler must not then fail to remove it (a ValueError that asyncio reported as
+    "Task exception was never retrieved" on every revoke of busy partitions).
+    """
+    limiter = Limiter(1)
+    await limiter.acquire()
+    waiter = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    limiter.release()  # runs before the waiter's CancelledError handler
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert limiter.in_use == 0
+    assert limiter.waiting == 0
+    await limiter.acquire()
+    assert limiter.in_use == 1
+
+
+def test_group_settings_reach_the_consumer_and_stay_off_the_producer() -> None:
+    """Group protocol, session, heartbeat and static membership shape the consumer only.
+
+    The classic protocol gets cooperative-sticky and the session and heartbeat settings;
+    KIP-848's ``consumer`` protocol refuses those (the broker owns them), so they are left
+    out. Consumer-only pass-through options never reach the producer, which would warn.
+    """
+    env = {**BASE_ENV, "BATCH_RUNNER_GROUP_INSTANCE_ID": "replica-7"}
+    classic = Settings.from_env(env, kafka_option=["max.poll.interval.ms=20000"])
+    conf = classic.consumer_config()
+    assert conf["group.protocol"] == "classic"
+    assert conf["partition.assignment.strategy"] == "cooperative-sticky"
+    assert conf["session.timeout.ms"] == 10_000
+    assert conf["heartbeat.interval.ms"] == 1_000
+    assert conf["group.instance.id"] == "replica-7"
+    assert conf["max.poll.interval.ms"] == "20000"
+    assert classic.max_poll_interval_s == 20.0
+    assert classic.effective_revoke_grace_s == 5.0  # capped at a quarter of it
+    assert "max.poll.interval.ms" not in classic.producer_config()
+    assert "group.instance.id" not in classic.producer_config()
+    kip848 = Settings.from_env({**BASE_ENV, "BATCH_RUNNER_GROUP_PROTOCOL": "consumer"})
+    conf = kip848.consumer_config()
+    assert conf["group.protocol"] == "consumer"
+    for key in ("partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"):
+        assert key not in conf
+    with pytest.raises(ConfigError, match="group_protocol 'eager'"):
+        Settings.from_env({**BASE_ENV, "BATCH_RUNNER_GROUP_PROTOCOL": "eager"})
+    with pytest.raises(ConfigError, match="at most a third of session_timeout_s"):
+        Settings.from_env({**BASE_ENV, "BATCH_RUNNER_HEARTBEAT_INTERVAL_S": "5"})
+
+
 def test_settings_repr_hides_credentials() -> None:
     """Neither Kafka options nor endpoint headers appear in the settings' repr."""
     env = {
@@ -198,3 +247,46 @@ def test_unknown_batch_runner_variables_are_found_with_the_likely_intended_name(
         "BATCH_RUNNER_MAX_INFLIGHT": "BATCH_RUNNER_MAX_IN_FLIGHT",
         "BATCH_RUNNER_NOTHING_LIKE_IT": None,
     }
+
+
+# --- codec options ------------------------------------------------------------------------
+
+
+def test_codec_options_come_from_the_variable_and_the_flags_per_target() -> None:
+    """``[TARGET:]KEY=VALUE`` entries: none for the default endpoint; flags after the variable."""
+    env = {
+        **BASE_ENV,
+        "BATCH_RUNNER_TARGETS": "ml=v2:http://ml/v2/models/iris/infer ks=v1:http://ks/p",
+        "BATCH_RUNNER_CODEC": "rows=true 'ml:columns=a, b' ml:datatype=fp32 ks:rows=true",
+    }
+    settings = Settings.from_env(env, codec=["ml:datatype=FP64", "ks:v1_key=inputs"])
+    default, ml, ks = (settings.endpoints[name].codec for name in (DEFAULT_TARGET, "ml", "ks"))
+    assert default == CodecOptions(rows=True)
+    assert ml == CodecOptions(columns=("a", "b"), datatype="FP64")
+    assert ks == CodecOptions(rows=True, v1_key="inputs")
+    assert "BATCH_RUNNER_CODEC" in known_variables()
+
+
+@pytest.mark.parametrize(
+    ("codec", "message"),
+    [
+        ("nope:rows=true", "codec options are configured for target 'nope', which does not exist"),
+        ("datatype=FP32", "endpoint 'default': codec option 'datatype' applies to the v2"),
+        ("rows", r"codec option 'rows': expected \[TARGET:\]KEY=VALUE"),
+        ("rows=perhaps", "endpoint 'default': rows='perhaps': use true or false"),
+        ("'rows=true", "BATCH_RUNNER_CODEC: No closing quotation"),
+    ],
+)
+def test_bad_codec_options_fail_at_start_up(codec: str, message: str) -> None:
+    """A codec option for a missing target, the wrong protocol or of a bad value is refused."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE_ENV, "BATCH_RUNNER_CODEC": codec})
+
+
+def test_max_same_error_is_a_setting_of_the_retry_policy() -> None:
+    """``BATCH_RUNNER_MAX_SAME_ERROR`` reaches the policy; a negative count is refused."""
+    settings = Settings.from_env({**BASE_ENV, "BATCH_RUNNER_MAX_SAME_ERROR": "5"})
+    assert settings.retry_policy().max_same_error == 5
+    assert Settings.from_env(BASE_ENV).retry_policy().max_same_error == 3
+    with pytest.raises(ConfigError, match="max_same_error must be >= 0"):
+        Settings.from_env(BASE_ENV, max_same_error=-1)

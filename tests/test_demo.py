@@ -10,6 +10,9 @@ import uuid
 from pathlib import Path
 
 import orjson
+import pytest
+
+pytestmark = pytest.mark.kafka  # the demo starts its own broker, or uses the session's
 
 
 def processes_with(marker: str) -> set[int]:
@@ -57,5 +60,38 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     assert summary["scored"] == 10_003
     assert summary["original_predictions"] == ["setosa", "virginica", "versicolor"]
     assert summary["items_per_s"] > 0
+    assert summary["p99_queue_ms"] >= summary["p50_queue_ms"] >= 0
     assert processes_with(marker) == set(), "the demo left a process running"
     assert set(Path(tempfile.gettempdir()).glob("batch-runner-demo-*")) == leftovers
+
+
+@pytest.mark.parametrize(
+    ("server", "protocol"),
+    [("mlserver", "v2"), ("kserve", "v1"), ("kserve", "v2")],
+)
+def test_demo_flow_against_a_real_model_server(
+    kafka_bootstrap: str, server: str, protocol: str
+) -> None:
+    """The demo's flow, the README's iris objects at 50 per request, on MLServer and KServe.
+
+    A smaller batch than the demo's 10,000 (the note in docs/real-servers.md has those
+    runs): 0 errors, the original three rows predicted as serve-model predicts them, and
+    latency and queue figures in the summary.
+    """
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "tools.cli", "demo", "--json", "--model-server", server,
+            "--protocol", protocol, "--items", "500", "--items-per-request", "50",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = orjson.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["items"], summary["errors"], summary["scored"]) == (503, 0, 503)
+    assert summary["original_predictions"] == ["setosa", "virginica", "versicolor"]
+    assert summary["accuracy"] > 0.9
+    assert summary["p99_queue_ms"] >= summary["p50_queue_ms"] >= 0

@@ -51,6 +51,7 @@ def test_cluster_ids_are_kraft_shaped() -> None:
         assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+@pytest.mark.kafka
 def test_broker_that_cannot_bind_reports_its_log_tail() -> None:
     """A broker whose port is taken fails fast with the tail of its own log in the error."""
     with socket.socket() as busy:
@@ -68,6 +69,7 @@ def test_broker_that_cannot_bind_reports_its_log_tail() -> None:
     assert not kafka.workdir.exists()
 
 
+@pytest.mark.kafka
 def test_context_manager_stops_the_jvm_and_removes_its_directory() -> None:
     """After the ``with`` block the JVM is gone and its data directory removed."""
     with LocalKafka() as kafka:
@@ -81,6 +83,7 @@ def test_context_manager_stops_the_jvm_and_removes_its_directory() -> None:
     assert not workdir.exists()
 
 
+@pytest.mark.kafka
 def test_broker_restarted_on_its_data_dir_keeps_port_topics_and_offsets(tmp_path: Path) -> None:
     """SIGKILL, then start on the same directory: same address, records and commits survive.
 
@@ -123,6 +126,7 @@ def test_checkouts_get_brokers_of_their_own() -> None:
     assert state_file("x/../y").parent == state_root()
 
 
+@pytest.mark.kafka
 def test_cli_start_status_stop(tmp_path: Path) -> None:
     """``kafka start`` prints an address that answers; ``stop`` ends it; names do not collide.
 
@@ -188,6 +192,7 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     assert cache_root() != cache  # the test did not touch the user's cache
 
 
+@pytest.mark.kafka
 def test_cli_create_topics_is_idempotent(kafka_bootstrap: str, kafka_admin: AdminClient) -> None:
     """``kafka create-topics`` creates the three topics once and reports them after."""
     suffix = unique("t")

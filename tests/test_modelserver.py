@@ -15,7 +15,7 @@ import orjson
 import pytest
 import requests
 
-from consumer.protocols import get_codec
+from consumer.protocols import DEFAULT_OPTIONS, CodecOptions, get_codec
 from tools.kafka_local import free_port
 from tools.modelserver import FEATURES, IrisModel, register, running_model_server
 
@@ -57,10 +57,14 @@ async def base_url(iris_model: IrisModel) -> AsyncIterator[str]:
 
 
 async def call(
-    http: aiohttp.ClientSession, protocol: ProtocolName, url: str, items: list[Any], **kw: Any
+    http: aiohttp.ClientSession,
+    protocol: ProtocolName,
+    url: str,
+    items: list[Any],
+    options: CodecOptions = DEFAULT_OPTIONS,
 ) -> list[Any]:
     """Send ``items`` with the consumer's codec for ``protocol``; return decoded predictions."""
-    codec = get_codec(protocol, **kw)
+    codec = get_codec(protocol, options)
     body = codec.encode([orjson.dumps(item) for item in items])
     headers = {"Content-Type": codec.content_type}
     async with http.post(url + PATHS[protocol], data=body, headers=headers) as response:
@@ -103,7 +107,7 @@ async def test_extra_keys_are_ignored(
 
 async def test_v2_probabilities_output_by_name(base_url: str, http: aiohttp.ClientSession) -> None:
     """The v2 ``probabilities`` output gives each item three probabilities summing to one."""
-    rows = await call(http, "v2", base_url, THREE, output_name="probabilities")
+    rows = await call(http, "v2", base_url, THREE, CodecOptions(output="probabilities"))
     assert len(rows) == 3
     for row, label in zip(rows, LABELS, strict=True):
         assert len(row) == 3
@@ -331,6 +335,7 @@ sys.exit(args.handler(args))
 """
 
 
+@pytest.mark.servers
 def test_serve_model_process_serves_and_stops_on_sigterm() -> None:
     """The command's handler trains, serves /predict, logs, and exits 0 on SIGTERM."""
     port = free_port()

@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING
 
 import orjson
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
-from producer.submit import SubmitError, plan_chunks
-from schemas import decode_batch_request, decode_results_record, encode_batch_request
+from producer.submit import plan_chunks
+from schemas import (
+    ResultErrorKind,
+    decode_batch_request,
+    decode_results_record,
+    encode_batch_request,
+)
+from schemas.errors import BadInputError
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
-from tests.helpers import read_all, unique
+from tests.consumer_harness import produce_raw, stop_after_commit
+from tests.helpers import read_all, unique, wait_for
 from tools.kafka_local import free_port
 
 if TYPE_CHECKING:
@@ -134,7 +141,7 @@ def test_byte_cap_splits_chunks_and_rejects_an_oversized_item() -> None:
     plan = plan_chunks(items, chunk_size=4, max_message_bytes=1024 + 350, envelope_bytes=1024)
     assert [len(c.items) for c in plan] == [3, 3, 3, 1]
     assert [c.start for c in plan] == [0, 3, 6, 9]
-    with pytest.raises(SubmitError, match="item 1 is 2000 bytes: over the 2024-byte"):
+    with pytest.raises(BadInputError, match="item 1 is 2000 bytes: over the 2024-byte"):
         plan_chunks([b"1", b"y" * 2000], chunk_size=10, max_message_bytes=2024, envelope_bytes=1024)
 
 
@@ -143,11 +150,21 @@ def test_byte_cap_splits_chunks_and_rejects_an_oversized_item() -> None:
     [
         (None, "missing.json", "missing.json: no such file"),
         (b"a,b\n1,2\n3\n", "bad.csv", "bad.csv:3: unreadable CSV row: expected 2 fields, got 1"),
+        (b'a,b\n1,"2"x\n', "quote.csv", "quote.csv:2: unreadable CSV row: ','"),
+        (b'"a,b\n1,2\n', "head.csv", "head.csv:2: unreadable CSV header: unexpected end"),
         (b'{"a": 1}\n{"a": \n', "bad.jsonl", "bad.jsonl:2: not valid JSON"),
         (b"", "empty.jsonl", "empty.jsonl: no items (the input is empty)"),
         (b'{"not": "an array"}', "object.json", "expected a JSON array of items, got dict"),
     ],
-    ids=["missing-file", "short-csv-row", "bad-jsonl-line", "empty", "not-an-array"],
+    ids=[
+        "missing-file",
+        "short-csv-row",
+        "broken-csv-quote",
+        "broken-csv-header",
+        "bad-jsonl-line",
+        "empty",
+        "not-an-array",
+    ],
 )
 def test_bad_input_files_get_a_clear_error_and_exit_2(
     kafka_bootstrap: str,
@@ -252,7 +269,9 @@ def _write_results(bootstrap: str, topic: str, batch_id: str, order: list[int], 
     producer = Producer({"bootstrap.servers": bootstrap})
     for index in order:
         if index == 3:
-            value = encode_error_result(request, index, "http_status", "HTTP 500", 500, 60, 9.0)
+            value = encode_error_result(
+                request, index, ResultErrorKind.HTTP_STATUS, "HTTP 500", 500, 60, 9.0
+            )
         else:
             value = encode_ok_result(
                 request, index, orjson.dumps({"label": index}), 1, float(index)
@@ -352,6 +371,7 @@ def test_submit_tail_collect_and_status_with_a_real_consumer(
     summary = orjson.loads(tail.stderr.strip().splitlines()[-1])
     assert (summary["ok"], summary["errors"], summary["total"]) == (250, 0, 250)
     assert summary["p99_latency_ms"] >= summary["p50_latency_ms"] > 0
+    assert summary["p99_queue_ms"] >= summary["p50_queue_ms"] >= 0
     out = tmp_path / "out.jsonl"
     collected = cli(
         "collect",
@@ -365,15 +385,89 @@ def test_submit_tail_collect_and_status_with_a_real_consumer(
     assert collected.returncode == 0, collected.stderr
     rows = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert [r["prediction"] for r in rows] == [{"n": i} for i in range(250)]
+    assert all(r["queue_ms"] >= 0 for r in rows)
     status = cli(
         "status", "e2e", "--json", "--group", svc.group,
-        "--requests-topic", svc.topics.requests,
+        "--requests-topic", svc.topics.requests, "--dlq-topic", svc.topics.dlq,
         "--results-topic", svc.topics.results, bootstrap=kafka_bootstrap,
     )  # fmt: skip
     assert status.returncode == 0, status.stderr
     report = orjson.loads(status.stdout)
     assert (report["submitted"], report["ok"], report["pending"]) == (250, 250, 0)
     assert len(report["lag"]) == 2
+    assert (report["dead_letters"], report["group_note"]) == (0, None)
+
+
+def status_of(bootstrap: str, batch_id: str, group: str, *topics: str) -> tuple[int, str, str]:
+    """Run ``status`` for ``batch_id`` in text and JSON; return the exit code and both outputs."""
+    requests, results, dlq = topics
+    common = (
+        "status", batch_id, "--group", group, "--requests-topic", requests,
+        "--results-topic", results, "--dlq-topic", dlq,
+    )  # fmt: skip
+    text = cli(*common, bootstrap=bootstrap)
+    as_json = cli(*common, "--json", bootstrap=bootstrap)
+    assert text.returncode == as_json.returncode, text.stderr + as_json.stderr
+    return text.returncode, text.stdout, as_json.stdout
+
+
+def test_status_says_when_the_group_is_unknown(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """A group no consumer joined is named unknown, its partitions committed none, not -1."""
+    topics = (make_topic("requests", partitions=2), make_topic("results"), make_topic("dlq"))
+    done = cli("submit", "-", "--topic", topics[0], "--batch-id", "b-unknown",
+               bootstrap=kafka_bootstrap, stdin=orjson.dumps(IRIS))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    code, text, as_json = status_of(kafka_bootstrap, "b-unknown", unique("typo-group"), *topics)
+    assert code == 0
+    report = orjson.loads(as_json)
+    assert report["group_state"] == "dead"
+    assert "is unknown to the cluster" in report["group_note"]
+    assert [row["committed"] for row in report["lag"]] == [None, None]
+    assert "note: group 'typo-group-" in text
+    assert "is unknown to the cluster" in text
+    assert "committed none" in text
+    assert "committed -1" not in text
+
+
+def test_status_says_when_a_joined_group_has_committed_nothing(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """A group with a member and no commits is reported as such, with its state."""
+    topics = (make_topic("requests"), make_topic("results"), make_topic("dlq"))
+    group = unique("idle-group")
+    member = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    member.subscribe([topics[0]])
+    try:
+        wait_for(lambda: member.poll(0.2) is None and member.assignment(), what="an assignment")
+        _, text, as_json = status_of(kafka_bootstrap, "b-idle", group, *topics)
+    finally:
+        member.close()
+    report = orjson.loads(as_json)
+    assert (report["group_state"], report["group_members"]) == ("stable", 1)
+    assert report["group_note"] == (
+        f"group {group!r} (stable, 1 members) has committed nothing on {topics[0]} yet"
+    )
+    assert "has committed nothing" in text
+
+
+def test_status_counts_a_batch_that_went_wholly_to_the_dead_letter_topic(
+    kafka_bootstrap: str, make_service: MakeService
+) -> None:
+    """Invalid requests keyed by the batch id: status points at the dead letters and why."""
+    svc = make_service()
+    produce_raw(kafka_bootstrap, svc.topics.requests, [b"not json", b'{"schema": 1}'], key="b-dlq")
+    stop_after_commit(svc, svc.start(), 2, what="both invalid requests to be done")
+    topics = (svc.topics.requests, svc.topics.results, svc.topics.dlq)
+    code, text, as_json = status_of(kafka_bootstrap, "b-dlq", svc.group, *topics)
+    assert code == 1
+    report = orjson.loads(as_json)
+    assert (report["submitted"], report["dead_letters"]) == (None, 2)
+    assert len(report["dead_letter_reasons"]) == 2
+    assert report["group_note"] is None
+    assert "batch b-dlq: not found among valid requests" in text
+    assert f"dead letters 2 on {svc.topics.dlq}" in text
 
 
 def test_tail_does_not_join_or_commit_for_the_service_group(

@@ -34,6 +34,7 @@ JSON_VALUES = st.recursive(
     metadata=st.none() | st.dictionaries(TEXT, TEXT, max_size=4),
     attempts=st.integers(0, 100),
     latency_ms=st.floats(0, 1e7, allow_nan=False),
+    queue_ms=st.floats(0, 1e7, allow_nan=False),
     indexes=st.lists(st.integers(0, 10**9), min_size=1, max_size=5),
     prediction=JSON_VALUES,
 )
@@ -43,6 +44,7 @@ def test_every_record_equals_the_one_encode_ok_result_writes(  # noqa: PLR0917 -
     metadata: dict[str, str] | None,
     attempts: int,
     latency_ms: float,
+    queue_ms: float,
     indexes: list[int],
     prediction: object,
 ) -> None:
@@ -59,13 +61,14 @@ def test_every_record_equals_the_one_encode_ok_result_writes(  # noqa: PLR0917 -
         ),
     )
     text = orjson.dumps(prediction)
-    encoder = OkResultEncoder(request, attempts, latency_ms)
+    encoder = OkResultEncoder(request, attempts, latency_ms, queue_ms)
     for index in indexes:
-        expected = encode_ok_result(request, index, text, attempts, latency_ms)
+        expected = encode_ok_result(request, index, text, attempts, latency_ms, queue_ms)
         assert encoder(index, text) == expected
         record = decode_results_record(expected)
         assert isinstance(record, Result)
         assert record.index == index
+        assert record.queue_ms == round(queue_ms, 3)
 
 
 def test_metadata_that_looks_like_the_fields_does_not_confuse_it() -> None:

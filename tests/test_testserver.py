@@ -15,7 +15,7 @@ import orjson
 import pytest
 import requests
 
-from consumer.protocols import BadResponse, get_codec
+from consumer.protocols import DEFAULT_OPTIONS, BadResponse, CodecOptions, get_codec
 from tools.testserver import ServerConfig, TestInferenceServer, item_key
 
 if TYPE_CHECKING:
@@ -46,9 +46,10 @@ async def send(
     protocol: ProtocolName = "v1",
     *,
     timeout_s: float = 10.0,
+    options: CodecOptions = DEFAULT_OPTIONS,
 ) -> Answer:
-    """POST ``items`` encoded by the consumer's codec for ``protocol``."""
-    body = get_codec(protocol).encode([orjson.dumps(item) for item in items])
+    """POST ``items`` encoded by the consumer's codec for ``protocol`` (with ``options``)."""
+    body = get_codec(protocol, options).encode([orjson.dumps(item) for item in items])
     async with http.post(
         server.endpoint(protocol),
         data=body,
@@ -62,11 +63,13 @@ async def predictions(
     server: TestInferenceServer,
     items: list[Any],
     protocol: ProtocolName = "v1",
+    options: CodecOptions = DEFAULT_OPTIONS,
 ) -> list[Any]:
     """Send ``items`` and return the decoded predictions of a 200 answer."""
-    answer = await send(http, server, items, protocol)
+    answer = await send(http, server, items, protocol, options=options)
     assert answer.status == 200, answer
-    return [orjson.loads(p) for p in get_codec(protocol).decode(answer.body, len(items))]
+    codec = get_codec(protocol, options)
+    return [orjson.loads(p) for p in codec.decode(answer.body, len(items))]
 
 
 async def until(probe: Any, *, timeout_s: float = 10.0) -> None:
@@ -79,31 +82,33 @@ async def until(probe: Any, *, timeout_s: float = 10.0) -> None:
 
 # --- identity answers and counters -------------------------------------------------------
 
+COLUMNS = CodecOptions(inputs="columns")
 IDENTITY_CASES = [
-    pytest.param("raw", [{"i": 0, "x": "a"}], id="raw-one"),
-    pytest.param("raw", [{"i": 0}, {"i": 1}, 7, "s"], id="raw-several"),
-    pytest.param("v1", [{"i": 0}, [1, 2], None, "s"], id="v1-mixed"),
-    pytest.param("v2", [[1, 2.5], [3, 4]], id="v2-rows"),
-    pytest.param("v2", [{"a": 1, "b": 2.5}, {"a": 3, "b": 4}], id="v2-records-one-item"),
-    pytest.param("v2", [{"i": 0, "x": "a"}, [1, "b"]], id="v2-bytes"),
+    pytest.param("raw", [{"i": 0, "x": "a"}], DEFAULT_OPTIONS, id="raw-one"),
+    pytest.param("raw", [{"i": 0}, {"i": 1}, 7, "s"], DEFAULT_OPTIONS, id="raw-several"),
+    pytest.param("v1", [{"i": 0}, [1, 2], None, "s"], DEFAULT_OPTIONS, id="v1-mixed"),
+    pytest.param("v2", [[1, 2.5], [3, 4]], DEFAULT_OPTIONS, id="v2-rows"),
+    pytest.param("v2", [{"a": 1, "b": 2.5}, {"a": 3, "b": 4}], COLUMNS, id="v2-records-one-item"),
+    pytest.param("v2", [{"i": 0, "x": "a"}, [1, "b"]], DEFAULT_OPTIONS, id="v2-bytes"),
 ]
 
 
-@pytest.mark.parametrize(("protocol", "items"), IDENTITY_CASES)
+@pytest.mark.parametrize(("protocol", "items", "options"), IDENTITY_CASES)
 async def test_identity_answers_and_item_counts(
     server: TestInferenceServer,
     http: aiohttp.ClientSession,
     protocol: ProtocolName,
     items: list[Any],
+    options: CodecOptions,
 ) -> None:
     """Each protocol's request is answered with the items back, and every item is counted."""
-    got = await predictions(http, server, items, protocol)
+    got = await predictions(http, server, items, protocol, options)
     stats = server.stats()
     assert (stats.requests, stats.items, stats.answers) == (1, len(items), {"200": 1})
     assert stats.protocols == {protocol: 1}
     assert stats.request_sizes == {len(items): 1}
     assert stats.attempts == {item_key(item): 1 for item in items}
-    if protocol == "v2" and isinstance(items[0], dict) and "x" not in items[0]:
+    if options is COLUMNS:
         # One tensor per key: the first output (key "a") is echoed, item by item.
         assert got == [item["a"] for item in items]
     elif protocol == "v2" and "x" in str(items):
@@ -317,9 +322,13 @@ async def test_permanent_item_always_fails_its_request(http: aiohttp.ClientSessi
 async def test_permanent_item_defaults_to_500(
     server: TestInferenceServer, http: aiohttp.ClientSession
 ) -> None:
-    """Without ``poison_status`` a permanent item answers 500, in every protocol."""
+    """Without ``poison_status`` a permanent item answers 500, in every protocol.
+
+    Under v2 the item travels as JSON text (``rows=false``): a row would lose its keys.
+    """
+    as_json = CodecOptions(rows=False)
     for protocol in ("raw", "v1", "v2"):
-        answer = await send(http, server, [{"fail": "permanent"}], protocol)
+        answer = await send(http, server, [{"fail": "permanent"}], protocol, options=as_json)
         assert answer.status == 500
 
 

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tools.demo:register", "run the whole pipeline once against the iris model"),
     "consume": ("consumer.__main__:register", "run a consumer replica"),
     "serve-model": ("tools.modelserver:register", "serve the reference iris classifier over HTTP"),
+    "real-server": ("tools.real_servers:register", "run MLServer or KServe serving the iris model"),
     "bench": ("bench.run:register", "run the benchmarks (figures, not pass/fail)"),
     "chaos": ("chaos.run:register", "run the chaos suite (faults injected, figures reported)"),
     "kafka": ("tools.kafka_cli:register", "start, stop or inspect a local Kafka broker"),

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING, Self
 import orjson
 from confluent_kafka.admin import AdminClient
 
+from schemas.errors import ToolError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
@@ -92,7 +94,7 @@ logger.state.level = WARN
 """
 
 
-class LocalKafkaError(RuntimeError):
+class LocalKafkaError(ToolError):
     """The local broker could not be assembled, started or stopped; the message says why."""
 
 
