@@ -68,6 +68,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def machine_summary(m: dict[str, Any]) -> str:
+    """Return the machine as the reports describe it: cores, CPU, memory, kernel, Python."""
+    return (
+        f"`nproc` {m['nproc']}, {m['cpu_model']} (`/proc/cpuinfo`), "
+        f"{m['memory_total_gib']} GiB, Linux {m['kernel']}, Python {m['python']}"
+    )
+
+
 def fmt(value: object) -> str:
     """Return a figure as the reports print it (thousands separated, 3 significant digits)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -108,11 +116,10 @@ def markdown(report: dict[str, Any]) -> str:
         *(f"\n**{note}**" for note in notes),
         "",
         (
-            f"Machine: `nproc` {m['nproc']}, {m['cpu_model']} (`/proc/cpuinfo`), "
-            f"{m['memory_total_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, Kafka "
-            f"{m['kafka']}. The broker, the test inference server, the consumer replicas and "
-            "the harness all share it. When each scenario ran, and the 1-minute load average "
-            "at its start, are listed under the table."
+            f"Machine: {machine_summary(m)}, Kafka {m['kafka']}. The broker, the test "
+            "inference server, the consumer replicas and the harness all share it. When each "
+            "scenario ran, and the 1-minute load average at its start, are listed under the "
+            "table."
         ),
         "",
         "```",

@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from bench.run import fmt, machine
+from bench.run import fmt, machine, machine_summary
 from chaos.scenarios import SCENARIOS
 from chaos.trial import Context
 from tools.kafka_env import kafka_cluster
@@ -87,11 +87,10 @@ def markdown(report: dict[str, Any]) -> str:
         *(f"\n**{note}**" for note in notes),
         "",
         (
-            f"Machine: `nproc` {m['nproc']}, {m['cpu_model']} (`/proc/cpuinfo`), "
-            f"{m['memory_total_gib']} GiB, Linux {m['kernel']}, Python {m['python']}; "
-            "the broker, the test server, the replicas and the harness share it. When each "
-            "scenario ran, for how long and the 1-minute load average at its start are "
-            "listed under the table. How each figure is measured: `chaos/README.md`."
+            f"Machine: {machine_summary(m)}; the broker, the test server, the replicas and "
+            "the harness share it. When each scenario ran, for how long and the 1-minute "
+            "load average at its start are listed under the table. How each figure is "
+            "measured: `chaos/README.md`."
         ),
         "",
         *(

@@ -87,6 +87,26 @@ def finished_entry(
     return trial.entry(title, figures, [*goals, *LOG_GOALS], [*MUST_HOLD, *(must or [])])
 
 
+def wind_down(
+    ctx: Context, trial: Trial, began: float, deadline: tuple[float, float] = (300, 90)
+) -> dict[str, Any]:
+    """End the chaos, wait, stop; return the common figures plus the membership ones.
+
+    ``longest_no_progress_s`` and ``longest_ownerless_s`` run from ``began`` to the end
+    of the wait: the aftermath of the faults counts too.
+    """
+    trial.chaos_over()
+    trial.settle(ctx.size(*deadline), grace_s=ctx.size(15, 10))
+    ended = trial.settled_at or time.time()
+    figures = trial.finish()
+    partitions = range(trial.partitions)
+    found = fig.stalls(trial.samples, partitions)
+    return figures | {
+        "longest_no_progress_s": _round(fig.longest_stall(found, began, ended)),
+        "longest_ownerless_s": _round(fig.ownerless(trial.samples, partitions, began, ended)),
+    }
+
+
 # --- replicas killed and restarted ---------------------------------------------------------
 
 
@@ -125,9 +145,7 @@ def sigkill_storm(ctx: Context) -> dict[str, Any]:
             trial.note("SIGKILL", incarnation=victim.name, owned=sorted(owned))
             kills.append((killed_at, victim.name, owned))
             trial.start(victim.member)
-        trial.chaos_over()
-        trial.settle(ctx.size(420, 120), grace_s=ctx.size(15, 10))
-        figures = trial.finish()
+        figures = wind_down(ctx, trial, trial.begun, deadline=(420, 120))
         samples = trial.samples
         per_kill: list[dict[str, Any]] = []
         times: list[float | None] = []  # per kill that left lag behind: until all progressed
@@ -144,13 +162,7 @@ def sigkill_storm(ctx: Context) -> dict[str, Any]:
                     "per_partition_s": {str(p): v for p, v in recovered.items()},
                 },
             )
-        found = fig.stalls(samples, range(partitions))
-        end = trial.settled_at or time.time()
         figures |= {
-            "longest_ownerless_s": _round(
-                fig.ownerless(samples, range(partitions), trial.begun, end)
-            ),
-            "longest_no_progress_s": _round(fig.longest_stall(found, trial.begun, end)),
             "kills": len(kills),
             "kills_measured": len(times),
             "kills_unrecovered": sum(t is None for t in times),
@@ -195,18 +207,8 @@ def sigterm_rolling(ctx: Context) -> dict[str, Any]:
             trial.fleet.terminate([old], 45.0)
             trial.note("SIGTERM", incarnation=old.name, exit_code=old.exit_code)
             current.append(new)
-        trial.chaos_over()
-        trial.settle(ctx.size(300, 90), grace_s=ctx.size(15, 10))
-        rolling_ended = trial.settled_at or time.time()  # the aftermath counts too
-        figures = trial.finish()
-        found = fig.stalls(trial.samples, range(partitions))
-        figures |= {
-            "restarts": sum(a["what"] == "SIGTERM" for a in trial.actions),
-            "longest_no_progress_s": _round(fig.longest_stall(found, rolling_began, rolling_ended)),
-            "longest_ownerless_s": _round(
-                fig.ownerless(trial.samples, range(partitions), rolling_began, rolling_ended)
-            ),
-        }
+        figures = wind_down(ctx, trial, rolling_began)
+        figures["restarts"] = sum(a["what"] == "SIGTERM" for a in trial.actions)
         return finished_entry(
             trial,
             f"SIGTERM rolling restart: 3 replicas, 6 partitions, {work.items:,} items, "
@@ -251,17 +253,7 @@ def scaling(ctx: Context) -> dict[str, Any]:
                     trial.note("SIGTERM", incarnation=incarnation.name)
             trial.note("scaled", replicas=target)
         trial.sleep(5.0)
-        trial.chaos_over()
-        trial.settle(ctx.size(300, 90), grace_s=ctx.size(15, 10))
-        scaling_ended = trial.settled_at or time.time()  # the aftermath counts too
-        figures = trial.finish()
-        found = fig.stalls(trial.samples, range(partitions))
-        figures |= {
-            "longest_no_progress_s": _round(fig.longest_stall(found, scaling_began, scaling_ended)),
-            "longest_ownerless_s": _round(
-                fig.ownerless(trial.samples, range(partitions), scaling_began, scaling_ended)
-            ),
-        }
+        figures = wind_down(ctx, trial, scaling_began)
         return finished_entry(
             trial,
             f"scaling 1→4→2→3 replicas every 5 s (SIGTERM down), 6 partitions, "
