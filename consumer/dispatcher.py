@@ -36,7 +36,7 @@ from consumer.retry import parse_retry_after
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Hashable, Mapping, Sequence
 
     from consumer.endpoints import Endpoint
     from consumer.retry import RetryPolicy
@@ -147,8 +147,14 @@ class Dispatcher:
         endpoint: Endpoint,
         items: Sequence[bytes],
         headers: Mapping[str, str] | None = None,
+        *,
+        fair_key: Hashable = None,
     ) -> Outcome:
-        """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget."""
+        """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget.
+
+        Units of different ``fair_key`` (the partition they came from) get request places
+        round-robin, so none waits behind all the others' backlog.
+        """
         codec = self._codecs[endpoint.name]
         try:
             body = codec.encode(items)
@@ -167,7 +173,7 @@ class Dispatcher:
             attempt += 1
             try:
                 waiting = time.monotonic()
-                async with limiter:
+                async with limiter.hold(fair_key):
                     sending = time.monotonic()
                     queued += sending - waiting
                     if attempt == 1:

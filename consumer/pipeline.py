@@ -209,17 +209,19 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
-            assigned = sorted(source.assignment)
-            if book.full and len(source.paused) < len(assigned):
-                await source.pause(assigned)
+            to_pause, to_resume = book.pause_plan(
+                source.assignment, source.paused, self.status.has_backlog
+            )
+            if to_pause:
+                await source.pause(to_pause)
                 log.debug("paused fetching", extra={"buffered_items": book.buffered_items})
-            elif source.paused and book.can_resume:
-                await source.resume(sorted(source.paused))
+            if to_resume:
+                await source.resume(to_resume)
                 log.debug("resumed fetching", extra={"buffered_items": book.buffered_items})
             timeout = settings.poll_timeout_s
-            if source.paused:
-                # Full: wait for room on the loop (woken the moment a chunk completes), and
-                # still poll the consumer now and then so the replica stays in its group.
+            if source.assignment and source.paused >= source.assignment:
+                # All paused: wait for room on the loop (woken the moment a chunk completes),
+                # and still poll now and then so that the replica stays in its group.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(book.room.wait(), settings.poll_timeout_s)
                 timeout = 0.0

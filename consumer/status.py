@@ -129,7 +129,11 @@ class StatusBoard:
 
     def _has_work(self, tp: PartitionKey) -> bool:
         """Whether ``tp`` has chunks in flight or messages not yet fetched."""
-        return bool(self._book.in_flight(tp)) or self._metrics.unfetched.get(tp, 0) > 0
+        return bool(self._book.in_flight(tp)) or self.has_backlog(tp)
+
+    def has_backlog(self, tp: PartitionKey) -> bool:
+        """Whether ``tp`` has messages not yet fetched (from the latest statistics)."""
+        return self._metrics.unfetched.get(tp, 0) > 0
 
     def _describe(self, tp: PartitionKey) -> dict[str, object]:
         return {
