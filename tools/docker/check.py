@@ -7,10 +7,11 @@
    replicas; the group must give every replica partitions;
 5. the demo's input, submitted from the host (``examples/iris.json`` and
    ``examples/iris-10k.jsonl``, 10,003 items): every item answered, no error;
-6. the drain: three more batches, and ``docker-compose stop consumer`` while they are
-   being answered; every replica must exit 0; after ``start`` the batches complete and
-   the results topic holds each item exactly once (nothing redone, nothing lost), no
-   dead letter, and the group has committed everything;
+6. the drain: one more batch per replica (on a partition it owns), and
+   ``docker-compose stop consumer`` while they are being answered; every replica must
+   exit 0; after ``start`` the batches complete and the results topic holds each item
+   exactly once (nothing redone, nothing lost), no dead letter, and the group has
+   committed everything;
 7. the tests' testcontainers path (``tools/kafka_env.py``) on the local Kafka image:
    a few test files run with the engine answering, and the engine must have started
    a container of that image;
@@ -35,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from producer.results import BatchState, TopicReader, decode_record
+from schemas import Result
 from tools.docker.engine import Engine, EngineError, docker_cli, docker_engine
 from tools.docker.images import (
     ImageError,
@@ -60,9 +62,8 @@ REQUESTS, RESULTS, DLQ = "batch-requests", "batch-results", "batch-requests.dlq"
 PARTITIONS = 12
 # The tests run on the testcontainers path: the session's broker is the local image.
 CONTAINER_TESTS = ("tests/test_kafka_foundation.py", "tests/test_producer_cli.py")
-DRAIN_BATCHES = 3
 # Small requests, so the stop lands while the drain batches are being answered.
-DRAIN_ITEMS_PER_REQUEST = "5"
+DRAIN_ITEMS_PER_REQUEST = "2"
 T = TypeVar("T")
 
 
@@ -208,9 +209,26 @@ def wait_for_replicas(bootstrap: str, replicas: int) -> dict[str, list[int]]:
     return wait_for(probe, 180, f"{replicas} replicas sharing the {PARTITIONS} partitions")
 
 
-def read_results(bootstrap: str, batches: Mapping[str, int]) -> dict[str, BatchState]:
-    """Read the whole results topic up to its current end; return the state of ``batches``."""
-    states = {batch: BatchState(batch) for batch in batches}
+@dataclass
+class Audit:
+    """What the results topic holds for some batches: their states and each item's records."""
+
+    states: dict[str, BatchState]
+    # (batch, index) -> (how many result records, the chunk of the item)
+    records: dict[tuple[str, int], tuple[int, int]]
+
+    def answered(self) -> set[tuple[str, int]]:
+        """Return the items that have a result."""
+        return set(self.records)
+
+    def repeated(self) -> dict[tuple[str, int], int]:
+        """Return the items with more than one result record, and their chunks."""
+        return {item: chunk for item, (count, chunk) in self.records.items() if count > 1}
+
+
+def read_results(bootstrap: str, batches: Mapping[str, int]) -> Audit:
+    """Read the whole results topic up to its current end; audit ``batches``."""
+    audit = Audit({batch: BatchState(batch) for batch in batches}, {})
     reader = TopicReader(bootstrap, RESULTS, OFFSET_BEGINNING)
     try:
         targets = reader.high_watermarks()
@@ -221,13 +239,17 @@ def read_results(bootstrap: str, batches: Mapping[str, int]) -> dict[str, BatchS
                 if partition is not None and offset is not None:
                     positions[partition] = offset + 1
                 record = decode_record(msg)
-                if record is not None and record.batch_id in states:
-                    states[record.batch_id].add(record)
+                if record is None or record.batch_id not in audit.states:
+                    continue
+                audit.states[record.batch_id].add(record)
+                if isinstance(record, Result):
+                    count, _ = audit.records.get((record.batch_id, record.index), (0, 0))
+                    audit.records[record.batch_id, record.index] = (count + 1, record.chunk)
             if reader.at_end():
                 break
     finally:
         reader.close()
-    return states
+    return audit
 
 
 def wait_complete(
@@ -236,16 +258,57 @@ def wait_complete(
     """Wait until every batch has a result for each of its items; return the states."""
 
     def probe() -> dict[str, BatchState] | None:
-        states = read_results(bootstrap, batches)
+        states = read_results(bootstrap, batches).states
         done = all(len(states[b].results) >= total for b, total in batches.items())
         return states if done else None
 
     return wait_for(probe, timeout_s, f"results for {', '.join(batches)}")
 
 
-def answered(bootstrap: str, batches: Mapping[str, int]) -> int:
-    """Return how many items of ``batches`` have a result so far."""
-    return sum(len(s.results) for s in read_results(bootstrap, batches).values())
+def batch_ids_per_replica(bootstrap: str, assignment: Mapping[str, list[int]]) -> list[str]:
+    """Return one drain batch id per replica, each landing on a partition that replica owns.
+
+    A batch's chunks share its id as key, so they land on one partition; which one is
+    found by producing candidate keys (with the producer's default partitioner, as
+    ``submit`` uses) to a scratch topic with as many partitions as the requests topic.
+    """
+    from confluent_kafka import Producer  # noqa: PLC0415
+    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
+
+    scratch = "docker-check-keys"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(scratch, PARTITIONS, 1)]).values():
+        future.result(timeout=30)
+    owner = {p: member for member, owned in assignment.items() for p in owned}
+    landed: dict[str, int] = {}
+
+    def report(err: object, msg: Any) -> None:  # noqa: ANN401 - confluent_kafka's Message
+        if err is None:
+            landed[msg.key().decode()] = msg.partition()
+
+    producer = Producer({"bootstrap.servers": bootstrap})
+    candidates = [f"docker-drain-{n}" for n in range(1, 200)]
+    for key in candidates:
+        producer.produce(scratch, key=key.encode(), value=b"", on_delivery=report)
+    if producer.flush(30) != 0:
+        raise CheckError("could not place the drain batches' keys")
+    chosen: dict[str, str] = {}
+    for key in candidates:
+        member = owner.get(landed.get(key, -1))
+        if member is not None and member not in chosen:
+            chosen[member] = key
+    if len(chosen) != len(assignment):
+        raise CheckError(f"no drain batch id lands on every replica: {chosen}")
+    return sorted(chosen.values())
+
+
+def first_result(reader: TopicReader, batches: Mapping[str, int]) -> bool:
+    """Return whether ``reader`` brought a result of one of ``batches``."""
+    for msg in reader.poll(0.2):
+        record = decode_record(msg)
+        if record is not None and record.batch_id in batches:
+            return True
+    return False
 
 
 def lag(bootstrap: str) -> int:
@@ -296,15 +359,21 @@ def replica_items(compose: Compose) -> dict[str, int]:
 
 
 def check_batches(states: Mapping[str, BatchState], batches: Mapping[str, int]) -> None:
-    """Every item answered once, ok."""
+    """Every item answered, ok."""
     for batch, total in batches.items():
         state = states[batch]
         if len(state.results) != total:
             raise CheckError(f"{batch}: {len(state.results)} of {total} items have a result")
         if state.errors:
             raise CheckError(f"{batch}: {state.errors} items failed")
-        if state.duplicates:
-            raise CheckError(f"{batch}: {state.duplicates} results written twice (work redone)")
+
+
+def describe(repeated: Mapping[tuple[str, int], int]) -> str:
+    """Return ``batch chunk N: K items`` lines for repeated items."""
+    chunks: dict[tuple[str, int], int] = {}
+    for (batch, _), chunk in repeated.items():
+        chunks[batch, chunk] = chunks.get((batch, chunk), 0) + 1
+    return ", ".join(f"{b} chunk {c}: {n} items" for (b, c), n in sorted(chunks.items()))
 
 
 def submit(path: Path, batch: str, bootstrap: str, *extra: str) -> None:
@@ -340,16 +409,33 @@ def run_compose(compose: Compose, replicas: int, bootstrap: str, figures: Figure
         f"from submit to last result; items per replica {per_replica})",
     )
 
-    drain = {f"docker-drain-{n}": 10_000 for n in range(1, DRAIN_BATCHES + 1)}
-    for batch in drain:
-        submit(
-            ROOT / "examples" / "iris-10k.jsonl",
-            batch,
-            bootstrap,
-            "--items-per-request",
-            DRAIN_ITEMS_PER_REQUEST,
-        )
-    wait_for(lambda: answered(bootstrap, drain), 120, "the first results of the drain batches")
+    drain_and_restart(compose, replicas, bootstrap, figures, demo)
+
+
+def drain_and_restart(
+    compose: Compose,
+    replicas: int,
+    bootstrap: str,
+    figures: Figures,
+    demo: Mapping[str, int],
+) -> None:
+    """Run step 6: stop the replicas while they answer, start them, audit the results."""
+    # One batch per replica, so that every replica has work to drain when it is stopped.
+    drain = dict.fromkeys(batch_ids_per_replica(bootstrap, group_assignment(bootstrap)), 10_000)
+    watcher = TopicReader(bootstrap, RESULTS, OFFSET_END)
+    try:
+        watcher.poll(1.0)  # positions the reader at the end before anything is submitted
+        for batch in drain:
+            submit(
+                ROOT / "examples" / "iris-10k.jsonl",
+                batch,
+                bootstrap,
+                "--items-per-request",
+                DRAIN_ITEMS_PER_REQUEST,
+            )
+        wait_for(lambda: first_result(watcher, drain), 120, "the first result of a drain batch")
+    finally:
+        watcher.close()
     with figures.timed("compose_stop_s"):
         compose.run("stop", "consumer", timeout_s=300)
     exits = [
@@ -357,30 +443,44 @@ def run_compose(compose: Compose, replicas: int, bootstrap: str, figures: Figure
         for c in compose.containers("consumer")
     ]
     figures["drain_exit_codes"] = exits
-    figures["drain_answered_at_stop"] = answered(bootstrap, drain)
+    answered_at_stop = read_results(bootstrap, {**demo, **drain}).answered()
+    figures["drain_answered_at_stop"] = sum(1 for batch, _ in answered_at_stop if batch in drain)
     logs = compose.run("logs", "--no-color", "consumer")
-    figures["drain_handed_back_items"] = [
-        int(n) for n in re.findall(r'"handed_back_items":(\d+)', logs)
-    ]
+    draining = re.findall(r'"buffered_items":(\d+),"handed_back_items":(\d+)', logs)
+    figures["drain_handed_back_items"] = [int(back) for _, back in draining]
+    figures["drain_finished_items"] = [int(kept) for kept, _ in draining]
     say(
         f"  stopped under load with {figures.values['drain_answered_at_stop']} of "
-        f"{sum(drain.values())} items answered: exit codes {exits}, handed back "
+        f"{sum(drain.values())} items answered: exit codes {exits}; per replica, items "
+        f"finished in the drain {figures.values['drain_finished_items']}, handed back "
         f"{figures.values['drain_handed_back_items']} ({figures.values['compose_stop_s']}s)",
     )
+    if sum(1 for kept, back in draining if int(kept) + int(back) > 0) < replicas:
+        say("  note: a replica had no work left when it was stopped")
     if len(exits) != replicas or any(exits):
         raise CheckError(f"every replica must drain and exit 0 on docker-compose stop: {exits}")
-    if figures.values["drain_answered_at_stop"] == sum(drain.values()):
-        say(
-            "  note: every drain item was answered before the stop; the drain had nothing in flight"
-        )
 
     with figures.timed("restart_to_complete_s"):
         compose.run("start", "consumer")
         wait_complete(bootstrap, drain, 300)
     batches = {**demo, **drain}
     wait_for(lambda: lag(bootstrap) == 0, 60, "the group to commit every request")
-    states = read_results(bootstrap, batches)
-    check_batches(states, batches)
+    audit = read_results(bootstrap, batches)
+    check_batches(audit.states, batches)
+    repeated = audit.repeated()
+    redone = {item: chunk for item, chunk in repeated.items() if item in answered_at_stop}
+    figures["items_redone_after_restart"] = len(redone)
+    figures["items_repeated_during_restart"] = len(repeated) - len(redone)
+    if redone:
+        raise CheckError(
+            "work answered before docker-compose stop was done again after start (the drain "
+            f"did not commit it): {describe(redone)}",
+        )
+    if repeated:
+        raise CheckError(
+            "items were answered twice after start (by replicas rebalancing as they joined): "
+            f"{describe(repeated)}",
+        )
     if (letters := dead_letters(bootstrap)) != 0:
         raise CheckError(f"{letters} dead letters: the demo's input is valid")
     say(
@@ -495,8 +595,11 @@ def run(args: argparse.Namespace, workdir: Path, figures: Figures) -> None:
             with figures.timed("compose_end_to_end_s"):
                 run_compose(compose, args.replicas, bootstrap, figures)
         except BaseException:
-            with contextlib.suppress(CheckError):
-                say(compose.run("logs", "--no-color", "--tail", "40")[-8000:])
+            with contextlib.suppress(CheckError, OSError):
+                logs = compose.run("logs", "--no-color", "--timestamps")
+                kept = Path(tempfile.gettempdir()) / f"{compose.project}.log"
+                kept.write_text(logs)
+                say(f"  the services' logs are kept in {kept}")
             raise
         finally:
             with figures.timed("compose_down_s"):
