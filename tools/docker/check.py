@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -37,8 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from producer.results import BatchState, TopicReader, decode_record
 from schemas import Result
@@ -105,22 +107,28 @@ class Compose:
 
     def run(self, *args: str, timeout_s: float = 600) -> str:
         """Run ``docker-compose ARGS``; return its output, or raise with it."""
-        done = subprocess.run(  # noqa: S603 - docker-compose from PATH, fixed arguments
-            [
-                self.tool(),
-                "--file",
-                str(ROOT / "docker-compose.yml"),
-                "--project-name",
-                self.project,
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=self.env,
-            timeout=timeout_s,
-            check=False,
-        )
+        argv = [
+            self.tool(),
+            "--file",
+            str(ROOT / "docker-compose.yml"),
+            "--project-name",
+            self.project,
+            *args,
+        ]
+        try:
+            done = subprocess.run(  # noqa: S603 - docker-compose from PATH, fixed arguments
+                argv,
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env=self.env,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CheckError(
+                f"docker-compose {' '.join(args)}: no answer in {timeout_s:.0f}s"
+            ) from exc
         output = done.stdout + done.stderr
         if done.returncode != 0:
             raise CheckError(f"docker-compose {' '.join(args)} failed:\n{output[-4000:]}")
@@ -129,9 +137,7 @@ class Compose:
     @staticmethod
     def tool() -> str:
         """Return ``docker-compose`` (v1, as Debian ships it), or say how to get it."""
-        from shutil import which  # noqa: PLC0415
-
-        path = which("docker-compose")
+        path = shutil.which("docker-compose")
         if path is None:
             raise CheckError("docker-compose is needed (Debian: apt-get install docker-compose)")
         return path
@@ -234,7 +240,10 @@ def read_results(bootstrap: str, batches: Mapping[str, int]) -> Audit:
     try:
         targets = reader.high_watermarks()
         positions = dict.fromkeys(targets, 0)
+        deadline = time.monotonic() + 120
         while any(positions[p] < end for p, end in targets.items()):
+            if time.monotonic() > deadline:
+                raise CheckError(f"could not read {RESULTS} to its end within 120s")
             for msg in reader.poll(0.5):
                 partition, offset = msg.partition(), msg.offset()
                 if partition is not None and offset is not None:
@@ -273,9 +282,6 @@ def batch_ids_per_replica(bootstrap: str, assignment: Mapping[str, list[int]]) -
     found by producing candidate keys (with the producer's default partitioner, as
     ``submit`` uses) to a scratch topic with as many partitions as the requests topic.
     """
-    from confluent_kafka import Producer  # noqa: PLC0415
-    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
-
     scratch = "docker-check-keys"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(scratch, PARTITIONS, 1)]).values():
@@ -314,8 +320,6 @@ def first_result(reader: TopicReader, batches: Mapping[str, int]) -> bool:
 
 def lag(bootstrap: str) -> int:
     """Return the messages of the requests topic the group has not committed yet."""
-    from confluent_kafka import Consumer  # noqa: PLC0415
-
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP})
     try:
         partitions = [TopicPartition(REQUESTS, p) for p in range(PARTITIONS)]
@@ -333,8 +337,6 @@ def lag(bootstrap: str) -> int:
 
 def dead_letters(bootstrap: str) -> int:
     """Return how many records the dead-letter topic holds."""
-    from confluent_kafka import Consumer  # noqa: PLC0415
-
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "docker-check-dlq"})
     try:
         low, high = consumer.get_watermark_offsets(TopicPartition(DLQ, 0), timeout=10)
