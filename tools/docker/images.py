@@ -147,6 +147,15 @@ def _run(
         raise ImageError(f"{what} failed (exit {done.returncode}):\n{tail}")
 
 
+def _chroot_env() -> dict[str, str]:
+    """Return the environment for commands that run inside the new root file system.
+
+    Only what they need: the host's ``TMPDIR`` (CI sets one) does not exist in there.
+    """
+    env = {k: v for k, v in os.environ.items() if k in {"http_proxy", "https_proxy", "no_proxy"}}
+    return {**env, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+
+
 def _make_rootfs(rootfs: Path) -> None:
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
@@ -166,13 +175,19 @@ def _make_rootfs(rootfs: Path) -> None:
         ],
         "debootstrap",
         timeout_s=900,
+        env=_chroot_env(),
     )
     for cert in _local_certificates():
         target = rootfs / "usr/local/share/ca-certificates" / cert.relative_to(LOCAL_CERTIFICATES)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(cert, target)
     chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-    _run([chroot, str(rootfs), "update-ca-certificates"], "update-ca-certificates", timeout_s=120)
+    _run(
+        [chroot, str(rootfs), "update-ca-certificates"],
+        "update-ca-certificates",
+        timeout_s=120,
+        env=_chroot_env(),
+    )
     (rootfs / "etc/apt/sources.list").write_text(
         f"deb {MIRROR} {SUITE} main\n"
         f"deb {MIRROR} {SUITE}-updates main\n"
