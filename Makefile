@@ -2,12 +2,14 @@
 # uv is installed when missing (with pip, as .ci/run does), the dependencies are synced,
 # and what the local Kafka broker needs (java 17+, Maven for the first download) is
 # checked, saying what is missing.
+# `make unit` runs the fast tests: no Kafka broker, no model server processes, and
+# property tests with a tenth of their examples (BATCH_RUNNER_QUICK_TESTS=1).
 #
 # uv: on PATH, else where `pip install --user` puts it, else through pip's module.
 UV ?= $(shell command -v uv 2>/dev/null || { test -x "$(HOME)/.local/bin/uv" && echo "$(HOME)/.local/bin/uv"; } || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
-.PHONY: uv install java demo test lint format compose-check docker-check deploy-check bench clean
+.PHONY: uv install java demo test unit lint format compose-check docker-check deploy-check bench clean
 
 uv:
 	@$(UV) --version >/dev/null 2>&1 || { \
@@ -46,6 +48,9 @@ demo: install
 test: install java
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) pytest
+
+unit: install
+	BATCH_RUNNER_QUICK_TESTS=1 $(RUN) pytest -m "not kafka and not servers"
 
 lint: install
 	$(RUN) ruff check .

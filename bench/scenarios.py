@@ -1,4 +1,4 @@
-"""The six scenarios of issue 9, each measured beside a bare aiohttp loop in the same run.
+"""The six benchmark scenarios, each measured beside a bare aiohttp loop in the same run.
 
 Every scenario runs the real pipeline: a Kafka broker, the test inference server as a
 process of its own (``python -m tools.testserver``), consumer replicas as ``python -m

@@ -23,19 +23,28 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer import logs
-from consumer.pipeline import FatalError, Pipeline
+from consumer.env_names import unknown_variables
+from consumer.kafka_config import GROUP_PROTOCOLS
+from consumer.pipeline import Pipeline
 from consumer.protocols import PROTOCOLS
-from consumer.settings import GROUP_PROTOCOLS, ConfigError, Settings, unknown_variables
+from consumer.settings import Settings
+from schemas.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    ConfigError,
+    DeliveryError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
 log = logging.getLogger("consumer")
 
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_CONFIG = 2
-EXIT_FORCED = 130
+EXIT_FATAL = EXIT_FAILED  # a record could not be delivered (DeliveryError)
+EXIT_CONFIG = EXIT_BAD_INPUT  # unusable configuration (ConfigError) or cluster, at start-up
+EXIT_FORCED = EXIT_INTERRUPTED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +152,7 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await pipeline.run()
-    except FatalError as exc:
+    except DeliveryError as exc:
         log.exception("stopped after a delivery failure", extra={"error": str(exc)})
         return EXIT_FATAL
     except (KafkaException, ConfigError) as exc:

@@ -13,9 +13,10 @@ Two clocks per unit: ``queue_ms``, the time spent waiting for a place in the lim
 answer without those waits: what the model and the retries cost, not how busy the
 replica is.
 
-An error answer's body is read (up to a cap) and cut to its informative end by
-:func:`error_snippet`: a traceback says what went wrong in its last lines. The same HTTP
-500 body ``max_same_error`` times for one unit is final (``RetryPolicy.answer_is_final``).
+Answers are read by :mod:`consumer.answers`: a 2xx body under the response size cap, an
+error answer's body cut to its informative end (a traceback says what went wrong in its
+last lines). The same HTTP 500 body ``max_same_error`` times for one unit is final
+(``RetryPolicy.answer_is_final``).
 """
 
 from __future__ import annotations
@@ -23,21 +24,23 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import aiohttp
-import orjson
 
+from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.limiter import Limiter
 from consumer.metrics import Metrics
 from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec
-from consumer.retry import FailureKind, parse_retry_after
+from consumer.retry import parse_retry_after
+from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from consumer.endpoints import Endpoint
     from consumer.retry import RetryPolicy
-    from consumer.settings import Endpoint, Settings
+    from consumer.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +56,7 @@ class Outcome:
     predictions: list[bytes] | None
     attempts: int
     latency_ms: float
-    error_kind: str | None = None
+    error_kind: ResultErrorKind | None = None
     error_message: str | None = None
     http_status: int | None = None
     queue_ms: float = 0.0
@@ -62,7 +65,7 @@ class Outcome:
 class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
     def __init__(
         self,
-        kind: str,
+        kind: ResultErrorKind,
         message: str,
         status: int | None = None,
         retry_after: str | None = None,
@@ -74,58 +77,6 @@ class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
         self.status = status
         self.retry_after = retry_after
         self.body = body
-
-
-# A response over the size cap would be over it again: not one of the retry policy's kinds.
-RESPONSE_TOO_LARGE = "response_too_large"
-# Items the endpoint's codec options cannot shape: no request is made.
-BAD_ITEM = "bad_item"
-
-ERROR_SNIPPET_CHARS: Final = 1000
-"""The longest server message an error result carries (its end is kept)."""
-ERROR_BODY_TAIL_BYTES: Final = 64 * 1024
-"""How much of the end of an error answer's body is kept while reading it."""
-_MESSAGE_KEYS: Final = ("error", "detail", "message")
-
-
-def _message_in_json(text: str) -> str | None:
-    """Return the message a JSON error object carries (``{"error": "..."}`` and the like)."""
-    if not text.startswith("{"):
-        return None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(value, dict):
-        return None
-    for key in _MESSAGE_KEYS:
-        found = value.get(key)
-        if isinstance(found, dict):
-            found = found.get("message")
-        if isinstance(found, str) and found.strip():
-            return found
-    return None
-
-
-def error_snippet(body: bytes, cap: int = ERROR_SNIPPET_CHARS) -> str:
-    """Return the informative part of an error answer's ``body``, at most ``cap`` characters.
-
-    A JSON object's ``error``, ``detail`` or ``message`` string (as MLServer, KServe,
-    Triton and FastAPI send them) is taken out of it. A longer text keeps its end, where
-    a traceback says what went wrong, from a line start where one falls in the first
-    half of what is kept, after an ellipsis.
-    """
-    if cap < 2:
-        raise ValueError("cap must be >= 2")
-    text = body.decode("utf-8", "replace").strip()
-    text = (_message_in_json(text) or text).strip()
-    if len(text) <= cap:
-        return text
-    tail = text[-(cap - 1) :]
-    newline = tail.find("\n")
-    if 0 <= newline < len(tail) // 2:
-        tail = tail[newline + 1 :]
-    return "\u2026" + tail
 
 
 class Dispatcher:
@@ -202,7 +153,7 @@ class Dispatcher:
         try:
             body = codec.encode(items)
         except BadItem as exc:
-            return Outcome(None, 0, 0.0, BAD_ITEM, str(exc))
+            return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
@@ -225,9 +176,9 @@ class Dispatcher:
                 try:
                     predictions = codec.decode(answer, len(items))
                 except WrongCount as exc:
-                    raise _Failure(FailureKind.WRONG_COUNT, str(exc), 200) from None
+                    raise _Failure(ResultErrorKind.WRONG_COUNT, str(exc), 200) from None
                 except BadResponse as exc:
-                    raise _Failure(FailureKind.BAD_RESPONSE, str(exc), 200) from None
+                    raise _Failure(ResultErrorKind.BAD_RESPONSE, str(exc), 200) from None
             except _Failure as failure:
                 self.last_failure = time.monotonic()
                 delay = self._retry_delay(failure, attempt, first_attempt, seen)
@@ -248,13 +199,10 @@ class Dispatcher:
     ) -> float | None:
         """Return the wait before the next attempt, or None (``failure.message`` says why)."""
         policy = self._policy
-        if failure.kind == RESPONSE_TOO_LARGE or not policy.should_retry(
-            FailureKind(failure.kind),
-            failure.status,
-        ):
+        if not policy.should_retry(failure.kind, failure.status):
             return None
         elapsed = time.monotonic() - first_attempt
-        if failure.status is not None and failure.kind == FailureKind.HTTP_STATUS:
+        if failure.status is not None and failure.kind == ResultErrorKind.HTTP_STATUS:
             key = (failure.status, failure.body)
             times = seen[key] = seen.get(key, 0) + 1
             if policy.answer_is_final(failure.status, failure.body, times):
@@ -314,11 +262,17 @@ class Dispatcher:
                 self.unanswered = 0
                 metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
+                cap = self._settings.max_response_bytes
                 if 200 <= status < 300:
-                    return await self._read_capped(response)
-                snippet = error_snippet(await self._read_tail(response))
+                    try:
+                        return await read_capped(response, cap)
+                    except ResponseTooLargeError as exc:
+                        raise _Failure(
+                            ResultErrorKind.RESPONSE_TOO_LARGE, str(exc), status
+                        ) from None
+                snippet = error_snippet(await read_tail(response, cap))
                 raise _Failure(
-                    FailureKind.HTTP_STATUS,
+                    ResultErrorKind.HTTP_STATUS,
                     f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
                     status,
                     response.headers.get("Retry-After"),
@@ -328,13 +282,13 @@ class Dispatcher:
             self.unanswered += 1
             metrics.http_code("timeout").inc()
             raise _Failure(
-                FailureKind.TIMEOUT,
+                ResultErrorKind.TIMEOUT,
                 f"no answer within {self._settings.request_timeout_s:g}s",
             ) from None
         except (aiohttp.ClientError, OSError) as exc:
             self.unanswered += 1
             metrics.http_code("connection").inc()
-            raise _Failure(FailureKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+            raise _Failure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
 
     def failing(self, window_s: float, now: float) -> bool:
         """Whether requests failed and none succeeded in the last ``window_s`` seconds."""
@@ -345,48 +299,3 @@ class Dispatcher:
     def endpoint_answering(self, max_unanswered: int = 5) -> bool:
         """Whether the endpoints answer: fewer than ``max_unanswered`` silent requests in a row."""
         return self.unanswered < max_unanswered
-
-    async def _read_tail(self, response: aiohttp.ClientResponse) -> bytes:
-        """Return the last ``ERROR_BODY_TAIL_BYTES`` of an error answer's body.
-
-        Reading stops at ``max_response_bytes`` (the connection is then dropped rather
-        than drained); a broken body yields what arrived.
-        """
-        cap = self._settings.max_response_bytes
-        kept = b""
-        size = 0
-        try:
-            async for chunk in response.content.iter_any():
-                size += len(chunk)
-                kept = (kept + chunk)[-ERROR_BODY_TAIL_BYTES:]
-                if size > cap:
-                    break
-        except (aiohttp.ClientError, OSError):
-            pass
-        return kept
-
-    async def _read_capped(self, response: aiohttp.ClientResponse) -> bytes:
-        cap = self._settings.max_response_bytes
-        length = response.content_length
-        if length is not None:
-            if length > cap:
-                raise _Failure(
-                    RESPONSE_TOO_LARGE,
-                    f"response of {length} bytes exceeds the {cap}-byte cap",
-                    response.status,
-                )
-            if response.headers.get("Content-Encoding") is None:
-                # The declared length bounds what read() takes in: one call, no loop.
-                return await response.read()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in response.content.iter_any():
-            size += len(chunk)
-            if size > cap:
-                raise _Failure(
-                    RESPONSE_TOO_LARGE,
-                    f"response exceeds the {cap}-byte cap",
-                    response.status,
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)

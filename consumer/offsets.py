@@ -24,7 +24,7 @@ the window between the oldest unfinished offset and the newest received one.
 Not thread-safe: call it from one thread (the event loop). Rebalance callbacks that run on
 the poll thread must hand their work to the loop.
 
-Room left for later work (see "Where this is going" in the design):
+Room left for later work:
 
 * **Item-level resume** will add per-chunk progress (a done-item bitmap per pending offset,
   serialised into the commit metadata, as Confluent Parallel Consumer does). It belongs

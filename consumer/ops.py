@@ -13,26 +13,77 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from consumer.settings import ConfigError
+from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
-    from consumer.pipeline import Pipeline
+    from collections.abc import Mapping
+
+    from prometheus_client import CollectorRegistry
+
+    from consumer.offsets import PartitionKey
+    from consumer.progress import Stall
 
 HEARTBEAT_S = 0.5
 STALL_S = 5.0
 
 
+class ReplicaStatus(Protocol):
+    """What the operations server reads of a replica (the pipeline provides it)."""
+
+    @property
+    def fatal(self) -> BaseException | None:
+        """The error that stopped the replica, if any."""
+        ...
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the replica drains for shutdown."""
+        ...
+
+    @property
+    def joined(self) -> bool:
+        """Whether the replica has joined its consumer group."""
+        ...
+
+    @property
+    def cluster_down_since(self) -> float | None:
+        """Since when (``time.monotonic()``) the Kafka cluster is unreachable, or ``None``."""
+        ...
+
+    @property
+    def model_answering(self) -> bool:
+        """Whether the inference endpoints answer (no long run of unanswered requests)."""
+        ...
+
+    @property
+    def stalls(self) -> Mapping[PartitionKey, Stall]:
+        """The partitions found stalled at the last check."""
+        ...
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """The replica's Prometheus registry."""
+        ...
+
+    def refresh_gauges(self) -> None:
+        """Bring the gauges up to date before a scrape."""
+
+    def partition_states(self) -> dict[str, dict[str, object]]:
+        """Each assigned partition's state, for the body of ``/healthz``."""
+        ...
+
+
 class OpsServer:
     """Serves the replica's metrics and health on ``host:port`` (port 0: a free one)."""
 
-    def __init__(self, pipeline: Pipeline, host: str, port: int) -> None:
+    def __init__(self, replica: ReplicaStatus, host: str, port: int) -> None:
         """Prepare the routes; nothing listens until :meth:`start`."""
-        self._pipeline = pipeline
+        self._replica = replica
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -83,12 +134,12 @@ class OpsServer:
 
     def healthy(self) -> tuple[bool, str]:
         """Return whether the process is healthy, and why not."""
-        if self._pipeline.fatal is not None:
-            return False, f"fatal: {self._pipeline.fatal}"
+        if self._replica.fatal is not None:
+            return False, f"fatal: {self._replica.fatal}"
         stalled = time.monotonic() - self._last_tick
         if stalled > STALL_S or self.worst_lag_s > STALL_S:
             return False, f"event loop stalled ({max(stalled, self.worst_lag_s):.1f}s)"
-        stuck = {tp: s for tp, s in self._pipeline.stalls.items() if s.unhealthy}
+        stuck = {tp: s for tp, s in self._replica.stalls.items() if s.unhealthy}
         if stuck:
             names = ", ".join(f"{t}[{p}] ({s.seconds:.0f}s)" for (t, p), s in sorted(stuck.items()))
             return False, f"partitions stalled with work and no reason: {names}"
@@ -99,43 +150,26 @@ class OpsServer:
         healthy, reason = self.healthy()
         if not healthy:
             return False, reason
-        if self._pipeline.stopping:
+        if self._replica.stopping:
             return False, "draining for shutdown"
-        if not self._pipeline.source.joined:
+        if not self._replica.joined:
             return False, "not yet joined the consumer group"
-        down_since = self._pipeline.cluster.down_since
+        down_since = self._replica.cluster_down_since
         if down_since is not None:
             return False, f"the Kafka cluster is unreachable ({time.monotonic() - down_since:.0f}s)"
-        if not self._pipeline.dispatcher.endpoint_answering():
+        if not self._replica.model_answering:
             return False, "the inference endpoint does not answer"
         return True, "ok"
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        self._pipeline.refresh_gauges()
-        body = generate_latest(self._pipeline.metrics.registry)
+        self._replica.refresh_gauges()
+        body = generate_latest(self._replica.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
         ok, reason = self.healthy()
-        body = {"status": reason, "partitions": self._partitions()}
+        body = {"status": reason, "partitions": self._replica.partition_states()}
         return web.json_response(body, status=200 if ok else 503)
-
-    def _partitions(self) -> dict[str, dict[str, object]]:
-        """Each assigned partition: paused or not, chunks in flight, idle time, stall."""
-        pipeline = self._pipeline
-        now = time.monotonic()
-        out: dict[str, dict[str, object]] = {}
-        for tp in sorted(pipeline.source.assignment):
-            idle = pipeline.progress.idle_for(tp, now)
-            stall = pipeline.stalls.get(tp)
-            out[f"{tp[0]}[{tp[1]}]"] = {
-                "paused": tp in pipeline.source.paused,
-                "in_flight_chunks": len(pipeline.chunks.get(tp, {})),
-                "unfetched": pipeline.metrics.unfetched.get(tp),
-                "idle_s": None if idle is None else round(idle, 1),
-                "stalled": None if stall is None else str(stall.why),
-            }
-        return out
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ok, reason = self.ready()

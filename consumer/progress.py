@@ -1,6 +1,7 @@
 """Per-partition progress: which assigned partitions have work but have stopped moving.
 
-Pure logic: no Kafka, no I/O, and the clock is passed in. The pipeline reports
+Pure logic: no Kafka, no I/O, and the clock is passed in (:class:`StallWatch` only adds
+a log line when a stall starts or ends). The pipeline reports
 movement (a message fetched, a work unit answered, a commit that advanced) with
 :meth:`ProgressMonitor.moved`, and asks :meth:`ProgressMonitor.check` every second or so
 which partitions are stalled and why. A partition with work (messages not yet fetched,
@@ -12,6 +13,7 @@ are not a health failure. A stall without such a reason is.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
     from consumer.offsets import PartitionKey
+
+log = logging.getLogger(__name__)
 
 
 class Why(StrEnum):
@@ -118,4 +122,39 @@ class ProgressMonitor:
             else:
                 why = Why.UNEXPLAINED
             stalls[tp] = Stall(idle, why)
+        return stalls
+
+
+class StallWatch:
+    """Checks a :class:`ProgressMonitor` and logs each stall when it starts and ends."""
+
+    def __init__(self, monitor: ProgressMonitor) -> None:
+        """Watch ``monitor``; nothing is stalled yet."""
+        self.monitor = monitor
+        self.stalls: dict[PartitionKey, Stall] = {}
+
+    def check(
+        self,
+        now: float,
+        has_work: Callable[[PartitionKey], bool],
+        replica: ReplicaState,
+        details: Callable[[PartitionKey], dict[str, object]],
+    ) -> dict[PartitionKey, Stall]:
+        """Update :attr:`stalls`; log new stalls (with ``details(tp)``) and ended ones."""
+        stalls = self.monitor.check(now, has_work, replica)
+        for tp, stall in stalls.items():
+            known = self.stalls.get(tp)
+            if known is None or known.why is not stall.why:
+                log.warning(
+                    "partition stalled",
+                    extra={
+                        "partition": f"{tp[0]}[{tp[1]}]",
+                        "seconds": round(stall.seconds, 1),
+                        "why": str(stall.why),
+                        **details(tp),
+                    },
+                )
+        for tp in self.stalls.keys() - stalls.keys():
+            log.info("partition moving again", extra={"partition": f"{tp[0]}[{tp[1]}]"})
+        self.stalls = stalls
         return stalls

@@ -30,8 +30,11 @@ if TYPE_CHECKING:
     from consumer.connectivity import ClusterWatch
 
     DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
     # Record headers as librdkafka takes them (handed over without a copy).
     Headers = list[tuple[str, str | bytes | None]]
+    # Publisher.produce, or a fake one in tests: (topic, value, key, on_delivery, headers).
+    Produce = Callable[[str, bytes, bytes | str | None, DeliveryCallback, Headers | None], None]
 
 log = logging.getLogger(__name__)
 

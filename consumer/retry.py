@@ -1,12 +1,14 @@
 """The retry policy: which failures retry, how long to wait, and when to give up.
 
 Pure logic: no HTTP client, no clock, no sleeping. The dispatcher classifies a failed
-inference call as a :class:`FailureKind` (plus the HTTP status for ``http_status``), asks
-:meth:`RetryPolicy.should_retry`, and if so asks :meth:`RetryPolicy.next_delay` how long to
-wait, passing the server's ``Retry-After`` parsed by :func:`parse_retry_after`. ``None``
-from ``next_delay`` means give up: the items get an ``error`` result and the batch goes on.
+inference call as a :class:`~schemas.error_kinds.ResultErrorKind` (plus the HTTP status
+for ``http_status``), asks :meth:`RetryPolicy.should_retry`, and if so asks
+:meth:`RetryPolicy.next_delay` how long to wait, passing the server's ``Retry-After``
+parsed by :func:`parse_retry_after`. ``None`` from ``next_delay`` means give up: the
+items get an ``error`` result and the batch goes on.
 
-Which failures retry (the design's "Delivery semantics"):
+Which failures retry (``schemas.error_kinds`` declares the kinds that always and never
+do):
 
 * ``connection`` (refused, reset, DNS) and ``timeout``: transient, retried.
 * ``http_status``: only the statuses in ``retry_statuses`` (by default 408, 425, 429, 500,
@@ -19,7 +21,8 @@ Which failures retry (the design's "Delivery semantics"):
   when they are not.
 * ``wrong_count``: a well-formed answer with a different number of predictions than
   inputs. Not retried: it is the model's deterministic answer to this input, and asking
-  again yields the same. (Bisecting the sub-batch to isolate a poison item is future work.)
+  again yields the same. Nor are ``response_too_large``, ``result_too_large``,
+  ``bad_item`` and ``unknown_target``, which the same input always meets again.
 
 Backoff is exponential with *full jitter* (AWS Architecture Blog, "Exponential Backoff And
 Jitter"): after attempt ``n`` wait ``uniform(0, min(max_delay_s, base_delay_s * 2**(n-1)))``,
@@ -50,8 +53,9 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING
+
+from schemas.error_kinds import ALWAYS_RETRIED, NEVER_RETRIED, ResultErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -69,25 +73,6 @@ _DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _MAX_EXPONENT = 1023
 
 
-class FailureKind(StrEnum):
-    """How an inference call failed. The value is what error results carry as ``kind``."""
-
-    HTTP_STATUS = "http_status"
-    """The server answered with a non-2xx status (the status is passed alongside)."""
-    TIMEOUT = "timeout"
-    """No (complete) answer within the request timeout."""
-    CONNECTION = "connection"
-    """Could not connect, or the connection broke (refused, reset, DNS failure)."""
-    BAD_RESPONSE = "bad_response"
-    """A 2xx whose body is not the expected shape (truncated, not JSON, wrong structure)."""
-    WRONG_COUNT = "wrong_count"
-    """A well-formed 2xx with a different number of predictions than inputs."""
-
-
-_ALWAYS_RETRY = frozenset({FailureKind.TIMEOUT, FailureKind.CONNECTION, FailureKind.BAD_RESPONSE})
-_NEVER_RETRY = frozenset({FailureKind.WRONG_COUNT})
-
-
 def is_retryable_status(
     status: int, retry_statuses: frozenset[int] = DEFAULT_RETRY_STATUSES
 ) -> bool:
@@ -100,18 +85,18 @@ def is_retryable_status(
 
 
 def should_retry(
-    kind: FailureKind,
+    kind: ResultErrorKind,
     status: int | None,
     retry_statuses: frozenset[int] = DEFAULT_RETRY_STATUSES,
 ) -> bool:
     """Return whether a failure of this ``kind`` (and HTTP ``status``) is worth retrying.
 
-    ``status`` is required for :attr:`FailureKind.HTTP_STATUS` (:class:`ValueError`
+    ``status`` is required for :attr:`ResultErrorKind.HTTP_STATUS` (:class:`ValueError`
     without it) and ignored for the other kinds. See the module docstring for the rules.
     """
-    if kind in _ALWAYS_RETRY:
+    if kind in ALWAYS_RETRIED:
         return True
-    if kind in _NEVER_RETRY:
+    if kind in NEVER_RETRIED:
         return False
     if status is None:
         raise ValueError(f"a {kind} failure needs its HTTP status")
@@ -208,7 +193,7 @@ class RetryPolicy:
         """Return whether ``status`` is one of this policy's ``retry_statuses`` (never 2xx)."""
         return is_retryable_status(status, self.retry_statuses)
 
-    def should_retry(self, kind: FailureKind, status: int | None) -> bool:
+    def should_retry(self, kind: ResultErrorKind, status: int | None) -> bool:
         """Return whether a failure is worth retrying under this policy (see module docs)."""
         return should_retry(kind, status, self.retry_statuses)
 

@@ -30,131 +30,26 @@ Environment variables (CLI flags of ``batch-runner consume`` override them):
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import json
-import re
-import shlex
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Literal
 
-from consumer.protocols import (
-    DEFAULT_OPTIONS,
-    PROTOCOLS,
-    CodecOptions,
-    ProtocolName,
-    codec_options,
-    get_codec,
+from consumer.endpoints import DEFAULT_TARGET, Endpoint, endpoints_from_env
+from consumer.kafka_config import (
+    CLASSIC_GROUP_ONLY,
+    CONSUMER_ONLY_OPTIONS,
+    DEFAULT_MAX_POLL_INTERVAL_MS,
+    GROUP_PROTOCOLS,
+    RECONNECT_BACKOFF_MAX_MS,
+    RESERVED_KAFKA_OPTIONS,
+    GroupProtocol,
+    kafka_options,
 )
 from consumer.retry import RetryPolicy
+from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC
+from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
-
-DEFAULT_TARGET = "default"
-_TARGET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-# librdkafka options the service sets itself: a pass-through may not weaken them.
-_RESERVED_KAFKA_OPTIONS = frozenset(
-    {
-        "enable.auto.commit",
-        "enable.auto.offset.store",
-        "enable.idempotence",
-        "acks",
-        "group.id",
-    },
-)
-
-# librdkafka options that only a consumer takes: the producer and the admin client would
-# warn about each (CONFWARN) if they were passed through to them.
-CONSUMER_ONLY_OPTIONS = frozenset(
-    {
-        "auto.commit.interval.ms",
-        "auto.offset.reset",
-        "check.crcs",
-        "consume.callback.max.messages",
-        "coordinator.query.interval.ms",
-        "enable.partition.eof",
-        "fetch.error.backoff.ms",
-        "fetch.max.bytes",
-        "fetch.message.max.bytes",
-        "fetch.min.bytes",
-        "fetch.queue.backoff.ms",
-        "fetch.wait.max.ms",
-        "group.instance.id",
-        "group.protocol",
-        "group.protocol.type",
-        "group.remote.assignor",
-        "heartbeat.interval.ms",
-        "isolation.level",
-        "max.partition.fetch.bytes",
-        "max.poll.interval.ms",
-        "partition.assignment.strategy",
-        "queued.max.messages.kbytes",
-        "queued.min.messages",
-        "session.timeout.ms",
-    },
-)
-# Options the consumer group protocol (KIP-848) refuses: the broker owns them there.
-_CLASSIC_GROUP_ONLY = frozenset(
-    {"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"},
-)
-GroupProtocol = Literal["classic", "consumer"]
-GROUP_PROTOCOLS: tuple[GroupProtocol, ...] = ("classic", "consumer")
-DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
-RECONNECT_BACKOFF_MAX_MS = 2000
-
-
-class ConfigError(ValueError):
-    """The replica's configuration is unusable; raised at start-up, before joining the group."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """An inference endpoint configured on the consumer (never taken from a message).
-
-    ``headers`` (an ``Authorization`` token, say) are sent with every request to it; they
-    come from the environment or a file, never from a message, and never appear in a repr.
-    ``codec`` says how items are shaped for it and predictions read from its answers.
-    """
-
-    name: str
-    url: str
-    protocol: ProtocolName = "v1"
-    headers: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
-    codec: CodecOptions = DEFAULT_OPTIONS
-
-    def __post_init__(self) -> None:
-        """Validate the name, the URL and the protocol."""
-        if not _TARGET_NAME.match(self.name):
-            raise ConfigError(f"target name {self.name!r}: use letters, digits, '.', '_', '-'")
-        parts = urlsplit(self.url)
-        if parts.scheme not in {"http", "https"} or not parts.netloc:
-            raise ConfigError(
-                f"endpoint {self.name!r}: {self.url!r} is not an http:// or https:// URL",
-            )
-        if self.protocol not in PROTOCOLS:
-            raise ConfigError(
-                f"endpoint {self.name!r}: protocol {self.protocol!r} is not one of "
-                f"{', '.join(PROTOCOLS)}",
-            )
-        try:
-            get_codec(self.protocol, self.codec)
-        except ValueError as exc:
-            raise ConfigError(f"endpoint {self.name!r}: {exc}") from None
-
-
-def parse_target(spec: str) -> Endpoint:
-    """Parse ``name=PROTOCOL:URL`` (or ``name=URL`` for protocol v1) into an :class:`Endpoint`."""
-    name, sep, rest = spec.partition("=")
-    if not sep or not name or not rest:
-        raise ConfigError(f"target {spec!r}: expected NAME=PROTOCOL:URL")
-    protocol, colon, url = rest.partition(":")
-    if colon and protocol in PROTOCOLS:
-        return Endpoint(name=name.strip(), url=url.strip(), protocol=protocol)
-    return Endpoint(name=name.strip(), url=rest.strip())
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,9 +59,9 @@ class Settings:
     bootstrap_servers: str
     endpoints: Mapping[str, Endpoint]
     group_id: str = "batch-runner"
-    requests_topic: str = "batch-requests"
-    results_topic: str = "batch-results"
-    dlq_topic: str = "batch-requests.dlq"
+    requests_topic: str = REQUESTS_TOPIC
+    results_topic: str = RESULTS_TOPIC
+    dlq_topic: str = DLQ_TOPIC
     # Split: items per HTTP request unless a request asks for another value up to the max.
     items_per_request: int = 1
     max_items_per_request: int = 1000
@@ -239,7 +134,7 @@ class Settings:
         if self.drain_timeout_s < 0 or self.revoke_grace_s < 0:
             raise ConfigError("drain_timeout_s and revoke_grace_s must be >= 0")
         for key in self.kafka_options:
-            if key in _RESERVED_KAFKA_OPTIONS:
+            if key in RESERVED_KAFKA_OPTIONS:
                 raise ConfigError(
                     f"Kafka option {key!r} is set by the service for at-least-once delivery "
                     "and cannot be overridden",
@@ -331,13 +226,12 @@ class Settings:
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": round(self.session_timeout_s * 1000),
             "heartbeat.interval.ms": round(self.heartbeat_interval_s * 1000),
-            # Short fetch long-polls: measured 168k items/s sub-batched at 10 ms vs 100k at
-            # 100 ms (the fetcher restarts sooner after each pause); latency p50 ~7-9 ms.
+            # Short fetch long-polls: the fetcher restarts sooner after each pause (the
+            # figures are in bench/results/README.md, "Fetch settings").
             "fetch.wait.max.ms": 10,
-            # librdkafka prefetches up to 64 MiB by default: memory would follow the backlog.
-            # 4 MiB keeps it following --max-buffered-items (peak RSS 1.14x between a 10k
-            # and a 1M backlog, was 1.24x) at the same throughput, provided the fetcher does
-            # not back off a whole second each time that queue fills (its default).
+            # librdkafka prefetches up to 64 MiB by default, so memory would follow the
+            # backlog; 4 MiB keeps it following --max-buffered-items, provided the fetcher
+            # does not back off a whole second each time that queue fills (its default).
             "queued.max.messages.kbytes": 4096,
             "fetch.queue.backoff.ms": 5,
             "fetch.max.bytes": 16 * 1024 * 1024,
@@ -350,7 +244,7 @@ class Settings:
         if self.group_instance_id:
             conf["group.instance.id"] = self.group_instance_id
         if self.group_protocol == "consumer":
-            for key in _CLASSIC_GROUP_ONLY:
+            for key in CLASSIC_GROUP_ONLY:
                 del conf[key]
         conf.update(self.kafka_options)
         return conf
@@ -400,7 +294,7 @@ class Settings:
             "",
         )
         values["kafka_options"] = kafka_options(env, given.get("kafka_option") or ())
-        values["endpoints"] = _endpoints(env, given)
+        values["endpoints"] = endpoints_from_env(env, given)
         return cls(**values)
 
 
@@ -423,175 +317,3 @@ def _coerce(name: str, raw: str, annotation: object) -> object:
     except ValueError:
         raise ConfigError(f"BATCH_RUNNER_{name.upper()}={raw!r} is not a number") from None
     return raw
-
-
-def kafka_options(env: Mapping[str, str], cli_options: Sequence[str] = ()) -> dict[str, str]:
-    """Return librdkafka options from ``KAFKA_*`` variables and ``key=value`` flags.
-
-    ``KAFKA_SASL_PASSWORD`` becomes ``sasl.password``; ``KAFKA_BOOTSTRAP_SERVERS`` is left
-    to the caller. Flags win over the environment.
-    """
-    options: dict[str, str] = {}
-    for key, value in env.items():
-        if key.startswith("KAFKA_") and key != "KAFKA_BOOTSTRAP_SERVERS":
-            options[key.removeprefix("KAFKA_").lower().replace("_", ".")] = value
-    for item in cli_options:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"Kafka option {item!r}: expected key=value")
-        options[key.strip()] = value
-    return options
-
-
-def _json_object(source: str, text: str) -> dict[str, object]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        raise ConfigError(f"{source}: not valid JSON") from None  # never echo the content
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: expected a JSON object")
-    return value
-
-
-def _string_map(source: str, value: object) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ConfigError(f"{source}: must map header names to strings")
-    return dict(value)
-
-
-def _headers(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """Collect per-target request headers from a JSON file and/or the environment.
-
-    ``BATCH_RUNNER_HEADERS_FILE`` (or ``--headers-file``): ``{"target": {"Name": "value"}}``
-    (``default`` for the default endpoint), e.g. a mounted Kubernetes Secret.
-    ``BATCH_RUNNER_ENDPOINT_HEADERS``: ``{"Name": "value"}`` for the default endpoint.
-    """
-    out: dict[str, dict[str, str]] = {}
-    path = given.get("headers_file") or env.get("BATCH_RUNNER_HEADERS_FILE")
-    if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"headers file {path}: {exc.strerror}") from None
-        for target, headers in _json_object(f"headers file {path}", text).items():
-            out[target] = _string_map(f"headers file {path}: {target!r}", headers)
-    inline = env.get("BATCH_RUNNER_ENDPOINT_HEADERS")
-    if inline:
-        source = "BATCH_RUNNER_ENDPOINT_HEADERS"
-        headers = _string_map(source, _json_object(source, inline))
-        out.setdefault(DEFAULT_TARGET, {}).update(headers)
-    return out
-
-
-def _endpoints(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, Endpoint]:
-    endpoints: dict[str, Endpoint] = {}
-    url = given.get("endpoint") or env.get("BATCH_RUNNER_ENDPOINT")
-    protocol = given.get("protocol") or env.get("BATCH_RUNNER_PROTOCOL") or "v1"
-    if url:
-        endpoints[DEFAULT_TARGET] = Endpoint(
-            name=DEFAULT_TARGET,
-            url=url,
-            protocol=cast("ProtocolName", protocol),
-        )
-    specs = re.split(r"[\s,]+", env.get("BATCH_RUNNER_TARGETS", "").strip())
-    specs += list(given.get("targets") or [])
-    for spec in specs:
-        if spec:
-            endpoint = parse_target(spec)
-            endpoints[endpoint.name] = endpoint
-    for target, headers in _headers(env, given).items():
-        if target not in endpoints:
-            raise ConfigError(f"headers are configured for target {target!r}, which does not exist")
-        endpoints[target] = dataclasses.replace(endpoints[target], headers=headers)
-    for target, values in _codec_values(env, given).items():
-        if target not in endpoints:
-            raise ConfigError(
-                f"codec options are configured for target {target!r}, which does not exist",
-            )
-        endpoint = endpoints[target]
-        try:
-            options = codec_options(endpoint.protocol, values)
-        except ValueError as exc:
-            raise ConfigError(f"endpoint {target!r}: {exc}") from None
-        endpoints[target] = dataclasses.replace(endpoint, codec=options)
-    return endpoints
-
-
-def _codec_values(env: Mapping[str, str], given: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """Collect ``[TARGET:]KEY=VALUE`` codec options per target (flags after the variable).
-
-    ``BATCH_RUNNER_CODEC`` holds entries separated by whitespace, split as a shell would
-    (quotes keep spaces in a value); ``--codec`` gives one entry per flag. An entry
-    without ``TARGET:`` is for the default endpoint; a later entry for the same key wins.
-    """
-    text = env.get("BATCH_RUNNER_CODEC", "")
-    try:
-        entries = shlex.split(text)
-    except ValueError as exc:
-        raise ConfigError(f"BATCH_RUNNER_CODEC: {exc}") from None
-    entries += list(given.get("codec") or [])
-    out: dict[str, dict[str, str]] = {}
-    for entry in entries:
-        left, sep, value = entry.partition("=")
-        target, colon, key = left.rpartition(":")
-        if not sep or not key.strip():
-            raise ConfigError(f"codec option {entry!r}: expected [TARGET:]KEY=VALUE")
-        name = target.strip() if colon else DEFAULT_TARGET
-        out.setdefault(name, {})[key.strip()] = value
-    return out
-
-
-class _Recorder(Mapping[str, str]):
-    """A read-only environment that remembers every name looked up in it."""
-
-    def __init__(self, data: Mapping[str, str]) -> None:
-        self._data = dict(data)
-        self.asked: set[str] = set()
-
-    def __getitem__(self, key: str) -> str:
-        self.asked.add(key)
-        return self._data[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-def known_variables() -> frozenset[str]:
-    """Return the ``BATCH_RUNNER_*`` names :meth:`Settings.from_env` reads.
-
-    Found by building settings from a minimal environment that records each lookup, so
-    the list follows the code rather than being kept by hand.
-    """
-    env = _Recorder(
-        {"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092", "BATCH_RUNNER_ENDPOINT": "http://model/"},
-    )
-    Settings.from_env(env)
-    return frozenset(name for name in env.asked if name.startswith("BATCH_RUNNER_"))
-
-
-# Read by other commands of the project (the local broker's jar cache), not by a replica.
-OTHER_COMMANDS_VARIABLES = frozenset({"BATCH_RUNNER_CACHE_DIR"})
-
-
-def unknown_variables(env: Mapping[str, str]) -> dict[str, str | None]:
-    """Return the ``BATCH_RUNNER_*`` names in ``env`` a replica ignores.
-
-    Each maps to the closest name a replica does read (a likely typo), or None.
-    """
-    prefix = "BATCH_RUNNER_"
-    known = sorted(name.removeprefix(prefix) for name in known_variables())
-    unknown: dict[str, str | None] = {}
-    for name in sorted(env):
-        if not name.startswith(prefix) or name in OTHER_COMMANDS_VARIABLES:
-            continue
-        suffix = name.removeprefix(prefix)
-        if suffix not in known:
-            # Compared without the shared prefix, which would make every name look close.
-            close = difflib.get_close_matches(suffix, known, n=1)
-            unknown[name] = prefix + close[0] if close else None
-    return unknown

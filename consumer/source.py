@@ -20,26 +20,24 @@ fetched again).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
-import queue
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.offsets import PartitionKey
+from consumer.kafka_thread import ConsumerThread
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
     from confluent_kafka import Message
 
+    from consumer.offsets import PartitionKey
+
 log = logging.getLogger(__name__)
 
-TP = PartitionKey
 T = TypeVar("T")
 
 # Commit errors that mean "not now" (a rebalance, a coordinator move, a broker away):
@@ -70,13 +68,13 @@ WAKE_TIMEOUT_S = 0.25
 class RebalanceListener(Protocol):
     """What the pipeline does when partitions come and go (all run on the loop)."""
 
-    async def on_assigned(self, partitions: list[TP]) -> None:
+    async def on_assigned(self, partitions: list[PartitionKey]) -> None:
         """Partitions were assigned (incrementally)."""
 
-    async def on_revoked(self, partitions: list[TP]) -> dict[TP, int]:
+    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
         """Partitions are about to be revoked: return the positions to commit for them."""
 
-    async def on_lost(self, partitions: list[TP]) -> None:
+    async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Partitions were lost (no commit possible): forget their state."""
 
 
@@ -84,56 +82,13 @@ class RebalanceListener(Protocol):
 class CommitResult:
     """What the broker said about one commit: the positions it took, and the first error."""
 
-    committed: dict[TP, int] = field(default_factory=dict)
+    committed: dict[PartitionKey, int] = field(default_factory=dict)
     error: KafkaError | None = None
 
     @property
     def retriable(self) -> bool:
         """Whether the failure is one that the next commit round may get past."""
         return self.error is None or self.error.code() in RETRIABLE_COMMIT_ERRORS
-
-
-class ConsumerThread(concurrent.futures.Executor):
-    """Runs every call on one daemon thread, in submission order.
-
-    A daemon, unlike a ``ThreadPoolExecutor`` worker: if librdkafka ever blocks longer
-    than the replica is willing to wait (a close against a vanished cluster), the
-    process can still exit instead of hanging in the interpreter's exit hooks.
-    """
-
-    def __init__(self, name: str) -> None:
-        """Start the thread."""
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], object], concurrent.futures.Future[object]] | None
-        ] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
-
-    def submit(  # type: ignore[override] # one positional callable is all this takes
-        self,
-        fn: Callable[[], T],
-    ) -> concurrent.futures.Future[T]:
-        """Queue ``fn`` and return the future of its result."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((fn, future))  # type: ignore[arg-type] # stored untyped, typed out
-        return future
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            fn, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                future.set_exception(exc)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:  # noqa: FBT001, FBT002 - the Executor signature
-        """Stop the thread after the queued calls (waits only if ``wait``)."""
-        del cancel_futures
-        self._jobs.put(None)
-        if wait:
-            self._thread.join()
 
 
 class Source:
@@ -146,11 +101,14 @@ class Source:
         listener: RebalanceListener,
         *,
         callback_timeout_s: float = 60.0,
+        reachable: Callable[[], bool] = lambda: True,
     ) -> None:
         """Create the consumer (not yet subscribed).
 
-        ``callback_timeout_s`` bounds how long a rebalance callback waits for the loop.
+        ``callback_timeout_s`` bounds how long a rebalance callback waits for the loop;
+        ``reachable`` says whether the cluster answers (no commit on revoke when not).
         """
+        self._reachable = reachable
         self._consumer = Consumer({**config, "on_commit": self._commit_cb})
         self._topic = topic
         self._listener = listener
@@ -161,8 +119,8 @@ class Source:
         self._pending_commits = {}
         self.commit_on_revoke = True
         self.joined = False
-        self.paused: set[TP] = set()
-        self.assignment: set[TP] = set()
+        self.paused: set[PartitionKey] = set()
+        self.assignment: set[PartitionKey] = set()
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._thread.submit(fn))
@@ -198,7 +156,17 @@ class Source:
         )
         return [first, *rest]
 
-    async def commit(self, positions: Mapping[TP, int], timeout_s: float) -> CommitResult:
+    async def poll_paused(self, timeout_s: float) -> None:
+        """Pause every assigned partition and poll once (rebalances, commit answers).
+
+        For a replica that wants no more messages but must stay in its group. A message
+        fetched before the pause took effect is dropped untracked: its offset is never
+        committed, so the group delivers it again.
+        """
+        await self.pause(sorted(self.assignment))
+        await self.fetch(1, timeout_s)
+
+    async def commit(self, positions: Mapping[PartitionKey, int], timeout_s: float) -> CommitResult:
         """Commit ``positions``; wait up to ``timeout_s`` for the broker's answer.
 
         The commit is asynchronous on the consumer thread, which keeps polling (and so
@@ -239,26 +207,19 @@ class Source:
         first = err or next((tp.error for tp in partitions if tp.error is not None), None)
         result = CommitResult(committed if err is None else {}, first)
         future = self._pending_commits.pop(key, None)
-        if future is not None:
-            if not future.done():
-                future.set_result(result)
-            return
-        # A commit nobody waits for: the one made on revoke, or one whose caller gave up.
-        positions = _fmt_positions(result.committed)
-        if first is None:
-            log.info("commit confirmed", extra={"positions": positions})
-        else:
-            level = logging.INFO if result.retriable else logging.WARNING
-            log.log(level, "commit failed", extra={"error": first.str(), "positions": positions})
+        if future is not None and not future.done():
+            future.set_result(result)
+        elif future is None:  # its caller gave up waiting: the next round commits again
+            log.debug("late commit answer", extra={"error": first and first.str()})
 
-    async def pause(self, partitions: list[TP]) -> None:
+    async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
         todo = [tp for tp in partitions if tp not in self.paused and tp in self.assignment]
         if todo:
             await self._call(lambda: self._consumer.pause([TopicPartition(t, p) for t, p in todo]))
             self.paused.update(todo)
 
-    async def resume(self, partitions: list[TP]) -> None:
+    async def resume(self, partitions: list[PartitionKey]) -> None:
         """Fetch from ``partitions`` again, at once."""
         todo = [tp for tp in partitions if tp in self.paused and tp in self.assignment]
         if todo:
@@ -268,7 +229,7 @@ class Source:
     def _resume_blocking(self, partitions: list[TopicPartition]) -> None:
         self._consumer.resume(partitions)
         # librdkafka restarts fetching for resumed partitions only when the broker thread
-        # next wakes, up to a second later (measured: ~950 ms after every resume, whatever
+        # next wakes, up to a second later (bench/results/README.md: ~950 ms, whatever
         # fetch.wait.max.ms and the backoff settings). A metadata request wakes it now;
         # its answer is not needed, so the wait for it is short.
         try:
@@ -330,20 +291,33 @@ class Source:
             log.warning("the pipeline did not answer a revoke in time: nothing committed for it")
             positions = {}
         if positions and self.commit_on_revoke:
-            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-            try:
-                # Asynchronous: librdkafka sends it before the partitions go, and a close
-                # waits for it; its answer is logged when it comes (_commit_answered).
-                consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as exc:
-                log.info("commit on revoke not sent", extra={"error": str(exc)})
-            else:
-                log.info("committing before revoke", extra={"positions": _fmt_positions(positions)})
+            self._commit_on_revoke(consumer, positions)
         self._forget(tps)
         log.info(
             "partitions revoked",
             extra={"partitions": _fmt(tps), "took_s": round(time.monotonic() - started, 3)},
         )
+
+    def _commit_on_revoke(self, consumer: Consumer, positions: dict[PartitionKey, int]) -> None:
+        """Commit what is done of revoked partitions, synchronously, inside the callback.
+
+        Inside the callback the member's generation is still the current one: a commit
+        sent after it returns races the rejoin (or, on close, the LeaveGroup) and is
+        refused, and the new owner repeats what was done. With the cluster away a
+        synchronous commit could block the thread for long: then nothing is committed
+        (the new owner redoes the work; nothing is lost).
+        """
+        extra = {"positions": _fmt_positions(positions)}
+        if not self._reachable():
+            log.warning("the cluster is unreachable: not committing before revoke", extra=extra)
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            log.warning("commit before revoke failed", extra={**extra, "error": str(exc)})
+        else:
+            log.info("committed before revoke", extra=extra)
 
     def _lost_cb(self, _: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
@@ -353,16 +327,16 @@ class Source:
         finally:
             self._forget(tps)
 
-    def _forget(self, tps: list[TP]) -> None:
+    def _forget(self, tps: list[PartitionKey]) -> None:
         self.assignment.difference_update(tps)
         self.paused.difference_update(tps)
 
 
-def _fmt(tps: list[TP]) -> list[str]:
+def _fmt(tps: list[PartitionKey]) -> list[str]:
     return [f"{t}[{p}]" for t, p in sorted(tps)]
 
 
-def _fmt_positions(positions: Mapping[TP, int]) -> dict[str, int]:
+def _fmt_positions(positions: Mapping[PartitionKey, int]) -> dict[str, int]:
     return {f"{t}[{p}]": o for (t, p), o in sorted(positions.items())}
 
 

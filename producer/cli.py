@@ -17,8 +17,8 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from consumer.settings import ConfigError, kafka_options
-from producer.inputs import FORMATS, InputError, read_items
+from consumer.kafka_config import kafka_options
+from producer.inputs import FORMATS, read_items
 from producer.results import (
     BatchState,
     ReaderError,
@@ -27,14 +27,7 @@ from producer.results import (
     parse_start,
     read_batch,
 )
-from producer.submit import (
-    EXIT_FAILED,
-    EXIT_INPUT,
-    EXIT_KAFKA,
-    EXIT_OK,
-    SubmitError,
-    submit,
-)
+from producer.submit import submit
 from schemas import (
     DLQ_REASON,
     DLQ_TOPIC,
@@ -45,6 +38,14 @@ from schemas import (
     Result,
     decode_batch_request,
     parse_dead_letter_headers,
+)
+from schemas.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    BadInputError,
+    BatchRunnerError,
+    ConfigError,
+    exit_code_for,
 )
 
 if TYPE_CHECKING:
@@ -62,18 +63,14 @@ def _err(message: str) -> None:
 def _bootstrap(args: argparse.Namespace) -> str:
     value = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not value:
-        raise SubmitError(
+        raise ConfigError(
             "no Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap-servers",
-            EXIT_INPUT,
         )
     return str(value)
 
 
 def _kafka_options(args: argparse.Namespace) -> dict[str, str]:
-    try:
-        return kafka_options(os.environ, args.kafka_option or ())
-    except ConfigError as exc:
-        raise SubmitError(str(exc), EXIT_INPUT) from None
+    return kafka_options(os.environ, args.kafka_option or ())
 
 
 def _metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
@@ -83,7 +80,7 @@ def _metadata(pairs: Sequence[str] | None) -> dict[str, str] | None:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SubmitError(f"--metadata {pair!r}: expected key=value", EXIT_INPUT)
+            raise BadInputError(f"--metadata {pair!r}: expected key=value")
         out[key] = value
     return out
 
@@ -94,20 +91,11 @@ def _guard(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
     def wrapped(args: argparse.Namespace) -> int:
         try:
             return run(args)
-        except SubmitError as exc:
+        except BatchRunnerError as exc:  # the tree in schemas.errors: each knows its code
             _err(str(exc))
             return exc.exit_code
-        except InputError as exc:
-            _err(str(exc))
-            return EXIT_INPUT
-        except ReaderError as exc:
-            _err(str(exc))
-            return EXIT_KAFKA
-        except ValueError as exc:
-            _err(str(exc))
-            return EXIT_INPUT
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt as exc:
+            return exit_code_for(exc)
 
     return wrapped
 
@@ -271,10 +259,7 @@ def _collect(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     total = state.total or (max(state.results) + 1)
     if inputs is not None and len(inputs) != total:
-        raise SubmitError(
-            f"--join-input has {len(inputs)} items but the batch has {total}",
-            EXIT_INPUT,
-        )
+        raise BadInputError(f"--join-input has {len(inputs)} items but the batch has {total}")
     out = sys.stdout.buffer if args.output in {None, "-"} else open(args.output, "wb")  # noqa: SIM115, PTH123
     missing = 0
     try:

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Literal
 
 import orjson
 
+from schemas.errors import BadInputError
+
 if TYPE_CHECKING:
+    import _csv
     from collections.abc import Iterator
 
 Format = Literal["json", "jsonl", "csv"]
@@ -23,7 +26,7 @@ FORMATS: tuple[Format, ...] = ("json", "jsonl", "csv")
 STDIN = "-"
 
 
-class InputError(ValueError):
+class InputError(BadInputError):
     """The input cannot be read as items; the message says where and why."""
 
 
@@ -117,27 +120,29 @@ def _typed(text: str) -> object:
     return number
 
 
+def _next_row(reader: _csv.Reader, name: str, what: str) -> list[str] | None:
+    """Return the next CSV row (None at the end); a broken one is an :class:`InputError`."""
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        line = max(reader.line_num, 1)
+        raise InputError(f"{name}:{line}: unreadable CSV {what}: {exc}") from None
+
+
 def _csv_rows(name: str, data: bytes) -> Iterator[bytes]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{name}: not UTF-8 text: {exc}") from None
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        header = next(reader)
-    except StopIteration:
+    header = _next_row(reader, name, "header")
+    if header is None:
         return
-    except csv.Error as exc:
-        raise InputError(f"{name}:1: unreadable CSV header: {exc}") from None
     if len(set(header)) != len(header) or any(not h.strip() for h in header):
         raise InputError(f"{name}:1: the header needs unique, non-empty column names")
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            raise InputError(f"{name}:{reader.line_num}: unreadable CSV row: {exc}") from None
+    while (row := _next_row(reader, name, "row")) is not None:
         if not row:
             continue
         if len(row) != len(header):

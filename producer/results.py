@@ -24,6 +24,7 @@ from confluent_kafka import (
 )
 
 from schemas import ChunkSummary, InvalidMessage, Result, decode_results_record
+from schemas.errors import BadInputError, KafkaUnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
 
-class ReaderError(RuntimeError):
+class ReaderError(KafkaUnavailableError):
     """The topic cannot be read (unreachable cluster, missing topic)."""
 
 
@@ -48,7 +49,7 @@ def parse_start(text: str) -> int | datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(
+        raise BadInputError(
             f"--from {text!r}: use beginning, now, or an ISO time like 2026-11-25T08:00:00",
         ) from None
     if moment.tzinfo is None:

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from schemas import REQUESTS_TOPIC, encode_batch_request
+from schemas.errors import BadInputError, IncompleteError, KafkaUnavailableError
 from schemas.messages import BATCH_ID_PATTERN, MAX_BATCH_ID_LENGTH, MAX_ITEMS_PER_CHUNK
 
 if TYPE_CHECKING:
@@ -29,19 +30,9 @@ if TYPE_CHECKING:
 ENVELOPE_BYTES = 1024
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # the broker's default message.max.bytes is 1 MiB
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_INPUT = 2
-EXIT_KAFKA = 4
 
-
-class SubmitError(RuntimeError):
-    """The batch was not (completely) submitted; ``exit_code`` is what the CLI returns."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        """Create the error."""
-        super().__init__(message)
-        self.exit_code = exit_code
+class SubmitError(IncompleteError):
+    """Some chunks of the batch were not delivered (the message names them); re-run safely."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +63,12 @@ def new_batch_id() -> str:
 
 
 def check_batch_id(batch_id: str) -> None:
-    """Raise :class:`SubmitError` unless ``batch_id`` fits the contract."""
+    """Raise :class:`~schemas.errors.BadInputError` unless ``batch_id`` fits the contract."""
     import re  # noqa: PLC0415 - only needed here
 
     if not (0 < len(batch_id) <= MAX_BATCH_ID_LENGTH and re.match(BATCH_ID_PATTERN, batch_id)):
-        raise SubmitError(
-            f"batch id {batch_id!r}: use 1-{MAX_BATCH_ID_LENGTH} of A-Z a-z 0-9 . _ : -",
-            EXIT_INPUT,
-        )
+        allowed = f"1-{MAX_BATCH_ID_LENGTH} of A-Z a-z 0-9 . _ : -"
+        raise BadInputError(f"batch id {batch_id!r}: use {allowed}")
 
 
 def plan_chunks(
@@ -91,10 +80,11 @@ def plan_chunks(
 ) -> list[Chunk]:
     """Cut ``items`` into chunks of at most ``chunk_size`` items and ``max_message_bytes``.
 
-    Raises :class:`SubmitError` naming the first item that cannot fit any message.
+    Raises :class:`~schemas.errors.BadInputError` naming the first item that cannot fit any
+    message.
     """
     if not 1 <= chunk_size <= MAX_ITEMS_PER_CHUNK:
-        raise SubmitError(f"chunk size must be 1-{MAX_ITEMS_PER_CHUNK}", EXIT_INPUT)
+        raise BadInputError(f"chunk size must be 1-{MAX_ITEMS_PER_CHUNK}")
     budget = max_message_bytes - envelope_bytes
     chunks: list[Chunk] = []
     start = 0
@@ -102,10 +92,9 @@ def plan_chunks(
     for index, item in enumerate(items):
         cost = len(item) + 1
         if cost > budget:
-            raise SubmitError(
+            raise BadInputError(
                 f"item {index} is {len(item)} bytes: over the {max_message_bytes}-byte "
                 "message cap (raise --max-message-bytes up to the broker's message.max.bytes)",
-                EXIT_INPUT,
             )
         if index > start and (index - start >= chunk_size or size + cost > budget):
             chunks.append(Chunk(len(chunks), start, items[start:index]))
@@ -129,18 +118,16 @@ def _ensure_topic(  # noqa: PLR0913 - keyword options of topic creation
     try:
         metadata = producer.list_topics(topic, timeout=timeout_s)
     except KafkaException as exc:
-        raise SubmitError(
-            f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s: {exc}",
-            EXIT_KAFKA,
+        raise KafkaUnavailableError(
+            f"cannot reach Kafka at {bootstrap} within {timeout_s:g}s: {exc}"
         ) from None
     found = metadata.topics.get(topic)
     if found is not None and found.error is None:
         return
     if not create:
-        raise SubmitError(
+        raise KafkaUnavailableError(
             f"topic {topic!r} does not exist on {bootstrap}: create it with --create-topic "
-            "(or batch-runner kafka create-topics)",
-            EXIT_KAFKA,
+            "(or batch-runner kafka create-topics)"
         )
     admin = AdminClient(dict(config))
     future = admin.create_topics(
@@ -151,7 +138,7 @@ def _ensure_topic(  # noqa: PLR0913 - keyword options of topic creation
     except KafkaException as exc:
         error = exc.args[0]
         if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-            raise SubmitError(f"could not create topic {topic!r}: {exc}", EXIT_KAFKA) from None
+            raise KafkaUnavailableError(f"could not create topic {topic!r}: {exc}") from None
 
 
 def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-only
@@ -173,13 +160,14 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
 ) -> SubmitReport:
     """Publish ``items`` (each one value's JSON text) as one batch; return what was sent.
 
-    Raises :class:`SubmitError` (with an exit code) if the input cannot be chunked, Kafka
-    cannot be reached within ``timeout_s``, the topic is missing (unless
-    ``create_topic``), or any chunk is not acknowledged. ``on_progress(done, total)`` is
+    Raises :class:`~schemas.errors.BadInputError` if the input cannot be chunked,
+    :class:`~schemas.errors.KafkaUnavailableError` if Kafka cannot be reached within
+    ``timeout_s`` or the topic is missing (unless ``create_topic``), and
+    :class:`SubmitError` if any chunk is not acknowledged. ``on_progress(done, total)`` is
     called as chunks are acknowledged.
     """
     if not items:
-        raise SubmitError("no items to submit", EXIT_INPUT)
+        raise BadInputError("no items to submit")
     batch_id = batch_id or new_batch_id()
     check_batch_id(batch_id)
     plan = plan_chunks(items, chunk_size=chunk_size, max_message_bytes=max_message_bytes)
@@ -262,6 +250,5 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
         raise SubmitError(
             f"batch {batch_id}: {len(failures)} of {len(plan)} chunks were not delivered "
             f"(chunks {listed}): {reason}. Nothing was lost: re-run with --batch-id {batch_id}",
-            EXIT_FAILED,
         )
     return report

@@ -2,78 +2,15 @@
 
 JSON Schema files for clients in any language sit beside this package's modules
 (``batch-request.v1.json``, ``result.v1.json``, ``chunk-summary.v1.json``,
-``dead-letter-headers.v1.json``); :mod:`schemas.messages` holds the Python types and the
-codec. docs/contract.md describes every field.
+``dead-letter-headers.v1.json``); :mod:`schemas.messages` gathers the Python types and the
+codec from the modules that hold them (:mod:`schemas.requests`, :mod:`schemas.results`,
+:mod:`schemas.dead_letters`, :mod:`schemas.decoding`, :mod:`schemas.fields`).
+docs/contract.md describes every field.
 """
 
-from schemas.messages import (
-    BATCH_REQUEST_V1,
-    CHUNK_SUMMARY_V1,
-    DEFAULT_LIMITS,
-    DLQ_CONSUMER_GROUP,
-    DLQ_FAILED_AT,
-    DLQ_HEADERS,
-    DLQ_KIND,
-    DLQ_REASON,
-    DLQ_SOURCE_OFFSET,
-    DLQ_SOURCE_PARTITION,
-    DLQ_SOURCE_TOPIC,
-    DLQ_TOPIC,
-    REQUESTS_TOPIC,
-    RESULT_V1,
-    RESULTS_TOPIC,
-    BatchRequest,
-    ChunkSummary,
-    ErrorKind,
-    InvalidMessage,
-    Limits,
-    OkResultEncoder,
-    Result,
-    ResultError,
-    dead_letter_headers,
-    decode_batch_request,
-    decode_results_record,
-    encode_batch_request,
-    encode_error_result,
-    encode_ok_result,
-    encode_record,
-    encode_summary,
-    item_values,
-    parse_dead_letter_headers,
-)
+from schemas import messages
+from schemas.error_kinds import ALWAYS_RETRIED, NEVER_RETRIED, ResultErrorKind
+from schemas.messages import *  # noqa: F403 - the contract's names, listed once in messages
 
-__all__ = [
-    "BATCH_REQUEST_V1",
-    "CHUNK_SUMMARY_V1",
-    "DEFAULT_LIMITS",
-    "DLQ_CONSUMER_GROUP",
-    "DLQ_FAILED_AT",
-    "DLQ_HEADERS",
-    "DLQ_KIND",
-    "DLQ_REASON",
-    "DLQ_SOURCE_OFFSET",
-    "DLQ_SOURCE_PARTITION",
-    "DLQ_SOURCE_TOPIC",
-    "DLQ_TOPIC",
-    "REQUESTS_TOPIC",
-    "RESULTS_TOPIC",
-    "RESULT_V1",
-    "BatchRequest",
-    "ChunkSummary",
-    "ErrorKind",
-    "InvalidMessage",
-    "Limits",
-    "OkResultEncoder",
-    "Result",
-    "ResultError",
-    "dead_letter_headers",
-    "decode_batch_request",
-    "decode_results_record",
-    "encode_batch_request",
-    "encode_error_result",
-    "encode_ok_result",
-    "encode_record",
-    "encode_summary",
-    "item_values",
-    "parse_dead_letter_headers",
-]
+__all__ = ["ALWAYS_RETRIED", "NEVER_RETRIED", "ResultErrorKind"]
+__all__ += messages.__all__

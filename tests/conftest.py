@@ -3,6 +3,10 @@
 The cluster comes from ``tools.kafka_env.kafka_cluster``: ``KAFKA_BOOTSTRAP_SERVERS`` if
 set, else a Docker container if an engine answers, else a real local broker run with
 ``java`` (the usual case on machines without Docker).
+
+A test that needs a broker carries the ``kafka`` marker, so ``make unit`` (``pytest -m
+"not kafka"``) starts none; a test that asks for the session's broker without the marker
+is refused at collection.
 """
 
 from __future__ import annotations
@@ -23,6 +27,25 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from consumer.protocols import ProtocolName
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse tests that use the session's broker without the ``kafka`` marker.
+
+    Every broker fixture (``kafka_admin``, ``make_topic``, ``make_service``) depends on
+    ``kafka_bootstrap``, so one name finds them all.
+    """
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "kafka_bootstrap" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("kafka") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use the Kafka broker but are not marked @pytest.mark.kafka: "
+            + ", ".join(unmarked)
+        )
 
 
 @pytest.fixture(scope="session")

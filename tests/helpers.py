@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +50,17 @@ def http_get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
     except OSError:
         return 0, b""
+
+
+def examples(full: int) -> int:
+    """Return how many examples a property test tries: ``full``, or a tenth in quick runs.
+
+    ``make unit`` sets ``BATCH_RUNNER_QUICK_TESTS=1`` for a fast pass; ``make test`` (and
+    CI) run every property test with its full count.
+    """
+    if os.environ.get("BATCH_RUNNER_QUICK_TESTS") == "1":
+        return max(20, full // 10)
+    return full
 
 
 def unique(prefix: str) -> str:

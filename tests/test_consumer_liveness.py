@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from tests.consumer_harness import read_results, submit, wait_exit
+from tests.consumer_harness import committed_total, read_results, submit, wait_exit
 from tests.helpers import http_get, wait_for
 from tools.kafka_local import free_port
 
@@ -240,3 +240,67 @@ def test_consumer_only_options_stay_off_the_producer_and_rebalances_log_no_warni
         assert not [e for e in events if "CONFWARN" in str(e.get("event"))]
         warnings = [e for e in events if e["level"] in {"warning", "error"}]
         assert not warnings, warnings
+
+
+def test_a_drain_ends_within_its_timeout_and_commits_nothing_unfinished(
+    kafka_bootstrap: str,
+    server: TestInferenceServer,
+    make_service: MakeService,
+) -> None:
+    """SIGTERM with a unit in a long backoff: the drain gives up at its deadline.
+
+    One item of a two-item chunk is answered, the other is told to come back in 100 s
+    (503 with Retry-After): the chunk is started, so the drain waits for it, but only until
+    ``--drain-timeout``; then the replica abandons it (its offset stays uncommitted, the
+    group redoes it), leaves the group and exits 0, well before the backoff would end.
+    """
+    server.configure(retry_after_s=100.0)
+    svc = make_service(BATCH_RUNNER_DRAIN_TIMEOUT_S="4", BATCH_RUNNER_MAX_ATTEMPTS="5")
+    items = [{"i": 0}, {"i": 1, "fail": [503, "ok"]}]
+    submit(kafka_bootstrap, svc.topics.requests, "backoff", items, chunk_size=2)
+    replica = svc.start()
+    read_results(kafka_bootstrap, svc.topics.results, expected_records=1, timeout_s=60)
+    wait_for(lambda: server.stats().answers.get("503", 0) == 1, what="the 503 answer")
+    replica.signal(signal.SIGTERM)
+    assert wait_exit(replica, 20) == 0, replica.log()[-3000:]
+    assert "drain timeout" in replica.log()
+    assert committed_total(svc) == 0
+
+
+def test_replicas_stopped_all_at_once_commit_what_they_drained(
+    kafka_bootstrap: str,
+    server: TestInferenceServer,
+    make_service: MakeService,
+) -> None:
+    """Three replicas get SIGTERM together: each commits what it drained; nothing repeats.
+
+    Their leaving starts rebalances while each drains, which refuse a commit of the old
+    generation; the drain retries through them (and commits inside the revoke callback,
+    where the generation is still current). A replica started afterwards finishes the
+    batches, and no item of them has two results.
+    """
+    server.configure(latency_ms=20.0)
+    svc = make_service(partitions=6, BATCH_RUNNER_MAX_IN_FLIGHT="8")
+    items = [{"i": i} for i in range(300)]
+    batches = {batch_on(p, 6, f"all-p{p}"): items for p in range(6)}
+    chunks = sum(
+        submit(kafka_bootstrap, svc.topics.requests, batch_id, batch, chunk_size=50)
+        for batch_id, batch in batches.items()
+    )
+    replicas = [svc.start() for _ in range(3)]
+    wait_for(
+        lambda: all('"partitions":["' in r.log() for r in replicas),
+        timeout_s=60,
+        what="every replica to own partitions",
+    )
+    read_results(kafka_bootstrap, svc.topics.results, expected_records=300, timeout_s=60)
+    for replica in replicas:
+        replica.signal(signal.SIGTERM)
+    for replica in replicas:
+        assert wait_exit(replica, 60) == 0, replica.log()[-3000:]
+    after = svc.start()
+    counts = results_per_item(kafka_bootstrap, svc.topics.results, 6 * len(items) + chunks)
+    assert set(counts) == {(b_id, i) for b_id in batches for i in range(len(items))}
+    repeated = {key: n for key, n in counts.items() if n > 1}
+    assert not repeated, f"{len(repeated)} items answered twice, e.g. {list(repeated)[:5]}"
+    assert "Traceback" not in after.log()

@@ -9,19 +9,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from consumer.endpoints import DEFAULT_TARGET, Endpoint, parse_target
+from consumer.env_names import known_variables, unknown_variables
 from consumer.limiter import Limiter
 from consumer.logs import JsonFormatter, TextFormatter
 from consumer.protocols import CodecOptions
-from consumer.settings import (
-    DEFAULT_TARGET,
-    ConfigError,
-    Endpoint,
-    Settings,
-    known_variables,
-    parse_target,
-    unknown_variables,
-)
+from consumer.settings import Settings
 from consumer.splitter import items_per_request, split
+from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path

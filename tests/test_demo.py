@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+pytestmark = pytest.mark.kafka  # the demo starts its own broker, or uses the session's
+
 
 def processes_with(marker: str) -> set[int]:
     """Return the pids whose environment holds ``marker`` (inherited from the demo)."""
@@ -63,7 +65,6 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     assert set(Path(tempfile.gettempdir()).glob("batch-runner-demo-*")) == leftovers
 
 
-@pytest.mark.kafka
 @pytest.mark.parametrize(
     ("server", "protocol"),
     [("mlserver", "v2"), ("kserve", "v1"), ("kserve", "v2")],

@@ -243,7 +243,8 @@ def test_the_validator_knows_every_variable_the_settings_read() -> None:
     """Unknown BATCH_RUNNER_* names are found against what Settings.from_env looks up."""
     import dataclasses  # noqa: PLC0415
 
-    from consumer.settings import Settings, known_variables  # noqa: PLC0415
+    from consumer.env_names import known_variables  # noqa: PLC0415
+    from consumer.settings import Settings  # noqa: PLC0415
 
     names = known_variables()
     fields = {f.name for f in dataclasses.fields(Settings)}

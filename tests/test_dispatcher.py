@@ -15,10 +15,12 @@ import orjson
 import pytest
 from aiohttp import web
 
-from consumer.dispatcher import ERROR_SNIPPET_CHARS, Dispatcher, error_snippet
+from consumer.answers import ERROR_SNIPPET_CHARS, error_snippet
+from consumer.dispatcher import Dispatcher
+from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.metrics import Metrics
 from consumer.protocols import CodecOptions
-from consumer.settings import DEFAULT_TARGET, Endpoint, Settings
+from consumer.settings import Settings
 from tools.http_serving import serving
 from tools.testserver import ServerConfig, TestInferenceServer
 
@@ -137,6 +139,47 @@ async def test_a_long_500_body_reaches_the_result_by_its_end(
     assert outcome.error_message is not None
     assert "HTTP 500 Internal Server Error: \u2026" in outcome.error_message
     assert outcome.error_message.endswith("expecting 4 features as input.")
+
+
+# --- answers over the size cap ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/declared", "response of 400 bytes exceeds the 300-byte cap"),
+        ("/streamed", "response exceeds the 300-byte cap"),
+    ],
+)
+async def test_a_2xx_answer_over_the_cap_is_response_too_large(path: str, message: str) -> None:
+    """Over ``max_response_bytes``, declared or counted, a 200 is a final error, not a body."""
+
+    async def declared(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b'"' + b"x" * 398 + b'"', content_type="application/json")
+
+    async def streamed(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(10):
+            await response.write(b" " * 40)
+        await response.write(b"[1]")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/declared", declared)
+    app.router.add_post("/streamed", streamed)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        outcome = await dispatch(settings_for(url + path, "raw", max_response_bytes=300), [1])
+    assert (outcome.error_kind, outcome.http_status, outcome.attempts) == (
+        "response_too_large",
+        200,
+        1,
+    )
+    assert outcome.error_message == message
 
 
 # --- the same 500 answer, repeated -----------------------------------------------------------

@@ -146,6 +146,7 @@ def _read_one(bootstrap: str, topic: str) -> bytes | None:
         consumer.close()
 
 
+@pytest.mark.kafka
 def test_the_entry_point_runs_the_testcontainers_environment_and_keeps_its_storage(
     tmp_path: Path,
 ) -> None:

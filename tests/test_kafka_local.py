@@ -52,6 +52,7 @@ def test_cluster_ids_are_kraft_shaped() -> None:
         assert set(cid) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+@pytest.mark.kafka
 def test_broker_that_cannot_bind_reports_its_log_tail() -> None:
     """A broker whose port is taken fails fast with the tail of its own log in the error."""
     with socket.socket() as busy:
@@ -69,6 +70,7 @@ def test_broker_that_cannot_bind_reports_its_log_tail() -> None:
     assert not kafka.workdir.exists()
 
 
+@pytest.mark.kafka
 def test_context_manager_stops_the_jvm_and_removes_its_directory() -> None:
     """After the ``with`` block the JVM is gone and its data directory removed."""
     with LocalKafka() as kafka:
@@ -82,6 +84,7 @@ def test_context_manager_stops_the_jvm_and_removes_its_directory() -> None:
     assert not workdir.exists()
 
 
+@pytest.mark.kafka
 def test_cli_start_status_stop(tmp_path: Path) -> None:
     """``batch-runner kafka start`` prints an address that answers; ``stop`` ends the process."""
     jars = ensure_jars()
@@ -117,6 +120,7 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     assert cache_root() != cache  # the test did not touch the user's state file
 
 
+@pytest.mark.kafka
 def test_cli_create_topics_is_idempotent(kafka_bootstrap: str, kafka_admin: AdminClient) -> None:
     """``kafka create-topics`` creates the three topics once and reports them after."""
     suffix = unique("t")

@@ -335,6 +335,7 @@ sys.exit(args.handler(args))
 """
 
 
+@pytest.mark.servers
 def test_serve_model_process_serves_and_stops_on_sigterm() -> None:
     """The command's handler trains, serves /predict, logs, and exits 0 on SIGTERM."""
     port = free_port()

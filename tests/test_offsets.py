@@ -14,6 +14,7 @@ from hypothesis.stateful import (
 )
 
 from consumer.offsets import OffsetTracker, PartitionKey, PartitionOffsets
+from tests.helpers import examples
 
 A0: PartitionKey = ("a", 0)
 A1: PartitionKey = ("a", 1)
@@ -537,7 +538,7 @@ class PartitionOffsetsMachine(RuleBasedStateMachine):
 
 
 TestPartitionOffsetsMachine = PartitionOffsetsMachine.TestCase
-TestPartitionOffsetsMachine.settings = settings(max_examples=200, stateful_step_count=60)
+TestPartitionOffsetsMachine.settings = settings(max_examples=examples(200), stateful_step_count=60)
 
 
 # --- OffsetTracker: examples ----------------------------------------------------------------
@@ -878,4 +879,4 @@ class OffsetTrackerMachine(RuleBasedStateMachine):
 
 
 TestOffsetTrackerMachine = OffsetTrackerMachine.TestCase
-TestOffsetTrackerMachine.settings = settings(max_examples=200, stateful_step_count=60)
+TestOffsetTrackerMachine.settings = settings(max_examples=examples(200), stateful_step_count=60)

@@ -16,8 +16,14 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from producer.submit import SubmitError, plan_chunks
-from schemas import decode_batch_request, decode_results_record, encode_batch_request
+from producer.submit import plan_chunks
+from schemas import (
+    ResultErrorKind,
+    decode_batch_request,
+    decode_results_record,
+    encode_batch_request,
+)
+from schemas.errors import BadInputError
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
 from tests.consumer_harness import produce_raw, stop_after_commit
 from tests.helpers import read_all, unique, wait_for
@@ -135,7 +141,7 @@ def test_byte_cap_splits_chunks_and_rejects_an_oversized_item() -> None:
     plan = plan_chunks(items, chunk_size=4, max_message_bytes=1024 + 350, envelope_bytes=1024)
     assert [len(c.items) for c in plan] == [3, 3, 3, 1]
     assert [c.start for c in plan] == [0, 3, 6, 9]
-    with pytest.raises(SubmitError, match="item 1 is 2000 bytes: over the 2024-byte"):
+    with pytest.raises(BadInputError, match="item 1 is 2000 bytes: over the 2024-byte"):
         plan_chunks([b"1", b"y" * 2000], chunk_size=10, max_message_bytes=2024, envelope_bytes=1024)
 
 
@@ -144,11 +150,21 @@ def test_byte_cap_splits_chunks_and_rejects_an_oversized_item() -> None:
     [
         (None, "missing.json", "missing.json: no such file"),
         (b"a,b\n1,2\n3\n", "bad.csv", "bad.csv:3: unreadable CSV row: expected 2 fields, got 1"),
+        (b'a,b\n1,"2"x\n', "quote.csv", "quote.csv:2: unreadable CSV row: ','"),
+        (b'"a,b\n1,2\n', "head.csv", "head.csv:2: unreadable CSV header: unexpected end"),
         (b'{"a": 1}\n{"a": \n', "bad.jsonl", "bad.jsonl:2: not valid JSON"),
         (b"", "empty.jsonl", "empty.jsonl: no items (the input is empty)"),
         (b'{"not": "an array"}', "object.json", "expected a JSON array of items, got dict"),
     ],
-    ids=["missing-file", "short-csv-row", "bad-jsonl-line", "empty", "not-an-array"],
+    ids=[
+        "missing-file",
+        "short-csv-row",
+        "broken-csv-quote",
+        "broken-csv-header",
+        "bad-jsonl-line",
+        "empty",
+        "not-an-array",
+    ],
 )
 def test_bad_input_files_get_a_clear_error_and_exit_2(
     kafka_bootstrap: str,
@@ -253,7 +269,9 @@ def _write_results(bootstrap: str, topic: str, batch_id: str, order: list[int], 
     producer = Producer({"bootstrap.servers": bootstrap})
     for index in order:
         if index == 3:
-            value = encode_error_result(request, index, "http_status", "HTTP 500", 500, 60, 9.0)
+            value = encode_error_result(
+                request, index, ResultErrorKind.HTTP_STATUS, "HTTP 500", 500, 60, 9.0
+            )
         else:
             value = encode_ok_result(
                 request, index, orjson.dumps({"label": index}), 1, float(index)

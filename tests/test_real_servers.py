@@ -24,8 +24,9 @@ import orjson
 import pytest
 
 from consumer.dispatcher import Dispatcher
+from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.protocols import CodecOptions, codec_options
-from consumer.settings import DEFAULT_TARGET, Endpoint, Settings
+from consumer.settings import Settings
 from tests.consumer_harness import Service, create_topics, read_results, submit
 from tools.demo import ORIGINAL_LABELS, ORIGINAL_ROWS
 from tools.iris_data import FEATURES, sample
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
     from consumer.dispatcher import Outcome
     from consumer.protocols import ProtocolName
 
-UNIT = 50  # items per request, as in the issue's demo flow
+pytestmark = pytest.mark.servers
+
+UNIT = 50  # items per request, as in the runs of docs/real-servers.md
 ROWS_V1 = CodecOptions(rows=True)  # KServe's sklearn handling wants v1 instances as rows
 
 
@@ -144,7 +147,7 @@ async def test_mlserver_pd_codec_takes_one_tensor_per_column(
 async def test_mlserver_refuses_columns_without_the_pd_codec_with_a_named_400(
     mlserver: RealServer,
 ) -> None:
-    """The shape the issue reports: one tensor per key without ``pd`` is a 400, not retried."""
+    """One tensor per key without ``pd`` (the encoding of old): MLServer answers 400, final."""
     codec = CodecOptions(inputs="columns")
     (outcome,) = await predict_all(
         settings_for(mlserver.endpoint("v2"), "v2", codec), ORIGINAL_ROWS

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,12 +17,12 @@ from hypothesis import strategies as st
 
 from consumer.retry import (
     DEFAULT_RETRY_STATUSES,
-    FailureKind,
     RetryPolicy,
     is_retryable_status,
     parse_retry_after,
     should_retry,
 )
+from schemas.error_kinds import ALWAYS_RETRIED, NEVER_RETRIED, ResultErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -124,8 +126,8 @@ def test_transient_statuses_are_retryable(status: int) -> None:
     """408, 425, 429, 500, 502, 503 and 504 are retried."""
     assert is_retryable_status(status)
     assert RetryPolicy().is_retryable_status(status)
-    assert should_retry(FailureKind.HTTP_STATUS, status)
-    assert RetryPolicy().should_retry(FailureKind.HTTP_STATUS, status)
+    assert should_retry(ResultErrorKind.HTTP_STATUS, status)
+    assert RetryPolicy().should_retry(ResultErrorKind.HTTP_STATUS, status)
 
 
 @pytest.mark.parametrize("status", PERMANENT)
@@ -133,7 +135,7 @@ def test_other_error_statuses_fail_at_once(status: int) -> None:
     """Other 4xx (400, 401, 404, 422, ...) and 5xx (501, 505, ...) are not retried."""
     assert not is_retryable_status(status)
     assert not RetryPolicy().is_retryable_status(status)
-    assert not should_retry(FailureKind.HTTP_STATUS, status)
+    assert not should_retry(ResultErrorKind.HTTP_STATUS, status)
 
 
 @pytest.mark.parametrize("status", SUCCESS)
@@ -146,14 +148,14 @@ def test_success_statuses_are_never_retryable(status: int) -> None:
 def test_policy_statuses_are_configurable() -> None:
     """A policy's own retry_statuses decide, not the defaults."""
     policy = RetryPolicy(retry_statuses=frozenset({404}))
-    assert policy.should_retry(FailureKind.HTTP_STATUS, 404)
-    assert not policy.should_retry(FailureKind.HTTP_STATUS, 503)
-    assert should_retry(FailureKind.HTTP_STATUS, 404, frozenset({404}))
+    assert policy.should_retry(ResultErrorKind.HTTP_STATUS, 404)
+    assert not policy.should_retry(ResultErrorKind.HTTP_STATUS, 503)
+    assert should_retry(ResultErrorKind.HTTP_STATUS, 404, frozenset({404}))
 
 
-@pytest.mark.parametrize("kind", [FailureKind.TIMEOUT, FailureKind.CONNECTION])
+@pytest.mark.parametrize("kind", [ResultErrorKind.TIMEOUT, ResultErrorKind.CONNECTION])
 @pytest.mark.parametrize("status", [None, 400, 503])
-def test_timeouts_and_connection_errors_retry(kind: FailureKind, status: int | None) -> None:
+def test_timeouts_and_connection_errors_retry(kind: ResultErrorKind, status: int | None) -> None:
     """Timeouts and connection errors are transient: retried, whatever the status."""
     assert should_retry(kind, status)
     assert RetryPolicy().should_retry(kind, status)
@@ -161,34 +163,41 @@ def test_timeouts_and_connection_errors_retry(kind: FailureKind, status: int | N
 
 def test_bad_response_retries() -> None:
     """A garbled or truncated 2xx body is treated as transient (proxy, restart): retried."""
-    assert should_retry(FailureKind.BAD_RESPONSE, None)
-    assert should_retry(FailureKind.BAD_RESPONSE, 200)
+    assert should_retry(ResultErrorKind.BAD_RESPONSE, None)
+    assert should_retry(ResultErrorKind.BAD_RESPONSE, 200)
 
 
 def test_wrong_prediction_count_is_permanent() -> None:
     """A well-formed answer with the wrong number of predictions is not retried."""
-    assert not should_retry(FailureKind.WRONG_COUNT, None)
-    assert not should_retry(FailureKind.WRONG_COUNT, 200)
-    assert not RetryPolicy().should_retry(FailureKind.WRONG_COUNT, 200)
+    assert not should_retry(ResultErrorKind.WRONG_COUNT, None)
+    assert not should_retry(ResultErrorKind.WRONG_COUNT, 200)
+    assert not RetryPolicy().should_retry(ResultErrorKind.WRONG_COUNT, 200)
 
 
 def test_http_status_failure_needs_its_status() -> None:
     """An http_status failure without a status is a caller bug: ValueError."""
     with pytest.raises(ValueError, match="needs its HTTP status"):
-        should_retry(FailureKind.HTTP_STATUS, None)
+        should_retry(ResultErrorKind.HTTP_STATUS, None)
 
 
-def test_failure_kind_values_are_the_wire_strings() -> None:
-    """Kinds are strings as error results carry them; plain strings compare equal."""
-    assert {kind.value for kind in FailureKind} == {
-        "http_status",
-        "timeout",
-        "connection",
-        "bad_response",
-        "wrong_count",
-    }
-    assert FailureKind("timeout") is FailureKind.TIMEOUT
-    assert str(FailureKind.WRONG_COUNT) == "wrong_count"
+def test_error_kinds_are_the_contracts_and_each_has_one_retry_rule() -> None:
+    """The kinds are exactly those result.v1.json lists; each has one retry rule.
+
+    Always retried, never retried, or (``http_status`` alone) decided by the status; the
+    policy answers accordingly for every kind.
+    """
+    schema = json.loads(Path("schemas/result.v1.json").read_text())
+    listed = schema["properties"]["error"]["properties"]["kind"]["enum"]
+    assert sorted(listed) == sorted(kind.value for kind in ResultErrorKind)
+    assert ResultErrorKind("timeout") is ResultErrorKind.TIMEOUT
+    assert not ALWAYS_RETRIED & NEVER_RETRIED
+    by_status = set(ResultErrorKind) - ALWAYS_RETRIED - NEVER_RETRIED
+    assert by_status == {ResultErrorKind.HTTP_STATUS}
+    for kind in ALWAYS_RETRIED:
+        assert should_retry(kind, None)
+    for kind in NEVER_RETRIED:
+        assert not should_retry(kind, 200)
+    assert str(ResultErrorKind.WRONG_COUNT) == "wrong_count"
 
 
 # --- backoff with full jitter ---------------------------------------------------------------

@@ -18,6 +18,7 @@ from schemas import (
     InvalidMessage,
     Limits,
     Result,
+    ResultErrorKind,
     dead_letter_headers,
     decode_batch_request,
     decode_results_record,
@@ -28,7 +29,7 @@ from schemas import (
     item_values,
     parse_dead_letter_headers,
 )
-from tests.helpers import IRIS, json_depth, request_doc, schema_validator
+from tests.helpers import IRIS, examples, json_depth, request_doc, schema_validator
 
 REQUEST_SCHEMA = schema_validator("batch-request")
 RESULT_SCHEMA = schema_validator("result")
@@ -147,7 +148,9 @@ def test_results_and_summaries_validate_and_decode() -> None:
     """
     request = decode_batch_request(orjson.dumps(request_doc(metadata={"run": "7"})))
     ok = encode_ok_result(request, 2, b'"setosa"', 1, 12.3456, 0.5)
-    error = encode_error_result(request, 1, "http_status", "HTTP 500", 500, 60, 600000.0, 7.25)
+    error = encode_error_result(
+        request, 1, ResultErrorKind.HTTP_STATUS, "HTTP 500", 500, 60, 600000.0, 7.25
+    )
     summary = encode_summary(request, 2, 1)
     RESULT_SCHEMA.validate(orjson.loads(ok))
     RESULT_SCHEMA.validate(orjson.loads(error))
@@ -227,7 +230,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     return doc
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(requests(), st.booleans())
 def test_every_document_the_schema_accepts_decodes(doc: dict[str, Any], spaced: bool) -> None:  # noqa: FBT001 - drawn by hypothesis
     """A document valid under batch-request.v1.json decodes, compact or pretty-printed."""
@@ -238,7 +241,7 @@ def test_every_document_the_schema_accepts_decodes(doc: dict[str, Any], spaced: 
     assert request.batch_id == doc["batch_id"]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(requests())
 def test_everything_the_encoder_emits_validates(doc: dict[str, Any]) -> None:
     """What the Python encoders emit is valid under the JSON Schema files."""
@@ -257,12 +260,14 @@ def test_everything_the_encoder_emits_validates(doc: dict[str, Any]) -> None:
     request = decode_batch_request(data)
     RESULT_SCHEMA.validate(orjson.loads(encode_ok_result(request, 0, orjson.dumps(doc), 1, 1.0)))
     RESULT_SCHEMA.validate(
-        orjson.loads(encode_error_result(request, 0, "timeout", "slow", None, 3, 2.0)),
+        orjson.loads(
+            encode_error_result(request, 0, ResultErrorKind.TIMEOUT, "slow", None, 3, 2.0)
+        ),
     )
     SUMMARY_SCHEMA.validate(orjson.loads(encode_summary(request, len(request.items), 0)))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=2000))
 def test_random_bytes_decode_or_raise_invalid_message(data: bytes) -> None:
     """Arbitrary bytes either decode to a valid request or raise InvalidMessage, nothing else."""
@@ -273,7 +278,7 @@ def test_random_bytes_decode_or_raise_invalid_message(data: bytes) -> None:
     assert isinstance(request, BatchRequest)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.dictionaries(st.sampled_from(list(request_doc())) | st.text(max_size=5), json_values))
 def test_random_json_objects_decode_or_raise_invalid_message(doc: dict[str, Any]) -> None:
     """Random JSON objects with the contract's field names never raise anything else."""
@@ -284,7 +289,7 @@ def test_random_json_objects_decode_or_raise_invalid_message(doc: dict[str, Any]
     REQUEST_SCHEMA.validate(msgspec.to_builtins(request))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.lists(json_values, min_size=1, max_size=5), st.integers(1, 4))
 def test_depth_limit_is_exact_for_any_items(items: list[Any], limit: int) -> None:
     """Items pass iff none nests deeper than the limit, whatever their strings contain."""

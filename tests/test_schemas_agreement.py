@@ -25,7 +25,7 @@ from schemas import (
     decode_results_record,
     encode_record,
 )
-from tests.helpers import json_depth, schema_validator
+from tests.helpers import examples, json_depth, schema_validator
 
 MAX_DEPTH = 32  # the default Limits.max_depth, which the schema files describe
 REQUEST_SCHEMA = schema_validator("batch-request")
@@ -253,7 +253,7 @@ def accepts(decode: Any, data: bytes, kind: type) -> bool:
 # --- properties ---------------------------------------------------------------------------
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(spoiled(requests()), st.integers(0, 2))
 def test_request_decoder_accepts_exactly_what_the_schema_and_rules_accept(
     doc: dict[str, Any], style: int
@@ -263,7 +263,7 @@ def test_request_decoder_accepts_exactly_what_the_schema_and_rules_accept(
     assert accepts(decode_batch_request, serialise(doc, style), BatchRequest) == expected
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(spoiled(results()), st.integers(0, 2))
 def test_result_decoder_accepts_exactly_what_the_schema_and_rules_accept(
     doc: dict[str, Any], style: int
@@ -273,7 +273,7 @@ def test_result_decoder_accepts_exactly_what_the_schema_and_rules_accept(
     assert accepts(decode_results_record, serialise(doc, style), Result) == expected
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(spoiled(summaries()), st.integers(0, 2))
 def test_summary_decoder_accepts_exactly_what_the_schema_and_rules_accept(
     doc: dict[str, Any], style: int
@@ -283,7 +283,7 @@ def test_summary_decoder_accepts_exactly_what_the_schema_and_rules_accept(
     assert accepts(decode_results_record, serialise(doc, style), ChunkSummary) == expected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(results() | summaries())
 def test_decoded_records_encode_back_to_documents_their_schema_accepts(
     doc: dict[str, Any],

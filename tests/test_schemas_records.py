@@ -1,6 +1,6 @@
 """Strict decoding, part two: results-topic records, chunk positions, and the raw checks.
 
-``tests/test_schemas.py`` covers the bad inputs the issue lists for requests; this file
+``tests/test_schemas.py`` covers the bad inputs of requests the contract names; this file
 pins the rules added on top (chunk positions, ids with a trailing newline, integers written
 as floats), the results-topic decoder's errors, and the byte-level depth, UTF-8 and
 duplicate-key checks against independent references.
@@ -29,7 +29,7 @@ from schemas import (
     encode_batch_request,
     item_values,
 )
-from tests.helpers import IRIS, json_depth, request_doc, result_doc, summary_doc
+from tests.helpers import IRIS, examples, json_depth, request_doc, result_doc, summary_doc
 
 
 def request(**changes: Any) -> bytes:
@@ -54,7 +54,7 @@ def failure(decode: Any, data: bytes, limits: Limits | None = None) -> tuple[str
     return info.value.kind, info.value.reason
 
 
-# --- requests: the rules beyond the issue's list ---------------------------------------------
+# --- requests: the rules beyond those -------------------------------------------------------
 
 DEEP = json.loads("[" * 34 + "]" * 34)
 
@@ -151,7 +151,7 @@ tricky_values = st.recursive(
 )
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(st.lists(tricky_values, min_size=1, max_size=4), st.integers(1, 5), st.booleans())
 def test_depth_limit_is_exact_for_strings_full_of_brackets_quotes_and_escapes(
     items: list[Any],
@@ -171,7 +171,7 @@ def test_depth_limit_is_exact_for_strings_full_of_brackets_quotes_and_escapes(
         assert len(decode_batch_request(data, Limits(max_depth=limit)).items) == len(items)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(tricky_values, min_size=1, max_size=3), st.sampled_from(["x", "a\u00e9", "k\\"]))
 def test_duplicate_keys_are_found_however_the_message_is_written(
     items: list[Any], key: str
@@ -261,7 +261,7 @@ record_fields = st.sampled_from(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.binary(max_size=600) | st.builds(result).map(lambda d: d[: len(d) // 2]))
 def test_random_bytes_give_a_record_or_invalid_message(data: bytes) -> None:
     """Arbitrary bytes (and truncated records) decode or raise InvalidMessage, nothing else."""
@@ -272,7 +272,7 @@ def test_random_bytes_give_a_record_or_invalid_message(data: bytes) -> None:
     assert isinstance(record, Result | ChunkSummary)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(
     st.dictionaries(record_fields | st.text(max_size=5), json_values),
     st.sampled_from(["result/v1", "chunk-summary/v1"]),

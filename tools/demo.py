@@ -34,6 +34,7 @@ from confluent_kafka.cimpl import NewTopic
 from producer.results import BatchState, TopicReader, decode_record, percentiles
 from producer.submit import submit
 from schemas import Result
+from schemas.errors import ToolError
 from tools.iris_data import sample
 from tools.kafka_env import kafka_cluster
 from tools.kafka_local import free_port
@@ -61,7 +62,7 @@ DEFAULT_PROTOCOL: dict[str, ProtocolName] = {"serve-model": "v1", "mlserver": "v
 CODEC: dict[tuple[str, str], str] = {("kserve", "v1"): "rows=true"}
 
 
-class DemoError(RuntimeError):
+class DemoError(ToolError):
     """The demo could not run; the message says why."""
 
 

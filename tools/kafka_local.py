@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Self
 
 from confluent_kafka.admin import AdminClient
 
+from schemas.errors import ToolError
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
@@ -86,7 +88,7 @@ logger.state.level = WARN
 """
 
 
-class LocalKafkaError(RuntimeError):
+class LocalKafkaError(ToolError):
     """The local broker could not be assembled, started or stopped; the message says why."""
 
 

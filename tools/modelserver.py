@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 from aiohttp import web
 
+from schemas.errors import BadInputError
 from tools.http_serving import serving
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ NUMERIC_DATATYPES: Final = frozenset(
 )
 
 
-class InputError(ValueError):
+class InputError(BadInputError):
     """A request the server cannot read; answered with 400 and this message."""
 
 

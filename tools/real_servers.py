@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from schemas.errors import ToolError
 from tools.kafka_local import cache_root, free_port
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ INSTALL_TIMEOUT_S: Final = 900.0
 READY_TIMEOUT_S: Final = 180.0
 
 
-class RealServerError(RuntimeError):
+class RealServerError(ToolError):
     """A real model server could not be installed or started; the message says why."""
 
 

@@ -32,7 +32,9 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from consumer.settings import ConfigError, Settings, unknown_variables
+from consumer.env_names import unknown_variables
+from consumer.settings import Settings
+from schemas.errors import ConfigError
 
 KUBERNETES_VERSION = "1.31.0"
 DRAIN_MARGIN_S = 5

@@ -1,0 +1,226 @@
+"""The chunk book: request messages in flight, the item buffer, and assignment epochs.
+
+No Kafka and no I/O: the pipeline registers each decoded request as a :class:`Chunk`,
+completes it when every record it caused is acknowledged, and drops or hands back chunks
+when their partition goes. The book keeps the count of buffered items (the backpressure
+bound), an event that is set while the buffer has room, and per-partition events that are
+set when a partition has nothing in flight (a revoke waits on them).
+
+Every assignment of a partition opens a new epoch. A chunk carries the epoch it was
+received in: when its partition was revoked meanwhile (and maybe given back), the chunk
+is stale, and completing it changes nothing (the new owner redoes its message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from consumer.offsets import PartitionKey
+    from consumer.publisher import Headers
+    from schemas import BatchRequest
+
+# Paused partitions resume once the item buffer is below this share of its cap.
+RESUME_FRACTION = 0.75
+# Weight of the newest message in the running average of items per message.
+_AVERAGE_WEIGHT = 0.1
+
+
+@dataclass(slots=True, eq=False)
+class Chunk:
+    """Progress of one request message: items still to answer, records still unacknowledged.
+
+    ``epoch`` is the assignment epoch of its partition when it was received; ``tasks`` the
+    work units still running for it.
+    """
+
+    tp: PartitionKey
+    offset: int
+    request: BatchRequest
+    trace_headers: Headers
+    created_ms: int
+    epoch: int
+    pending_items: int = field(init=False)
+    unacked: int = 0
+    ok_count: int = 0
+    error_count: int = 0
+    summary_sent: bool = False
+    abandoned: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        """Every item is still to be answered."""
+        self.pending_items = len(self.request.items)
+
+    @property
+    def size(self) -> int:
+        """How many items the chunk holds."""
+        return len(self.request.items)
+
+    @property
+    def touched(self) -> bool:
+        """Whether any record was published for it (handing it back would repeat them)."""
+        return self.pending_items < self.size or self.unacked > 0
+
+    def cancel(self) -> None:
+        """Mark it abandoned and cancel its running units."""
+        self.abandoned = True
+        for task in self.tasks:
+            task.cancel()
+
+
+class ChunkBook:
+    """Chunks in flight per partition, the buffered item count, and assignment epochs."""
+
+    def __init__(self, max_buffered_items: int) -> None:
+        """Start empty; the buffer holds at most ``max_buffered_items`` before it is full."""
+        self.max_buffered_items = max_buffered_items
+        self.buffered_items = 0
+        self.room = asyncio.Event()  # set while the buffer is below the resume threshold
+        self.room.set()
+        self._chunks: dict[PartitionKey, dict[int, Chunk]] = {}
+        self._idle: dict[PartitionKey, asyncio.Event] = {}
+        self._epochs: dict[PartitionKey, int] = {}
+        self._last_epoch = 0
+        self._items_per_message = 0.0  # running average (0: none seen yet)
+
+    # --- epochs --------------------------------------------------------------------------
+
+    def assign(self, tps: Iterable[PartitionKey]) -> None:
+        """Open a new epoch for each newly assigned partition."""
+        for tp in tps:
+            self._last_epoch += 1
+            self._epochs[tp] = self._last_epoch
+
+    def epoch(self, tp: PartitionKey) -> int | None:
+        """Return the partition's current epoch, or ``None`` when it is not assigned here."""
+        return self._epochs.get(tp)
+
+    def current(self, tp: PartitionKey, epoch: int) -> bool:
+        """Whether work received in ``epoch`` still belongs to the partition's assignment."""
+        return self._epochs.get(tp) == epoch
+
+    # --- chunks --------------------------------------------------------------------------
+
+    def register(self, chunk: Chunk) -> None:
+        """Take a new chunk into the book (its items count against the buffer)."""
+        self._chunks.setdefault(chunk.tp, {})[chunk.offset] = chunk
+        self.buffered_items += chunk.size
+        if self.full:
+            self.room.clear()
+        if self._items_per_message == 0:
+            self._items_per_message = float(chunk.size)
+        self._items_per_message += (chunk.size - self._items_per_message) * _AVERAGE_WEIGHT
+
+    def complete(self, chunk: Chunk) -> bool:
+        """Remove a chunk whose records are all acknowledged; return whether it still counts.
+
+        A chunk that was abandoned, or belongs to an older epoch of its partition, does
+        not count: its message is not done here.
+        """
+        if chunk.abandoned or not self.current(chunk.tp, chunk.epoch):
+            return False
+        self._forget(chunk)
+        return True
+
+    def abandon(self, chunk: Chunk) -> None:
+        """Stop working on ``chunk`` and forget it (its message is never marked done)."""
+        chunk.cancel()
+        self._forget(chunk)
+
+    def hand_back_untouched(self, tps: Iterable[PartitionKey]) -> int:
+        """Drop, per partition, every chunk from the first one nothing was published for.
+
+        Such a chunk is never committed, so the group redoes it and everything after it;
+        finishing the chunks after it would only publish results that are repeated then.
+        Chunks before it (partly published) are left to finish, so that what was published
+        is committed instead of repeated. Returns the number of items handed back.
+        """
+        handed = 0
+        for tp in tps:
+            cut = False
+            for chunk in self.in_flight(tp):
+                cut = cut or not chunk.touched
+                if cut:
+                    handed += chunk.size
+                    self.abandon(chunk)
+        return handed
+
+    def cancel_all(self) -> None:
+        """Abandon every chunk (they stay in the book, uncounted, until dropped)."""
+        for by_offset in self._chunks.values():
+            for chunk in by_offset.values():
+                chunk.cancel()
+
+    def drop(self, tps: Iterable[PartitionKey]) -> None:
+        """Forget revoked or lost partitions: their chunks, their epochs."""
+        for tp in tps:
+            self._epochs.pop(tp, None)
+            for chunk in self.in_flight(tp):
+                self.abandon(chunk)
+            self._chunks.pop(tp, None)
+            self._idle.pop(tp, None)
+
+    def in_flight(self, tp: PartitionKey) -> list[Chunk]:
+        """Return the partition's chunks in flight, oldest offset first."""
+        by_offset = self._chunks.get(tp, {})
+        return [by_offset[offset] for offset in sorted(by_offset)]
+
+    def partitions(self) -> list[PartitionKey]:
+        """Return the partitions that have chunks in flight."""
+        return [tp for tp, by_offset in self._chunks.items() if by_offset]
+
+    async def wait_idle(self, tps: Iterable[PartitionKey], timeout_s: float) -> bool:
+        """Wait until none of ``tps`` has a chunk in flight; return whether that happened."""
+        waits = []
+        for tp in tps:
+            if self._chunks.get(tp):
+                event = self._idle.setdefault(tp, asyncio.Event())
+                event.clear()
+                waits.append(event.wait())
+        if not waits:
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*waits), timeout_s)
+            return True
+        return False
+
+    # --- the buffer ----------------------------------------------------------------------
+
+    @property
+    def full(self) -> bool:
+        """Whether the buffer is at or over its bound (fetching should pause)."""
+        return self.buffered_items >= self.max_buffered_items
+
+    @property
+    def can_resume(self) -> bool:
+        """Whether the buffer is low enough again to resume fetching."""
+        return self.buffered_items < self.max_buffered_items * RESUME_FRACTION
+
+    def fetch_size(self, poll_batch: int) -> int:
+        """How many messages to fetch at most: what the buffer has room for (at least one).
+
+        The room is turned into a message count with the average items per message seen
+        so far, so a backlog of large chunks is never pulled into memory at once.
+        """
+        room = self.max_buffered_items - self.buffered_items
+        if room <= 0 or self._items_per_message == 0:
+            return 1
+        return max(1, min(poll_batch, int(room / self._items_per_message)))
+
+    def _forget(self, chunk: Chunk) -> None:
+        by_offset = self._chunks.get(chunk.tp)
+        if by_offset is None or by_offset.pop(chunk.offset, None) is None:
+            return
+        self.buffered_items -= chunk.size
+        if self.can_resume:
+            self.room.set()
+        if not by_offset:
+            event = self._idle.get(chunk.tp)
+            if event is not None:
+                event.set()

@@ -1,0 +1,95 @@
+"""The committer: commits each partition's contiguous done prefix, on an interval.
+
+Each round, in order:
+
+1. ask the offset tracker what is done and contiguous since the last commit (never past
+   an unfinished message), for the partitions still assigned;
+2. commit it, waiting a bounded time for the broker's answer (the consumer thread keeps
+   polling meanwhile); on failure the positions stay uncommitted for the next round;
+3. record what the broker took, so that it is not committed again.
+
+The pipeline also calls :meth:`Committer.commit_now` once more at the end of a drain; on
+revoke, :class:`~consumer.source.Source` commits what the pipeline hands it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Protocol
+
+from consumer.source import CommitResult
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from consumer.metrics import Metrics
+    from consumer.offsets import OffsetTracker, PartitionKey
+
+log = logging.getLogger(__name__)
+
+
+class CommitTarget(Protocol):
+    """What the committer commits through (the source, or a fake one in tests)."""
+
+    @property
+    def assignment(self) -> set[PartitionKey]:
+        """The partitions assigned now."""
+        ...
+
+    async def commit(self, positions: Mapping[PartitionKey, int], timeout_s: float) -> CommitResult:
+        """Commit ``positions``; return what the broker took, and the first error."""
+        ...
+
+
+class Committer:
+    """Commits the done prefix of every assigned partition."""
+
+    def __init__(  # noqa: PLR0913 - the collaborators and the two timings, each named
+        self,
+        target: CommitTarget,
+        offsets: OffsetTracker,
+        metrics: Metrics,
+        *,
+        interval_s: float,
+        timeout_s: float,
+        on_committed: Callable[[dict[PartitionKey, int]], None],
+    ) -> None:
+        """Commit every ``interval_s``; wait ``timeout_s`` at most for each answer.
+
+        ``on_committed`` receives the positions the broker took (progress, liveness).
+        """
+        self._target = target
+        self._offsets = offsets
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._timeout_s = timeout_s
+        self._on_committed = on_committed
+
+    async def run(self) -> None:
+        """Commit on the interval until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval_s)
+            await self.commit_now()
+
+    async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
+        """Run one commit round (the steps in the module docstring); return its result."""
+        # 1. what is done and contiguous since the last commit, for assigned partitions
+        assigned = self._target.assignment
+        positions = {tp: o for tp, o in self._offsets.commit_positions().items() if tp in assigned}
+        if not positions:
+            return CommitResult()
+        # 2. commit, waiting a bounded time for the answer
+        result = await self._target.commit(positions, timeout_s or self._timeout_s)
+        if result.error is not None:
+            level = logging.INFO if result.retriable else logging.WARNING
+            log.log(level, "commit failed; will retry", extra={"error": result.error.str()})
+        if not result.committed:
+            return result
+        # 3. remember what the broker took, so it is not committed again
+        self._offsets.mark_committed(result.committed)
+        self._metrics.commits.inc()
+        for (topic, partition), position in result.committed.items():
+            self._metrics.committed_offset.labels(topic, str(partition)).set(position)
+        self._on_committed(result.committed)
+        return result

@@ -1,0 +1,117 @@
+"""The way out of a replica: finish started work within a deadline, still serving the group.
+
+:class:`Drain` runs once, when the replica is asked to stop (SIGTERM), in four steps:
+
+1. Hand back the chunks nothing was published for yet
+   (:meth:`~consumer.chunks.ChunkBook.hand_back_untouched`): the group redoes them, and
+   nothing is repeated.
+2. Keep polling with every partition paused: rebalances finish (a member that stops
+   polling holds a rebalance up for everyone) and commit answers come. Wait for the rest
+   until the deadline, less a reserve for the steps below.
+3. Abandon what is left (it is not committed: the group redoes it).
+4. Flush the results and commit what is done, retrying through a rebalance, still polling.
+
+Leaving the group (the consumer's close) comes after, in the time that is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from consumer.chunks import ChunkBook
+    from consumer.committer import Committer
+    from consumer.publisher import Publisher
+    from consumer.source import Source
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Of the drain timeout, what is kept for flushing results, the last commit and leaving.
+RESERVE_FRACTION = 0.2
+RESERVE_MAX_S = 5.0
+POLL_S = 0.1  # how long each poll of a draining replica waits
+
+
+class Drain:
+    """One replica's drain: its deadline, and the steps in the module docstring."""
+
+    def __init__(  # noqa: PLR0913 - the rooms a drain touches, each named
+        self,
+        *,
+        source: Source,
+        book: ChunkBook,
+        publisher: Publisher,
+        committer: Committer,
+        timeout_s: float,
+        failed: Callable[[], bool],
+    ) -> None:
+        """Prepare a drain of ``timeout_s``; ``failed`` says a delivery failed (stop now)."""
+        self._source = source
+        self._book = book
+        self._publisher = publisher
+        self._committer = committer
+        self._timeout_s = timeout_s
+        self._failed = failed
+        self._deadline: float | None = None
+
+    @property
+    def started(self) -> bool:
+        """Whether the drain has begun."""
+        return self._deadline is not None
+
+    def time_left(self, floor_s: float = 0.0) -> float:
+        """Seconds left before the deadline (the whole timeout before it starts)."""
+        if self._deadline is None:
+            return max(floor_s, self._timeout_s)
+        return max(floor_s, self._deadline - asyncio.get_running_loop().time())
+
+    async def run(self, committer: asyncio.Task[None], *, forced: Callable[[], bool]) -> None:
+        """Drain (see the module docstring); ``committer`` is the periodic commit task."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + self._timeout_s
+        book = self._book
+        handed_back = book.hand_back_untouched(book.partitions())
+        extra = {"buffered_items": book.buffered_items, "handed_back_items": handed_back}
+        log.info("draining", extra=extra)
+        reserve = min(RESERVE_MAX_S, self._timeout_s * RESERVE_FRACTION)
+        while book.buffered_items and not forced() and not self._failed():
+            if loop.time() >= self._deadline - reserve:
+                log.warning(
+                    "drain timeout: unfinished work will be redone by the group",
+                    extra={"buffered_items": book.buffered_items},
+                )
+                break
+            await self._source.poll_paused(POLL_S)
+        book.cancel_all()
+        if forced():
+            return
+        await self.polling(self._publisher.flush(max(0.0, self.time_left() - 1.0)))
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        await self._final_commit()
+
+    async def _final_commit(self) -> None:
+        """Commit what is done, retrying through a rebalance until the deadline.
+
+        A rebalance under way (others leaving too) refuses a commit of the old generation;
+        the polling between attempts lets the member rejoin, and the next one succeeds.
+        """
+        while not self._failed():
+            result = await self.polling(self._committer.commit_now(self.time_left(floor_s=1.0)))
+            if result.error is None or not result.retriable or self.time_left() <= 0:
+                return
+            await self._source.poll_paused(POLL_S)
+
+    async def polling(self, work: Awaitable[T]) -> T:
+        """Await ``work`` while polling (paused), so commits are answered and rebalances served."""
+        task: asyncio.Future[T] = asyncio.ensure_future(work)
+        while not task.done():
+            await self._source.poll_paused(POLL_S)
+        return task.result()

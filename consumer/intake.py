@@ -1,0 +1,146 @@
+"""The intake: each fetched message becomes a chunk of work, or a dead letter.
+
+For every message the pipeline fetches, :class:`Intake` decides whether to take it (its
+partition is assigned here, the replica is not draining, it is not already in hand),
+decodes it (an invalid one goes to the dead-letter topic through the writer), registers
+it in the chunk book, splits its items into work units and starts one task per unit:
+dispatch, then write the unit's results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaException
+
+from consumer.chunks import Chunk
+from consumer.dispatcher import Outcome
+from consumer.source import message_error
+from consumer.splitter import WorkUnit, items_per_request, split
+from consumer.tracing import trace_context
+from schemas import InvalidMessage, Limits, ResultErrorKind, decode_batch_request
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from confluent_kafka import Message
+
+    from consumer.chunks import ChunkBook
+    from consumer.dispatcher import Dispatcher
+    from consumer.endpoints import Endpoint
+    from consumer.offsets import OffsetTracker, PartitionKey
+    from consumer.progress import ProgressMonitor
+    from consumer.publisher import Headers
+    from consumer.settings import Settings
+    from consumer.writer import RecordWriter
+
+log = logging.getLogger(__name__)
+
+
+class Intake:
+    """Takes fetched messages in: tracks, decodes, registers and dispatches them."""
+
+    def __init__(  # noqa: PLR0913 - the rooms a message passes through, each named
+        self,
+        settings: Settings,
+        *,
+        book: ChunkBook,
+        offsets: OffsetTracker,
+        writer: RecordWriter,
+        dispatcher: Dispatcher,
+        monitor: ProgressMonitor,
+        failed: Callable[[BaseException], None],
+        replica_header: tuple[str, bytes],
+    ) -> None:
+        """Wire the rooms; ``failed`` stops the replica when a record cannot be written."""
+        self._settings = settings
+        self._limits = Limits(max_message_bytes=settings.max_message_bytes)
+        self._book = book
+        self._offsets = offsets
+        self._writer = writer
+        self._dispatcher = dispatcher
+        self._monitor = monitor
+        self._failed = failed
+        self._replica_header = replica_header
+        self.open = True  # closed when the replica drains: nothing more is taken
+
+    def _accept(self, tp: PartitionKey, offset: int) -> int | None:
+        """Track a fetched message; return its assignment epoch, or None to leave it.
+
+        A message is left (never tracked, so never committed) when its partition is not
+        assigned here any more, the replica is draining, or it is already in hand.
+        """
+        epoch = self._book.epoch(tp)
+        if epoch is None or not self.open:
+            return None
+        self._monitor.moved(tp, time.monotonic())
+        try:
+            tracked = self._offsets.add(tp[0], tp[1], offset)
+        except ValueError:
+            tracked = False  # redelivered below what is tracked (a seek): already in hand
+        return epoch if tracked else None
+
+    def take(self, msg: Message) -> None:
+        """Take one fetched message in (or leave it, or dead-letter it)."""
+        err = message_error(msg)
+        if err is not None:
+            if err.fatal():
+                self._failed(KafkaException(err))
+            else:
+                log.warning("consumer error", extra={"error": str(err)})
+            return
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        tp = (topic, partition)
+        epoch = self._accept(tp, offset)
+        if epoch is None:
+            return
+        value = msg.value() or b""
+        try:
+            request = decode_batch_request(value, self._limits)
+        except InvalidMessage as exc:
+            self._writer.dead_letter(tp, offset, epoch, key=msg.key(), value=value, error=exc)
+            return
+        trace = trace_context(msg)
+        headers: Headers = [self._replica_header, *((k, v.encode()) for k, v in trace.items())]
+        chunk = Chunk(tp, offset, request, headers, msg.timestamp()[1], epoch)
+        self._book.register(chunk)
+        settings = self._settings
+        endpoint = settings.endpoint_for(request.target)
+        if endpoint is None:
+            message = f"target {request.target!r} is not configured on this consumer"
+            outcome = Outcome(None, 0, 0.0, ResultErrorKind.UNKNOWN_TARGET, message)
+            self._writer.write_unit(chunk, WorkUnit(0, request.items), outcome)
+            return
+        size = items_per_request(
+            request.items_per_request,
+            settings.items_per_request,
+            settings.max_items_per_request,
+        )
+        for unit in split(request.items, size):
+            task = asyncio.create_task(self._process(chunk, endpoint, unit, trace or None))
+            chunk.tasks.add(task)
+            task.add_done_callback(chunk.tasks.discard)
+
+    async def _process(
+        self,
+        chunk: Chunk,
+        endpoint: Endpoint,
+        unit: WorkUnit,
+        headers: dict[str, str] | None,
+    ) -> None:
+        outcome = await self._dispatcher.run(endpoint, unit.items, headers)
+        if chunk.abandoned:
+            return
+        try:
+            self._writer.write_unit(chunk, unit, outcome)
+        except Exception as exc:  # noqa: BLE001 - a chunk that cannot finish must not hang
+            # librdkafka refused a record outright: the chunk can never be done, so stop
+            # (its offset stays uncommitted) rather than leave the partition stuck.
+            self._failed(exc)
+            return
+        self._monitor.moved(chunk.tp, time.monotonic())

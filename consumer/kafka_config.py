@@ -1,0 +1,84 @@
+"""The librdkafka options the service sets, refuses and passes through.
+
+``KAFKA_*`` variables and ``-X key=value`` flags reach librdkafka as they are
+(:func:`kafka_options`), except the few the service sets itself for at-least-once
+delivery (:data:`RESERVED_KAFKA_OPTIONS`); consumer-only options are kept off the producer
+and the admin client, which would warn about each.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+# librdkafka options the service sets itself: a pass-through may not weaken them.
+RESERVED_KAFKA_OPTIONS = frozenset(
+    {
+        "enable.auto.commit",
+        "enable.auto.offset.store",
+        "enable.idempotence",
+        "acks",
+        "group.id",
+    },
+)
+
+# librdkafka options that only a consumer takes: the producer and the admin client would
+# warn about each (CONFWARN) if they were passed through to them.
+CONSUMER_ONLY_OPTIONS = frozenset(
+    {
+        "auto.commit.interval.ms",
+        "auto.offset.reset",
+        "check.crcs",
+        "consume.callback.max.messages",
+        "coordinator.query.interval.ms",
+        "enable.partition.eof",
+        "fetch.error.backoff.ms",
+        "fetch.max.bytes",
+        "fetch.message.max.bytes",
+        "fetch.min.bytes",
+        "fetch.queue.backoff.ms",
+        "fetch.wait.max.ms",
+        "group.instance.id",
+        "group.protocol",
+        "group.protocol.type",
+        "group.remote.assignor",
+        "heartbeat.interval.ms",
+        "isolation.level",
+        "max.partition.fetch.bytes",
+        "max.poll.interval.ms",
+        "partition.assignment.strategy",
+        "queued.max.messages.kbytes",
+        "queued.min.messages",
+        "session.timeout.ms",
+    },
+)
+# Options the consumer group protocol (KIP-848) refuses: the broker owns them there.
+CLASSIC_GROUP_ONLY = frozenset(
+    {"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"},
+)
+GroupProtocol = Literal["classic", "consumer"]
+GROUP_PROTOCOLS: tuple[GroupProtocol, ...] = ("classic", "consumer")
+DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
+RECONNECT_BACKOFF_MAX_MS = 2000
+
+
+def kafka_options(env: Mapping[str, str], cli_options: Sequence[str] = ()) -> dict[str, str]:
+    """Return librdkafka options from ``KAFKA_*`` variables and ``key=value`` flags.
+
+    ``KAFKA_SASL_PASSWORD`` becomes ``sasl.password``; ``KAFKA_BOOTSTRAP_SERVERS`` is left
+    to the caller. Flags win over the environment.
+    """
+    options: dict[str, str] = {}
+    for key, value in env.items():
+        if key.startswith("KAFKA_") and key != "KAFKA_BOOTSTRAP_SERVERS":
+            options[key.removeprefix("KAFKA_").lower().replace("_", ".")] = value
+    for item in cli_options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"Kafka option {item!r}: expected key=value")
+        options[key.strip()] = value
+    return options

@@ -1,0 +1,251 @@
+"""The record writer: results, chunk summaries and dead letters, within the record limits.
+
+Everything the replica writes to Kafka goes through :class:`RecordWriter`. It encodes the
+records, keeps each under its topic's record limit (a prediction too large becomes a
+``result_too_large`` error; an invalid request too large to copy becomes a dead letter
+without its value), hands them to a ``produce`` function (the results producer's, or a
+fake one in tests) and turns the delivery reports into three events for its
+:class:`WriterListener`: a chunk whose records are all acknowledged, a dead letter that is,
+and a delivery that failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from confluent_kafka import KafkaException
+
+from consumer.publisher import topic_record_limits, usable_record_bytes
+from schemas import (
+    InvalidMessage,
+    OkResultEncoder,
+    ResultErrorKind,
+    dead_letter_headers,
+    encode_error_result,
+    encode_summary,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from confluent_kafka import KafkaError, Message
+
+    from consumer.chunks import Chunk
+    from consumer.dispatcher import Outcome
+    from consumer.metrics import Metrics
+    from consumer.offsets import PartitionKey
+    from consumer.publisher import DeliveryCallback, Produce
+    from consumer.splitter import WorkUnit
+    from schemas import BatchRequest
+
+log = logging.getLogger(__name__)
+
+
+class WriterListener(Protocol):
+    """What the pipeline does with delivery reports (called on the event loop)."""
+
+    def chunk_delivered(self, chunk: Chunk) -> None:
+        """Take a chunk whose results and summary are all acknowledged."""
+
+    def dead_letter_delivered(self, tp: PartitionKey, offset: int, epoch: int) -> None:
+        """Take the acknowledgement of the dead letter of the message at ``tp``/``offset``."""
+
+    def delivery_failed(self, error: BaseException) -> None:
+        """Take a refused record: nothing after it may be committed."""
+
+
+class RecordWriter:
+    """Encodes and produces the replica's records; reports their deliveries."""
+
+    def __init__(  # noqa: PLR0913 - the writer's collaborators, each named
+        self,
+        produce: Produce,
+        listener: WriterListener,
+        metrics: Metrics,
+        *,
+        results_topic: str,
+        dlq_topic: str,
+        record_limits: Mapping[str, int],
+        group_id: str,
+    ) -> None:
+        """Write results to ``results_topic`` and dead letters to ``dlq_topic``.
+
+        ``record_limits`` maps each topic to the largest record value (with its key) it
+        may be sent; the pipeline lowers them at start-up to what the topics accept.
+        """
+        self._produce = produce
+        self._listener = listener
+        self._metrics = metrics
+        self.results_topic = results_topic
+        self.dlq_topic = dlq_topic
+        self.record_limits = dict(record_limits)
+        self._group_id = group_id
+
+    async def fit_record_limits(self, producer_config: dict[str, Any]) -> None:
+        """Lower the record limits to what the results and dead-letter topics accept.
+
+        A record over a topic's ``max.message.bytes`` is refused by the broker, which
+        stops the replica at the same offset on every restart; below the limit it becomes
+        a ``result_too_large`` error or a dead letter without its value instead.
+        ``producer_config`` reaches the cluster to read the topics' configuration.
+        """
+        limits = self.record_limits
+        found = await asyncio.to_thread(topic_record_limits, producer_config, list(limits))
+        for topic, max_message_bytes in found.items():
+            usable = usable_record_bytes(max_message_bytes)
+            if usable < limits[topic]:
+                limits[topic] = max(usable, 1)
+                log.warning(
+                    "a topic takes smaller records than max_result_bytes: limit lowered",
+                    extra={
+                        "topic": topic,
+                        "max_message_bytes": max_message_bytes,
+                        "record_limit": limits[topic],
+                    },
+                )
+
+    def write_unit(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
+        """Produce one result per item of ``unit`` and, after the chunk's last, its summary."""
+        request = chunk.request
+        first = request.start + unit.offset
+        count = len(unit.items)
+        if outcome.predictions is not None:
+            encode = OkResultEncoder(
+                request, outcome.attempts, outcome.latency_ms, outcome.queue_ms
+            )
+            values = [encode(first + i, p) for i, p in enumerate(outcome.predictions)]
+            errors = self._replace_oversized(request, first, values, outcome)
+        else:
+            values = [
+                encode_error_result(
+                    request,
+                    first + i,
+                    outcome.error_kind or ResultErrorKind.BAD_RESPONSE,
+                    outcome.error_message or "",
+                    outcome.http_status,
+                    outcome.attempts,
+                    outcome.latency_ms,
+                    outcome.queue_ms,
+                )
+                for i in range(count)
+            ]
+            errors = count
+        on_delivery = self._delivery_callback(chunk)
+        produce, topic, key = self._produce, self.results_topic, request.batch_id
+        headers = chunk.trace_headers
+        chunk.unacked += count
+        for value in values:
+            produce(topic, value, key, on_delivery, headers)
+        chunk.ok_count += count - errors
+        chunk.error_count += errors
+        metrics = self._metrics
+        if errors < count:
+            metrics.items_ok.inc(count - errors)
+        if errors:
+            metrics.items_error.inc(errors)
+        if chunk.created_ms > 0:
+            metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
+        chunk.pending_items -= count
+        if chunk.pending_items == 0:
+            summary = encode_summary(request, chunk.ok_count, chunk.error_count)
+            chunk.unacked += 1
+            chunk.summary_sent = True
+            produce(topic, summary, key, on_delivery, headers)
+
+    def _replace_oversized(
+        self,
+        request: BatchRequest,
+        first: int,
+        values: list[bytes],
+        outcome: Outcome,
+    ) -> int:
+        """Turn results over the record limit into ``result_too_large`` errors; count them.
+
+        The results topic would refuse such a record, and a refused record stops the
+        replica: an error result tells the user instead, and the batch goes on.
+        """
+        limit = self.record_limits[self.results_topic]
+        replaced = 0
+        for i, value in enumerate(values):
+            if len(value) > limit:
+                values[i] = encode_error_result(
+                    request,
+                    first + i,
+                    ResultErrorKind.RESULT_TOO_LARGE,
+                    f"the prediction makes a result record of {len(value)} bytes, over the "
+                    f"{limit}-byte limit (BATCH_RUNNER_MAX_RESULT_BYTES, or less if the "
+                    "results topic's max.message.bytes leaves less room)",
+                    None,
+                    outcome.attempts,
+                    outcome.latency_ms,
+                    outcome.queue_ms,
+                )
+                replaced += 1
+        return replaced
+
+    def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
+        listener = self._listener
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            chunk.unacked -= 1
+            if err is not None:
+                listener.delivery_failed(KafkaException(err))
+            elif chunk.unacked == 0 and chunk.summary_sent:
+                listener.chunk_delivered(chunk)
+
+        return on_delivery
+
+    def dead_letter(  # noqa: PLR0913 - where the message came from, and what it was
+        self,
+        tp: PartitionKey,
+        offset: int,
+        epoch: int,
+        *,
+        key: bytes | None,
+        value: bytes,
+        error: InvalidMessage,
+    ) -> None:
+        """Copy an invalid request to the dead-letter topic, with the reason in headers.
+
+        An original too large to copy (over the dead-letter topic's record limit) would be
+        refused by Kafka on every attempt, stopping the replica at the same offset again
+        and again. Its dead letter carries no value instead, and the reason says where the
+        original still is.
+        """
+        size = len(value) + len(key or b"")
+        limit = self.record_limits[self.dlq_topic]
+        if size > limit:
+            error = InvalidMessage(
+                error.kind,
+                f"{error.reason}; the original ({size} bytes with its key) is over the "
+                f"{limit}-byte record limit (BATCH_RUNNER_MAX_RESULT_BYTES, or less if the "
+                "dead-letter topic's max.message.bytes leaves less room), so this dead "
+                "letter carries no value: read it at its source offset",
+            )
+            value = b""
+            if key is not None and len(key) > limit // 2:
+                key = None
+        self._metrics.dead_letters.labels(error.kind).inc()
+        log.warning(
+            "invalid request sent to the dead-letter topic",
+            extra={"partition": tp[1], "offset": offset, "reason": error.reason},
+        )
+        headers = dead_letter_headers(
+            error,
+            source_topic=tp[0],
+            source_partition=tp[1],
+            source_offset=offset,
+            group=self._group_id,
+        )
+        listener = self._listener
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                listener.delivery_failed(KafkaException(err))
+            else:
+                listener.dead_letter_delivered(tp, offset, epoch)
+
+        self._produce(self.dlq_topic, value, key, on_delivery, [*headers])
