@@ -8,8 +8,11 @@ FROM ${PYTHON_IMAGE} AS build
 ENV UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN pip install --no-cache-dir uv==0.13.9
 WORKDIR /app
-COPY pyproject.toml uv.lock README.md ./
+# The dependencies first, from the lock file alone: their layer stays cached until
+# pyproject.toml or uv.lock change (README.md, needed to build the project, comes later).
+COPY pyproject.toml uv.lock ./
 RUN uv sync --locked --no-dev --extra model --no-install-project
+COPY README.md ./
 COPY consumer ./consumer
 COPY producer ./producer
 COPY schemas ./schemas
