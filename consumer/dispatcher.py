@@ -22,6 +22,7 @@ last lines). The same HTTP 500 body ``max_same_error`` times for one unit is fin
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -112,6 +113,8 @@ class Dispatcher:
         )
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
+        # Units waiting out a retry's backoff, by fair key (the stall check reads it).
+        self.retrying: collections.Counter[Hashable] = collections.Counter()
         # When (time.monotonic()) a request last succeeded and last failed (stall checks).
         self.last_success: float | None = None
         self.last_failure: float | None = None
@@ -191,7 +194,13 @@ class Dispatcher:
                 if delay is None:
                     return self._error(started, queued, attempt, failure)
                 self._metrics.retries.inc()
-                await asyncio.sleep(delay)
+                self.retrying[fair_key] += 1
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self.retrying[fair_key] -= 1
+                    if not self.retrying[fair_key]:
+                        del self.retrying[fair_key]
                 continue
             self.last_success = time.monotonic()
             return self._finish(started, queued, attempt, predictions)

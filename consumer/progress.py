@@ -49,10 +49,14 @@ class Stall:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaState:
-    """What the pipeline knows about the replica as a whole when it asks for stalls."""
+    """What the pipeline knows about the replica when it asks for stalls.
+
+    ``retrying``: the partitions with work units waiting out a retry's backoff.
+    """
 
     buffer_full: bool
     model_failing: bool
+    retrying: frozenset[PartitionKey] = frozenset()
 
 
 class ProgressMonitor:
@@ -102,7 +106,8 @@ class ProgressMonitor:
 
         A partition without work counts as moving. A full buffer explains a stall only
         while the replica as a whole moves (its buffer is full of work that is being
-        done); a failing model explains any stall.
+        done); a failing model explains any stall, and so do units of the partition that
+        wait out a retry's backoff (the model failed them; they are not stuck).
         """
         stalls: dict[PartitionKey, Stall] = {}
         replica_moving = (
@@ -115,7 +120,7 @@ class ProgressMonitor:
             idle = now - last
             if idle < self.stall_timeout_s:
                 continue
-            if replica.model_failing:
+            if replica.model_failing or tp in replica.retrying:
                 why = Why.MODEL_FAILING
             elif replica.buffer_full and replica_moving:
                 why = Why.BACKPRESSURE

@@ -124,6 +124,7 @@ class StatusBoard:
         replica = ReplicaState(
             buffer_full=self._book.full,
             model_failing=self._dispatcher.failing(window_s, now),
+            retrying=frozenset(k for k in self._dispatcher.retrying if isinstance(k, tuple)),
         )
         return self._watch.check(now, self._has_work, replica, self._describe)
 
