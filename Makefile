@@ -1,19 +1,51 @@
-# The two commands of the README: `make demo` and `make test`. Each sets itself up.
+# The two commands of the README: `make demo` and `make test`. Each sets itself up:
+# uv is installed when missing (with pip, as .ci/run does), the dependencies are synced,
+# and what the local Kafka broker needs (java 17+, Maven for the first download) is
+# checked, saying what is missing.
 # `make unit` runs the fast tests: no Kafka broker, no model server processes, and
 # property tests with a tenth of their examples (BATCH_RUNNER_QUICK_TESTS=1).
-UV ?= uv
+#
+# uv: on PATH, else where `pip install --user` puts it, else through pip's module.
+UV ?= $(shell command -v uv 2>/dev/null || { test -x "$(HOME)/.local/bin/uv" && echo "$(HOME)/.local/bin/uv"; } || echo "python3 -m uv")
 RUN := $(UV) run --locked
 
-.PHONY: install demo test unit lint format compose-check deploy-check bench clean
+.PHONY: uv install java demo test unit lint format compose-check docker-check deploy-check bench chaos clean
 
-install:
+uv:
+	@$(UV) --version >/dev/null 2>&1 || { \
+	  echo "uv is not installed: installing it with pip (python3 -m pip install --user uv)"; \
+	  python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv; \
+	}
+	@$(UV) --version >/dev/null 2>&1 || { \
+	  echo "uv could not be installed with pip: install it as https://docs.astral.sh/uv/getting-started/installation/ says"; \
+	  exit 1; \
+	}
+
+install: uv
 	$(UV) sync --locked
 
+# The local broker runs with java (17 or newer); Maven fetches its jars once (the fetch
+# says so itself when mvn is missing). KAFKA_BOOTSTRAP_SERVERS skips both for the demo.
+java:
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "java was not found: the demo and the tests run a real Kafka broker with java 17 or newer"; \
+	  echo "  install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) and Maven (apt-get install maven)"; \
+	  echo "  or, for the demo, set KAFKA_BOOTSTRAP_SERVERS to an existing cluster"; \
+	  exit 1; \
+	}
+	@version=$$(java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'); \
+	case "$$version" in 1.*|9|1[0-6]) \
+	  echo "java $$version was found; Kafka 4.3 needs java 17 or newer (Debian/Ubuntu: apt-get install openjdk-17-jre-headless)"; \
+	  exit 1;; \
+	esac
+
 demo: install
-	$(RUN) batch-runner kafka fetch >/dev/null
+	@if [ -z "$$KAFKA_BOOTSTRAP_SERVERS" ]; then \
+	  $(MAKE) --no-print-directory java && $(RUN) batch-runner kafka fetch >/dev/null; \
+	fi
 	$(RUN) batch-runner demo
 
-test: install
+test: install java
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) pytest
 
@@ -23,7 +55,7 @@ unit: install
 lint: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy --strict consumer producer schemas tools tests bench
+	$(RUN) mypy --strict consumer producer schemas tools tests bench chaos
 
 format: install
 	$(RUN) ruff check --fix .
@@ -34,9 +66,19 @@ compose-check:
 	docker-compose -f docker-compose.yml config --quiet
 	@echo "docker-compose.yml: valid"
 
+# The Docker path for real (tools/docker/check.py): a Docker engine (started privately
+# when none answers, as root), local base images, the project's image, compose with three
+# replicas end to end, the tests' testcontainers path; everything torn down afterwards.
+docker-check: install
+	$(RUN) python -m tools.docker.check
+
 bench: install
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) python -m bench.run --scenario all --out bench/results/report.json
+
+chaos: install
+	$(RUN) batch-runner kafka fetch >/dev/null
+	$(RUN) python -m chaos.run --scenario all --out chaos/results/report.json
 
 deploy-check: install
 	$(RUN) python -m tools.validate_deploy

@@ -64,31 +64,39 @@ def make_topics(bootstrap: str, partitions: int) -> Topics:
 class Backlog:
     """``items`` identity items ``{"i": n}``, cut into ``batches`` batches of chunks.
 
-    Batch ``b`` goes to partition ``b % partitions`` (its chunks share it, as keyed
-    chunks do), so every partition holds the same share of the items.
+    Batch ``b`` (id ``prefix`` + ``b``) goes to partition ``(b + first_partition) %
+    partitions`` (its chunks share it, as keyed chunks do), so every partition holds the
+    same share of the items.
     """
 
     items: int
     batches: int = 1
     chunk_size: int = 1000
     items_per_request: int | None = None
+    prefix: str = "b"  # batch ids are prefix + number
+    first_partition: int = 0  # batch b goes to partition (b + first_partition) % partitions
 
-    def _batch_sizes(self) -> list[int]:
+    def batch_sizes(self) -> list[int]:
+        """Return the item count of each batch, by batch number."""
         base, extra = divmod(self.items, self.batches)
         return [base + (1 if b < extra else 0) for b in range(self.batches)]
 
     @property
     def chunks(self) -> int:
         """Return how many request messages (and so chunk summaries) the backlog makes."""
-        return sum(-(-size // self.chunk_size) for size in self._batch_sizes() if size)
+        return sum(-(-size // self.chunk_size) for size in self.batch_sizes() if size)
+
+    def partition_of(self, number: int, partitions: int) -> int:
+        """Return the partition batch ``number`` goes to."""
+        return (number + self.first_partition) % partitions
 
     def messages(self, partitions: int) -> Iterator[tuple[int, str, bytes]]:
         """Yield ``(partition, key, value)`` of every request message, in order."""
         first = 0
-        for number, total in enumerate(self._batch_sizes()):
+        for number, total in enumerate(self.batch_sizes()):
             if not total:
                 continue
-            batch_id = f"b{number}"
+            batch_id = f"{self.prefix}{number}"
             parts = -(-total // self.chunk_size)
             for part in range(parts):
                 start = part * self.chunk_size
@@ -103,7 +111,7 @@ class Backlog:
                     chunks=parts,
                     items_per_request=self.items_per_request,
                 )
-                yield number % partitions, batch_id, value
+                yield self.partition_of(number, partitions), batch_id, value
             first += total
 
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -106,11 +106,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def inference_server(latency_ms: float, *, lean_workers: int = 0) -> Iterator[Server]:
+def inference_server(
+    latency_ms: float, *, lean_workers: int = 0, port: int = 0
+) -> Iterator[Server]:
     """Run ``python -m tools.testserver`` with a fixed latency; yield it; stop it.
 
     With ``lean_workers``, ``python -m bench.lean_server`` instead (same route, no
-    bookkeeping) in that many processes.
+    bookkeeping) in that many processes. ``port``: the test server's (0: a free one).
     """
     command = [
         sys.executable,
@@ -127,7 +129,7 @@ def inference_server(latency_ms: float, *, lean_workers: int = 0) -> Iterator[Se
             "-m",
             "tools.testserver",
             "--port",
-            "0",
+            str(port),
             "--latency-ms",
             str(latency_ms),
             "--no-track-items",
@@ -150,35 +152,67 @@ def inference_server(latency_ms: float, *, lean_workers: int = 0) -> Iterator[Se
         terminate(process)
 
 
+class LogTail:
+    """Read a replica's log (JSON lines) incrementally: each call returns the new events."""
+
+    def __init__(self, path: Path) -> None:
+        """Follow ``path`` from its start."""
+        self.path = path
+        self._offset = 0
+
+    def read(self) -> list[dict[str, Any]]:
+        """Return the JSON objects of the complete lines written since the last call."""
+        with self.path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        events = []
+        for line in data[:end].splitlines():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+
+def ownership_change(event: dict[str, Any]) -> tuple[str, set[str]] | None:
+    """Return ``("assigned" | "revoked" | "lost", partitions)`` of a rebalance log event."""
+    kind = {
+        "partitions assigned": "assigned",
+        "partitions revoked": "revoked",
+        "partitions lost": "lost",
+    }.get(str(event.get("event")))
+    if kind is None:
+        return None
+    return kind, set(event.get("partitions") or ())
+
+
 @dataclass
 class Replica:
     """One ``python -m consumer`` process and its log (JSON lines)."""
 
     process: subprocess.Popen[bytes]
     log: Path
-    _offset: int = 0
     owned: set[str] = field(default_factory=set)
     assigned_at: float | None = None  # wall time of its latest assignment
+    _tail: LogTail | None = None
 
     def refresh(self) -> None:
         """Read new log lines: follow its assigned partitions; fail if it exited."""
-        with self.log.open("rb") as f:
-            f.seek(self._offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1
-        self._offset += end
-        for line in data[:end].splitlines():
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
+        if self._tail is None:
+            self._tail = LogTail(self.log)
+        for event in self._tail.read():
+            change = ownership_change(event)
+            if change is None:
                 continue
-            if not isinstance(event, dict):
-                continue
-            partitions = set(event.get("partitions") or ())
-            if event.get("event") == "partitions assigned":
+            kind, partitions = change
+            if kind == "assigned":
                 self.owned |= partitions
                 self.assigned_at = float(event.get("ts", time.time()))
-            elif event.get("event") in {"partitions revoked", "partitions lost"}:
+            else:
                 self.owned -= partitions
         if self.process.poll() is not None:
             raise RuntimeError(f"a consumer exited early:\n{self.tail()}")

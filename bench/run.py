@@ -68,7 +68,16 @@ def machine() -> dict[str, Any]:
     }
 
 
-def _fmt(value: object) -> str:
+def machine_summary(m: dict[str, Any]) -> str:
+    """Return the machine as the reports describe it: cores, CPU, memory, kernel, Python."""
+    return (
+        f"`nproc` {m['nproc']}, {m['cpu_model']} (`/proc/cpuinfo`), "
+        f"{m['memory_total_gib']} GiB, Linux {m['kernel']}, Python {m['python']}"
+    )
+
+
+def fmt(value: object) -> str:
+    """Return a figure as the reports print it (thousands separated, 3 significant digits)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
     if isinstance(value, int) or abs(value) >= 1000:
@@ -82,12 +91,12 @@ def print_scenario(name: str, entry: dict[str, Any]) -> None:
     """Print one scenario's figures and goals."""
     print(f"== {name}: {entry['title']}", flush=True)
     for key, value in entry["figures"].items():
-        print(f"   {key:<36} {_fmt(value)}")
+        print(f"   {key:<36} {fmt(value)}")
     for goal in entry["goals"]:
         verdict = "met" if goal["met"] else "MISSED"
         value = entry["figures"][goal["figure"]]
         print(
-            f"   goal {goal['figure']} {goal['op']} {_fmt(goal['target'])}: {_fmt(value)} {verdict}"
+            f"   goal {goal['figure']} {goal['op']} {fmt(goal['target'])}: {fmt(value)} {verdict}"
         )
     print(f"   beside: {entry['beside']}", flush=True)
 
@@ -107,11 +116,10 @@ def markdown(report: dict[str, Any]) -> str:
         *(f"\n**{note}**" for note in notes),
         "",
         (
-            f"Machine: `nproc` {m['nproc']}, {m['cpu_model']} (`/proc/cpuinfo`), "
-            f"{m['memory_total_gib']} GiB, Linux {m['kernel']}, Python {m['python']}, Kafka "
-            f"{m['kafka']}. The broker, the test inference server, the consumer replicas and "
-            "the harness all share it. When each scenario ran, and the 1-minute load average "
-            "at its start, are listed under the table."
+            f"Machine: {machine_summary(m)}, Kafka {m['kafka']}. The broker, the test "
+            "inference server, the consumer replicas and the harness all share it. When each "
+            "scenario ran, and the 1-minute load average at its start, are listed under the "
+            "table."
         ),
         "",
         "```",
@@ -126,13 +134,13 @@ def markdown(report: dict[str, Any]) -> str:
         for n, goal in enumerate(entry["goals"]):
             value = entry["figures"][goal["figure"]]
             lines.append(
-                f"| {entry['title'] if n == 0 else ''} | {goal['figure']} | {_fmt(value)} "
-                f"| {goal['op']} {_fmt(goal['target'])} | {'met' if goal['met'] else 'missed'} "
+                f"| {entry['title'] if n == 0 else ''} | {goal['figure']} | {fmt(value)} "
+                f"| {goal['op']} {fmt(goal['target'])} | {'met' if goal['met'] else 'missed'} "
                 f"| {entry['beside'] if n == 0 else ''} |",
             )
     lines += ["", "All figures (the JSON report has every run's detail):", ""]
     for name, entry in report["scenarios"].items():
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in entry["figures"].items())
+        shown = ", ".join(f"{k} {fmt(v)}" for k, v in entry["figures"].items())
         when = f"{entry.get('started', '?')}, {entry.get('seconds', 0):.0f} s, load "
         when += f"{entry.get('load_average_at_start', 0):.2f}"
         lines.append(f"- **{name}** ({when}): {shown}")

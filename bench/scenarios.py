@@ -72,22 +72,37 @@ class Context:
 
     def consumer_env(self, topics: Topics, server: Server, **settings: object) -> dict[str, str]:
         """Return the environment of a replica serving ``topics`` against ``server``."""
-        return {
-            **_inherited_env(),
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "BATCH_RUNNER_ENDPOINT": server.v1_endpoint,
-            "BATCH_RUNNER_PROTOCOL": "v1",
-            "BATCH_RUNNER_REQUESTS_TOPIC": topics.requests,
-            "BATCH_RUNNER_RESULTS_TOPIC": topics.results,
-            "BATCH_RUNNER_DLQ_TOPIC": topics.dlq,
-            "BATCH_RUNNER_METRICS_PORT": "-1",
-            "BATCH_RUNNER_LOG_FORMAT": "json",
-            **{f"BATCH_RUNNER_{k.upper()}": str(v) for k, v in settings.items()},
-            **{_env_name(k): v for k, v in self.overrides.items()},
-        }
+        return replica_env(self.bootstrap, topics, server, self.overrides, **settings)
 
 
-def _env_name(setting: str) -> str:
+def replica_env(
+    bootstrap: str,
+    topics: Topics,
+    server: Server,
+    overrides: dict[str, str],
+    **settings: object,
+) -> dict[str, str]:
+    """Return the environment of a replica serving ``topics`` against ``server``.
+
+    ``settings`` (``max_in_flight=8``) become ``BATCH_RUNNER_*`` variables; ``overrides``
+    (from ``--set``, ``kafka_linger_ms`` as ``KAFKA_LINGER_MS``) win over them.
+    """
+    return {
+        **_inherited_env(),
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "BATCH_RUNNER_ENDPOINT": server.v1_endpoint,
+        "BATCH_RUNNER_PROTOCOL": "v1",
+        "BATCH_RUNNER_REQUESTS_TOPIC": topics.requests,
+        "BATCH_RUNNER_RESULTS_TOPIC": topics.results,
+        "BATCH_RUNNER_DLQ_TOPIC": topics.dlq,
+        "BATCH_RUNNER_METRICS_PORT": "-1",
+        "BATCH_RUNNER_LOG_FORMAT": "json",
+        **{env_name(k): str(v) for k, v in settings.items()},
+        **{env_name(k): v for k, v in overrides.items()},
+    }
+
+
+def env_name(setting: str) -> str:
     """Return the variable of a setting: ``kafka_linger_ms`` as is, others ``BATCH_RUNNER_``."""
     name = setting.upper()
     return name if name.startswith("KAFKA_") else f"BATCH_RUNNER_{name}"
@@ -195,13 +210,20 @@ class Goal:
     """A figure's goal: ``value OP target``."""
 
     figure: str
-    op: str  # ">=" or "<="
+    op: str  # ">=", "<=" or "=="
     target: float
 
     def check(self, figures: dict[str, Any]) -> dict[str, Any]:
-        """Return the goal with the measured value and whether it is met."""
-        value = float(figures[self.figure])
-        met = value >= self.target if self.op == ">=" else value <= self.target
+        """Return the goal with whether it is met (None: the figure was not measured)."""
+        raw = figures[self.figure]
+        met: bool | None = None
+        if raw is not None:
+            value = float(raw)
+            met = {
+                ">=": value >= self.target,
+                "<=": value <= self.target,
+                "==": value == self.target,
+            }[self.op]
         return {"figure": self.figure, "op": self.op, "target": self.target, "met": met}
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from consumer.offsets import PartitionKey
     from consumer.publisher import Headers
@@ -81,6 +81,7 @@ class ChunkBook:
         """Start empty; the buffer holds at most ``max_buffered_items`` before it is full."""
         self.max_buffered_items = max_buffered_items
         self.buffered_items = 0
+        self._buffered: dict[PartitionKey, int] = {}  # items per partition
         self.room = asyncio.Event()  # set while the buffer is below the resume threshold
         self.room.set()
         self._chunks: dict[PartitionKey, dict[int, Chunk]] = {}
@@ -88,6 +89,7 @@ class ChunkBook:
         self._epochs: dict[PartitionKey, int] = {}
         self._last_epoch = 0
         self._items_per_message = 0.0  # running average (0: none seen yet)
+        self._share = max_buffered_items  # of the buffer, per partition with work
 
     # --- epochs --------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class ChunkBook:
         """Take a new chunk into the book (its items count against the buffer)."""
         self._chunks.setdefault(chunk.tp, {})[chunk.offset] = chunk
         self.buffered_items += chunk.size
+        self._buffered[chunk.tp] = self._buffered.get(chunk.tp, 0) + chunk.size
         if self.full:
             self.room.clear()
         if self._items_per_message == 0:
@@ -164,6 +167,7 @@ class ChunkBook:
             for chunk in self.in_flight(tp):
                 self.abandon(chunk)
             self._chunks.pop(tp, None)
+            self._buffered.pop(tp, None)
             self._idle.pop(tp, None)
 
     def in_flight(self, tp: PartitionKey) -> list[Chunk]:
@@ -202,13 +206,47 @@ class ChunkBook:
         """Whether the buffer is low enough again to resume fetching."""
         return self.buffered_items < self.max_buffered_items * RESUME_FRACTION
 
+    def buffered(self, tp: PartitionKey) -> int:
+        """Return how many items of ``tp`` are buffered."""
+        return self._buffered.get(tp, 0)
+
+    def pause_plan(
+        self,
+        assigned: Iterable[PartitionKey],
+        paused: set[PartitionKey],
+        has_backlog: Callable[[PartitionKey], bool],
+    ) -> tuple[list[PartitionKey], list[PartitionKey]]:
+        """Return which partitions to pause and which to resume, to share the buffer.
+
+        A full buffer pauses everything, as before. Below that, each partition with work
+        (items buffered, or ``has_backlog``) may hold an equal share of the buffer: one over
+        its share is paused, so that a partition whose messages came first cannot fill the
+        buffer while another waits; it resumes below three quarters of its share, once
+        the buffer as a whole has room again.
+        """
+        tps = sorted(assigned)
+        if self.full:
+            return [tp for tp in tps if tp not in paused], []
+        active = sum(1 for tp in tps if self.buffered(tp) or has_backlog(tp))
+        share = self._share = max(1, self.max_buffered_items // max(1, active))
+        to_pause, to_resume = [], []
+        for tp in tps:
+            items = self.buffered(tp)
+            if tp not in paused and items >= share:
+                to_pause.append(tp)
+            elif tp in paused and items < share * RESUME_FRACTION and self.can_resume:
+                to_resume.append(tp)
+        return to_pause, to_resume
+
     def fetch_size(self, poll_batch: int) -> int:
         """How many messages to fetch at most: what the buffer has room for (at least one).
 
-        The room is turned into a message count with the average items per message seen
-        so far, so a backlog of large chunks is never pulled into memory at once.
+        The room (at most one partition's share, so that one fetch cannot fill the buffer
+        with one partition's messages) is turned into a message count with the average
+        items per message seen so far, so a backlog of large chunks is never pulled into
+        memory at once.
         """
-        room = self.max_buffered_items - self.buffered_items
+        room = min(self.max_buffered_items - self.buffered_items, self._share)
         if room <= 0 or self._items_per_message == 0:
             return 1
         return max(1, min(poll_batch, int(room / self._items_per_message)))
@@ -218,6 +256,7 @@ class ChunkBook:
         if by_offset is None or by_offset.pop(chunk.offset, None) is None:
             return
         self.buffered_items -= chunk.size
+        self._buffered[chunk.tp] -= chunk.size
         if self.can_resume:
             self.room.set()
         if not by_offset:

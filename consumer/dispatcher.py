@@ -29,6 +29,7 @@ last lines). The same HTTP 500 body ``max_same_error`` times for one unit is fin
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -44,7 +45,7 @@ from consumer.retry import parse_retry_after
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Hashable, Mapping, Sequence
 
     from consumer.endpoints import Endpoint
     from consumer.limiter import Limiter
@@ -121,6 +122,8 @@ class Dispatcher:
         )
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
+        # Units waiting out a retry's backoff, by fair key (the stall check reads it).
+        self.retrying: collections.Counter[Hashable] = collections.Counter()
         # When (time.monotonic()) a request last succeeded and last failed (stall checks).
         self.last_success: float | None = None
         self.last_failure: float | None = None
@@ -156,8 +159,14 @@ class Dispatcher:
         endpoint: Endpoint,
         items: Sequence[bytes],
         headers: Mapping[str, str] | None = None,
+        *,
+        fair_key: Hashable = None,
     ) -> Outcome:
-        """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget."""
+        """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget.
+
+        Units of different ``fair_key`` (the partition they came from) get request places
+        round-robin, so none waits behind all the others' backlog.
+        """
         codec = self._codecs[endpoint.name]
         try:
             body = codec.encode(items)
@@ -171,7 +180,7 @@ class Dispatcher:
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = await guard.enter()
+            ticket = await guard.enter(fair_key)
             clock.sent(ticket)
             try:
                 answer = await self._post(endpoint.url, body, request_headers)
@@ -196,8 +205,18 @@ class Dispatcher:
             delay = self._retry_delay(error, clock, seen)
             if delay is None:
                 return self._error(started, clock.queued, clock.attempts, error)
-            self._metrics.retries.inc()
+            await self._back_off(delay, fair_key)
+
+    async def _back_off(self, delay: float, fair_key: Hashable) -> None:
+        """Wait ``delay`` before a retry, counted in :attr:`retrying` under ``fair_key``."""
+        self._metrics.retries.inc()
+        self.retrying[fair_key] += 1
+        try:
             await asyncio.sleep(delay)
+        finally:
+            self.retrying[fair_key] -= 1
+            if not self.retrying[fair_key]:
+                del self.retrying[fair_key]
 
     @staticmethod
     def _decode(codec: Codec, answer: bytes, count: int) -> list[bytes] | _Failure:

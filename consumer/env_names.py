@@ -47,8 +47,20 @@ def known_variables() -> frozenset[str]:
     return frozenset(name for name in env.asked if name.startswith("BATCH_RUNNER_"))
 
 
-# Read by other commands of the project (the local broker's jar cache), not by a replica.
-OTHER_COMMANDS_VARIABLES = frozenset({"BATCH_RUNNER_CACHE_DIR"})
+# Read by other commands of the project, and by its tests and checks, not by a replica.
+OTHER_COMMANDS_VARIABLES = frozenset(
+    {
+        "BATCH_RUNNER_CACHE_DIR",  # the local broker's jars, the model servers, Docker images
+        "BATCH_RUNNER_QUICK_TESTS",  # make unit: property tests with fewer examples
+        # docker-compose.yml and the Docker check
+        "BATCH_RUNNER_KAFKA_IMAGE",
+        "BATCH_RUNNER_PYTHON_IMAGE",
+        "BATCH_RUNNER_BUILD_NETWORK",
+        "BATCH_RUNNER_KAFKA_PORT",
+        "BATCH_RUNNER_MODEL_PORT",
+        "BATCH_RUNNER_DEBIAN_MIRROR",
+    },
+)
 
 
 def unknown_variables(env: Mapping[str, str]) -> dict[str, str | None]:

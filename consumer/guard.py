@@ -8,7 +8,9 @@ The dispatcher calls :meth:`EndpointGuard.enter` before each HTTP request and
 2. while its circuit is open, or half-open with the probe on the wire
    (:class:`consumer.breaker.CircuitBreaker`);
 3. for a place in its :class:`~consumer.limiter.Limiter` (``--max-in-flight``, or the
-   adaptive limit between ``--min-in-flight`` and it).
+   adaptive limit between ``--min-in-flight`` and it), served round-robin across the
+   units' fairness keys (their partitions): the adaptive controller only moves the
+   limiter's capacity, the keyed limiter decides who gets the next place.
 
 The first two waits are the endpoint's, not the work unit's: the dispatcher does not
 count them against the unit's time budget, and a failed probe costs its unit no attempt.
@@ -30,6 +32,8 @@ from consumer.breaker import BreakerConfig, Circuit, CircuitBreaker, verdict_of
 from consumer.limiter import Limiter
 
 if TYPE_CHECKING:
+    from collections.abc import Hashable
+
     from consumer.metrics import Metrics
     from consumer.settings import Settings
 
@@ -88,8 +92,12 @@ class EndpointGuard:
         """The state of the endpoint's circuit."""
         return self.breaker.state
 
-    async def enter(self) -> Ticket:
-        """Wait until a request may be sent to the endpoint; return the place taken."""
+    async def enter(self, key: Hashable = None) -> Ticket:
+        """Wait until a request may be sent to the endpoint; return the place taken.
+
+        ``key`` (the partition the unit came from) is the limiter's fairness key: places
+        go round-robin across keys, whatever the limit is at the moment.
+        """
         self.used = True
         endpoint_wait = queue_wait = 0.0
         while True:
@@ -101,7 +109,7 @@ class EndpointGuard:
                 endpoint_wait += time.monotonic() - started
                 continue
             try:
-                await self.limiter.acquire()
+                await self.limiter.acquire(key)
             except BaseException:
                 if admission.probe:
                     self._abandon_probe()

@@ -133,7 +133,7 @@ class Intake:
         unit: WorkUnit,
         headers: dict[str, str] | None,
     ) -> None:
-        outcome = await self._dispatcher.run(endpoint, unit.items, headers)
+        outcome = await self._dispatcher.run(endpoint, unit.items, headers, fair_key=chunk.tp)
         if chunk.abandoned:
             return
         try:

@@ -1,19 +1,27 @@
-"""A concurrency bound whose limit can change while it is in use.
+"""A concurrency bound whose limit can change while it is in use, shared fairly.
 
 Like :class:`asyncio.BoundedSemaphore`, but :attr:`Limiter.limit` is a live value: an
 adaptive controller (or an operator) may lower it while requests are in flight, and the
 excess simply drains as they finish; raising it wakes waiters at once.
+
+Waiters may name a *key* (the pipeline uses the partition a work unit came from). Free
+places go round-robin across the keys that have waiters, first come, first served within
+a key: a partition assigned to a busy replica gets its first request out at once, instead
+of waiting behind every unit already queued for the partitions it had before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Self
+from typing import TYPE_CHECKING, Self
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
 
 
 class Limiter:
-    """At most :attr:`limit` holders at once; waiters are served first come, first served."""
+    """At most :attr:`limit` holders at once; places go round-robin across waiters' keys."""
 
     def __init__(self, limit: int) -> None:
         """Create a limiter admitting ``limit`` holders."""
@@ -21,7 +29,11 @@ class Limiter:
             raise ValueError("limit must be >= 1")
         self._limit = limit
         self._held = 0
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._waiting = 0
+        # One queue of waiters per key, and the keys with waiters in the order they are
+        # served next (a served key goes to the back of the line).
+        self._queues: dict[Hashable, collections.deque[asyncio.Future[None]]] = {}
+        self._turns: collections.deque[Hashable] = collections.deque()
 
     @property
     def limit(self) -> int:
@@ -43,24 +55,27 @@ class Limiter:
     @property
     def waiting(self) -> int:
         """How many tasks wait for a place."""
-        return len(self._waiters)
+        return self._waiting
 
-    async def acquire(self) -> None:
-        """Wait for a place and take it."""
-        if self._held < self._limit and not self._waiters:
+    async def acquire(self, key: Hashable = None) -> None:
+        """Wait for a place and take it; ``key`` groups waiters for round-robin service."""
+        if self._held < self._limit and not self._waiting:
             self._held += 1
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+            self._turns.append(key)
+        queue.append(waiter)
+        self._waiting += 1
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # the place was granted just as we were cancelled
-            elif waiter in self._waiters:
-                # Not there when a release popped it (and skipped it, being cancelled)
-                # between the cancel and this handler.
-                self._waiters.remove(waiter)
+            elif self._forget(key, waiter):
+                self._waiting -= 1
             raise
 
     def release(self) -> None:
@@ -70,18 +85,60 @@ class Limiter:
         self._held -= 1
         self._wake()
 
+    def _forget(self, key: Hashable, waiter: asyncio.Future[None]) -> bool:
+        """Remove a cancelled waiter still queued; return whether it was there.
+
+        It is not there when a release already popped it (and skipped it, being
+        cancelled) between the cancel and its handler.
+        """
+        queue = self._queues.get(key)
+        if queue is None or waiter not in queue:
+            return False
+        queue.remove(waiter)
+        if not queue:
+            del self._queues[key]
+            self._turns.remove(key)
+        return True
+
     def _wake(self) -> None:
-        while self._waiters and self._held < self._limit:
-            waiter = self._waiters.popleft()
+        while self._turns and self._held < self._limit:
+            key = self._turns.popleft()
+            queue = self._queues[key]
+            waiter = queue.popleft()
+            self._waiting -= 1
+            if queue:
+                self._turns.append(key)
+            else:
+                del self._queues[key]
             if not waiter.done():
                 self._held += 1
                 waiter.set_result(None)
 
+    def hold(self, key: Hashable = None) -> _Hold:
+        """Return an ``async with`` block that holds a place for ``key``."""
+        return _Hold(self, key)
+
     async def __aenter__(self) -> Self:
-        """Acquire a place."""
+        """Acquire a place (no key)."""
         await self.acquire()
         return self
 
     async def __aexit__(self, *_: object) -> None:
         """Release the place."""
         self.release()
+
+
+class _Hold:
+    """``async with limiter.hold(key)``: a place for ``key`` while the block runs."""
+
+    __slots__ = ("_key", "_limiter")
+
+    def __init__(self, limiter: Limiter, key: Hashable) -> None:
+        self._limiter = limiter
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire(self._key)
+
+    async def __aexit__(self, *_: object) -> None:
+        self._limiter.release()

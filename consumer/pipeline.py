@@ -209,21 +209,28 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
-            assigned = sorted(source.assignment)
-            # Hold fetching while the buffer is full, or while the model's circuit is open
-            # (nothing fetched could be sent; the lag stays in Kafka for other replicas).
-            circuit_open = self.dispatcher.fetch_on_hold
-            if (book.full or circuit_open) and len(source.paused) < len(assigned):
-                await source.pause(assigned)
-                extra = {"buffered_items": book.buffered_items, "circuit_open": circuit_open}
+            # While the model's circuit is open nothing fetched could be sent: hold all
+            # fetching (the lag stays in Kafka, for replicas whose circuit is closed).
+            held = self.dispatcher.fetch_on_hold
+            to_pause: list[PartitionKey]
+            to_resume: list[PartitionKey]
+            if held:
+                to_pause, to_resume = sorted(source.assignment - source.paused), []
+            else:
+                to_pause, to_resume = book.pause_plan(
+                    source.assignment, source.paused, self.status.has_backlog
+                )
+            if to_pause:
+                await source.pause(to_pause)
+                extra = {"buffered_items": book.buffered_items, "circuit_open": held}
                 log.debug("paused fetching", extra=extra)
-            elif source.paused and book.can_resume and not circuit_open:
-                await source.resume(sorted(source.paused))
+            if to_resume:
+                await source.resume(to_resume)
                 log.debug("resumed fetching", extra={"buffered_items": book.buffered_items})
             timeout = settings.poll_timeout_s
-            if source.paused:
-                # Held: wait for room on the loop (woken the moment a chunk completes), and
-                # still poll the consumer now and then so the replica stays in its group.
+            if source.assignment and source.paused >= source.assignment:
+                # All paused: wait for room on the loop (woken the moment a chunk completes),
+                # and still poll now and then so that the replica stays in its group.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(book.room.wait(), settings.poll_timeout_s)
                 timeout = 0.0

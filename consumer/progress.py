@@ -51,11 +51,15 @@ class Stall:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaState:
-    """What the pipeline knows about the replica as a whole when it asks for stalls."""
+    """What the pipeline knows about the replica when it asks for stalls.
+
+    ``retrying``: the partitions with work units waiting out a retry's backoff.
+    """
 
     buffer_full: bool
     model_failing: bool
     circuit_open: bool = False
+    retrying: frozenset[PartitionKey] = frozenset()
 
 
 class ProgressMonitor:
@@ -105,7 +109,9 @@ class ProgressMonitor:
 
         A partition without work counts as moving. A full buffer explains a stall only
         while the replica as a whole moves (its buffer is full of work that is being
-        done); an open circuit or a failing model explains any stall.
+        done); an open circuit or a failing model explains any stall, and so do units of
+        the partition that wait out a retry's backoff (the model failed them; they are not
+        stuck).
         """
         stalls: dict[PartitionKey, Stall] = {}
         replica_moving = (
@@ -120,7 +126,7 @@ class ProgressMonitor:
                 continue
             if replica.circuit_open:
                 why = Why.CIRCUIT_OPEN
-            elif replica.model_failing:
+            elif replica.model_failing or tp in replica.retrying:
                 why = Why.MODEL_FAILING
             elif replica.buffer_full and replica_moving:
                 why = Why.BACKPRESSURE

@@ -131,12 +131,17 @@ class StatusBoard:
             buffer_full=self._book.full,
             model_failing=self._dispatcher.failing(window_s, now),
             circuit_open=bool(self._dispatcher.open_circuits(now)),
+            retrying=frozenset(k for k in self._dispatcher.retrying if isinstance(k, tuple)),
         )
         return self._watch.check(now, self._has_work, replica, self._describe)
 
     def _has_work(self, tp: PartitionKey) -> bool:
         """Whether ``tp`` has chunks in flight or messages not yet fetched."""
-        return bool(self._book.in_flight(tp)) or self._metrics.unfetched.get(tp, 0) > 0
+        return bool(self._book.in_flight(tp)) or self.has_backlog(tp)
+
+    def has_backlog(self, tp: PartitionKey) -> bool:
+        """Whether ``tp`` has messages not yet fetched (from the latest statistics)."""
+        return self._metrics.unfetched.get(tp, 0) > 0
 
     def _describe(self, tp: PartitionKey) -> dict[str, object]:
         return {

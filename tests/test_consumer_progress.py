@@ -96,3 +96,19 @@ def test_stalled_exactly_when_the_last_move_is_a_timeout_old(
     last = max([0.0, *moves])
     stalled = P0 in monitor.check(now, lambda _: True, CALM)
     assert stalled == (now - last >= timeout)
+
+
+def test_units_waiting_out_a_backoff_explain_their_partitions_stall() -> None:
+    """A partition whose units wait out a retry backoff is not stuck: the model failed them.
+
+    Right after a model outage the model answers again (so it is not "failing"), but a
+    partition whose units sleep in a long backoff has not moved yet: that is explained;
+    the other partition, with no unit retrying, is not.
+    """
+    monitor = ProgressMonitor(10.0)
+    monitor.assign([P0, P1], now=0.0)
+    replica = ReplicaState(buffer_full=False, model_failing=False, retrying=frozenset({P0}))
+    stalls = monitor.check(20.0, lambda _: True, replica)
+    assert stalls[P0].why is Why.MODEL_FAILING
+    assert not stalls[P0].unhealthy
+    assert stalls[P1].why is Why.UNEXPLAINED

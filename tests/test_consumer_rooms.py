@@ -262,3 +262,31 @@ async def test_waiting_for_a_partition_to_go_idle() -> None:
     with pytest.raises(asyncio.CancelledError):
         await unit
     assert await book.wait_idle([P0], 0.01)
+
+
+def test_partitions_with_work_share_the_buffer() -> None:
+    """A partition over its share of the buffer is paused; it resumes well below it.
+
+    Two partitions with work share a 100-item buffer: the one holding 50 is paused, the
+    other fetches on; a full buffer pauses both; a partition without work does not count,
+    so one alone may use the whole buffer; fetches never take more than one share.
+    """
+    book = ChunkBook(max_buffered_items=100)
+    book.assign([P0, P1])
+    first = make_chunk(P0, 0, 50)
+    book.register(first)
+
+    def backlog(tp: PartitionKey) -> bool:
+        return tp == P1
+
+    assert book.pause_plan([P0, P1], set(), backlog) == ([P0], [])
+    assert book.fetch_size(poll_batch=500) == 1  # 50 items of room, 50 per message
+    book.register(make_chunk(P1, 0, 50))
+    assert book.pause_plan([P0, P1], {P0}, backlog) == ([P1], [])  # full: all paused
+    book.complete(first)
+    # P0 has no work left, so P1 alone has work and its share is the whole buffer.
+    assert book.pause_plan([P0, P1], {P0, P1}, backlog) == ([], [P0, P1])
+    alone = ChunkBook(max_buffered_items=100)
+    alone.assign([P0, P1])
+    alone.register(make_chunk(P0, 0, 90))
+    assert alone.pause_plan([P0, P1], set(), lambda _: False) == ([], [])

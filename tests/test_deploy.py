@@ -1,11 +1,13 @@
 """Deployment files: the compose file is valid and scalable, the image is non-root and pinned.
 
-No Docker engine runs where these tests run, so the files are checked as data: what
-`docker-compose config` accepts and resolves, and the properties scaling relies on.
+The files are checked as data here: what `docker-compose config` accepts and resolves,
+and the properties scaling relies on. `make docker-check` (tools/docker/) builds the
+image and runs the compose file for real.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -16,18 +18,32 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# The variables docker-compose.yml reads (CI sets them to substitute local images).
+COMPOSE_VARIABLES = (
+    "BATCH_RUNNER_KAFKA_IMAGE",
+    "BATCH_RUNNER_PYTHON_IMAGE",
+    "BATCH_RUNNER_BUILD_NETWORK",
+    "BATCH_RUNNER_KAFKA_PORT",
+    "BATCH_RUNNER_MODEL_PORT",
+)
 
 
-def resolved_compose() -> dict[str, Any]:
-    """Return the compose file as ``docker-compose config`` resolves it."""
+def resolved_compose(**variables: str) -> dict[str, Any]:
+    """Return the compose file as ``docker-compose config`` resolves it.
+
+    Only ``variables`` of the compose file's own are set, so the defaults users get are
+    what the tests see unless a test sets one.
+    """
     tool = shutil.which("docker-compose")
     assert tool is not None, "docker-compose is needed (Debian: apt-get install docker-compose)"
+    env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
     done = subprocess.run(
         [tool, "-f", str(ROOT / "docker-compose.yml"), "config"],
         check=False,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**env, **variables},
     )
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = yaml.safe_load(done.stdout)
@@ -86,6 +102,44 @@ def test_compose_kafka_matches_the_local_broker_version() -> None:
 
     image = resolved_compose()["services"]["kafka"]["image"]
     assert image == f"apache/kafka:{KAFKA_VERSION}"
+
+
+def test_compose_takes_the_images_ports_and_build_network_from_variables() -> None:
+    """CI substitutes its own base images, host ports and build network; users get defaults."""
+    default = resolved_compose()["services"]
+    assert default["model"]["build"]["args"]["PYTHON_IMAGE"] == "python:3.11-slim"
+    assert default["model"]["build"]["network"] == "default"
+    assert default["kafka"]["ports"][0]["published"] in {9092, "9092"}
+    local = resolved_compose(
+        BATCH_RUNNER_KAFKA_IMAGE="local/kafka:1",
+        BATCH_RUNNER_PYTHON_IMAGE="local/python:1",
+        BATCH_RUNNER_BUILD_NETWORK="host",
+        BATCH_RUNNER_KAFKA_PORT="29092",
+        BATCH_RUNNER_MODEL_PORT="28080",
+    )["services"]
+    assert local["kafka"]["image"] == local["topics"]["image"] == "local/kafka:1"
+    assert local["model"]["build"] == {
+        "context": str(ROOT),
+        "network": "host",
+        "args": {"PYTHON_IMAGE": "local/python:1"},
+    }
+    assert local["kafka"]["ports"][0]["published"] in {29092, "29092"}
+    assert local["kafka"]["ports"][0]["target"] == 9092
+    # The host's listener is advertised on the port the host connects to.
+    advertised = local["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert "EXTERNAL://localhost:29092" in advertised
+    assert local["model"]["ports"][0]["published"] in {28080, "28080"}
+
+
+def test_dockerfile_and_compose_default_to_the_same_python_image() -> None:
+    """The Dockerfile's base-image argument and the compose file's default agree."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    default = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, flags=re.MULTILINE)
+    assert default is not None
+    froms = re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE)
+    assert froms == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    compose = resolved_compose()["services"]["model"]["build"]["args"]["PYTHON_IMAGE"]
+    assert default.group(1) == compose
 
 
 def test_image_is_pinned_and_runs_as_a_non_root_user() -> None:

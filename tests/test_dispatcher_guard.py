@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from consumer.breaker import Circuit
+from consumer.adaptive import AdaptiveConfig
+from consumer.breaker import BreakerConfig, Circuit
 from consumer.dispatcher import Dispatcher
 from consumer.endpoints import DEFAULT_TARGET
+from consumer.guard import EndpointGuard
 from consumer.metrics import Metrics
 from tests.test_dispatcher import settings_for
 from tools.testserver import ServerConfig, TestInferenceServer
@@ -199,3 +201,39 @@ async def test_a_model_that_refuses_everything_is_asked_once_per_interval(
     )
     assert opened is not None
     assert opened >= 1
+
+
+async def test_the_adaptive_limit_keeps_places_round_robin_across_partitions() -> None:
+    """The guard hands its key to the keyed limiter: fairness holds under a moving limit.
+
+    Partition a queues six units before partition b queues one; when the adaptive limit
+    drops (a 429) and places come free again, b's unit is served second, not seventh.
+    """
+    guard = EndpointGuard(
+        "default",
+        max_in_flight=64,
+        adaptive=AdaptiveConfig(min_limit=1, max_limit=64, initial_limit=2),
+        breaker=BreakerConfig(),
+        metrics=Metrics(),
+    )
+    held = [await guard.enter("a"), await guard.enter("a")]
+    served: list[str] = []
+
+    async def unit(name: str, key: str) -> None:
+        ticket = await guard.enter(key)
+        served.append(name)
+        await asyncio.sleep(0)
+        guard.leave(ticket, 200)
+
+    tasks = [asyncio.create_task(unit(f"a{n}", "a")) for n in range(6)]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(unit("b0", "b")))
+    await asyncio.sleep(0)
+    assert guard.limiter.waiting == 7
+    guard.leave(held[0], 429)  # the limit drops to 1 (2 x 0.9)
+    assert guard.limiter.limit == 1
+    guard.leave(held[1], 200)
+    await asyncio.gather(*tasks)
+    assert served[:2] == ["a0", "b0"]
+    assert sorted(served) == ["a0", "a1", "a2", "a3", "a4", "a5", "b0"]
+    assert guard.limiter.in_use == 0

@@ -6,12 +6,14 @@ import os
 import socket
 import subprocess
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from tests.helpers import unique
+from tests.helpers import committed_offsets, create_topic, read_all, unique
+from tools.kafka_cli import default_name, state_file, state_root
 from tools.kafka_local import (
     KAFKA_VERSION,
     LocalKafka,
@@ -21,9 +23,6 @@ from tools.kafka_local import (
     pid_alive,
     random_cluster_id,
 )
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 
 def test_missing_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -85,39 +84,112 @@ def test_context_manager_stops_the_jvm_and_removes_its_directory() -> None:
 
 
 @pytest.mark.kafka
+def test_broker_restarted_on_its_data_dir_keeps_port_topics_and_offsets(tmp_path: Path) -> None:
+    """SIGKILL, then start on the same directory: same address, records and commits survive.
+
+    A SIGSTOPped broker answers nothing until SIGCONT (what the chaos suite relies on).
+    """
+    kafka = LocalKafka(workdir=tmp_path / "broker", keep_data=True)
+    kafka.start()
+    try:
+        bootstrap = kafka.bootstrap_servers
+        topic, group = unique("kept"), unique("group")
+        create_topic(AdminClient({"bootstrap.servers": bootstrap}), topic, 2)
+        producer = Producer({"bootstrap.servers": bootstrap})
+        producer.produce(topic, value=b"survives", partition=1)
+        assert producer.flush(30) == 0
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        consumer.commit(offsets=[TopicPartition(topic, 1, 1)], asynchronous=False)
+        consumer.close()
+        kafka.kill()
+        assert not pid_alive(kafka.pid)
+        kafka.start()  # reuses the formatted storage and its recorded ports
+        assert kafka.bootstrap_servers == bootstrap
+        assert committed_offsets(bootstrap, group, topic, 2) == {0: -1001, 1: 1}
+        assert [m.value() for m in read_all(bootstrap, topic, expected=1)] == [b"survives"]
+        kafka.suspend()
+        with pytest.raises(KafkaException):
+            AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+        kafka.resume()
+        assert topic in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    finally:
+        kafka.stop()
+    assert (tmp_path / "broker" / "data" / "meta.properties").exists()  # kept
+
+
+def test_checkouts_get_brokers_of_their_own() -> None:
+    """The default broker name differs between two checkouts with the same directory name."""
+    first = default_name(Path("/home/a/kafka-batch-runner"))
+    second = default_name(Path("/home/b/kafka-batch-runner"))
+    assert first != second
+    assert first.startswith("kafka-batch-runner-")
+    assert state_file("x/../y").parent == state_root()
+
+
+@pytest.mark.kafka
 def test_cli_start_status_stop(tmp_path: Path) -> None:
-    """``batch-runner kafka start`` prints an address that answers; ``stop`` ends the process."""
+    """``kafka start`` prints an address that answers; ``stop`` ends it; names do not collide.
+
+    Two names run two brokers side by side (state under ``$XDG_STATE_HOME``); a broker
+    started with ``--data-dir`` keeps its storage on stop and comes back on the same
+    address with its topics.
+    """
     jars = ensure_jars()
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / f"kafka-{KAFKA_VERSION}").symlink_to(jars.parent)
-    env = {**os.environ, "BATCH_RUNNER_CACHE_DIR": str(cache)}
-    cli = [sys.executable, "-m", "tools.cli", "kafka"]
+    state = tmp_path / "state"
+    env = {**os.environ, "BATCH_RUNNER_CACHE_DIR": str(cache), "XDG_STATE_HOME": str(state)}
+    data = tmp_path / "data"
 
-    started = subprocess.run(
-        [*cli, "start"], check=False, env=env, capture_output=True, text=True, timeout=120
-    )
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tools.cli", "kafka", *args],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    started = cli("start", "--data-dir", str(data))
     assert started.returncode == 0, started.stderr
     bootstrap = started.stdout.strip()
+    other = ""
     try:
         meta = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
         assert len(meta.brokers) == 1
-        status = subprocess.run(
-            [*cli, "status"], check=False, env=env, capture_output=True, text=True, timeout=60
+        assert cli("status").stdout.strip() == bootstrap
+        assert cli("create-topics", "--partitions", "2").returncode == 0
+        second = cli("start", "--name", "other")
+        assert second.returncode == 0, second.stderr
+        other = second.stdout.strip()
+        assert other != bootstrap
+        assert cli("status", "--name", "other").stdout.strip() == other
+        listed = cli("list").stdout.splitlines()
+        assert len(listed) == 2
+        assert any(line.startswith("other\t") for line in listed)
+        assert sorted(p.name for p in (state / "kafka-batch-runner" / "brokers").iterdir()) == (
+            sorted([f"{default_name()}.json", "other.json"])
         )
-        assert status.returncode == 0
-        assert status.stdout.strip() == bootstrap
+        assert cli("stop").returncode == 0
+        assert (data / "data" / "meta.properties").exists()
+        assert cli("status", "--name", "other").returncode == 0  # untouched
+        again = cli("start", "--data-dir", str(data))
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.strip() == bootstrap
+        assert "reused the storage" in again.stderr
+        topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+        assert "batch-requests" in topics
     finally:
-        stopped = subprocess.run(
-            [*cli, "stop"], check=False, env=env, capture_output=True, text=True, timeout=60
-        )
+        stopped = cli("stop")
+        cli("stop", "--name", "other")
     assert stopped.returncode == 0
-    after = subprocess.run(
-        [*cli, "status"], check=False, env=env, capture_output=True, text=True, timeout=60
-    )
+    after = cli("status")
     assert after.returncode == 1
     assert "not running" in after.stderr
-    assert cache_root() != cache  # the test did not touch the user's state file
+    assert cli("status", "--name", "other").returncode == 1
+    assert cache_root() != cache  # the test did not touch the user's cache
 
 
 @pytest.mark.kafka

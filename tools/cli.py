@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve-model": ("tools.modelserver:register", "serve the reference iris classifier over HTTP"),
     "real-server": ("tools.real_servers:register", "run MLServer or KServe serving the iris model"),
     "bench": ("bench.run:register", "run the benchmarks (figures, not pass/fail)"),
+    "chaos": ("chaos.run:register", "run the chaos suite (faults injected, figures reported)"),
     "kafka": ("tools.kafka_cli:register", "start, stop or inspect a local Kafka broker"),
 }
 
@@ -43,8 +44,16 @@ def build_parser(selected: str | None) -> argparse.ArgumentParser:
     for name, (target, help_text) in SUBCOMMANDS.items():
         if name == selected:
             module_name, _, function = target.partition(":")
-            register = getattr(importlib.import_module(module_name), function)
-            register(subparsers)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:
+                if exc.name != module_name.partition(".")[0]:
+                    raise
+                parser.error(
+                    f"`batch-runner {name}` runs from a source checkout: the {exc.name} "
+                    "package is not part of the installed wheel"
+                )
+            getattr(module, function)(subparsers)
         else:
             subparsers.add_parser(name, help=help_text, add_help=False)
     return parser

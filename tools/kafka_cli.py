@@ -1,19 +1,29 @@
-"""``batch-runner kafka start|stop|status|run``: a local broker for people without Docker.
+"""``batch-runner kafka start|stop|status|list|run``: a local broker for people without Docker.
 
-``start`` leaves a broker running in the background and records it in a state file in
-the cache directory, so ``status`` and ``stop`` find it from any shell. ``run`` keeps it
-in the foreground until Ctrl-C. Scripts read the bootstrap address from ``start``'s
-standard output (one line) or from ``status``.
+``start`` leaves a broker running in the background and records it in a state file, so
+``status`` and ``stop`` find it from any shell. ``run`` keeps it in the foreground until
+Ctrl-C. Scripts read the bootstrap address from ``start``'s standard output (one line)
+or from ``status``.
+
+State files live per user (``$XDG_STATE_HOME/kafka-batch-runner/brokers/``, by default
+``~/.local/state/...``), one per broker name. The default name is the checkout's (its
+directory name and a hash of its path), so two checkouts, or two users, each get a
+broker of their own; ``--name`` picks another (two brokers from one checkout).
+``--data-dir DIR`` keeps the broker's storage in DIR: ``stop`` leaves it, and a later
+``start --data-dir DIR`` reuses it on the same ports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
@@ -31,34 +41,72 @@ from tools.kafka_local import (
 
 if TYPE_CHECKING:
     import argparse
-    from pathlib import Path
     from typing import Any
 
-
-def state_file() -> Path:
-    """Where a detached broker started by ``kafka start`` is recorded."""
-    return cache_root() / "broker.json"
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
-def read_state() -> dict[str, Any] | None:
-    """Return the recorded broker if its process is still alive, else ``None``."""
-    path = state_file()
+def state_root() -> Path:
+    """Return the per-user directory of the state files (``$XDG_STATE_HOME`` or ~/.local/state)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "kafka-batch-runner" / "brokers"
+
+
+def default_name(checkout: Path = CHECKOUT) -> str:
+    """Return the broker name of a checkout: its directory name and a hash of its path."""
+    digest = hashlib.sha256(str(checkout).encode()).hexdigest()[:8]
+    return f"{_safe(checkout.name) or 'checkout'}-{digest}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).strip(".")
+
+
+def state_file(name: str | None = None) -> Path:
+    """Where the detached broker ``name`` (default: this checkout's) is recorded."""
+    chosen = _safe(name) if name else default_name()
+    if not chosen:
+        raise ValueError(f"broker name {name!r} has no usable character")
+    return state_root() / f"{chosen}.json"
+
+
+def _load(path: Path) -> dict[str, Any] | None:
     try:
         state: dict[str, Any] = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError):
         return None
-    if not pid_alive(int(state["pid"])):
+    return state
+
+
+def read_state(name: str | None = None) -> dict[str, Any] | None:
+    """Return the recorded broker ``name`` if its process is still alive, else ``None``."""
+    state = _load(state_file(name))
+    if state is None or not pid_alive(int(state["pid"])):
         return None
     return state
 
 
+def _legacy_hint() -> str:
+    """Point at a broker recorded where versions before per-user state put it."""
+    legacy = _load(cache_root() / "broker.json")
+    if legacy is None or not pid_alive(int(legacy["pid"])):
+        return ""
+    return (
+        f" (a broker recorded the old way, in {cache_root() / 'broker.json'}, runs at "
+        f"{legacy['bootstrap_servers']}, pid {legacy['pid']}: stop it with "
+        f"kill -TERM -{legacy['pid']})"
+    )
+
+
 def _start(args: argparse.Namespace) -> int:
-    current = read_state()
+    current = read_state(args.name)
     if current is not None:
         print(current["bootstrap_servers"])
         print(f"a broker is already running (pid {current['pid']})", file=sys.stderr)
         return 0
-    kafka = LocalKafka(port=args.port)
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else None
+    kafka = LocalKafka(port=args.port, workdir=data_dir, keep_data=data_dir is not None)
+    reused = kafka.formatted
     try:
         kafka.start(detach=True)
     except LocalKafkaError as exc:
@@ -69,15 +117,20 @@ def _start(args: argparse.Namespace) -> int:
         "pid": kafka.pid,
         "bootstrap_servers": kafka.bootstrap_servers,
         "workdir": str(kafka.workdir),
+        "keep_data": kafka.keep_data,
         "version": KAFKA_VERSION,
     }
-    state_file().parent.mkdir(parents=True, exist_ok=True)
-    state_file().write_bytes(orjson.dumps(state))
+    path = state_file(args.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(state))
+    name = f" --name {args.name}" if args.name else ""
+    storage = f"reused the storage in {kafka.workdir}" if reused else f"data in {kafka.workdir}"
     print(kafka.bootstrap_servers)
     print(
-        f"Kafka {KAFKA_VERSION} is running (pid {kafka.pid}); log: {kafka.log_file}\n"
+        f"Kafka {KAFKA_VERSION} is running (pid {kafka.pid}); {storage}; "
+        f"log: {kafka.log_file}\n"
         f"  export KAFKA_BOOTSTRAP_SERVERS={kafka.bootstrap_servers}\n"
-        "  stop it with: batch-runner kafka stop",
+        f"  stop it with: batch-runner kafka stop{name}",
         file=sys.stderr,
     )
     return 0
@@ -100,7 +153,7 @@ def _create_topics(args: argparse.Namespace) -> int:
 
     bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
-        state = read_state()
+        state = read_state(args.name)
         bootstrap = state["bootstrap_servers"] if state else None
     if not bootstrap:
         print("error: no cluster: set KAFKA_BOOTSTRAP_SERVERS or start one", file=sys.stderr)
@@ -126,24 +179,25 @@ def _create_topics(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _stop(_: argparse.Namespace) -> int:
-    path = state_file()
-    try:
-        state: dict[str, Any] = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        print("no local broker is recorded as running", file=sys.stderr)
+def _stop(args: argparse.Namespace) -> int:
+    path = state_file(args.name)
+    state = _load(path)
+    if state is None:
+        print(f"no local broker is recorded as running{_legacy_hint()}", file=sys.stderr)
         return 0
     stop_process_group(int(state["pid"]))
-    shutil.rmtree(state["workdir"], ignore_errors=True)
+    if not state.get("keep_data"):
+        shutil.rmtree(state["workdir"], ignore_errors=True)
     path.unlink(missing_ok=True)
-    print(f"stopped the broker at {state['bootstrap_servers']}", file=sys.stderr)
+    kept = f"; its data stays in {state['workdir']}" if state.get("keep_data") else ""
+    print(f"stopped the broker at {state['bootstrap_servers']}{kept}", file=sys.stderr)
     return 0
 
 
-def _status(_: argparse.Namespace) -> int:
-    state = read_state()
+def _status(args: argparse.Namespace) -> int:
+    state = read_state(args.name)
     if state is None:
-        print("not running", file=sys.stderr)
+        print(f"not running{_legacy_hint()}", file=sys.stderr)
         return 1
     try:
         wait_until_ready(state["bootstrap_servers"], timeout_s=5)
@@ -154,12 +208,25 @@ def _status(_: argparse.Namespace) -> int:
     return 0
 
 
+def _list(_: argparse.Namespace) -> int:
+    mine = state_file().stem
+    for path in sorted(state_root().glob("*.json")):
+        state = _load(path)
+        if state is None:
+            continue
+        alive = "running" if pid_alive(int(state["pid"])) else "gone"
+        marker = " (this checkout)" if path.stem == mine else ""
+        print(f"{path.stem}\t{state['bootstrap_servers']}\t{alive}\t{state['workdir']}{marker}")
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
+    data_dir = Path(args.data_dir).resolve() if args.data_dir else None
     try:
-        with LocalKafka(port=args.port) as kafka:
+        with LocalKafka(port=args.port, workdir=data_dir, keep_data=data_dir is not None) as kafka:
             print(kafka.bootstrap_servers, flush=True)
             print(f"Kafka {KAFKA_VERSION} is running; Ctrl-C stops it", file=sys.stderr)
             with contextlib.suppress(KeyboardInterrupt):
@@ -180,10 +247,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     start = actions.add_parser("start", help="start in the background; print the address")
-    start.add_argument("--port", type=int, default=0, help="listener port (default: free)")
+    _name_argument(start)
+    _broker_arguments(start)
     start.set_defaults(handler=_start)
     run = actions.add_parser("run", help="run in the foreground until Ctrl-C")
-    run.add_argument("--port", type=int, default=0, help="listener port (default: free)")
+    _broker_arguments(run)
     run.set_defaults(handler=_run)
     actions.add_parser(
         "fetch",
@@ -196,12 +264,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     topics.add_argument(
         "--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS or the local broker"
     )
+    _name_argument(topics)
     topics.add_argument("--partitions", type=int, default=4, help="for requests and results (4)")
     topics.add_argument("--requests-topic", default="batch-requests")
     topics.add_argument("--results-topic", default="batch-results")
     topics.add_argument("--dlq-topic", default="batch-requests.dlq")
     topics.set_defaults(handler=_create_topics)
-    actions.add_parser("stop", help="stop the background broker").set_defaults(handler=_stop)
-    actions.add_parser("status", help="print the address if running").set_defaults(
-        handler=_status,
+    stop = actions.add_parser("stop", help="stop the background broker")
+    _name_argument(stop)
+    stop.set_defaults(handler=_stop)
+    status = actions.add_parser("status", help="print the address if running")
+    _name_argument(status)
+    status.set_defaults(handler=_status)
+    actions.add_parser(
+        "list", help="the brokers recorded for this user: name, address, state, directory"
+    ).set_defaults(handler=_list)
+
+
+def _name_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--name",
+        help="which background broker (default: this checkout's, "
+        f"{default_name()}); state in {state_root()}",
+    )
+
+
+def _broker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=0, help="listener port (default: free)")
+    parser.add_argument(
+        "--data-dir",
+        help="keep the broker's storage here (kept on stop; storage formatted by an earlier "
+        "start is reused, on the same ports). Default: a temporary directory, removed on stop",
     )

@@ -3,7 +3,9 @@
 The order, used by the tests, the demo and the benchmarks alike:
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` if it is set: the user's cluster, used as it is;
-2. a Docker engine that answers: the official ``apache/kafka`` image via testcontainers;
+2. a Docker engine that answers: the official ``apache/kafka`` image via testcontainers
+   (``BATCH_RUNNER_KAFKA_IMAGE`` names another image with the same environment
+   conventions, as CI does with the one it builds in ``tools/docker/``);
 3. otherwise a :class:`~tools.kafka_local.LocalKafka` broker started with ``java``.
 """
 
@@ -22,6 +24,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 KAFKA_IMAGE = f"apache/kafka:{KAFKA_VERSION}"
+KAFKA_IMAGE_VARIABLE = "BATCH_RUNNER_KAFKA_IMAGE"
+
+
+def kafka_image() -> str:
+    """Return the broker image the container path runs: ``apache/kafka`` unless overridden."""
+    return os.environ.get(KAFKA_IMAGE_VARIABLE) or KAFKA_IMAGE
 
 
 def docker_available() -> bool:
@@ -38,34 +46,43 @@ def docker_available() -> bool:
         return False
 
 
+def container_environment(port: int, controller_port: int = 9093) -> dict[str, str]:
+    """Return the environment that configures a single-node KRaft broker container.
+
+    ``apache/kafka`` reads it (and so does the CI's image, ``tools/docker/``): the client
+    listener on ``port``, advertised as ``127.0.0.1:port``, the controller on
+    ``controller_port`` inside the container, topics created only on request.
+    """
+    return {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_LISTENERS": f"PLAINTEXT://:{port},CONTROLLER://:{controller_port}",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": f"1@localhost:{controller_port}",
+        "KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false",
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": "1",
+        "KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS": "0",
+    }
+
+
 @contextlib.contextmanager
-def kafka_container() -> Iterator[str]:
+def kafka_container(image: str | None = None) -> Iterator[str]:
     """Run ``apache/kafka`` (KRaft, single node) in Docker and yield its bootstrap address.
 
-    The host port is chosen up front and mapped to the same port inside the container,
-    so the advertised listener is right before the broker starts.
+    ``image`` defaults to :func:`kafka_image`. The host port is chosen up front and mapped
+    to the same port inside the container, so the advertised listener is right before
+    the broker starts.
     """
     from testcontainers.core.container import DockerContainer  # noqa: PLC0415
 
     port = free_port()
-    container = (
-        DockerContainer(KAFKA_IMAGE)
-        .with_bind_ports(port, port)
-        .with_env("KAFKA_NODE_ID", "1")
-        .with_env("KAFKA_PROCESS_ROLES", "broker,controller")
-        .with_env("KAFKA_LISTENERS", f"PLAINTEXT://:{port},CONTROLLER://:9093")
-        .with_env("KAFKA_ADVERTISED_LISTENERS", f"PLAINTEXT://127.0.0.1:{port}")
-        .with_env("KAFKA_CONTROLLER_LISTENER_NAMES", "CONTROLLER")
-        .with_env(
-            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
-        )
-        .with_env("KAFKA_CONTROLLER_QUORUM_VOTERS", "1@localhost:9093")
-        .with_env("KAFKA_AUTO_CREATE_TOPICS_ENABLE", "false")
-        .with_env("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "1")
-        .with_env("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR", "1")
-        .with_env("KAFKA_TRANSACTION_STATE_LOG_MIN_ISR", "1")
-        .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
-    )
+    container = DockerContainer(image or kafka_image()).with_bind_ports(port, port)
+    for name, value in container_environment(port).items():
+        container = container.with_env(name, value)
     with container:
         bootstrap = f"127.0.0.1:{port}"
         wait_until_ready(bootstrap, timeout_s=120)
@@ -81,7 +98,7 @@ def kafka_cluster() -> Iterator[str]:
         yield configured
         return
     if docker_available():
-        log.info("starting %s in Docker", KAFKA_IMAGE)
+        log.info("starting %s in Docker", kafka_image())
         with kafka_container() as bootstrap:
             yield bootstrap
         return

@@ -4,7 +4,9 @@ For machines without a Docker engine: the broker's jars are assembled from Maven
 with Maven into a cache directory (once), then each :class:`LocalKafka` formats a fresh
 storage directory with a new cluster id, starts ``kafka.Kafka`` on 127.0.0.1 on free
 ports, waits until a metadata request is answered, and on exit stops the JVM (SIGTERM,
-then SIGKILL after a grace period) and removes its directory.
+then SIGKILL after a grace period) and removes its directory. With ``keep_data`` the
+directory stays, and a broker started again on it reuses its storage and ports (the
+chaos suite kills and restarts brokers this way).
 
 Usage::
 
@@ -32,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
+import orjson
 from confluent_kafka.admin import AdminClient
 
 from schemas.errors import ToolError
@@ -50,6 +53,9 @@ DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
+# Beside formatted storage: the ports it was formatted with (the KRaft quorum records the
+# controller's address, and clients expect the broker where it was).
+RECORD = "local-broker.json"
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -280,6 +286,12 @@ class LocalKafka:
 
     ``extra_properties`` adds or overrides broker settings (listeners for TLS or SASL,
     say). ``workdir`` defaults to a new temporary directory that :meth:`stop` removes.
+
+    With ``keep_data`` the directory outlives the broker: :meth:`stop` and :meth:`kill`
+    leave it, and a later :meth:`start` on the same ``workdir`` (in this process or
+    another) reuses the formatted storage, the cluster id and the recorded ports, so
+    clients that knew the old broker reconnect to the new one (topics, committed offsets
+    and records survive; a broker killed without a clean shutdown recovers its logs).
     """
 
     extra_properties: dict[str, str] = field(default_factory=dict)
@@ -290,6 +302,7 @@ class LocalKafka:
     workdir: Path | None = None
     port: int = 0
     controller_port: int = 0
+    keep_data: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     pid: int = field(default=0, init=False)
 
@@ -305,17 +318,40 @@ class LocalKafka:
             raise LocalKafkaError("the broker has not been started")
         return self.workdir / "server.log"
 
+    @property
+    def formatted(self) -> bool:
+        """Whether ``workdir`` holds formatted storage a start can reuse."""
+        return self.workdir is not None and (self.workdir / "data" / "meta.properties").exists()
+
+    def _reuse_record(self) -> None:
+        """Take the ports recorded with formatted storage (the quorum knows its address)."""
+        if self.workdir is None or not self.formatted:
+            return
+        try:
+            recorded = orjson.loads((self.workdir / RECORD).read_bytes())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise LocalKafkaError(
+                f"{self.workdir} holds formatted Kafka storage but no readable {RECORD} "
+                f"(the ports it was formatted with): {exc}",
+            ) from None
+        self.port = self.port or int(recorded["port"])
+        self.controller_port = int(recorded["controller_port"])
+
     def start(self, *, detach: bool = False) -> Self:
         """Assemble the classpath if needed, format storage, start and wait until ready.
 
-        ``detach`` leaves the JVM running after this Python process exits (for
-        ``batch-runner kafka start``); it is still in a process group of its own.
+        Storage already formatted in ``workdir`` is reused (with its recorded ports)
+        instead of formatted again. ``detach`` leaves the JVM running after this Python
+        process exits (for ``batch-runner kafka start``); it is still in a process group
+        of its own.
         """
         java = _java()
         libs = ensure_jars(self.cache)
         if self.workdir is None:
             self.workdir = Path(tempfile.mkdtemp(prefix="kafka-batch-runner-broker-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        reuse = self.formatted
+        self._reuse_record()
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
         data_dir = self.workdir / "data"
@@ -332,31 +368,9 @@ class LocalKafka:
         )
         log4j_file.write_text(_LOG4J2.format(log=self.log_file))
         classpath = f"{libs}{os.sep}*"
-        fmt = subprocess.run(  # noqa: S603 - fixed argv, java found on PATH
-            [
-                java,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "--cluster-id",
-                random_cluster_id(),
-                "--config",
-                str(props_file),
-                *self.format_args,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if fmt.returncode != 0:
-            self._cleanup_dir()
-            raise LocalKafkaError(
-                f"formatting the broker's storage failed (exit {fmt.returncode}):\n"
-                f"{fmt.stdout}{fmt.stderr}",
-            )
-        stdout_log = (self.workdir / "stdout.log").open("wb")
+        if not reuse:
+            self._format(java, classpath, props_file)
+        stdout_log = (self.workdir / "stdout.log").open("ab")
         with stdout_log:
             self.process = subprocess.Popen(  # noqa: S603 - fixed argv
                 [
@@ -395,15 +409,73 @@ class LocalKafka:
             self.process = None
         return self
 
+    def _format(self, java: str, classpath: str, props_file: Path) -> None:
+        """Format fresh storage with a new cluster id; record the ports beside it."""
+        if self.workdir is None:
+            raise LocalKafkaError("the broker has no directory")
+        fmt = subprocess.run(  # noqa: S603 - fixed argv, java found on PATH
+            [
+                java,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "--cluster-id",
+                random_cluster_id(),
+                "--config",
+                str(props_file),
+                *self.format_args,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if fmt.returncode != 0:
+            self._cleanup_dir()
+            raise LocalKafkaError(
+                f"formatting the broker's storage failed (exit {fmt.returncode}):\n"
+                f"{fmt.stdout}{fmt.stderr}",
+            )
+        record = {"port": self.port, "controller_port": self.controller_port}
+        (self.workdir / RECORD).write_bytes(orjson.dumps(record))
+
     def stop(self) -> None:
-        """Stop the broker (SIGTERM, then SIGKILL after a grace period) and remove its dir."""
+        """Stop the broker (SIGTERM, then SIGKILL after a grace period).
+
+        Its directory is removed too, unless ``keep_data``.
+        """
         if self.process is not None:
             stop_process_group(self.process.pid, wait=self.process.wait)
             self.process = None
         self._cleanup_dir()
 
+    def kill(self) -> None:
+        """SIGKILL the broker this object started, at once (no clean shutdown).
+
+        Its directory stays (with ``keep_data``, :meth:`start` brings it back).
+        """
+        if self.process is None:
+            raise LocalKafkaError("no broker process of this object to kill")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def suspend(self) -> None:
+        """SIGSTOP the broker: it keeps its sockets open and answers nothing."""
+        if self.process is None:
+            raise LocalKafkaError("no broker process of this object to suspend")
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a suspended broker."""
+        if self.process is None:
+            raise LocalKafkaError("no broker process of this object to resume")
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def _cleanup_dir(self) -> None:
-        if self.workdir is not None:
+        if self.workdir is not None and not self.keep_data:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Self:
@@ -416,7 +488,7 @@ class LocalKafka:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        """Stop the broker and remove its directory."""
+        """Stop the broker and remove its directory (unless ``keep_data``)."""
         self.stop()
 
 

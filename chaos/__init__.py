@@ -1,0 +1,1 @@
+"""The chaos suite: faults injected into a working consumer group, figures reported."""
