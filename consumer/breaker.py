@@ -6,8 +6,8 @@ the server with :meth:`CircuitBreaker.record`. Three states, as in resilience4j:
 
 * **closed**: requests go through. The circuit opens after ``failures`` requests in a row
   got no answer at all (a refused or reset connection, a timeout), or when at least
-  ``error_share`` of the last ``window`` requests were refused or unanswered (429, 502,
-  503, 504, no answer).
+  ``error_share`` of the last ``window`` requests were refused or unanswered (502, 503,
+  504, no answer).
 * **open**: nothing is sent. After ``probe_interval_s``, or the server's ``Retry-After``
   if that is longer (capped at ``max_retry_after_s``), the next request to ask becomes
   the probe and the circuit is half-open.
@@ -16,10 +16,14 @@ the server with :meth:`CircuitBreaker.record`. Three states, as in resilience4j:
   interval. So a server that is down gets at most one request per ``probe_interval_s``
   from each replica.
 
-A 500 does not count against the server: models answer 500 for one bad input (and the
-retry policy stops repeating the same 500), so poison items must not close the road for
-the good ones. Outcomes of requests sent before the circuit opened that arrive while it is
-open are ignored: only the probe decides. ``failures`` = 0 turns the breaker off.
+A 429 does not count against the server either: it says the server is up and busy, which
+is the concurrency limit's business (:mod:`consumer.adaptive` and ``Retry-After``); a
+breaker counting 429s would open on every overshoot of a busy server's capacity and
+stop a replica whose only fault is sending a little too much. A 500 does not count:
+models answer 500 for one bad input (and the retry policy stops repeating the same 500),
+so poison items must not close the road for the good ones. Outcomes of requests sent
+before the circuit opened that arrive while it is open are ignored: only the probe
+decides. ``failures`` = 0 turns the breaker off.
 """
 
 from __future__ import annotations
@@ -42,14 +46,14 @@ class Verdict(StrEnum):
     """What one request's outcome says about the server."""
 
     UP = "up"
-    """An answer from a working server: 2xx, or 4xx other than 429, or a 500."""
+    """An answer from a working server: 2xx, any 4xx (429 included: busy, not down), a 500."""
     REFUSED = "refused"
-    """An answer refusing service: 429, 502, 503, 504."""
+    """An answer refusing service: 502, 503, 504."""
     DOWN = "down"
     """No answer: the connection failed or the request timed out."""
 
 
-REFUSING_STATUSES = frozenset({429, 502, 503, 504})
+REFUSING_STATUSES = frozenset({502, 503, 504})
 
 
 def verdict_of(status: int | None) -> Verdict:

@@ -185,7 +185,7 @@ async def test_a_cancelled_probe_lets_another_unit_probe(started: Callable[..., 
 async def test_a_model_that_refuses_everything_is_asked_once_per_interval(
     started: Callable[..., Any],
 ) -> None:
-    """Half of the last 20 requests refused (429, 503) opens the circuit, as no answer does.
+    """Half of the last 20 requests refused (503) opens the circuit, as no answer does.
 
     The circuit waits for the server's ``Retry-After`` before its probe.
     """
