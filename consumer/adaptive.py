@@ -26,14 +26,16 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
 * **Queueing delay.** The no-load round trip time is the smallest seen within the last
   ``rtt_window_s`` (two half windows, so a model that legitimately becomes slower is
   learnt again within that time). Answers are gathered in rounds of ``limit`` answers
-  (one round trip at full use); when a round's mean round trip time exceeds
-  ``tolerance`` x the no-load time, requests are queueing in the server, and the limit the
-  round was measured at is scaled by ``no-load / mean`` (halved at most): by Little's law
-  that is the share of the server's capacity this replica's requests actually occupy, so
-  every replica seeing the same queue steps back to its share and the queue drains. A
-  replica that never saw the server unloaded (it joined while others kept a queue) takes
-  the queued time for the no-load time: the queue then stays at most ``tolerance``
-  times longer than it would, but does not grow without bound.
+  (one round trip at full use); when even the *fastest* answer of a round took more than
+  ``tolerance`` x the no-load time, every request waited: a standing queue in the server
+  (the signal CoDel reads: the minimum over an interval ignores a burst and the noise of
+  a busy machine, which lift the mean but leave some answers fast). The limit the round
+  was measured at is then scaled by ``no-load / fastest`` (halved at most): by Little's
+  law that is the share of the server's capacity this replica's requests actually
+  occupy, so every replica seeing the same queue steps back to its share and the queue
+  drains. A replica that never saw the server unloaded (it joined while others kept a
+  queue) takes the queued time for the no-load time: the queue then stays at most
+  ``tolerance`` times longer than it would, but does not grow without bound.
 * **Additive increase** otherwise: ``probe`` per round (``probe / limit`` per successful
   answer), and only while the limit is in use (at least half of it in flight), so an idle
   replica does not grow a limit it never tested.
@@ -73,8 +75,8 @@ class AdaptiveConfig:
     """Where the limit starts (clamped into ``[min_limit, max_limit]``)."""
     backoff: float = 0.9
     """Factor applied to the limit on an overload answer or a timeout."""
-    tolerance: float = 1.5
-    """A round's mean round trip above this x the no-load time means queueing."""
+    tolerance: float = 1.3
+    """A round's fastest round trip above this x the no-load time means queueing."""
     probe: float = 1.0
     """Additive increase per round of ``limit`` successful answers."""
     rtt_window_s: float = 30.0
@@ -108,7 +110,7 @@ class AdaptiveConfig:
 # queueing from one or two answers, too noisy).
 MIN_ROUND_SAMPLES = 4
 # The most a single queueing judgement may cut the limit to (a factor).
-MAX_DELAY_CUT = 0.5
+MAX_DELAY_CUT = 0.8
 
 
 class AdaptiveLimit:
@@ -132,7 +134,7 @@ class AdaptiveLimit:
         self._bucket_start: float | None = None
         # The current round of successful answers.
         self._round_count = 0
-        self._round_sum = 0.0
+        self._round_fastest = math.inf
         self._round_first_sent = math.inf
         self._round_size = max(self.limit, MIN_ROUND_SAMPLES)
 
@@ -190,16 +192,16 @@ class AdaptiveLimit:
     def _on_success(self, rtt: float, sent_at: float, now: float, in_flight: int) -> None:
         self._remember_rtt(rtt, now)
         self._round_count += 1
-        self._round_sum += rtt
+        self._round_fastest = min(self._round_fastest, rtt)
         self._round_first_sent = min(self._round_first_sent, sent_at)
         if self._round_count >= self._round_size:
-            mean = self._round_sum / self._round_count
+            fastest = self._round_fastest
             valid = self._round_first_sent >= self._last_decrease
             measured = min(self._value, float(self._round_size))  # the level the round saw
             self._new_round()
             no_load = self.no_load_rtt
-            if valid and no_load is not None and mean > self.config.tolerance * no_load:
-                self._decrease(measured * max(MAX_DELAY_CUT, no_load / mean), now)
+            if valid and no_load is not None and fastest > self.config.tolerance * no_load:
+                self._decrease(measured * max(MAX_DELAY_CUT, no_load / fastest), now)
                 return
         if in_flight * 2 < self.limit:
             return
@@ -219,7 +221,7 @@ class AdaptiveLimit:
     def _new_round(self) -> None:
         """Start a round of as many answers as the limit allows requests (one round trip)."""
         self._round_count = 0
-        self._round_sum = 0.0
+        self._round_fastest = math.inf
         self._round_first_sent = math.inf
         self._round_size = max(self.limit, MIN_ROUND_SAMPLES)
 
