@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--circuit-probe-interval",
         dest="circuit_probe_interval_s",
         type=float,
-        help="seconds between probes of an open circuit (1)",
+        help="seconds before an open circuit's first probe (1); each failed probe doubles it, "
+        "up to 4x",
     )
     add("--request-timeout", dest="request_timeout_s", type=float, help="seconds (default 30)")
     add("--max-attempts", type=int, help="attempts per work unit (default 60)")

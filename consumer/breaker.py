@@ -10,11 +10,15 @@ the server with :meth:`CircuitBreaker.record`. Three states, as in resilience4j:
   504, no answer).
 * **open**: nothing is sent. After ``probe_interval_s``, or the server's ``Retry-After``
   if that is longer (capped at ``max_retry_after_s``), the next request to ask becomes
-  the probe and the circuit is half-open.
+  the probe and the circuit is half-open. Each failed probe doubles the interval, up to
+  ``probe_backoff_cap`` times ``probe_interval_s`` (resilience4j's exponential wait in
+  the open state): a long outage costs the server a request every few seconds per
+  replica, the requests on the wire when it began included, and recovery is noticed
+  within that cap.
 * **half-open**: only the probe is on the wire; everyone else waits. An answer that shows
   a working server closes the circuit; a refusal or no answer opens it again for another
   interval. So a server that is down gets at most one request per ``probe_interval_s``
-  from each replica.
+  from each replica, fewer as the outage lasts.
 
 A 429 does not count against the server either: it says the server is up and busy, which
 is the concurrency limit's business (:mod:`consumer.adaptive` and ``Retry-After``); a
@@ -77,6 +81,8 @@ class BreakerConfig:
     """Time between probes while the circuit is open."""
     max_retry_after_s: float = 120.0
     """Longest ``Retry-After`` that keeps the circuit open."""
+    probe_backoff_cap: float = 4.0
+    """Failed probes double the interval up to this many times ``probe_interval_s``."""
 
     def __post_init__(self) -> None:
         """Check every field."""
@@ -86,6 +92,8 @@ class BreakerConfig:
             raise ValueError(f"error_share must be in (0, 1], got {self.error_share}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
+        if not (math.isfinite(self.probe_backoff_cap) and self.probe_backoff_cap >= 1):
+            raise ValueError(f"probe_backoff_cap must be >= 1, got {self.probe_backoff_cap}")
         for name in ("probe_interval_s", "max_retry_after_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -121,6 +129,7 @@ class CircuitBreaker:
         self._in_a_row = 0  # requests in a row without an answer
         self._recent: collections.deque[bool] = collections.deque(maxlen=config.window)
         self._bad = 0  # refused or unanswered among _recent
+        self._failed_probes = 0  # in a row, since the circuit last opened from closed
 
     def admit(self, now: float) -> Admission:
         """Return whether a request may be sent at ``now``, and whether it is the probe."""
@@ -131,7 +140,7 @@ class CircuitBreaker:
                 self.state = Circuit.HALF_OPEN
                 return Admission(send=True, probe=True)
             return Admission(send=False, wait_s=self._probe_at - now)
-        return Admission(send=False, wait_s=self.config.probe_interval_s)
+        return Admission(send=False, wait_s=self.probe_interval())
 
     def record(
         self,
@@ -148,6 +157,7 @@ class CircuitBreaker:
             if verdict is Verdict.UP:
                 self._close()
             else:
+                self._failed_probes += 1
                 self._open(now, retry_after_s)
             return
         if self.state is not Circuit.CLOSED or not self.config.enabled:
@@ -164,6 +174,7 @@ class CircuitBreaker:
         ):
             self.opens += 1
             self.open_since = now
+            self._failed_probes = 0
             self._open(now, retry_after_s)
 
     def abandon_probe(self, now: float) -> None:
@@ -172,8 +183,14 @@ class CircuitBreaker:
             self.state = Circuit.OPEN
             self._probe_at = now
 
+    def probe_interval(self) -> float:
+        """Return the time from the circuit opening (again) to the next probe."""
+        config = self.config
+        doubled = config.probe_interval_s * 2.0 ** min(self._failed_probes, 30)
+        return min(doubled, config.probe_interval_s * config.probe_backoff_cap)
+
     def _open(self, now: float, retry_after_s: float | None) -> None:
-        wait = self.config.probe_interval_s
+        wait = self.probe_interval()
         if retry_after_s is not None:
             wait = max(wait, min(retry_after_s, self.config.max_retry_after_s))
         self.state = Circuit.OPEN

@@ -71,12 +71,30 @@ def test_open_circuit_sends_nothing_then_admits_one_probe_per_interval() -> None
     assert not breaker.admit(11.1).send  # the probe is on the wire
     breaker.record(Verdict.DOWN, 11.2, probe=True)
     assert state_of(breaker) is Circuit.OPEN
-    assert not breaker.admit(12.1).send
-    assert breaker.admit(12.2).probe
-    breaker.record(Verdict.UP, 12.3, probe=True)
+    assert not breaker.admit(13.1).send  # a failed probe doubles the interval
+    assert breaker.admit(13.2).probe
+    breaker.record(Verdict.UP, 13.3, probe=True)
     assert state_of(breaker) is Circuit.CLOSED
     assert breaker.open_since is None
-    assert breaker.admit(12.3) == Admission(send=True)
+    assert breaker.admit(13.3) == Admission(send=True)
+
+
+def test_failed_probes_double_the_interval_up_to_the_cap_and_a_new_outage_starts_over() -> None:
+    """Probes after 1, 2, 4, 4 s (cap 4x); once closed, the next opening waits 1 s again."""
+    breaker = CircuitBreaker(BreakerConfig(failures=1, probe_interval_s=1.0))
+    breaker.record(Verdict.DOWN, 0.0)
+    now, gaps = 0.0, []
+    for _ in range(4):
+        wait = breaker.admit(now).wait_s
+        gaps.append(wait)
+        now += wait
+        assert breaker.admit(now).probe
+        breaker.record(Verdict.DOWN, now, probe=True)
+    assert gaps == [1.0, 2.0, 4.0, 4.0]
+    assert breaker.admit(now + 4.0).probe
+    breaker.record(Verdict.UP, now + 4.0, probe=True)
+    breaker.record(Verdict.DOWN, now + 5.0)
+    assert breaker.admit(now + 5.0).wait_s == 1.0
 
 
 def test_a_retry_after_keeps_the_circuit_open_longer_up_to_a_cap() -> None:
@@ -168,6 +186,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.row = 0
         self.recent: list[bool] = []
         self.probe_at = 0.0
+        self.failed_probes = 0
 
     @rule(seconds=st.floats(0.0, 2.0))
     def wait(self, seconds: float) -> None:
@@ -199,6 +218,7 @@ class BreakerMachine(RuleBasedStateMachine):
             if verdict is Verdict.UP:
                 self.state = Circuit.CLOSED
             else:
+                self.failed_probes += 1
                 self._open()
         elif self.state is Circuit.CLOSED:
             self.row = self.row + 1 if verdict is Verdict.DOWN else 0
@@ -207,6 +227,7 @@ class BreakerMachine(RuleBasedStateMachine):
             if self.row >= self.config.failures or (
                 full and sum(self.recent) >= self.config.error_share * self.config.window
             ):
+                self.failed_probes = 0
                 self._open()
 
     @precondition(lambda self: any(self.in_flight))
@@ -220,7 +241,10 @@ class BreakerMachine(RuleBasedStateMachine):
 
     def _open(self) -> None:
         self.state = Circuit.OPEN
-        self.probe_at = self.now + self.config.probe_interval_s
+        interval = self.config.probe_interval_s
+        self.probe_at = self.now + min(
+            interval * 2**self.failed_probes, interval * self.config.probe_backoff_cap
+        )
         self.row = 0
         self.recent = []
 
