@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 OVERLOAD_STATUSES = frozenset({429, 503})
 # The limit is logged when it moved this much (a share of the last logged value) ...
 LOG_LIMIT_CHANGE = 0.5
-# ... and by at least this many requests.
+# ... and by at least this many requests, ...
 LOG_LIMIT_MIN_STEP = 2
+# ... at most once per this many seconds (a limit swinging around a busy server's capacity
+# would otherwise log a line a second; the line says how low and high it went meanwhile).
+LOG_LIMIT_EVERY_S = 10.0
 CIRCUIT_GAUGE = {Circuit.CLOSED: 0, Circuit.HALF_OPEN: 1, Circuit.OPEN: 2}
 
 
@@ -80,6 +83,8 @@ class EndpointGuard:
         self.used = False  # a request was sent (or tried) through this guard
         self._changed = asyncio.Event()
         self._logged_limit = start
+        self._logged_at = -LOG_LIMIT_EVERY_S
+        self._low = self._high = start  # the limit's range since the last line
         self._probes = 0
         self._metrics = metrics
         self._limit_gauge = metrics.in_flight_limit.labels(name)
@@ -157,7 +162,7 @@ class EndpointGuard:
                 in_flight=in_flight,
                 retry_after_s=retry_after_s,
             )
-            self._limit_changed(self.adaptive.limit)
+            self._limit_changed(self.adaptive.limit, now)
             if self.adaptive.resume_at != paused_before:
                 self._wake()
 
@@ -180,18 +185,30 @@ class EndpointGuard:
 
     # --- what changed ----------------------------------------------------------------------
 
-    def _limit_changed(self, limit: int) -> None:
+    def _limit_changed(self, limit: int, now: float) -> None:
         if limit == self.limiter.limit:
             return
         self.limiter.limit = limit
         self._limit_gauge.set(limit)
+        self._low, self._high = min(self._low, limit), max(self._high, limit)
         step = abs(limit - self._logged_limit)
-        if step >= max(LOG_LIMIT_MIN_STEP, LOG_LIMIT_CHANGE * self._logged_limit):
-            log.info(
-                "concurrency limit changed",
-                extra={"endpoint": self.name, "limit": limit, "was": self._logged_limit},
-            )
-            self._logged_limit = limit
+        if now - self._logged_at < LOG_LIMIT_EVERY_S or step < max(
+            LOG_LIMIT_MIN_STEP, LOG_LIMIT_CHANGE * self._logged_limit
+        ):
+            return
+        log.info(
+            "concurrency limit changed",
+            extra={
+                "endpoint": self.name,
+                "limit": limit,
+                "was": self._logged_limit,
+                "low": self._low,
+                "high": self._high,
+                "since_s": None if self._logged_at < 0 else round(now - self._logged_at, 1),
+            },
+        )
+        self._logged_limit = self._low = self._high = limit
+        self._logged_at = now
 
     def _circuit_changed(
         self, before: Circuit, now: float, since: float | None, answer: str

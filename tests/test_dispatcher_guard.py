@@ -8,6 +8,7 @@ Nothing is timed: waits have deadlines, and bounds hold by construction.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -237,3 +238,30 @@ async def test_the_adaptive_limit_keeps_places_round_robin_across_partitions() -
     assert served[:2] == ["a0", "b0"]
     assert sorted(served) == ["a0", "a1", "a2", "a3", "a4", "a5", "b0"]
     assert guard.limiter.in_use == 0
+
+
+async def test_a_large_change_of_the_limit_is_logged_once_per_interval(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A limit halved is logged with where it was; further swings within 10 s are not.
+
+    The gauge follows every change.
+    """
+    metrics = Metrics()
+    guard = EndpointGuard(
+        "default",
+        max_in_flight=64,
+        adaptive=AdaptiveConfig(min_limit=1, max_limit=64, initial_limit=8),
+        breaker=BreakerConfig(),
+        metrics=metrics,
+    )
+    caplog.set_level(logging.INFO, logger="consumer.guard")
+    for _ in range(10):  # each refusal of a request sent after the last cut cuts by 10%
+        guard.leave(await guard.enter(), 429)
+    lines = [r for r in caplog.records if r.getMessage() == "concurrency limit changed"]
+    assert [(r.__dict__["limit"], r.__dict__["was"]) for r in lines] == [(4, 8)]
+    assert guard.limiter.limit == 2
+    gauge = metrics.registry.get_sample_value(
+        "batch_runner_in_flight_limit", {"endpoint": "default"}
+    )
+    assert gauge == 2
