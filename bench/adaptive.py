@@ -25,11 +25,12 @@ Figures, per overload mode and concurrency (``reject_adaptive_...``):
   three successive one-second windows each have under 5% 429s and goodput within 10% of
   the new K/L, or of what the run reached in its steady phase scaled to the new K if that
   is less (this machine may not reach K/L at all). ``None``: not within the phase.
-* ``outage_calls_per_replica_s``: requests the server received during the outage ÷
-  replicas ÷ its length; ``outage_open_calls_per_replica_s`` the same from one second
-  into the outage (the requests on the wire when it began are answered by resets at once,
-  before a circuit can open); ``recovery_s``: from the outage's end until a one-second
-  window reaches 0.9 of the steady phase's goodput.
+* ``outage_calls_per_replica_s``: requests the server received during the outage (all
+  answered by a reset, the only resets of the run) ÷ replicas ÷ its length;
+  ``outage_open_calls_per_replica_s`` the same from one second into the outage (the
+  burst before a circuit opens is over by then); ``recovery_s``: from the outage's end
+  until three one-second windows in a row reach 0.9 of the steady phase's goodput.
+* ``series``: the server's counters once a second (t, requests, 200s, 429s, resets).
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Sample:
     requests: int
     ok: int
     refused: int  # 429
+    down: int  # connections reset: the outage's requests (there are none outside it)
     latency_ms: dict[int, int]  # 200 answers by whole milliseconds in the server
 
 
@@ -152,6 +154,7 @@ class StatsSampler:
             requests=int(stats["requests"]),
             ok=answers.get("200", 0),
             refused=answers.get("429", 0),
+            down=answers.get("down", 0),
             latency_ms={int(k): int(v) for k, v in stats["latency_ms"].items()},
         )
 
@@ -234,8 +237,10 @@ def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict
         )
 
     outage_end = line.outage_at + line.outage_s
-    _, _, outage_calls = rates(samples, line.outage_at, outage_end)
-    _, _, open_calls = rates(samples, line.outage_at + 1.0, outage_end)
+    # Every request of the outage, and only those, is answered by a reset: counting resets
+    # does not depend on when the samples around its start were taken.
+    outage_calls = samples[-1].down - samples[0].down
+    open_calls = at(samples, outage_end).down - at(samples, line.outage_at + 1.0).down
     recovery = settle_time(
         samples,
         outage_end,
@@ -322,6 +327,10 @@ def timeline_run(  # noqa: PLR0913 - a measurement's knobs
             stop_all(fleet)
     figures = figures_of(sampler.samples, line, replicas)
     figures["load_average_1m"] = load
+    figures["series"] = [  # one sample a second: t, requests, 200s, 429s, resets
+        [round(x.t, 2), x.requests, x.ok, x.refused, x.down]
+        for x in sampler.samples[:: round(1 / SAMPLE_S)]
+    ]
     return figures
 
 
@@ -361,7 +370,7 @@ def adaptive_concurrency(ctx: Context) -> dict[str, Any]:
         )
     figures: dict[str, Any] = {}
     for name, run in runs.items():
-        keys = [key for key in run if key != "load_average_1m"]
+        keys = [key for key in run if key not in {"load_average_1m", "series"}]
         if name.startswith("alone"):
             keys = ["goodput_ratio", "ok_items_per_s", "share_429"]
         figures.update({f"{name}_{key}": run[key] for key in keys})

@@ -12,16 +12,19 @@ LINE = Timeline(warmup_s=1, halve_at=5, restore_at=10, outage_at=15, outage_s=4,
 def series(rate_of: dict[tuple[float, float], tuple[float, float]], end: float) -> list[Sample]:
     """Return samples every 0.25 s: ``rate_of[(start, end)] = (ok/s, 429/s)`` in that span.
 
-    Every ok answer took 20 ms in the server; 3 calls/s arrive while nothing is answered.
+    Every ok answer took 20 ms in the server; while nothing is answered 3 calls/s arrive,
+    each answered by a reset.
     """
-    samples, ok, refused, calls = [], 0.0, 0.0, 0.0
+    samples, ok, refused, calls, down = [], 0.0, 0.0, 0.0, 0.0
     t = 0.0
     while t <= end + 1e-9:
-        samples.append(Sample(t, round(calls), round(ok), round(refused), {20: round(ok)}))
+        sample = Sample(t, round(calls), round(ok), round(refused), round(down), {20: round(ok)})
+        samples.append(sample)
         good, bad = next((r for (a, b), r in rate_of.items() if a <= t < b), (0.0, 0.0))
         ok += good * 0.25
         refused += bad * 0.25
         calls += (good + bad) * 0.25 or 0.75
+        down += 0.0 if good + bad else 0.75
         t += 0.25
     return samples
 
