@@ -64,7 +64,7 @@ def run_smoke(kafka_bootstrap: str, out: Path, *args: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
-        timeout=240,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report: dict[str, Any] = orjson.loads(out.read_bytes())
