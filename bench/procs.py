@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from consumer import launch
 from tools.processes import terminate
 
 if TYPE_CHECKING:
@@ -232,14 +233,7 @@ def start_replica(
     ``wrapper`` goes between the interpreter and ``-m consumer`` (``-m cProfile -o FILE``).
     """
     log = workdir / f"consumer-{uuid.uuid4().hex[:8]}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, *wrapper, "-m", "consumer"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Replica(process, log)
+    return Replica(launch.start_replica(env, log, wrapper=wrapper), log)
 
 
 def wait_assigned(replicas: Sequence[Replica], partitions: set[str], timeout_s: float) -> float:

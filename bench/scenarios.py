@@ -27,6 +27,7 @@ from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
+from consumer import launch
 from schemas import encode_batch_request
 
 if TYPE_CHECKING:
@@ -89,23 +90,17 @@ def replica_env(
     """
     return {
         **_inherited_env(),
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "BATCH_RUNNER_ENDPOINT": server.v1_endpoint,
-        "BATCH_RUNNER_PROTOCOL": "v1",
-        "BATCH_RUNNER_REQUESTS_TOPIC": topics.requests,
-        "BATCH_RUNNER_RESULTS_TOPIC": topics.results,
-        "BATCH_RUNNER_DLQ_TOPIC": topics.dlq,
-        "BATCH_RUNNER_METRICS_PORT": "-1",
-        "BATCH_RUNNER_LOG_FORMAT": "json",
-        **{env_name(k): str(v) for k, v in settings.items()},
-        **{env_name(k): v for k, v in overrides.items()},
+        **launch.replica_env(
+            bootstrap,
+            topics,
+            endpoint=server.v1_endpoint,
+            protocol="v1",
+            metrics_port=-1,
+            log_format="json",
+            **settings,
+        ),
+        **{launch.env_name(k): v for k, v in overrides.items()},
     }
-
-
-def env_name(setting: str) -> str:
-    """Return the variable of a setting: ``kafka_linger_ms`` as is, others ``BATCH_RUNNER_``."""
-    name = setting.upper()
-    return name if name.startswith("KAFKA_") else f"BATCH_RUNNER_{name}"
 
 
 def _inherited_env() -> dict[str, str]:

@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, KafkaException
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
+from consumer.launch import replica_env, start_replica
+from consumer.protocols import PROTOCOLS
 from producer.results import BatchState, TopicReader, decode_record, percentiles
 from producer.submit import submit
-from schemas import Result
-from schemas.errors import ToolError
+from producer.topics import admin_client, create_topics, service_topics
+from schemas import Result, TopicNames
+from schemas.errors import KafkaUnavailableError, ToolError
 from tools.iris_data import sample
 from tools.kafka_env import kafka_cluster
 from tools.kafka_local import free_port
@@ -101,25 +102,10 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: 
     raise DemoError(f"the model server did not become ready at {url} in {timeout_s:.0f}s")
 
 
-def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
-    """Create the demo's topics (requests and results partitioned, one DLQ partition)."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    specs = [
-        NewTopic(names[0], num_partitions=partitions, replication_factor=-1),
-        NewTopic(names[1], num_partitions=partitions, replication_factor=-1),
-        NewTopic(names[2], num_partitions=1, replication_factor=-1),
-    ]
-    for name, future in admin.create_topics(specs).items():
-        try:
-            future.result(timeout=30)
-        except KafkaException as exc:
-            raise DemoError(f"could not create topic {name}: {exc}") from None
-
-
-def delete_topics(bootstrap: str, names: list[str]) -> None:
+def delete_topics(bootstrap: str, names: TopicNames) -> None:
     """Remove the demo's topics from a cluster the demo did not start."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.delete_topics(names).values():
+    admin = admin_client(bootstrap)
+    for future in admin.delete_topics([names.requests, names.results, names.dlq]).values():
         with contextlib.suppress(KafkaException):
             future.result(timeout=30)
 
@@ -264,7 +250,7 @@ def model_endpoint(
 
 def _run_in(workdir: Path, args: argparse.Namespace, say: Callable[[str], None]) -> int:
     run_id = uuid.uuid4().hex[:8]
-    topics = [f"demo-{run_id}-requests", f"demo-{run_id}-results", f"demo-{run_id}-dlq"]
+    topics = TopicNames(f"demo-{run_id}-requests", f"demo-{run_id}-results", f"demo-{run_id}-dlq")
     external = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     protocol: ProtocolName = args.protocol or DEFAULT_PROTOCOL[args.model_server]
     codec = CODEC.get((args.model_server, protocol), "")
@@ -272,31 +258,31 @@ def _run_in(workdir: Path, args: argparse.Namespace, say: Callable[[str], None])
     started = time.monotonic()
     with kafka_cluster() as bootstrap:
         say(f"  Kafka at {bootstrap} ({time.monotonic() - started:.1f}s)")
-        create_topics(bootstrap, topics, partitions=args.partitions)
+        try:
+            create_topics(admin_client(bootstrap), service_topics(topics, args.partitions)).check()
+        except KafkaUnavailableError as exc:
+            raise DemoError(str(exc)) from None
         try:
             with model_endpoint(workdir, args.model_server, protocol, say) as endpoint:
                 env = {
-                    "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                    "BATCH_RUNNER_ENDPOINT": endpoint,
-                    "BATCH_RUNNER_PROTOCOL": protocol,
-                    "BATCH_RUNNER_CODEC": codec,
-                    "BATCH_RUNNER_GROUP_ID": f"demo-{run_id}",
-                    "BATCH_RUNNER_REQUESTS_TOPIC": topics[0],
-                    "BATCH_RUNNER_RESULTS_TOPIC": topics[1],
-                    "BATCH_RUNNER_DLQ_TOPIC": topics[2],
-                    "BATCH_RUNNER_MAX_IN_FLIGHT": "16",
-                    "BATCH_RUNNER_LOG_FORMAT": "json",
-                    "BATCH_RUNNER_METRICS_PORT": "0",
+                    **os.environ,
+                    **replica_env(
+                        bootstrap,
+                        topics,
+                        endpoint=endpoint,
+                        protocol=protocol,
+                        codec=codec,
+                        group_id=f"demo-{run_id}",
+                        max_in_flight=16,
+                        log_format="json",
+                        metrics_port=0,
+                    ),
                 }
                 with contextlib.ExitStack() as replicas:
                     for number in range(args.replicas):
-                        replicas.enter_context(
-                            child(
-                                [sys.executable, "-m", "consumer"],
-                                workdir / f"consumer-{number}.log",
-                                env,
-                            ),
-                        )
+                        log = workdir / f"consumer-{number}.log"
+                        replica = start_replica(env, log, new_session=True)
+                        replicas.callback(terminate, replica, grace_s=20)
                     options = f", codec {codec}" if codec else ""
                     say(
                         f"  {args.replicas} consumer replicas in group demo-{run_id} "
@@ -311,16 +297,18 @@ def _run_in(workdir: Path, args: argparse.Namespace, say: Callable[[str], None])
 def _submit_and_follow(
     args: argparse.Namespace,
     bootstrap: str,
-    topics: list[str],
+    topics: TopicNames,
     say: Callable[[str], None],
 ) -> int:
     big_items, big_labels = sample(args.items)
     original = [orjson.dumps(row) for row in ORIGINAL_ROWS]
-    first = submit(original, bootstrap_servers=bootstrap, topic=topics[0], batch_id="iris-original")
+    first = submit(
+        original, bootstrap_servers=bootstrap, topic=topics.requests, batch_id="iris-original"
+    )
     second = submit(
         [orjson.dumps(row) for row in big_items],
         bootstrap_servers=bootstrap,
-        topic=topics[0],
+        topic=topics.requests,
         batch_id=f"iris-{args.items}",
         chunk_size=500,
         items_per_request=args.items_per_request,
@@ -331,7 +319,9 @@ def _submit_and_follow(
         f"({second.items} items in {second.chunks} chunks, {args.items_per_request} per request)",
     )
     batches = {first.batch_id: first.items, second.batch_id: second.items}
-    states = follow(bootstrap, topics[1], batches, Display(batches, quiet=args.quiet), args.timeout)
+    states = follow(
+        bootstrap, topics.results, batches, Display(batches, quiet=args.quiet), args.timeout
+    )
     elapsed = time.monotonic() - submitted_at
     items = sum(len(s.results) for s in states.values())
     errors = sum(s.errors for s in states.values())
@@ -402,7 +392,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--protocol",
-        choices=("raw", "v1", "v2"),
+        choices=PROTOCOLS,
         help="default: v1 (serve-model, kserve), v2 (mlserver)",
     )
     parser.add_argument("--replicas", type=int, default=2)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, TopicNames
 from tools.kafka_local import (
     KAFKA_VERSION,
     LocalKafka,
@@ -147,9 +148,7 @@ def _fetch(_: argparse.Namespace) -> int:
 
 
 def _create_topics(args: argparse.Namespace) -> int:
-    from confluent_kafka import KafkaError, KafkaException  # noqa: PLC0415
-    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
-    from confluent_kafka.cimpl import NewTopic  # noqa: PLC0415
+    from producer.topics import admin_client, create_topics, service_topics  # noqa: PLC0415
 
     bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
@@ -158,25 +157,15 @@ def _create_topics(args: argparse.Namespace) -> int:
     if not bootstrap:
         print("error: no cluster: set KAFKA_BOOTSTRAP_SERVERS or start one", file=sys.stderr)
         return 2
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    wanted = [
-        NewTopic(args.requests_topic, num_partitions=args.partitions, replication_factor=-1),
-        NewTopic(args.results_topic, num_partitions=args.partitions, replication_factor=-1),
-        NewTopic(args.dlq_topic, num_partitions=1, replication_factor=-1),
-    ]
-    failed = False
-    for name, future in admin.create_topics(wanted, request_timeout=15).items():
-        try:
-            future.result(timeout=30)
-            print(f"created {name}")
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                print(f"exists  {name}")
-            else:
-                print(f"error: {name}: {exc}", file=sys.stderr)
-                failed = True
-    return 1 if failed else 0
+    names = TopicNames(args.requests_topic, args.results_topic, args.dlq_topic)
+    outcome = create_topics(admin_client(bootstrap), service_topics(names, args.partitions))
+    for name in outcome.created:
+        print(f"created {name}")
+    for name in outcome.existed:
+        print(f"exists  {name}")
+    for name, why in outcome.failed.items():
+        print(f"error: {name}: {why}", file=sys.stderr)
+    return 1 if outcome.failed else 0
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -266,9 +255,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _name_argument(topics)
     topics.add_argument("--partitions", type=int, default=4, help="for requests and results (4)")
-    topics.add_argument("--requests-topic", default="batch-requests")
-    topics.add_argument("--results-topic", default="batch-results")
-    topics.add_argument("--dlq-topic", default="batch-requests.dlq")
+    topics.add_argument("--requests-topic", default=REQUESTS_TOPIC)
+    topics.add_argument("--results-topic", default=RESULTS_TOPIC)
+    topics.add_argument("--dlq-topic", default=DLQ_TOPIC)
     topics.set_defaults(handler=_create_topics)
     stop = actions.add_parser("stop", help="stop the background broker")
     _name_argument(stop)

@@ -40,10 +40,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from producer.results import BatchState, TopicReader, decode_record
-from schemas import Result
+from producer.topics import TopicSpec, admin_client, create_topics
+from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, Result
 from tools.docker.engine import Engine, EngineError, docker_cli, docker_engine
 from tools.docker.images import (
     ImageError,
@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PROJECT_IMAGE = "kafka-batch-runner:local"
 # What docker-compose.yml configures.
 GROUP = "batch-runner"
-REQUESTS, RESULTS, DLQ = "batch-requests", "batch-results", "batch-requests.dlq"
+REQUESTS, RESULTS, DLQ = REQUESTS_TOPIC, RESULTS_TOPIC, DLQ_TOPIC
 PARTITIONS = 12
 # The tests run on the testcontainers path: the session's broker is the local image.
 CONTAINER_TESTS = ("tests/test_kafka_foundation.py", "tests/test_producer_cli.py")
@@ -283,9 +283,7 @@ def batch_ids_per_replica(bootstrap: str, assignment: Mapping[str, list[int]]) -
     ``submit`` uses) to a scratch topic with as many partitions as the requests topic.
     """
     scratch = "docker-check-keys"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(scratch, PARTITIONS, 1)]).values():
-        future.result(timeout=30)
+    create_topics(admin_client(bootstrap), [TopicSpec(scratch, PARTITIONS)]).check()
     owner = {p: member for member, owned in assignment.items() for p in owned}
     landed: dict[str, int] = {}
 
