@@ -17,6 +17,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from localkafka.broker import LocalKafka
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import (
     Service,
@@ -29,13 +30,12 @@ from tests.consumer_harness import (
     wait_exit,
 )
 from tests.helpers import committed_offsets, end_offsets, read_all, wait_for
-from tools.kafka_local import LocalKafka
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.consumer_harness import MakeService
-    from tools.testserver import TestInferenceServer
+    from testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

@@ -16,6 +16,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from localkafka.broker import free_port
 from producer.submit import plan_chunks
 from schemas import (
     ResultErrorKind,
@@ -27,7 +28,6 @@ from schemas.errors import BadInputError
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
 from tests.consumer_harness import produce_raw, stop_after_commit
 from tests.helpers import read_all, unique, wait_for
-from tools.kafka_local import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,7 +56,7 @@ def cli(
     if bootstrap is not None:
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     return subprocess.run(
-        [sys.executable, "-m", "tools.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         check=False,
         input=stdin.decode() if stdin is not None else None,
         capture_output=True,
