@@ -90,17 +90,15 @@ def replica_env(
     ``settings`` (``max_in_flight=8``) become ``BATCH_RUNNER_*`` variables; ``overrides``
     (from ``--set``, ``kafka_linger_ms`` as ``KAFKA_LINGER_MS``) win over them.
     """
+    defaults = {
+        "endpoint": server.v1_endpoint,
+        "protocol": "v1",
+        "metrics_port": -1,
+        "log_format": "json",
+    }
     return {
         **_inherited_env(),
-        **launch.replica_env(
-            bootstrap,
-            topics,
-            endpoint=server.v1_endpoint,
-            protocol="v1",
-            metrics_port=-1,
-            log_format="json",
-            **settings,
-        ),
+        **launch.replica_env(bootstrap, topics, **{**defaults, **settings}),
         **{launch.env_name(k): v for k, v in overrides.items()},
     }
 
