@@ -79,6 +79,11 @@ bench: install
 chaos: install
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) python -m chaos.run --scenario all --out chaos/results/report.json
+	# and what deploy/ runs (static membership from the pod name, a 6 s session) where it matters
+	for scenario in sigkill-storm scaling broker-outage; do \
+	  $(RUN) python -m chaos.run --scenario $$scenario --static-membership \
+	    --set session_timeout_s=6 --label deploy --merge --out chaos/results/report.json || exit 1; \
+	done
 
 deploy-check: install
 	$(RUN) python -m ci_checks.validate_deploy

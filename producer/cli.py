@@ -365,26 +365,33 @@ def _group(admin: AdminClient, group: str) -> tuple[str, int]:
 
 
 def _lag(
-    admin: AdminClient, bootstrap: str, group: str, topic: str, options: dict[str, str]
+    bootstrap: str, group: str, topic: str, options: dict[str, str]
 ) -> list[dict[str, int | None]]:
-    from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: PLC0415
+    """Return each partition's committed offset, end offset and lag for ``group``.
 
-    request = [ConsumerGroupTopicPartitions(group)]
-    try:
-        answer = admin.list_consumer_group_offsets(request)[group].result(timeout=15)
-    except KafkaException as exc:
-        raise ReaderError(f"cannot read the offsets of group {group!r}: {exc}") from None
-    committed = {
-        tp.partition: tp.offset
-        for tp in answer.topic_partitions
-        if tp.topic == topic and tp.offset >= 0
-    }
+    The committed offsets are read by a consumer of the group that never joins it (an
+    OffsetFetch), not by ``AdminClient.list_consumer_group_offsets``: librdkafka's admin
+    client can crash the process when that request meets a coordinator that is moving or
+    still loading, as just after a broker restart.
+    """
     probe = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{group}-status-probe", **options}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            **options,
+        }
     )
     try:
         metadata = probe.list_topics(topic, timeout=15).topics.get(topic)
         partitions = sorted(metadata.partitions) if metadata and metadata.partitions else []
+        try:
+            answer = probe.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
+        except KafkaException as exc:
+            raise ReaderError(f"cannot read the offsets of group {group!r}: {exc}") from None
+        committed = {
+            tp.partition: tp.offset for tp in answer if tp.error is None and tp.offset >= 0
+        }
         rows: list[dict[str, int | None]] = []
         for p in partitions:
             low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
@@ -416,7 +423,7 @@ def _status(args: argparse.Namespace) -> int:
     total = total if total is not None else state.total
     admin = AdminClient({"bootstrap.servers": bootstrap, **options})
     group_state, members = _group(admin, args.group)
-    lag = _lag(admin, bootstrap, args.group, args.requests_topic, options)
+    lag = _lag(bootstrap, args.group, args.requests_topic, options)
     note = _group_note(
         args.group,
         group_state,
