@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from consumer import launch
-from localkafka.processes import terminate
+from tools.localkafka.processes import terminate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -110,7 +110,7 @@ class Server:
 def inference_server(
     latency_ms: float, *, lean_workers: int = 0, port: int = 0
 ) -> Iterator[Server]:
-    """Run ``python -m testservers.inference`` with a fixed latency; yield it; stop it.
+    """Run ``python -m tools.testservers.inference`` with a fixed latency; yield it; stop it.
 
     With ``lean_workers``, ``python -m bench.lean_server`` instead (same route, no
     bookkeeping) in that many processes. ``port``: the test server's (0: a free one).
@@ -128,7 +128,7 @@ def inference_server(
         command = [
             sys.executable,
             "-m",
-            "testservers.inference",
+            "tools.testservers.inference",
             "--port",
             str(port),
             "--latency-ms",

@@ -28,10 +28,10 @@ from typing import Any
 import orjson
 
 from bench.scenarios import SCENARIOS, Context, Goal
-from localkafka.cluster import kafka_cluster
+from tools.localkafka.cluster import kafka_cluster
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-TEST_SERVER = "testservers.inference"
+TEST_SERVER = "tools.testservers.inference"
 # The server's name in reports written before it moved (their figures still merge).
 FORMER_NAMES = {"tools.testserver": TEST_SERVER}
 SERVERS = {"testserver": 0, "lean": 1, "lean2": 2}  # name -> lean server processes
@@ -67,7 +67,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kafka": f"at {os.environ['KAFKA_BOOTSTRAP_SERVERS']} (KAFKA_BOOTSTRAP_SERVERS)"
         if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        else "chosen by localkafka.cluster (Docker or a local java broker)",
+        else "chosen by tools.localkafka.cluster (Docker or a local java broker)",
     }
 
 
@@ -255,7 +255,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--server",
         choices=list(SERVERS),
         default="testserver",
-        help="the inference server: testservers.inference (default), or bench.lean_server in "
+        help="the inference server: tools.testservers.inference (default), or bench.lean_server in "
         "one process (lean) or two (lean2)",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 """The six benchmark scenarios, each measured beside a bare aiohttp loop in the same run.
 
 Every scenario runs the real pipeline: a Kafka broker, the test inference server as a
-process of its own (``python -m testservers.inference``), consumer replicas as ``python -m
+process of its own (``python -m tools.testservers.inference``), consumer replicas as ``python -m
 consumer`` processes, and a reader of the results topic in the harness. The comparison
 clients (:mod:`bench.baselines`) run as processes of their own against the same server.
 
@@ -52,7 +52,7 @@ class Context:
     scenario: str = ""
     overrides: dict[str, str] = field(default_factory=dict)  # consumer settings for every run
     lean_workers: int = (
-        0  # > 0: bench.lean_server in that many processes, not testservers.inference
+        0  # > 0: bench.lean_server in that many processes, not tools.testservers.inference
     )
 
     def server(self, latency_ms: float) -> contextlib.AbstractContextManager[Server]:

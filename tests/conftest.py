@@ -1,6 +1,6 @@
 """Shared fixtures: one Kafka cluster for the run, unique topics, groups and services per test.
 
-The cluster comes from ``localkafka.cluster.kafka_cluster``: ``KAFKA_BOOTSTRAP_SERVERS`` if
+The cluster comes from ``tools.localkafka.cluster.kafka_cluster``: ``KAFKA_BOOTSTRAP_SERVERS`` if
 set, else a Docker container if an engine answers, else a real local broker run with
 ``java`` (the usual case on machines without Docker).
 
@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from localkafka.cluster import kafka_cluster
 from tests.consumer_harness import MakeService, Service, create_topics
 from tests.helpers import create_topic, unique
-from testservers.inference import ServerConfig, TestInferenceServer
+from tools.localkafka.cluster import kafka_cluster
+from tools.testservers.inference import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator

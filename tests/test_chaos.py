@@ -37,7 +37,7 @@ def test_scenario_at_smoke_size_loses_nothing_and_finishes(
 ) -> None:
     """``batch-runner chaos --smoke`` runs the scenario to its end with no item missing."""
     out = tmp_path / "report.json"
-    command = [sys.executable, "-m", "cli", "chaos", "--smoke", "--scenario", name]
+    command = [sys.executable, "-m", "tools.cli", "chaos", "--smoke", "--scenario", name]
     harness = subprocess.Popen(
         [*command, "--out", str(out)],
         stdout=subprocess.PIPE,
@@ -201,7 +201,7 @@ def test_cli_without_the_chaos_package_says_it_runs_from_a_checkout() -> None:
         "        if name == 'chaos':\n"
         "            raise ModuleNotFoundError(\"No module named 'chaos'\", name='chaos')\n"
         "sys.meta_path.insert(0, NoChaos())\n"
-        "from cli.main import main\n"
+        "from tools.cli.main import main\n"
         "main(['chaos', '--smoke'])\n"
     )
     done = subprocess.run(

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING
 import orjson
 import pytest
 
-from localkafka.broker import free_port
 from tests.consumer_harness import committed_total, read_results, submit, wait_exit
 from tests.helpers import http_get, wait_for
+from tools.localkafka.broker import free_port
 
 if TYPE_CHECKING:
     from tests.consumer_harness import MakeService
-    from testservers.inference import TestInferenceServer
+    from tools.testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

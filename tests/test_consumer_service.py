@@ -17,7 +17,6 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
-from localkafka.broker import LocalKafka
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import (
     Service,
@@ -30,12 +29,13 @@ from tests.consumer_harness import (
     wait_exit,
 )
 from tests.helpers import committed_offsets, end_offsets, read_all, wait_for
+from tools.localkafka.broker import LocalKafka
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.consumer_harness import MakeService
-    from testservers.inference import TestInferenceServer
+    from tools.testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

@@ -43,7 +43,7 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind() -> None:
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
     env["DEMO_TEST_MARKER"] = marker  # every process the demo starts inherits it
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "demo", "--json"],
+        [sys.executable, "-m", "tools.cli", "demo", "--json"],
         check=False,
         capture_output=True,
         text=True,
@@ -80,7 +80,7 @@ def test_demo_flow_against_a_real_model_server(
     """
     done = subprocess.run(
         [
-            sys.executable, "-m", "cli", "demo", "--json", "--model-server", server,
+            sys.executable, "-m", "tools.cli", "demo", "--json", "--model-server", server,
             "--protocol", protocol, "--items", "500", "--items-per-request", "50",
         ],
         check=False,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from consumer.settings import Settings
-from localkafka.broker import LocalKafkaError
 from producer.inputs import InputError
 from producer.results import ReaderError, parse_start
 from producer.submit import SubmitError, check_batch_id
@@ -22,6 +21,7 @@ from schemas.errors import (
     KafkaUnavailableError,
     exit_code_for,
 )
+from tools.localkafka.broker import LocalKafkaError
 
 
 def test_every_deliberate_error_is_a_batch_runner_error_with_its_exit_code() -> None:

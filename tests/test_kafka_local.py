@@ -12,8 +12,9 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from cli.kafka import default_name, state_file, state_root
-from localkafka.broker import (
+from tests.helpers import committed_offsets, create_topic, read_all, unique
+from tools.cli.kafka import default_name, state_file, state_root
+from tools.localkafka.broker import (
     KAFKA_VERSION,
     LocalKafka,
     LocalKafkaError,
@@ -22,7 +23,6 @@ from localkafka.broker import (
     pid_alive,
     random_cluster_id,
 )
-from tests.helpers import committed_offsets, create_topic, read_all, unique
 
 
 def test_missing_java_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "cli", "kafka", *args],
+            [sys.executable, "-m", "tools.cli", "kafka", *args],
             check=False,
             env=env,
             capture_output=True,
@@ -197,7 +197,7 @@ def test_cli_create_topics_is_idempotent(kafka_bootstrap: str, kafka_admin: Admi
     """``kafka create-topics`` creates the three topics once and reports them after."""
     suffix = unique("t")
     names = [f"req-{suffix}", f"res-{suffix}", f"dlq-{suffix}"]
-    cli = [sys.executable, "-m", "cli", "kafka", "create-topics", "--partitions", "3"]
+    cli = [sys.executable, "-m", "tools.cli", "kafka", "create-topics", "--partitions", "3"]
     cli += ["--bootstrap-servers", kafka_bootstrap, "--requests-topic", names[0]]
     cli += ["--results-topic", names[1], "--dlq-topic", names[2]]
     first = subprocess.run(cli, check=False, capture_output=True, text=True, timeout=60)

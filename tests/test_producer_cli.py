@@ -16,7 +16,6 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from localkafka.broker import free_port
 from producer.submit import plan_chunks
 from schemas import (
     ResultErrorKind,
@@ -28,6 +27,7 @@ from schemas.errors import BadInputError
 from schemas.messages import encode_error_result, encode_ok_result, encode_summary
 from tests.consumer_harness import produce_raw, stop_after_commit
 from tests.helpers import read_all, unique, wait_for
+from tools.localkafka.broker import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -56,7 +56,7 @@ def cli(
     if bootstrap is not None:
         env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        [sys.executable, "-m", "tools.cli", *args],
         check=False,
         input=stdin.decode() if stdin is not None else None,
         capture_output=True,

@@ -1,7 +1,7 @@
 """The consumer against real model servers: MLServer 1.7.1 and KServe 0.21.0.
 
 Each server is installed from PyPI into its own cached environment by
-``testservers.real_servers`` (the first run installs, later runs start it in seconds) and
+``tools.testservers.real_servers`` (the first run installs, later runs start it in seconds) and
 serves a scikit-learn iris model trained the way ``serve-model`` trains it. If a server
 cannot be installed or started, its tests FAIL with the reason: they never skip.
 
@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import pytest
 
-from cli.demo import ORIGINAL_LABELS, ORIGINAL_ROWS
 from consumer.dispatcher import Dispatcher
 from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.protocols import CodecOptions, codec_options
 from consumer.settings import Settings
-from modelserver.iris_data import FEATURES, sample
-from modelserver.server import IrisModel
 from tests.consumer_harness import Service, create_topics, read_results, submit
-from testservers.real_servers import (
+from tools.cli.demo import ORIGINAL_LABELS, ORIGINAL_ROWS
+from tools.modelserver.iris_data import FEATURES, sample
+from tools.modelserver.server import IrisModel
+from tools.testservers.real_servers import (
     KSERVE,
     MLSERVER,
     RealServer,
@@ -232,7 +232,7 @@ def test_an_install_that_fails_says_what_failed_and_leaves_nothing_ready(
 def test_real_server_command_serves_until_sigterm_and_leaves_no_process(tmp_path: Path) -> None:
     """``batch-runner real-server kserve`` prints its endpoints, answers, and stops cleanly."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "real-server", "kserve", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "tools.cli", "real-server", "kserve", "--workdir", str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -14,15 +14,15 @@ import trustme
 from confluent_kafka.admin import AdminClient
 from cryptography.hazmat.primitives import serialization
 
-from localkafka.broker import LocalKafka, free_port
 from tests.consumer_harness import Service, create_topics, read_results, submit, wait_exit
+from tools.localkafka.broker import LocalKafka, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
     from tests.consumer_harness import Replica
-    from testservers.inference import TestInferenceServer
+    from tools.testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

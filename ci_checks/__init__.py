@@ -1,6 +1,0 @@
-"""Checks CI runs beside the tests (not part of the wheel).
-
-:mod:`ci_checks.validate_deploy` validates the Kubernetes manifests offline (``make
-deploy-check``); :mod:`ci_checks.docker` runs the Docker path for real (``make
-docker-check``).
-"""
