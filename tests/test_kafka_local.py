@@ -140,6 +140,7 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     (cache / f"kafka-{KAFKA_VERSION}").symlink_to(jars.parent)
     state = tmp_path / "state"
     env = {**os.environ, "BATCH_RUNNER_CACHE_DIR": str(cache), "XDG_STATE_HOME": str(state)}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the CLI must find the brokers started here
     data = tmp_path / "data"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
