@@ -41,8 +41,8 @@ import orjson
 from bench.run import fmt, machine, machine_summary
 from chaos.scenarios import SCENARIOS
 from chaos.trial import Context
-from tools.kafka_env import kafka_cluster
-from tools.kafka_local import LocalKafka
+from tools.localkafka.broker import LocalKafka
+from tools.localkafka.cluster import kafka_cluster
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -33,7 +33,7 @@ from chaos import figures as fig
 from chaos.fleet import Fleet, Incarnation, http_get
 from chaos.ledger import Expected, Ledger, missing_keys
 from chaos.timeline import Sampler
-from tools.kafka_local import LocalKafka, pid_alive, stop_process_group
+from tools.localkafka.broker import LocalKafka, pid_alive, stop_process_group
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

@@ -63,6 +63,7 @@ from schemas.fields import (
     RESULT_V1,
     RESULTS_TOPIC,
     TARGET_PATTERN,
+    TopicNames,
 )
 from schemas.requests import (
     BatchRequest,
@@ -110,6 +111,7 @@ __all__ = [
     "OkResultEncoder",
     "Result",
     "ResultError",
+    "TopicNames",
     "dead_letter_headers",
     "decode_batch_request",
     "decode_results_record",

@@ -201,7 +201,7 @@ def test_cli_without_the_chaos_package_says_it_runs_from_a_checkout() -> None:
         "        if name == 'chaos':\n"
         "            raise ModuleNotFoundError(\"No module named 'chaos'\", name='chaos')\n"
         "sys.meta_path.insert(0, NoChaos())\n"
-        "from tools.cli import main\n"
+        "from tools.cli.main import main\n"
         "main(['chaos', '--smoke'])\n"
     )
     done = subprocess.run(
