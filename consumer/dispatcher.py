@@ -17,6 +17,11 @@ Answers are read by :mod:`consumer.answers`: a 2xx body under the response size 
 error answer's body cut to its informative end (a traceback says what went wrong in its
 last lines). The same HTTP 500 body ``max_same_error`` times for one unit is final
 (``RetryPolicy.answer_is_final``).
+
+Rate limits (:mod:`consumer.ratelimits`): a 429's ``retry-after-ms`` or ``Retry-After``
+is the retry's floor, and each endpoint's :class:`~consumer.ratelimits.RateLimitPacer`
+reads the ``x-ratelimit-*`` headers of every answer and holds back the next request's
+start (before it takes a place in the limiter) when the budget runs low.
 """
 
 from __future__ import annotations
@@ -32,8 +37,8 @@ import aiohttp
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.limiter import Limiter
 from consumer.metrics import Metrics
-from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec
-from consumer.retry import parse_retry_after
+from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec, route
+from consumer.ratelimits import RateLimitPacer, retry_after_s
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
@@ -69,7 +74,7 @@ class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
         kind: ResultErrorKind,
         message: str,
         status: int | None = None,
-        retry_after: str | None = None,
+        retry_after: float | None = None,
         body: str = "",
     ) -> None:
         super().__init__(message)
@@ -99,6 +104,7 @@ class Dispatcher:
             name: get_codec(endpoint.protocol, endpoint.codec)
             for name, endpoint in settings.endpoints.items()
         }
+        self._pacers = {name: RateLimitPacer() for name in settings.endpoints}
         # Each endpoint's request headers, built once (per-message trace headers are added
         # to a copy only when a message carries them).
         self._headers: dict[str, dict[str, str]] = {
@@ -159,8 +165,10 @@ class Dispatcher:
         round-robin, so none waits behind all the others' backlog.
         """
         codec = self._codecs[endpoint.name]
+        pacer = self._pacers[endpoint.name]
         try:
             body = codec.encode(items)
+            url = route(codec, endpoint.url, items)
         except BadItem as exc:
             return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
         request_headers = self._headers[endpoint.name]
@@ -174,6 +182,9 @@ class Dispatcher:
         attempt = 0
         while True:
             attempt += 1
+            pause = pacer.delay(time.monotonic())
+            if pause > 0:
+                await self._wait(pause, fair_key)
             try:
                 waiting = time.monotonic()
                 async with limiter.hold(fair_key):
@@ -181,7 +192,7 @@ class Dispatcher:
                     queued += sending - waiting
                     if attempt == 1:
                         first_attempt = sending
-                    answer = await self._post(endpoint.url, body, request_headers)
+                    answer = await self._post(url, body, request_headers, pacer)
                 try:
                     predictions = codec.decode(answer, len(items))
                 except WrongCount as exc:
@@ -194,16 +205,20 @@ class Dispatcher:
                 if delay is None:
                     return self._error(started, queued, attempt, failure)
                 self._metrics.retries.inc()
-                self.retrying[fair_key] += 1
-                try:
-                    await asyncio.sleep(delay)
-                finally:
-                    self.retrying[fair_key] -= 1
-                    if not self.retrying[fair_key]:
-                        del self.retrying[fair_key]
+                await self._wait(delay, fair_key)
                 continue
             self.last_success = time.monotonic()
             return self._finish(started, queued, attempt, predictions)
+
+    async def _wait(self, delay: float, fair_key: Hashable) -> None:
+        """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
+        self.retrying[fair_key] += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.retrying[fair_key] -= 1
+            if not self.retrying[fair_key]:
+                del self.retrying[fair_key]
 
     def _retry_delay(
         self,
@@ -226,11 +241,7 @@ class Dispatcher:
                     "this input, not retried further)"
                 )
                 return None
-        delay = policy.next_delay(
-            attempt,
-            elapsed,
-            parse_retry_after(failure.retry_after, time.time()),
-        )
+        delay = policy.next_delay(attempt, elapsed, failure.retry_after)
         if delay is None:
             failure.message = (
                 f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
@@ -264,7 +275,9 @@ class Dispatcher:
             queue_ms=queued * 1000.0,
         )
 
-    async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+    async def _post(
+        self, url: str, body: bytes, headers: Mapping[str, str], pacer: RateLimitPacer
+    ) -> bytes:
         """POST once; return the body of a 2xx answer or raise :class:`_Failure`."""
         session = self._session
         if session is None:
@@ -275,6 +288,7 @@ class Dispatcher:
             async with session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 self.unanswered = 0
+                pacer.observe(response.headers, time.monotonic())
                 metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
                 cap = self._settings.max_response_bytes
@@ -290,7 +304,7 @@ class Dispatcher:
                     ResultErrorKind.HTTP_STATUS,
                     f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
                     status,
-                    response.headers.get("Retry-After"),
+                    retry_after_s(response.headers, time.time()),
                     snippet,
                 )
         except TimeoutError:
