@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,7 +43,7 @@ from consumer.ratelimits import RateLimitPacer, retry_after_s
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 
     from consumer.endpoints import Endpoint
     from consumer.retry import RetryPolicy
@@ -174,7 +175,6 @@ class Dispatcher:
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
-        limiter = self.limiter
         started = time.monotonic()
         first_attempt = started
         queued = 0.0  # seconds spent waiting for a place in the limiter, all attempts
@@ -182,14 +182,9 @@ class Dispatcher:
         attempt = 0
         while True:
             attempt += 1
-            pause = pacer.delay(time.monotonic())
-            if pause > 0:
-                await self._wait(pause, fair_key)
             try:
-                waiting = time.monotonic()
-                async with limiter.hold(fair_key):
-                    sending = time.monotonic()
-                    queued += sending - waiting
+                async with self._place(pacer, fair_key) as (waited, sending):
+                    queued += waited
                     if attempt == 1:
                         first_attempt = sending
                     answer = await self._post(url, body, request_headers, pacer)
@@ -209,6 +204,36 @@ class Dispatcher:
                 continue
             self.last_success = time.monotonic()
             return self._finish(started, queued, attempt, predictions)
+
+    @contextlib.asynccontextmanager
+    async def _place(
+        self, pacer: RateLimitPacer, fair_key: Hashable
+    ) -> AsyncIterator[tuple[float, float]]:
+        """Hold a place in the limiter once the endpoint's pace lets a request start.
+
+        Yields the time spent waiting for places and when the request starts. The pace is
+        read with a place held (answers that set it came in while the unit waited); a unit
+        told to wait gives its place back meanwhile, and then only waits for a pause, its
+        place in the pace being already reserved.
+        """
+        limiter = self.limiter
+        waited = 0.0
+        paced = False
+        while True:
+            waiting = time.monotonic()
+            await limiter.acquire(fair_key)
+            sending = time.monotonic()
+            waited += sending - waiting
+            pause = pacer.paused_for(sending) if paced else pacer.delay(sending)
+            if pause <= 0:
+                break
+            limiter.release()
+            paced = True
+            await self._wait(pause, fair_key)
+        try:
+            yield waited, sending
+        finally:
+            limiter.release()
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
         """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""

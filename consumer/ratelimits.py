@@ -126,6 +126,10 @@ class RateLimitPacer:
         """How many requests may start per reset period when ``remaining_tokens`` are left."""
         return max(1, min(self.spread_when_low, remaining_tokens))
 
+    def paused_for(self, now: float) -> float:
+        """Return how long the endpoint is paused from ``now`` (nothing is reserved)."""
+        return max(0.0, self.pause_until - now)
+
     def delay(self, now: float) -> float:
         """Reserve the next request's start; return how long to wait for it (0: start now)."""
         start = max(now, self.pause_until)
