@@ -25,6 +25,7 @@ from schemas import (
     encode_ok_result,
 )
 from tests.helpers import schema_validator
+from tests.test_producer_cli import cli
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -204,3 +205,19 @@ def test_output_lines_follow_the_openai_batch_output_schema() -> None:
 def test_the_output_schema_refuses_lines_no_reader_could_use(line: dict[str, Any]) -> None:
     """Neither answer nor error, no custom_id, an answer and an error, a body missing."""
     assert not OUTPUT_SCHEMA.is_valid(line)
+
+
+def test_submit_refuses_a_file_with_bad_lines_unless_told_to_skip_them(tmp_path: Path) -> None:
+    """Without ``--skip-invalid`` every bad line is named and nothing is sent (exit 2).
+
+    The file is checked before any Kafka cluster is looked for, so none is needed here.
+    """
+    path = tmp_path / "in.jsonl"
+    path.write_text("\n".join([batch_line("a"), "{", batch_line("a")]) + "\n")
+    done = cli("submit", str(path), "--format", "openai-batch", bootstrap="127.0.0.1:1")
+    assert done.returncode == 2
+    assert f"{path}:2: not valid JSON" in done.stderr
+    assert f"{path}:3: custom_id 'a' is on line 1 already" in done.stderr
+    assert "2 invalid lines" in done.stderr
+    assert "--skip-invalid submits the other 1" in done.stderr
+    assert done.stdout == ""

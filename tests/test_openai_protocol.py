@@ -377,3 +377,84 @@ async def test_an_unconfigured_url_is_a_bad_item_without_a_request(
     assert outcome.error_kind == "bad_item"
     assert outcome.attempts == 0
     assert (await openai_stats(http, server.url))["requests"] == 0
+
+
+# --- the test server's OpenAI routes ------------------------------------------------------
+
+
+async def post(http: aiohttp.ClientSession, url: str, body: object) -> tuple[int, Any, Any]:
+    """POST ``body``; return the status, the JSON answer and the headers."""
+    async with http.post(url, data=orjson.dumps(body)) as answer:
+        return answer.status, orjson.loads(await answer.read()), answer.headers
+
+
+async def test_openai_routes_answer_deterministically_with_usage(
+    server: TestInferenceServer, http: aiohttp.ClientSession
+) -> None:
+    """Chat, completions and embeddings: the same body, the same answer; words as tokens."""
+    url = server.url
+    chat = {"model": "m", "messages": [{"role": "user", "content": [{"text": "two words"}]}]}
+    first = await post(http, f"{url}/v1/chat/completions", chat)
+    again = await post(http, f"{url}/v1/chat/completions", chat)
+    assert first[:2] == again[:2]
+    assert first[1]["choices"][0]["message"]["content"] == "echo: two words"
+    assert first[1]["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    status, completion, _ = await post(
+        http, f"{url}/v1/completions", {"model": "m", "prompt": ["a b", "c"]}
+    )
+    assert status == 200
+    assert [c["text"] for c in completion["choices"]] == ["echo: a b", "echo: c"]
+    assert completion["usage"] == {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}
+    status, vectors, _ = await post(http, f"{url}/v1/embeddings", {"model": "e", "input": "x y"})
+    assert status == 200
+    assert len(vectors["data"][0]["embedding"]) == 8
+    assert vectors["usage"] == {"prompt_tokens": 2, "total_tokens": 2}
+    stats = await openai_stats(http, url)
+    assert stats["answers"] == {"200": 4}
+    assert stats["total_tokens"] == 5 + 5 + 8 + 2
+
+
+async def test_openai_routes_refuse_bodies_they_cannot_read(
+    server: TestInferenceServer, http: aiohttp.ClientSession
+) -> None:
+    """No model, no messages, a prompt of numbers: 400 with an OpenAI-style error."""
+    url = server.url
+    for path, body in [
+        ("/v1/chat/completions", {"messages": [{"content": "x"}]}),
+        ("/v1/chat/completions", {"model": "m", "messages": []}),
+        ("/v1/completions", {"model": "m", "prompt": [1, 2]}),
+        ("/v1/embeddings", {"model": "m"}),
+    ]:
+        status, answer, _ = await post(http, f"{url}{path}", body)
+        assert status == 400
+        assert answer["error"]["type"] == "invalid_request_error"
+
+
+async def test_openai_routes_state_their_budget_and_refuse_beyond_it(
+    server: TestInferenceServer, http: aiohttp.ClientSession
+) -> None:
+    """Budget headers on every answer; past the budget a 429 says when to come back."""
+    await configure(http, server.url, requests_per_window=2, window_s=60)
+    url = f"{server.url}/v1/embeddings"
+    answers = [await post(http, url, {"model": "e", "input": f"n{i}"}) for i in range(3)]
+    assert [a[0] for a in answers] == [200, 200, 429]
+    assert [a[2]["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0", "0"]
+    assert answers[0][2]["x-ratelimit-limit-requests"] == "2"
+    reset = parse_duration(answers[2][2]["x-ratelimit-reset-requests"])
+    assert reset is not None
+    assert 0 < reset <= 60
+    assert float(answers[2][2]["retry-after-ms"]) == pytest.approx(reset * 1000)
+    assert (await openai_stats(http, server.url))["over_limit"] == 1
+
+
+async def test_chosen_bodies_are_refused_once_with_retry_after_ms(
+    server: TestInferenceServer, http: aiohttp.ClientSession
+) -> None:
+    """With a fraction of 1 every body's first arrival is a 429, its second an answer."""
+    await configure(http, server.url, rate_limited_fraction=1.0, retry_after_ms=40)
+    url = f"{server.url}/v1/chat/completions"
+    first = await post(http, url, CHAT_BODY)
+    second = await post(http, url, CHAT_BODY)
+    assert (first[0], first[2]["retry-after-ms"]) == (429, "40")
+    assert second[0] == 200
+    assert (await openai_stats(http, server.url))["rate_limited"] == 1
