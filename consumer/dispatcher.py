@@ -313,7 +313,7 @@ class Dispatcher:
             async with session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 self.unanswered = 0
-                pacer.observe(response.headers, time.monotonic())
+                pacer.observe(response.headers, time.monotonic(), self.limiter.in_use - 1)
                 metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
                 cap = self._settings.max_response_bytes

@@ -9,9 +9,11 @@ Two kinds of header:
   ``x-ratelimit-remaining-requests`` / ``-tokens``, with ``x-ratelimit-limit-*`` and
   ``x-ratelimit-reset-*`` (a duration: ``1s``, ``6m0s``, ``20ms``). A
   :class:`RateLimitPacer` per endpoint turns them into a wait before each request starts,
-  so the replica slows down *before* the server answers 429:
+  so the replica slows down *before* the server answers 429. What is left counts the
+  replica's other requests still in flight as spent (the server may not have counted
+  them yet):
 
-  - nothing left (``remaining`` 0): no request starts until the reset;
+  - nothing left: no request starts until the reset;
   - requests: under ``low_fraction`` of the limit left (or any amount when the limit is
     not stated), the requests left are spread evenly over the time to the reset (one
     every ``reset / remaining`` seconds);
@@ -100,12 +102,17 @@ class RateLimitPacer:
     spacing_until: float = 0.0
     next_start: float = 0.0
 
-    def observe(self, headers: Mapping[str, str], now: float) -> None:
-        """Take the budget an answer states (its ``x-ratelimit-*`` headers) into account."""
+    def observe(self, headers: Mapping[str, str], now: float, in_flight: int = 0) -> None:
+        """Take the budget an answer states (its ``x-ratelimit-*`` headers) into account.
+
+        ``in_flight`` is how many other requests to the endpoint are on the wire: they
+        will spend some of what is left.
+        """
         for dimension in ("requests", "tokens"):
-            remaining = _count(headers.get(f"x-ratelimit-remaining-{dimension}"))
-            if remaining is None:
+            stated = _count(headers.get(f"x-ratelimit-remaining-{dimension}"))
+            if stated is None:
                 continue
+            remaining = stated - in_flight if dimension == "requests" else stated
             limit = _count(headers.get(f"x-ratelimit-limit-{dimension}"))
             reset = parse_duration(headers.get(f"x-ratelimit-reset-{dimension}"))
             reset = min(self.default_reset_s if reset is None else reset, self.max_wait_s)

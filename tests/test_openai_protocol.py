@@ -218,6 +218,16 @@ def test_pacer_holds_everything_until_an_empty_budget_resets() -> None:
     assert pacer.delay(10.3) == 0.0
 
 
+def test_pacer_counts_requests_in_flight_as_spent() -> None:
+    """What is left minus the requests on the wire: 10 left and 10 in flight is nothing left."""
+    pacer = RateLimitPacer()
+    pacer.observe(budget(10, reset="500ms"), now=0.0, in_flight=10)
+    assert pacer.delay(0.0) == pytest.approx(0.5)
+    spread = RateLimitPacer()
+    spread.observe(budget(12, reset="500ms"), now=0.0, in_flight=10)
+    assert [spread.delay(0.0) for _ in range(3)] == pytest.approx([0.0, 0.25, 0.5])
+
+
 def test_pacer_holds_for_spent_tokens_too() -> None:
     """An empty token budget pauses the endpoint like an empty request budget."""
     pacer = RateLimitPacer()
