@@ -6,8 +6,9 @@ every line; an answer that is an object with a ``usage`` object (OpenAI-compatib
 servers send one) gets its token counts copied into the result, where ``tail``,
 ``status`` and the metrics add them up.
 
-Most items and answers have neither: a bytes search rules them out before anything is
-parsed, and :func:`annotate` returns None, so the writer keeps its fast path.
+Most items and answers have neither: one bytes search over a work unit's items and one
+over its answers rule them out before anything is parsed, and :func:`annotate` returns
+None, so the writer keeps its fast path.
 """
 
 from __future__ import annotations
@@ -71,11 +72,15 @@ def annotate(
     items: Sequence[bytes | msgspec.Raw], predictions: Sequence[bytes] | None
 ) -> list[Annotation] | None:
     """Return each item's annotation (predictions None: an error), or None if all are empty."""
+    ids = b'"custom_id"' in b"".join(items)
+    usages = predictions is not None and b'"usage"' in b"".join(predictions)
+    if not ids and not usages:
+        return None
     found: list[Annotation] = []
     any_found = False
     for position, item in enumerate(items):
-        custom_id = custom_id_of(item)
-        usage = usage_of(predictions[position]) if predictions is not None else None
+        custom_id = custom_id_of(item) if ids else None
+        usage = usage_of(predictions[position]) if usages and predictions is not None else None
         if custom_id is None and usage is None:
             found.append(NONE)
         else:
