@@ -205,6 +205,7 @@ class RecordWriter:
                     outcome.latency_ms,
                     outcome.queue_ms,
                     custom_id=None if notes is None else notes[i].custom_id,
+                    usage=None if notes is None else notes[i].usage,  # tokens were spent
                 )
                 replaced += 1
         return replaced

@@ -207,13 +207,15 @@ def _pretty(record: Result | ChunkSummary) -> str:
             f"{record.batch_id} chunk {record.chunk + 1}/{record.chunks} done: "
             f"{record.ok} ok, {record.error} errors"
         )
+    item = f"#{record.index}" if record.custom_id is None else f"#{record.index} {record.custom_id}"
     if record.status == "ok":
         answer = orjson.dumps(record.prediction).decode()
         queued = "" if record.queue_ms is None else f", queued {record.queue_ms:.1f} ms"
-        return f"{record.batch_id} #{record.index} ok {answer} ({record.latency_ms:.1f} ms{queued})"
+        tokens = "" if record.usage is None else f", {record.usage.total_tokens} tokens"
+        return f"{record.batch_id} {item} ok {answer} ({record.latency_ms:.1f} ms{queued}{tokens})"
     error = record.error
     detail = f"{error.kind}: {error.message}" if error else "error"
-    return f"{record.batch_id} #{record.index} ERROR {detail} (attempts {record.attempts})"
+    return f"{record.batch_id} {item} ERROR {detail} (attempts {record.attempts})"
 
 
 def _tail(args: argparse.Namespace) -> int:

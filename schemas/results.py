@@ -272,11 +272,19 @@ def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of t
     queue_ms: float = 0.0,
     *,
     custom_id: str | None = None,
+    usage: Usage | None = None,
 ) -> bytes:
-    """Encode the ``error`` result of item ``index``."""
+    """Encode the ``error`` result of item ``index`` (``usage``: an answer it could not keep)."""
     error = ResultError(kind=kind, message=message, http_status=http_status)
     return _encode_result(
-        request, index, attempts, latency_ms, queue_ms, error=error, custom_id=custom_id
+        request,
+        index,
+        attempts,
+        latency_ms,
+        queue_ms,
+        error=error,
+        custom_id=custom_id,
+        usage=usage,
     )
 
 
