@@ -21,7 +21,8 @@ last lines). The same HTTP 500 body ``max_same_error`` times for one unit is fin
 Rate limits (:mod:`consumer.ratelimits`): a 429's ``retry-after-ms`` or ``Retry-After``
 is the retry's floor, and each endpoint's :class:`~consumer.ratelimits.RateLimitPacer`
 reads the ``x-ratelimit-*`` headers of every answer and holds back the next request's
-start (before it takes a place in the limiter) when the budget runs low.
+start when the budget runs low (a unit told to wait gives its place in the limiter back
+while it waits).
 """
 
 from __future__ import annotations
@@ -230,9 +231,11 @@ class Dispatcher:
             limiter.release()
             paced = True
             await self._wait(pause, fair_key)
+        pacer.in_flight += 1
         try:
             yield waited, sending
         finally:
+            pacer.in_flight -= 1
             limiter.release()
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
@@ -313,7 +316,7 @@ class Dispatcher:
             async with session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 self.unanswered = 0
-                pacer.observe(response.headers, time.monotonic(), self.limiter.in_use - 1)
+                pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
                 metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
                 cap = self._settings.max_response_bytes

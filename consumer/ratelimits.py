@@ -97,6 +97,8 @@ class RateLimitPacer:
     """The reset assumed when an answer states a budget but no reset."""
     max_wait_s: float = 120.0
     """No reset is believed longer than this (a broken header must not park the endpoint)."""
+    in_flight: int = 0
+    """Requests to the endpoint on the wire now (the dispatcher counts them)."""
     pause_until: float = 0.0
     spacing_s: float = 0.0
     spacing_until: float = 0.0
