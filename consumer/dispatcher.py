@@ -17,12 +17,19 @@ Answers are read by :mod:`consumer.answers`: a 2xx body under the response size 
 error answer's body cut to its informative end (a traceback says what went wrong in its
 last lines). The same HTTP 500 body ``max_same_error`` times for one unit is final
 (``RetryPolicy.answer_is_final``).
+
+Rate limits (:mod:`consumer.ratelimits`): a 429's ``retry-after-ms`` or ``Retry-After``
+is the retry's floor, and each endpoint's :class:`~consumer.ratelimits.RateLimitPacer`
+reads the ``x-ratelimit-*`` headers of every answer and holds back the next request's
+start when the budget runs low (a unit told to wait gives its place in the limiter back
+while it waits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -32,12 +39,12 @@ import aiohttp
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.limiter import Limiter
 from consumer.metrics import Metrics
-from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec
-from consumer.retry import parse_retry_after
+from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec, route
+from consumer.ratelimits import RateLimitPacer, retry_after_s
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable, Mapping, Sequence
+    from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
 
     from consumer.endpoints import Endpoint
     from consumer.retry import RetryPolicy
@@ -69,7 +76,7 @@ class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
         kind: ResultErrorKind,
         message: str,
         status: int | None = None,
-        retry_after: str | None = None,
+        retry_after: float | None = None,
         body: str = "",
     ) -> None:
         super().__init__(message)
@@ -99,6 +106,7 @@ class Dispatcher:
             name: get_codec(endpoint.protocol, endpoint.codec)
             for name, endpoint in settings.endpoints.items()
         }
+        self._pacers = {name: RateLimitPacer() for name in settings.endpoints}
         # Each endpoint's request headers, built once (per-message trace headers are added
         # to a copy only when a message carries them).
         self._headers: dict[str, dict[str, str]] = {
@@ -159,14 +167,15 @@ class Dispatcher:
         round-robin, so none waits behind all the others' backlog.
         """
         codec = self._codecs[endpoint.name]
+        pacer = self._pacers[endpoint.name]
         try:
             body = codec.encode(items)
+            url = route(codec, endpoint.url, items)
         except BadItem as exc:
             return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
-        limiter = self.limiter
         started = time.monotonic()
         first_attempt = started
         queued = 0.0  # seconds spent waiting for a place in the limiter, all attempts
@@ -175,13 +184,11 @@ class Dispatcher:
         while True:
             attempt += 1
             try:
-                waiting = time.monotonic()
-                async with limiter.hold(fair_key):
-                    sending = time.monotonic()
-                    queued += sending - waiting
+                async with self._place(pacer, fair_key) as (waited, sending):
+                    queued += waited
                     if attempt == 1:
                         first_attempt = sending
-                    answer = await self._post(endpoint.url, body, request_headers)
+                    answer = await self._post(url, body, request_headers, pacer)
                 try:
                     predictions = codec.decode(answer, len(items))
                 except WrongCount as exc:
@@ -194,16 +201,52 @@ class Dispatcher:
                 if delay is None:
                     return self._error(started, queued, attempt, failure)
                 self._metrics.retries.inc()
-                self.retrying[fair_key] += 1
-                try:
-                    await asyncio.sleep(delay)
-                finally:
-                    self.retrying[fair_key] -= 1
-                    if not self.retrying[fair_key]:
-                        del self.retrying[fair_key]
+                await self._wait(delay, fair_key)
                 continue
             self.last_success = time.monotonic()
             return self._finish(started, queued, attempt, predictions)
+
+    @contextlib.asynccontextmanager
+    async def _place(
+        self, pacer: RateLimitPacer, fair_key: Hashable
+    ) -> AsyncIterator[tuple[float, float]]:
+        """Hold a place in the limiter once the endpoint's pace lets a request start.
+
+        Yields the time spent waiting for places and when the request starts. The pace is
+        read with a place held (answers that set it came in while the unit waited); a unit
+        told to wait gives its place back meanwhile, and then only waits for a pause, its
+        place in the pace being already reserved.
+        """
+        limiter = self.limiter
+        waited = 0.0
+        paced = False
+        while True:
+            waiting = time.monotonic()
+            await limiter.acquire(fair_key)
+            sending = time.monotonic()
+            waited += sending - waiting
+            pause = pacer.paused_for(sending) if paced else pacer.delay(sending)
+            if pause <= 0:
+                break
+            limiter.release()
+            paced = True
+            await self._wait(pause, fair_key)
+        pacer.in_flight += 1
+        try:
+            yield waited, sending
+        finally:
+            pacer.in_flight -= 1
+            limiter.release()
+
+    async def _wait(self, delay: float, fair_key: Hashable) -> None:
+        """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
+        self.retrying[fair_key] += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.retrying[fair_key] -= 1
+            if not self.retrying[fair_key]:
+                del self.retrying[fair_key]
 
     def _retry_delay(
         self,
@@ -226,11 +269,7 @@ class Dispatcher:
                     "this input, not retried further)"
                 )
                 return None
-        delay = policy.next_delay(
-            attempt,
-            elapsed,
-            parse_retry_after(failure.retry_after, time.time()),
-        )
+        delay = policy.next_delay(attempt, elapsed, failure.retry_after)
         if delay is None:
             failure.message = (
                 f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
@@ -264,7 +303,9 @@ class Dispatcher:
             queue_ms=queued * 1000.0,
         )
 
-    async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+    async def _post(
+        self, url: str, body: bytes, headers: Mapping[str, str], pacer: RateLimitPacer
+    ) -> bytes:
         """POST once; return the body of a 2xx answer or raise :class:`_Failure`."""
         session = self._session
         if session is None:
@@ -275,6 +316,7 @@ class Dispatcher:
             async with session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 self.unanswered = 0
+                pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
                 metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
                 cap = self._settings.max_response_bytes
@@ -290,7 +332,7 @@ class Dispatcher:
                     ResultErrorKind.HTTP_STATUS,
                     f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
                     status,
-                    response.headers.get("Retry-After"),
+                    retry_after_s(response.headers, time.time()),
                     snippet,
                 )
         except TimeoutError:

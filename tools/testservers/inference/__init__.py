@@ -38,6 +38,11 @@ a non-JSON body), ``"wrong_count"`` (one prediction fewer, or two for a single i
 a permanent item failure wins, then the request script, then the first item action
 that is not ``ok``.
 
+OpenAI-compatible routes (``openai``) are :mod:`~tools.testservers.inference.openai_routes`:
+``POST /v1/chat/completions``, ``/v1/completions`` and ``/v1/embeddings`` answer
+deterministically with ``usage``, and can answer 429 with ``retry-after-ms`` and state
+``x-ratelimit-*`` budgets (``/_control/openai/...`` scripts them).
+
 Three ways to run it:
 
 1. In the test's event loop: ``async with TestInferenceServer(config) as server``.

@@ -8,6 +8,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from tools.testservers.inference.openai_routes import add_openai_routes
 from tools.testservers.inference.state import ServerState, json_response
 
 STATE_KEY: Final = web.AppKey("state", ServerState)
@@ -36,6 +37,7 @@ def build_app(state: ServerState) -> web.Application:
     app.router.add_post("/v2/models/{name}/versions/{version}/infer", v2)
     app.router.add_get("/v2/health/live", healthy)
     app.router.add_get("/v2/health/ready", healthy)
+    add_openai_routes(app, state)  # /v1/chat/completions, /v1/completions, /v1/embeddings
     _add_control_routes(app, state)
     return app
 

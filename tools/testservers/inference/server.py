@@ -59,6 +59,8 @@ class TestInferenceServer:
             return f"{self.url}/predict"
         if protocol == "v1":
             return f"{self.url}/v1/models/{model}:predict"
+        if protocol == "openai":
+            return f"{self.url}/v1/chat/completions"
         return f"{self.url}/v2/models/{model}/infer"
 
     # control, from any thread
