@@ -1,7 +1,7 @@
 # One image for both roles: `consume` (the default) and `serve-model` (the iris example).
 # Dependencies are pinned by uv.lock; the runtime stage has no build tools and runs as a
 # non-root user. PYTHON_IMAGE is the base of both stages: the official image for users;
-# CI builds with a Debian bookworm base of its own (tools/docker/images.py), as Docker Hub
+# CI builds with a Debian bookworm base of its own (tools/ci_checks/docker/images.py), as Docker Hub
 # is out of its reach.
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE} AS build

@@ -66,11 +66,11 @@ compose-check:
 	docker-compose -f docker-compose.yml config --quiet
 	@echo "docker-compose.yml: valid"
 
-# The Docker path for real (tools/docker/check.py): a Docker engine (started privately
+# The Docker path for real (tools/ci_checks/docker/check.py): a Docker engine (started privately
 # when none answers, as root), local base images, the project's image, compose with three
 # replicas end to end, the tests' testcontainers path; everything torn down afterwards.
 docker-check: install
-	$(RUN) python -m tools.docker.check
+	$(RUN) python -m tools.ci_checks.docker.check
 
 bench: install
 	$(RUN) batch-runner kafka fetch >/dev/null
@@ -79,9 +79,14 @@ bench: install
 chaos: install
 	$(RUN) batch-runner kafka fetch >/dev/null
 	$(RUN) python -m chaos.run --scenario all --out chaos/results/report.json
+	# and what deploy/ runs (static membership from the pod name, a 6 s session) where it matters
+	for scenario in sigkill-storm scaling broker-outage; do \
+	  $(RUN) python -m chaos.run --scenario $$scenario --static-membership \
+	    --set session_timeout_s=6 --label deploy --merge --out chaos/results/report.json || exit 1; \
+	done
 
 deploy-check: install
-	$(RUN) python -m tools.validate_deploy
+	$(RUN) python -m tools.ci_checks.validate_deploy
 
 clean:
 	-$(RUN) batch-runner kafka stop

@@ -9,10 +9,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
-from schemas import CHUNK_SUMMARY_V1, ChunkSummary, decode_results_record, encode_batch_request
+from producer.topics import admin_client, create_topics, service_topics
+from schemas import (
+    CHUNK_SUMMARY_V1,
+    ChunkSummary,
+    TopicNames,
+    decode_results_record,
+    encode_batch_request,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -23,13 +28,10 @@ SUMMARY_TAG = CHUNK_SUMMARY_V1.encode()
 
 
 @dataclass(frozen=True)
-class Topics:
-    """The three topics of one measurement, unique to it."""
+class Topics(TopicNames):
+    """The three topics of one measurement, unique to it, and their partition count."""
 
-    requests: str
-    results: str
-    dlq: str
-    partitions: int
+    partitions: int = 1
 
     def request_partitions(self) -> set[str]:
         """Return the request partitions as the consumer logs them (``topic[p]``)."""
@@ -40,24 +42,8 @@ def make_topics(bootstrap: str, partitions: int) -> Topics:
     """Create fresh request, result and dead-letter topics; wait until they exist."""
     run = uuid.uuid4().hex[:10]
     topics = Topics(f"bench-{run}-req", f"bench-{run}-res", f"bench-{run}-dlq", partitions)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [
-            NewTopic(topics.requests, num_partitions=partitions, replication_factor=-1),
-            NewTopic(topics.results, num_partitions=partitions, replication_factor=-1),
-            NewTopic(topics.dlq, num_partitions=1, replication_factor=-1),
-        ],
-    )
-    for future in futures.values():
-        future.result(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        metadata = admin.list_topics(timeout=10).topics
-        ready = [metadata.get(name) for name in (topics.requests, topics.results, topics.dlq)]
-        if all(t is not None and t.error is None and t.partitions for t in ready):
-            return topics
-        time.sleep(0.05)
-    raise TimeoutError(f"topics {topics} were not ready within 30 s")
+    create_topics(admin_client(bootstrap), service_topics(topics, partitions)).check()
+    return topics
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """A lean identity server for one comparison: how much of a bound is the test server's own cost.
 
 ``python -m bench.lean_server --latency-ms 20 [--workers N]`` serves the KServe v1 route
-like ``tools.testserver`` (``{"instances": [...]}`` answered by ``{"predictions": [...]}``
-after the latency) but does nothing else: no counters, no scripts, no per-item parsing.
+like ``tools.testservers.inference`` (``{"instances": [...]}`` answered by
+``{"predictions": [...]}`` after the latency) but does nothing else: no counters, no
+scripts, no per-item parsing.
 With ``--workers N`` it forks N processes that accept on one listening socket, so no one
 event loop serialises a burst of answers. It prints its URL, then serves until SIGTERM
 or SIGINT (passed on to the workers). ``bench.run --server lean|lean2`` uses it instead

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from tools.processes import terminate
+from consumer import launch
+from tools.localkafka.processes import terminate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -113,7 +114,7 @@ def inference_server(
     port: int = 0,
     options: Sequence[str] = (),
 ) -> Iterator[Server]:
-    """Run ``python -m tools.testserver`` with a fixed latency; yield it; stop it.
+    """Run ``python -m tools.testservers.inference`` with a fixed latency; yield it; stop it.
 
     With ``lean_workers``, ``python -m bench.lean_server`` instead (same route, no
     bookkeeping) in that many processes. ``port``: the test server's (0: a free one);
@@ -132,7 +133,7 @@ def inference_server(
         command = [
             sys.executable,
             "-m",
-            "tools.testserver",
+            "tools.testservers.inference",
             "--port",
             str(port),
             "--latency-ms",
@@ -238,14 +239,7 @@ def start_replica(
     ``wrapper`` goes between the interpreter and ``-m consumer`` (``-m cProfile -o FILE``).
     """
     log = workdir / f"consumer-{uuid.uuid4().hex[:8]}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, *wrapper, "-m", "consumer"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return Replica(process, log)
+    return Replica(launch.start_replica(env, log, wrapper=wrapper), log)
 
 
 def wait_assigned(replicas: Sequence[Replica], partitions: set[str], timeout_s: float) -> float:

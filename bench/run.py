@@ -28,9 +28,12 @@ from typing import Any
 import orjson
 
 from bench.scenarios import SCENARIOS, Context, Goal
-from tools.kafka_env import kafka_cluster
+from tools.localkafka.cluster import kafka_cluster
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TEST_SERVER = "tools.testservers.inference"
+# The server's name in reports written before it moved (their figures still merge).
+FORMER_NAMES = {"tools.testserver": TEST_SERVER}
 SERVERS = {"testserver": 0, "lean": 1, "lean2": 2}  # name -> lean server processes
 
 __all__ = ["SCENARIOS", "main", "register", "run"]
@@ -64,7 +67,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kafka": f"at {os.environ['KAFKA_BOOTSTRAP_SERVERS']} (KAFKA_BOOTSTRAP_SERVERS)"
         if os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-        else "chosen by tools.kafka_env (Docker or a local java broker)",
+        else "chosen by tools.localkafka.cluster (Docker or a local java broker)",
     }
 
 
@@ -107,7 +110,7 @@ def markdown(report: dict[str, Any]) -> str:
     notes = []
     if report["consumer_overrides"]:
         notes.append(f"consumer settings changed for every replica: {report['consumer_overrides']}")
-    if report["server"] != "tools.testserver":
+    if report["server"] != TEST_SERVER:
         notes.append(f"inference server: {report['server']}")
     if report["profile"]:
         notes.append(f"replicas ran under {report['profile']}: figures not comparable")
@@ -201,7 +204,7 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
         "smoke": smoke,
         "profile": profile,
         "consumer_overrides": overrides or {},
-        "server": f"bench.lean_server x{lean_workers}" if lean_workers else "tools.testserver",
+        "server": f"bench.lean_server x{lean_workers}" if lean_workers else TEST_SERVER,
         "repeat": repeat,
         "scenarios": {},
     }
@@ -230,7 +233,8 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
         previous = orjson.loads(out.read_bytes())
         if (
             previous.get("smoke") == smoke
-            and previous.get("server", "tools.testserver") == report["server"]
+            and FORMER_NAMES.get(server := previous.get("server", TEST_SERVER), server)
+            == report["server"]
         ):
             merged = {**previous.get("scenarios", {}), **report["scenarios"]}
             order = [n for n in SCENARIOS if n in merged]
@@ -251,7 +255,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
         "--server",
         choices=list(SERVERS),
         default="testserver",
-        help="the inference server: tools.testserver (default), or bench.lean_server in "
+        help="the inference server: tools.testservers.inference (default), or bench.lean_server in "
         "one process (lean) or two (lean2)",
     )
     parser.add_argument(

@@ -1,7 +1,7 @@
 """The benchmark scenarios, each measured beside a baseline in the same run.
 
 Every scenario runs the real pipeline: a Kafka broker, the test inference server as a
-process of its own (``python -m tools.testserver``), consumer replicas as ``python -m
+process of its own (``python -m tools.testservers.inference``), consumer replicas as ``python -m
 consumer`` processes, and a reader of the results topic in the harness. The comparison
 clients (:mod:`bench.baselines`) run as processes of their own against the same server.
 
@@ -28,6 +28,7 @@ from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
+from consumer import launch
 from schemas import encode_batch_request
 
 if TYPE_CHECKING:
@@ -51,7 +52,9 @@ class Context:
     profile_dir: Path | None = None
     scenario: str = ""
     overrides: dict[str, str] = field(default_factory=dict)  # consumer settings for every run
-    lean_workers: int = 0  # > 0: bench.lean_server in that many processes, not tools.testserver
+    lean_workers: int = (
+        0  # > 0: bench.lean_server in that many processes, not tools.testservers.inference
+    )
 
     def server(self, latency_ms: float) -> contextlib.AbstractContextManager[Server]:
         """Return the inference server of this run, as a context manager."""
@@ -88,25 +91,17 @@ def replica_env(
     ``settings`` (``max_in_flight=8``) become ``BATCH_RUNNER_*`` variables; ``overrides``
     (from ``--set``, ``kafka_linger_ms`` as ``KAFKA_LINGER_MS``) win over them.
     """
+    defaults = {
+        "endpoint": server.v1_endpoint,
+        "protocol": "v1",
+        "metrics_port": -1,
+        "log_format": "json",
+    }
     return {
         **_inherited_env(),
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "BATCH_RUNNER_ENDPOINT": server.v1_endpoint,
-        "BATCH_RUNNER_PROTOCOL": "v1",
-        "BATCH_RUNNER_REQUESTS_TOPIC": topics.requests,
-        "BATCH_RUNNER_RESULTS_TOPIC": topics.results,
-        "BATCH_RUNNER_DLQ_TOPIC": topics.dlq,
-        "BATCH_RUNNER_METRICS_PORT": "-1",
-        "BATCH_RUNNER_LOG_FORMAT": "json",
-        **{env_name(k): str(v) for k, v in settings.items()},
-        **{env_name(k): v for k, v in overrides.items()},
+        **launch.replica_env(bootstrap, topics, **{**defaults, **settings}),
+        **{launch.env_name(k): v for k, v in overrides.items()},
     }
-
-
-def env_name(setting: str) -> str:
-    """Return the variable of a setting: ``kafka_linger_ms`` as is, others ``BATCH_RUNNER_``."""
-    name = setting.upper()
-    return name if name.startswith("KAFKA_") else f"BATCH_RUNNER_{name}"
 
 
 def _inherited_env() -> dict[str, str]:

@@ -236,3 +236,15 @@ def first_status(
         if sample.t >= after and sample.health.get(incarnation) == status:
             return sample.t - after
     return None
+
+
+def committed_to_the_end_for(samples: Sequence[Sample], seconds: float) -> bool:
+    """Whether every partition's committed offset has been at its end for ``seconds``."""
+    if not samples or samples[-1].t - samples[0].t < seconds:
+        return False
+    newest = samples[-1].t
+    return all(
+        x.committed is not None and x.end is not None and x.committed == x.end
+        for x in samples
+        if x.t >= newest - seconds
+    )

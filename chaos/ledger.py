@@ -81,32 +81,38 @@ class Ledger:
         self.topic = topic
         self.partitions = partitions
         self.expected = expected
+        self.rereads = 0  # final reads started afresh (the live reader did not get there)
+        self._lock = threading.Lock()
+        self._target: list[int] | None = None
+        self._start_reading()
+
+    def _start_reading(self) -> None:
+        """Zero the tally and read the topic from its beginning in a new thread."""
         self.results: dict[tuple[str, int], int] = {}
         self.error_results: dict[tuple[str, int], int] = {}
         self.summaries: dict[tuple[str, int], int] = {}
         self.undecodable = 0
         self.unexpected = 0  # records of batches or indexes nobody submitted
-        self.by_partition = [0] * partitions  # results per request partition
-        self.newest = [0.0] * partitions  # newest result create time per request partition
-        self.missing_items = expected.items
-        self.missing_summaries = expected.summaries
-        self._seen = [-1] * partitions  # highest results offset read, per results partition
-        self._target: list[int] | None = None
+        self.by_partition = [0] * self.partitions  # results per request partition
+        self.newest = [0.0] * self.partitions  # newest result create time per request partition
+        self.missing_items = self.expected.items
+        self.missing_summaries = self.expected.summaries
+        self._seen = [-1] * self.partitions  # highest results offset read, per partition
         self._caught_up = threading.Event()
         self._stop = threading.Event()
-        self._lock = threading.Lock()
         self._failure: BaseException | None = None
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                "bootstrap.servers": self.bootstrap,
                 "group.id": f"chaos-ledger-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 50,
                 **QUIET,
             },
         )
         self._consumer.assign(
-            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)]
         )
         self._thread = threading.Thread(target=self._run, name="chaos-ledger", daemon=True)
         self._thread.start()
@@ -183,7 +189,13 @@ class Ledger:
         self.newest[partition] = max(self.newest[partition], created)
 
     def finish(self, timeout_s: float = 60.0) -> bool:
-        """Read on to the topic's end offsets as of now; stop; return whether it got there."""
+        """Read on to the topic's end offsets as of now; stop; return whether it got there.
+
+        A reader that lived through a broker restart can stop receiving anything
+        (librdkafka keeps fetching with what it knew before); when the live reader has
+        not got there within half the time, the tally is dropped and the topic read
+        again from its beginning by a new reader (counted in ``rereads``).
+        """
         deadline = time.monotonic() + timeout_s
         while self._target is None and time.monotonic() < deadline:
             # A fresh admin client each time: one that saw the broker restart may keep a
@@ -194,14 +206,25 @@ class Ledger:
                 self._target = [ends[p] for p in range(self.partitions)]
             except Exception:  # noqa: BLE001 - a broker still coming back: ask again
                 time.sleep(0.5)
-        caught_up = self._target is not None and self._caught_up.wait(
-            max(0.0, deadline - time.monotonic())
-        )
+        if self._target is None:
+            self._halt()
+            return False
+        halfway = max(0.0, (deadline - time.monotonic()) / 2)
+        if not self._caught_up.wait(halfway):
+            self._halt()
+            self.rereads += 1
+            with self._lock:
+                self._start_reading()
+        caught_up = self._caught_up.wait(max(0.0, deadline - time.monotonic()))
+        self._halt()
+        return caught_up
+
+    def _halt(self) -> None:
+        """Stop the reading thread; raise what made it fail, if anything did."""
         self._stop.set()
         self._thread.join(30)
         if self._failure is not None:
             raise RuntimeError("the results ledger failed") from self._failure
-        return caught_up
 
     def close(self) -> None:
         """Stop reading (a scenario abandoned by an error)."""
@@ -228,6 +251,7 @@ class Ledger:
             "duplicate_summaries": summary_duplicates,
             "undecodable_records": self.undecodable,
             "unexpected_records": self.unexpected,
+            "final_read_rereads": self.rereads,
         }
 
 

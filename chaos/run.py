@@ -41,8 +41,8 @@ import orjson
 from bench.run import fmt, machine, machine_summary
 from chaos.scenarios import SCENARIOS
 from chaos.trial import Context
-from tools.kafka_env import kafka_cluster
-from tools.kafka_local import LocalKafka
+from tools.localkafka.broker import LocalKafka
+from tools.localkafka.cluster import kafka_cluster
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -75,13 +75,8 @@ def print_scenario(name: str, entry: dict[str, Any]) -> None:
 def markdown(report: dict[str, Any]) -> str:
     """Return the report as a markdown page: the machine, the checks, then every figure."""
     m = report["machine"]
-    notes = []
-    if report["overrides"]:
-        notes.append(f"replica settings changed for every scenario: {report['overrides']}")
-    if report["static_membership"]:
-        notes.append("static membership: group.instance.id per replica slot")
-    if report["broker_properties"]:
-        notes.append(f"broker properties: {report['broker_properties']}")
+    runs = report.get("runs", [])
+    notes = _settings_notes(report) if len(runs) <= 1 else []  # else each run's line says
     lines = [
         "# Chaos figures" + (" (smoke sizes: timings meaningless)" if report["smoke"] else ""),
         *(f"\n**{note}**" for note in notes),
@@ -94,8 +89,9 @@ def markdown(report: dict[str, Any]) -> str:
         ),
         "",
         *(
-            f"- run started {run['started']}, {run['seconds']:.0f} s: {', '.join(run['scenarios'])}"
-            for run in report.get("runs", [])
+            f"- run started {run['started']}, {run['seconds']:.0f} s: "
+            f"{', '.join(run['scenarios'])}{_run_settings(run) if len(runs) > 1 else ''}"
+            for run in runs
         ),
         "",
         "| scenario | check | figure | measured | wanted | |",
@@ -205,6 +201,27 @@ def run(  # noqa: PLR0913 - one keyword per command-line option
     return report
 
 
+def _settings_notes(report: dict[str, Any]) -> list[str]:
+    """Return what the one run of ``report`` changed from the defaults, one note each."""
+    notes = []
+    if report["overrides"]:
+        notes.append(f"replica settings changed for every scenario: {report['overrides']}")
+    if report["static_membership"]:
+        notes.append("static membership: group.instance.id per replica slot")
+    if report["broker_properties"]:
+        notes.append(f"broker properties: {report['broker_properties']}")
+    return notes
+
+
+def _run_settings(run: dict[str, Any]) -> str:
+    """Return what a run changed from the replicas' defaults, as a suffix ('' for none)."""
+    changed = [f"{key}={value}" for key, value in sorted(run.get("overrides", {}).items())]
+    if run.get("static_membership"):
+        changed.append("static membership")
+    changed += [f"broker {k}={v}" for k, v in sorted(run.get("broker_properties", {}).items())]
+    return f" (settings: {', '.join(changed)})" if changed else " (default settings)"
+
+
 def _run_summary(report: dict[str, Any]) -> dict[str, Any]:
     """Return when a run started, how long it took, its scenarios and settings."""
     return {
@@ -214,6 +231,7 @@ def _run_summary(report: dict[str, Any]) -> dict[str, Any]:
         "scenarios": list(report.get("scenarios", {})),
         "overrides": report.get("overrides", {}),
         "static_membership": report.get("static_membership", False),
+        "broker_properties": report.get("broker_properties", {}),
     }
 
 

@@ -2,7 +2,7 @@
 
 Every scenario runs the real thing: a Kafka broker (the run's, or one of its own when
 the broker is the fault), the test inference server as a process
-(``python -m tools.testserver``), consumer replicas as ``python -m consumer``
+(``python -m tools.testservers.inference``), consumer replicas as ``python -m consumer``
 processes. It ends with the final read of the results topic and reports figures;
 ``chaos/README.md`` says how each is measured. Timings are reported, never asserted.
 """
@@ -27,7 +27,7 @@ from chaos.fleet import http_get, http_post, metric_value
 from chaos.ledger import QUIET, end_offsets
 from chaos.trial import LOG_GOALS, MUST_HOLD, Context, Trial
 from schemas import encode_batch_request
-from tools.kafka_local import free_port
+from tools.localkafka.broker import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Callable

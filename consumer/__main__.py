@@ -28,6 +28,7 @@ from consumer.kafka_config import GROUP_PROTOCOLS
 from consumer.pipeline import Pipeline
 from consumer.protocols import PROTOCOLS
 from consumer.settings import Settings
+from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC
 from schemas.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -72,9 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--headers-file",
         help='JSON {"target": {"Header": "value"}} sent with inference requests (secrets)',
     )
-    add("--requests-topic", help="default batch-requests")
-    add("--results-topic", help="default batch-results")
-    add("--dlq-topic", help="default batch-requests.dlq")
+    add("--requests-topic", help=f"default {REQUESTS_TOPIC}")
+    add("--results-topic", help=f"default {RESULTS_TOPIC}")
+    add("--dlq-topic", help=f"default {DLQ_TOPIC}")
     add("--items-per-request", type=int, help="items per HTTP request (default 1)")
     add("--max-items-per-request", type=int, help="cap for a request's own value (1000)")
     add(

@@ -24,6 +24,12 @@ Answers are read by :mod:`consumer.answers`: a 2xx body under the response size 
 error answer's body cut to its informative end (a traceback says what went wrong in its
 last lines). The same HTTP 500 body ``max_same_error`` times for one unit is final
 (``RetryPolicy.answer_is_final``).
+
+Rate limits (:mod:`consumer.ratelimits`): a 429's ``retry-after-ms`` or ``Retry-After``
+is the retry's floor, and each endpoint's :class:`~consumer.ratelimits.RateLimitPacer`
+reads the ``x-ratelimit-*`` headers of every answer and holds back the next request's
+start when the budget runs low (a unit told to wait gives its place in the limiter back
+while it waits).
 """
 
 from __future__ import annotations
@@ -38,10 +44,10 @@ import aiohttp
 
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.breaker import Circuit
-from consumer.guard import EndpointGuard, UnitClock, guards_for
+from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
 from consumer.metrics import Metrics
-from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec
-from consumer.retry import parse_retry_after
+from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec, route
+from consumer.ratelimits import RateLimitPacer, retry_after_s
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
@@ -78,7 +84,7 @@ class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
         kind: ResultErrorKind,
         message: str,
         status: int | None = None,
-        retry_after: str | None = None,
+        retry_after: float | None = None,
         body: str = "",
     ) -> None:
         super().__init__(message)
@@ -108,6 +114,7 @@ class Dispatcher:
             name: get_codec(endpoint.protocol, endpoint.codec)
             for name, endpoint in settings.endpoints.items()
         }
+        self._pacers = {name: RateLimitPacer() for name in settings.endpoints}
         # Each endpoint's request headers, built once (per-message trace headers are added
         # to a copy only when a message carries them).
         self._headers: dict[str, dict[str, str]] = {
@@ -168,8 +175,10 @@ class Dispatcher:
         round-robin, so none waits behind all the others' backlog.
         """
         codec = self._codecs[endpoint.name]
+        pacer = self._pacers[endpoint.name]
         try:
             body = codec.encode(items)
+            url = route(codec, endpoint.url, items)
         except BadItem as exc:
             return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
         request_headers = self._headers[endpoint.name]
@@ -180,14 +189,15 @@ class Dispatcher:
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = await guard.enter(fair_key)
-            clock.sent(ticket)
+            ticket = await self._enter(guard, pacer, fair_key, clock)
+            pacer.in_flight += 1
             try:
-                answer = await self._post(endpoint.url, body, request_headers)
+                answer = await self._post(url, body, request_headers, pacer)
             except _Failure as failure:
-                retry_after = parse_retry_after(failure.retry_after, time.time())
                 timed_out = failure.kind == ResultErrorKind.TIMEOUT
-                guard.leave(ticket, failure.status, timed_out=timed_out, retry_after_s=retry_after)
+                guard.leave(
+                    ticket, failure.status, timed_out=timed_out, retry_after_s=failure.retry_after
+                )
                 result: list[bytes] | _Failure = failure
             except BaseException:
                 guard.cancelled(ticket)
@@ -195,6 +205,8 @@ class Dispatcher:
             else:
                 guard.leave(ticket, 200)
                 result = self._decode(codec, answer, len(items))
+            finally:
+                pacer.in_flight -= 1
             if not isinstance(result, _Failure):
                 self.last_success = time.monotonic()
                 return self._finish(started, clock.queued, clock.attempts, result)
@@ -205,18 +217,34 @@ class Dispatcher:
             delay = self._retry_delay(error, clock, seen)
             if delay is None:
                 return self._error(started, clock.queued, clock.attempts, error)
-            await self._back_off(delay, fair_key)
+            self._metrics.retries.inc()
+            await self._wait(delay, fair_key)
 
-    async def _back_off(self, delay: float, fair_key: Hashable) -> None:
-        """Wait ``delay`` before a retry, counted in :attr:`retrying` under ``fair_key``."""
-        self._metrics.retries.inc()
-        self.retrying[fair_key] += 1
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            self.retrying[fair_key] -= 1
-            if not self.retrying[fair_key]:
-                del self.retrying[fair_key]
+    async def _enter(
+        self,
+        guard: EndpointGuard,
+        pacer: RateLimitPacer,
+        fair_key: Hashable,
+        clock: UnitClock,
+    ) -> Ticket:
+        """Take a place through the endpoint's guard once the endpoint's pace lets it start.
+
+        The pace is read with a place held (answers that set it came in while the unit
+        waited); a unit told to wait gives its place back meanwhile, and then only waits
+        for a pause, its place in the pace being already reserved.
+        """
+        paced = False
+        while True:
+            ticket = await guard.enter(fair_key)
+            now = time.monotonic()
+            pause = pacer.paused_for(now) if paced else pacer.delay(now)
+            if pause <= 0:
+                clock.sent(ticket)
+                return ticket
+            guard.cancelled(ticket)
+            clock.gave_back(ticket)
+            paced = True
+            await self._wait(pause, fair_key)
 
     @staticmethod
     def _decode(codec: Codec, answer: bytes, count: int) -> list[bytes] | _Failure:
@@ -227,6 +255,16 @@ class Dispatcher:
             return _Failure(ResultErrorKind.WRONG_COUNT, str(exc), 200)
         except BadResponse as exc:
             return _Failure(ResultErrorKind.BAD_RESPONSE, str(exc), 200)
+
+    async def _wait(self, delay: float, fair_key: Hashable) -> None:
+        """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
+        self.retrying[fair_key] += 1
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.retrying[fair_key] -= 1
+            if not self.retrying[fair_key]:
+                del self.retrying[fair_key]
 
     def _retry_delay(
         self,
@@ -249,11 +287,7 @@ class Dispatcher:
                     "this input, not retried further)"
                 )
                 return None
-        delay = policy.next_delay(
-            max(clock.charged, 1),
-            elapsed,
-            parse_retry_after(failure.retry_after, time.time()),
-        )
+        delay = policy.next_delay(max(clock.charged, 1), elapsed, failure.retry_after)
         if delay is None:
             failure.message = (
                 f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
@@ -287,7 +321,9 @@ class Dispatcher:
             queue_ms=queued * 1000.0,
         )
 
-    async def _post(self, url: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+    async def _post(
+        self, url: str, body: bytes, headers: Mapping[str, str], pacer: RateLimitPacer
+    ) -> bytes:
         """POST once; return the body of a 2xx answer or raise :class:`_Failure`."""
         session = self._session
         if session is None:
@@ -298,6 +334,7 @@ class Dispatcher:
             async with session.post(url, data=body, headers=headers) as response:
                 status = response.status
                 self.unanswered = 0
+                pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
                 metrics.http_code(str(status)).inc()
                 metrics.inference_latency.observe(time.monotonic() - started)
                 cap = self._settings.max_response_bytes
@@ -313,7 +350,7 @@ class Dispatcher:
                     ResultErrorKind.HTTP_STATUS,
                     f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
                     status,
-                    response.headers.get("Retry-After"),
+                    retry_after_s(response.headers, time.time()),
                     snippet,
                 )
         except TimeoutError:

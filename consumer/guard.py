@@ -290,6 +290,12 @@ class UnitClock:
         else:
             self.endpoint_waits += ticket.endpoint_wait_s
 
+    def gave_back(self, ticket: Ticket) -> None:
+        """Count the waits of a place given back unused (the endpoint's pace said wait)."""
+        self.queued += ticket.endpoint_wait_s + ticket.queue_wait_s
+        if self.attempts:
+            self.endpoint_waits += ticket.endpoint_wait_s
+
     def free_attempt(self) -> None:
         """Do not count the last attempt against ``max_attempts``."""
         self.charged -= 1

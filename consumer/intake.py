@@ -18,6 +18,7 @@ from confluent_kafka import KafkaException
 
 from consumer.chunks import Chunk
 from consumer.dispatcher import Outcome
+from consumer.protocols import ONE_ITEM_PROTOCOLS
 from consumer.source import message_error
 from consumer.splitter import WorkUnit, items_per_request, split
 from consumer.tracing import trace_context
@@ -121,6 +122,8 @@ class Intake:
             settings.items_per_request,
             settings.max_items_per_request,
         )
+        if endpoint.protocol in ONE_ITEM_PROTOCOLS:
+            size = 1  # these APIs take no list of bodies
         for unit in split(request.items, size):
             task = asyncio.create_task(self._process(chunk, endpoint, unit, trace or None))
             chunk.tasks.add(task)

@@ -42,6 +42,13 @@ class Metrics:
             ["code"],
             registry=r,
         )
+        self.tokens = Counter(
+            "batch_runner_tokens_total",
+            "Tokens the inference answers report using (their usage), by kind: prompt or "
+            "completion.",
+            ["kind"],
+            registry=r,
+        )
         self.retries = Counter(
             "batch_runner_retries_total",
             "Inference requests retried after a retryable failure.",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaException
 
+from consumer.annotations import annotate
 from consumer.publisher import topic_record_limits, usable_record_bytes
 from schemas import (
     InvalidMessage,
@@ -25,6 +26,7 @@ from schemas import (
     ResultErrorKind,
     dead_letter_headers,
     encode_error_result,
+    encode_ok_result,
     encode_summary,
 )
 
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
     from confluent_kafka import KafkaError, Message
 
+    from consumer.annotations import Annotation
     from consumer.chunks import Chunk
     from consumer.dispatcher import Outcome
     from consumer.metrics import Metrics
@@ -112,7 +115,24 @@ class RecordWriter:
         request = chunk.request
         first = request.start + unit.offset
         count = len(unit.items)
-        if outcome.predictions is not None:
+        notes = annotate(unit.items, outcome.predictions)
+        if outcome.predictions is not None and notes is not None:
+            values = [
+                encode_ok_result(
+                    request,
+                    first + i,
+                    p,
+                    outcome.attempts,
+                    outcome.latency_ms,
+                    outcome.queue_ms,
+                    custom_id=notes[i].custom_id,
+                    usage=notes[i].usage,
+                )
+                for i, p in enumerate(outcome.predictions)
+            ]
+            errors = self._replace_oversized(request, first, values, outcome, notes)
+            self._count_tokens(notes)
+        elif outcome.predictions is not None:
             encode = OkResultEncoder(
                 request, outcome.attempts, outcome.latency_ms, outcome.queue_ms
             )
@@ -129,6 +149,7 @@ class RecordWriter:
                     outcome.attempts,
                     outcome.latency_ms,
                     outcome.queue_ms,
+                    custom_id=None if notes is None else notes[i].custom_id,
                 )
                 for i in range(count)
             ]
@@ -161,6 +182,7 @@ class RecordWriter:
         first: int,
         values: list[bytes],
         outcome: Outcome,
+        notes: list[Annotation] | None = None,
     ) -> int:
         """Turn results over the record limit into ``result_too_large`` errors; count them.
 
@@ -182,9 +204,23 @@ class RecordWriter:
                     outcome.attempts,
                     outcome.latency_ms,
                     outcome.queue_ms,
+                    custom_id=None if notes is None else notes[i].custom_id,
+                    usage=None if notes is None else notes[i].usage,  # tokens were spent
                 )
                 replaced += 1
         return replaced
+
+    def _count_tokens(self, notes: list[Annotation]) -> None:
+        """Add the answers' token usage to the metric (``kind``: prompt or completion)."""
+        prompt = completion = 0
+        for note in notes:
+            if note.usage is not None:
+                prompt += note.usage.prompt_tokens
+                completion += note.usage.completion_tokens
+        if prompt:
+            self._metrics.tokens.labels("prompt").inc(prompt)
+        if completion:
+            self._metrics.tokens.labels("completion").inc(completion)
 
     def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
         listener = self._listener

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.kafka_config import kafka_options
 from producer.inputs import FORMATS, read_items
+from producer.openai_batch import output_line, read_batch_file
 from producer.results import (
     BatchState,
     ReaderError,
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
     Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]  # noqa: SLF001
+
+
+OPENAI_BATCH = "openai-batch"
 
 
 def _err(message: str) -> None:
@@ -103,8 +107,33 @@ def _guard(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Names
 # --- submit -----------------------------------------------------------------------------
 
 
-def _submit(args: argparse.Namespace) -> int:
-    items = read_items(args.input, args.format)
+def _batch_file_items(args: argparse.Namespace) -> tuple[list[bytes], list[str]]:
+    """Read an OpenAI Batch file; say what is wrong with each bad line (on stderr).
+
+    Bad lines stop the submit (exit 2) unless ``--skip-invalid`` submits the good ones.
+    """
+    found = read_batch_file(args.input)
+    for problem in found.problems:
+        _err(problem)
+    bad = len(found.problems)
+    if bad and not args.skip_invalid:
+        raise BadInputError(
+            f"{bad} invalid lines in {args.input} (--skip-invalid submits the other "
+            f"{len(found.items)})",
+        )
+    if not found.items:
+        raise BadInputError(f"{args.input}: no valid request lines")
+    if bad:
+        _err(f"skipped {bad} invalid lines; submitting {len(found.items)}")
+    return found.items, found.problems
+
+
+def _submit(args: argparse.Namespace) -> int:  # noqa: C901 - progress display, then submit
+    problems: list[str] = []
+    if args.format == OPENAI_BATCH:
+        items, problems = _batch_file_items(args)
+    else:
+        items = read_items(args.input, args.format)
     show = not args.quiet
     progress: Callable[[int, int], None] | None = None
     bar: Any = None
@@ -155,6 +184,8 @@ def _submit(args: argparse.Namespace) -> int:
             "topic": report.topic,
             "bytes": report.bytes,
         }
+        if args.format == OPENAI_BATCH:
+            line["invalid_lines"] = problems
         print(orjson.dumps(line).decode())
     else:
         print(report.batch_id)
@@ -176,13 +207,15 @@ def _pretty(record: Result | ChunkSummary) -> str:
             f"{record.batch_id} chunk {record.chunk + 1}/{record.chunks} done: "
             f"{record.ok} ok, {record.error} errors"
         )
+    item = f"#{record.index}" if record.custom_id is None else f"#{record.index} {record.custom_id}"
     if record.status == "ok":
         answer = orjson.dumps(record.prediction).decode()
         queued = "" if record.queue_ms is None else f", queued {record.queue_ms:.1f} ms"
-        return f"{record.batch_id} #{record.index} ok {answer} ({record.latency_ms:.1f} ms{queued})"
+        tokens = "" if record.usage is None else f", {record.usage.total_tokens} tokens"
+        return f"{record.batch_id} {item} ok {answer} ({record.latency_ms:.1f} ms{queued}{tokens})"
     error = record.error
     detail = f"{error.kind}: {error.message}" if error else "error"
-    return f"{record.batch_id} #{record.index} ERROR {detail} (attempts {record.attempts})"
+    return f"{record.batch_id} {item} ERROR {detail} (attempts {record.attempts})"
 
 
 def _tail(args: argparse.Namespace) -> int:
@@ -246,6 +279,8 @@ def _result_line(result: Result) -> dict[str, Any]:
 
 
 def _collect(args: argparse.Namespace) -> int:
+    if args.join_input and args.format == OPENAI_BATCH:
+        raise BadInputError("--join-input does not apply to --format openai-batch")
     inputs = read_items(args.join_input) if args.join_input else None
     state = read_batch(
         _bootstrap(args),
@@ -268,7 +303,12 @@ def _collect(args: argparse.Namespace) -> int:
             if result is None:
                 missing += 1
                 continue
-            line = _joined(inputs[index], result) if inputs is not None else _result_line(result)
+            if args.format == OPENAI_BATCH:
+                line = output_line(result)
+            elif inputs is not None:
+                line = _joined(inputs[index], result)
+            else:
+                line = _result_line(result)
             out.write(orjson.dumps(line) + b"\n")
     finally:
         if out is not sys.stdout.buffer:
@@ -365,26 +405,33 @@ def _group(admin: AdminClient, group: str) -> tuple[str, int]:
 
 
 def _lag(
-    admin: AdminClient, bootstrap: str, group: str, topic: str, options: dict[str, str]
+    bootstrap: str, group: str, topic: str, options: dict[str, str]
 ) -> list[dict[str, int | None]]:
-    from confluent_kafka import ConsumerGroupTopicPartitions  # noqa: PLC0415
+    """Return each partition's committed offset, end offset and lag for ``group``.
 
-    request = [ConsumerGroupTopicPartitions(group)]
-    try:
-        answer = admin.list_consumer_group_offsets(request)[group].result(timeout=15)
-    except KafkaException as exc:
-        raise ReaderError(f"cannot read the offsets of group {group!r}: {exc}") from None
-    committed = {
-        tp.partition: tp.offset
-        for tp in answer.topic_partitions
-        if tp.topic == topic and tp.offset >= 0
-    }
+    The committed offsets are read by a consumer of the group that never joins it (an
+    OffsetFetch), not by ``AdminClient.list_consumer_group_offsets``: librdkafka's admin
+    client can crash the process when that request meets a coordinator that is moving or
+    still loading, as just after a broker restart.
+    """
     probe = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{group}-status-probe", **options}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            **options,
+        }
     )
     try:
         metadata = probe.list_topics(topic, timeout=15).topics.get(topic)
         partitions = sorted(metadata.partitions) if metadata and metadata.partitions else []
+        try:
+            answer = probe.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
+        except KafkaException as exc:
+            raise ReaderError(f"cannot read the offsets of group {group!r}: {exc}") from None
+        committed = {
+            tp.partition: tp.offset for tp in answer if tp.error is None and tp.offset >= 0
+        }
         rows: list[dict[str, int | None]] = []
         for p in partitions:
             low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=15)
@@ -416,7 +463,7 @@ def _status(args: argparse.Namespace) -> int:
     total = total if total is not None else state.total
     admin = AdminClient({"bootstrap.servers": bootstrap, **options})
     group_state, members = _group(admin, args.group)
-    lag = _lag(admin, bootstrap, args.group, args.requests_topic, options)
+    lag = _lag(bootstrap, args.group, args.requests_topic, options)
     note = _group_note(
         args.group,
         group_state,
@@ -432,6 +479,7 @@ def _status(args: argparse.Namespace) -> int:
         "ok": state.ok,
         "errors": state.errors,
         "pending": None if total is None else total - done,
+        **state.tokens(),
         "complete": total is not None and done >= total,
         "dead_letters": len(dead) if dead is not None else None,
         "dead_letter_reasons": sorted({d.get(DLQ_REASON, "") for d in dead or []}),
@@ -457,6 +505,11 @@ def _print_status(args: argparse.Namespace, report: dict[str, Any]) -> None:
     print(f"  submitted {total if total is not None else '?'} items")
     pending = report["pending"] if report["pending"] is not None else "?"
     print(f"  ok {report['ok']}, errors {report['errors']}, pending {pending}")
+    if report["total_tokens"]:
+        print(
+            f"  tokens {report['total_tokens']} (prompt {report['prompt_tokens']}, "
+            f"completion {report['completion_tokens']})",
+        )
     if dead:
         print(f"  dead letters {dead} on {args.dlq_topic}: request messages of this batch were")
         print("    invalid; fix and re-submit them (README: Reprocessing dead letters). Reasons:")
@@ -504,7 +557,17 @@ def register_submit(subparsers: Subparsers) -> None:
         "missing.",
     )
     parser.add_argument("input", help="file with the items, or - for stdin")
-    parser.add_argument("--format", choices=FORMATS, help="default: from the file name")
+    parser.add_argument(
+        "--format",
+        choices=(*FORMATS, OPENAI_BATCH),
+        help="default: from the file name; openai-batch: an OpenAI Batch input file (JSONL "
+        "of custom_id, method, url, body), every line checked",
+    )
+    parser.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="openai-batch: submit the valid lines when some are invalid (each is reported)",
+    )
     parser.add_argument("--batch-id", help="default: a new id")
     parser.add_argument("--topic", default=REQUESTS_TOPIC)
     parser.add_argument("--target", help="endpoint name configured on the consumer")
@@ -553,6 +616,13 @@ def register_collect(subparsers: Subparsers) -> None:
     parser.add_argument("batch_id")
     parser.add_argument("-o", "--output", help="file (default stdout)")
     parser.add_argument("--join-input", metavar="FILE", help="merge each input item's fields")
+    parser.add_argument(
+        "--format",
+        choices=("results", OPENAI_BATCH),
+        default="results",
+        help="results (default): index, status, prediction or error; openai-batch: OpenAI "
+        "Batch output lines (id, custom_id, response, error)",
+    )
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the rest")
     parser.add_argument("--topic", default=RESULTS_TOPIC)
     _common(parser)

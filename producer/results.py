@@ -185,6 +185,16 @@ class BatchState:
             return True
         return self.total is not None and len(self.results) >= self.total
 
+    def tokens(self) -> dict[str, int]:
+        """Return the sums of the results' ``usage``: prompt, completion and total tokens."""
+        prompt = completion = total = 0
+        for result in self.results.values():
+            if result.usage is not None:
+                prompt += result.usage.prompt_tokens
+                completion += result.usage.completion_tokens
+                total += result.usage.total_tokens
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": total}
+
     def latency_percentiles(self) -> tuple[float, float]:
         """Return p50 and p99 of the items' ``latency_ms`` (0, 0 without results)."""
         return percentiles([r.latency_ms for r in self.results.values()])
@@ -197,7 +207,8 @@ class BatchState:
         """Return counts, latency and queue figures, as printed at the end of a tail or collect.
 
         ``latency`` is the model's side (first attempt to answer), ``queue`` the consumer's
-        wait for a free request slot before it.
+        wait for a free request slot before it; the token sums add up the results' ``usage``
+        (0 for models that report none).
         """
         p50, p99 = self.latency_percentiles()
         queue_p50, queue_p99 = self.queue_percentiles()
@@ -212,6 +223,7 @@ class BatchState:
             "p99_latency_ms": round(p99, 3),
             "p50_queue_ms": round(queue_p50, 3),
             "p99_queue_ms": round(queue_p99, 3),
+            **self.tokens(),
         }
 
 

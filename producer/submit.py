@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
+from producer.topics import TopicSpec, admin_client, create_topics
 from schemas import REQUESTS_TOPIC, encode_batch_request
 from schemas.errors import BadInputError, IncompleteError, KafkaUnavailableError
 from schemas.messages import BATCH_ID_PATTERN, MAX_BATCH_ID_LENGTH, MAX_ITEMS_PER_CHUNK
@@ -129,16 +128,8 @@ def _ensure_topic(  # noqa: PLR0913 - keyword options of topic creation
             f"topic {topic!r} does not exist on {bootstrap}: create it with --create-topic "
             "(or batch-runner kafka create-topics)"
         )
-    admin = AdminClient(dict(config))
-    future = admin.create_topics(
-        [NewTopic(topic, num_partitions=partitions, replication_factor=-1)],
-    )[topic]
-    try:
-        future.result(timeout=timeout_s)
-    except KafkaException as exc:
-        error = exc.args[0]
-        if not (isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS):
-            raise KafkaUnavailableError(f"could not create topic {topic!r}: {exc}") from None
+    spec = TopicSpec(topic, partitions)
+    create_topics(admin_client(config), [spec], timeout_s=timeout_s).check()
 
 
 def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-only

@@ -2,9 +2,11 @@
 
 JSON Schema files for clients in any language sit beside this package's modules
 (``batch-request.v1.json``, ``result.v1.json``, ``chunk-summary.v1.json``,
-``dead-letter-headers.v1.json``); :mod:`schemas.messages` gathers the Python types and the
-codec from the modules that hold them (:mod:`schemas.requests`, :mod:`schemas.results`,
-:mod:`schemas.dead_letters`, :mod:`schemas.decoding`, :mod:`schemas.fields`).
+``dead-letter-headers.v1.json``; and ``openai-batch-output.v1.json``, the OpenAI Batch
+output file ``collect --format openai-batch`` writes); :mod:`schemas.messages` gathers the
+Python types and the codec from the modules that hold them (:mod:`schemas.requests`,
+:mod:`schemas.results`, :mod:`schemas.dead_letters`, :mod:`schemas.decoding`,
+:mod:`schemas.fields`).
 docs/contract.md describes every field.
 """
 

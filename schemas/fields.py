@@ -7,6 +7,7 @@ chunk's position in its batch follows in a request and in its summary alike.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Final
 
 import msgspec
@@ -14,6 +15,16 @@ import msgspec
 REQUESTS_TOPIC: Final = "batch-requests"
 RESULTS_TOPIC: Final = "batch-results"
 DLQ_TOPIC: Final = "batch-requests.dlq"
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """The three topics of one service instance; the defaults are the contract's names."""
+
+    requests: str = REQUESTS_TOPIC
+    results: str = RESULTS_TOPIC
+    dlq: str = DLQ_TOPIC
+
 
 BATCH_REQUEST_V1: Final = "batch-request/v1"
 RESULT_V1: Final = "result/v1"

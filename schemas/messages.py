@@ -63,6 +63,7 @@ from schemas.fields import (
     RESULT_V1,
     RESULTS_TOPIC,
     TARGET_PATTERN,
+    TopicNames,
 )
 from schemas.requests import (
     BatchRequest,
@@ -75,6 +76,7 @@ from schemas.results import (
     OkResultEncoder,
     Result,
     ResultError,
+    Usage,
     decode_results_record,
     encode_error_result,
     encode_ok_result,
@@ -110,6 +112,8 @@ __all__ = [
     "OkResultEncoder",
     "Result",
     "ResultError",
+    "TopicNames",
+    "Usage",
     "dead_letter_headers",
     "decode_batch_request",
     "decode_results_record",

@@ -43,6 +43,17 @@ class ResultError(msgspec.Struct, frozen=True, kw_only=True):
     http_status: int | None = None
 
 
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """The tokens an answer says it used (an OpenAI-compatible answer's ``usage``).
+
+    ``completion_tokens`` is 0 for answers that generate nothing (embeddings).
+    """
+
+    prompt_tokens: NonNegative = 0
+    completion_tokens: NonNegative = 0
+    total_tokens: NonNegative = 0
+
+
 class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """One item's outcome, on ``batch-results`` with key = ``batch_id``.
 
@@ -51,7 +62,9 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     it is ``error``. ``attempts`` counts HTTP requests made for the item (0 when none could
     be made); ``latency_ms`` is the time from the first attempt to the final answer,
     backoff included, waits for a free request slot excluded; ``queue_ms`` is those waits
-    (absent in records written before it existed).
+    (absent in records written before it existed). ``custom_id`` echoes the item's own
+    ``custom_id`` (an OpenAI Batch line's) and ``usage`` the tokens its answer reports;
+    both are absent when the item or answer has none.
     """
 
     schema: Literal["result/v1"]
@@ -67,6 +80,8 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     prediction: Any = msgspec.UNSET
     error: ResultError | None = None
     metadata: dict[str, str] | None = None
+    custom_id: str | None = None
+    usage: Usage | None = None
 
 
 class ChunkSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -164,6 +179,8 @@ def _encode_result(  # noqa: PLR0913 - the fields every result carries, then its
     *,
     prediction: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET,
     error: ResultError | None = None,
+    custom_id: str | None = None,
+    usage: Usage | None = None,
 ) -> bytes:
     """Encode item ``index``'s result: ``ok`` with ``prediction``, or ``error``."""
     return _encoder.encode(
@@ -179,6 +196,8 @@ def _encode_result(  # noqa: PLR0913 - the fields every result carries, then its
             prediction=prediction,
             error=error,
             metadata=request.metadata,
+            custom_id=custom_id,
+            usage=usage,
         ),
     )
 
@@ -190,10 +209,20 @@ def encode_ok_result(  # noqa: PLR0913, PLR0917 - one argument per field of the 
     attempts: int,
     latency_ms: float,
     queue_ms: float = 0.0,
+    *,
+    custom_id: str | None = None,
+    usage: Usage | None = None,
 ) -> bytes:
     """Encode the ``ok`` result of item ``index`` (the prediction's JSON text is embedded)."""
     return _encode_result(
-        request, index, attempts, latency_ms, queue_ms, prediction=msgspec.Raw(prediction)
+        request,
+        index,
+        attempts,
+        latency_ms,
+        queue_ms,
+        prediction=msgspec.Raw(prediction),
+        custom_id=custom_id,
+        usage=usage,
     )
 
 
@@ -241,10 +270,22 @@ def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of t
     attempts: int,
     latency_ms: float,
     queue_ms: float = 0.0,
+    *,
+    custom_id: str | None = None,
+    usage: Usage | None = None,
 ) -> bytes:
-    """Encode the ``error`` result of item ``index``."""
+    """Encode the ``error`` result of item ``index`` (``usage``: an answer it could not keep)."""
     error = ResultError(kind=kind, message=message, http_status=http_status)
-    return _encode_result(request, index, attempts, latency_ms, queue_ms, error=error)
+    return _encode_result(
+        request,
+        index,
+        attempts,
+        latency_ms,
+        queue_ms,
+        error=error,
+        custom_id=custom_id,
+        usage=usage,
+    )
 
 
 def encode_summary(request: BatchRequest, ok: int, error: int) -> bytes:

@@ -1,6 +1,6 @@
 """Shared fixtures: one Kafka cluster for the run, unique topics, groups and services per test.
 
-The cluster comes from ``tools.kafka_env.kafka_cluster``: ``KAFKA_BOOTSTRAP_SERVERS`` if
+The cluster comes from ``tools.localkafka.cluster.kafka_cluster``: ``KAFKA_BOOTSTRAP_SERVERS`` if
 set, else a Docker container if an engine answers, else a real local broker run with
 ``java`` (the usual case on machines without Docker).
 
@@ -19,8 +19,8 @@ from confluent_kafka.admin import AdminClient
 
 from tests.consumer_harness import MakeService, Service, create_topics
 from tests.helpers import create_topic, unique
-from tools.kafka_env import kafka_cluster
-from tools.testserver import ServerConfig, TestInferenceServer
+from tools.localkafka.cluster import kafka_cluster
+from tools.testservers.inference import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator

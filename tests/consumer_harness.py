@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -18,10 +16,14 @@ from typing import TYPE_CHECKING, Protocol
 import orjson
 from confluent_kafka import Producer
 
-from schemas import ChunkSummary, Result, decode_results_record, encode_batch_request
-from tests.helpers import committed_offsets, create_topic, read_all, unique, wait_for
+from consumer.launch import replica_env, start_replica
+from producer.topics import create_topics as create_topics_on
+from producer.topics import service_topics
+from schemas import ChunkSummary, Result, TopicNames, decode_results_record, encode_batch_request
+from tests.helpers import committed_offsets, read_all, unique, wait_for
 
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterable, Sequence
     from pathlib import Path
 
@@ -31,22 +33,11 @@ if TYPE_CHECKING:
     from consumer.protocols import ProtocolName
 
 
-@dataclass
-class Topics:
-    """The three topics of one test's service instance."""
-
-    requests: str
-    results: str
-    dlq: str
-
-
-def create_topics(admin: AdminClient, partitions: int = 1) -> Topics:
+def create_topics(admin: AdminClient, partitions: int = 1) -> TopicNames:
     """Create fresh requests and results topics of ``partitions`` and a one-partition DLQ."""
-    return Topics(
-        requests=create_topic(admin, unique("requests"), partitions),
-        results=create_topic(admin, unique("results"), partitions),
-        dlq=create_topic(admin, unique("dlq")),
-    )
+    names = TopicNames(unique("requests"), unique("results"), unique("dlq"))
+    create_topics_on(admin, service_topics(names, partitions)).check()
+    return names
 
 
 @dataclass
@@ -85,7 +76,7 @@ class Service:
     """Factory of replicas sharing one configuration (topics, group, endpoint)."""
 
     bootstrap: str
-    topics: Topics
+    topics: TopicNames
     endpoint: str
     workdir: Path
     group: str = field(default_factory=lambda: unique("service"))
@@ -98,26 +89,20 @@ class Service:
         log_path = self.workdir / f"{name}.log"
         env = {
             **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
-            "BATCH_RUNNER_GROUP_ID": self.group,
-            "BATCH_RUNNER_ENDPOINT": self.endpoint,
-            "BATCH_RUNNER_REQUESTS_TOPIC": self.topics.requests,
-            "BATCH_RUNNER_RESULTS_TOPIC": self.topics.results,
-            "BATCH_RUNNER_DLQ_TOPIC": self.topics.dlq,
-            "BATCH_RUNNER_COMMIT_INTERVAL_S": "0.2",
-            "BATCH_RUNNER_LOG_FORMAT": "json",
-            "BATCH_RUNNER_LOG_LEVEL": "INFO",
-            "BATCH_RUNNER_METRICS_PORT": "0",
+            **replica_env(
+                self.bootstrap,
+                self.topics,
+                group_id=self.group,
+                endpoint=self.endpoint,
+                commit_interval_s="0.2",
+                log_format="json",
+                log_level="INFO",
+                metrics_port="0",
+            ),
             **self.env,
             **extra_env,
         }
-        with log_path.open("wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "consumer"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+        process = start_replica(env, log_path)
         replica = Replica(process, log_path, name)
         self.replicas.append(replica)
         return replica

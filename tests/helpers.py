@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import jsonschema
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.cimpl import NewTopic
+
+from producer.topics import TopicSpec, create_topics
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -70,21 +71,7 @@ def unique(prefix: str) -> str:
 
 def create_topic(admin: AdminClient, name: str, partitions: int = 1, **config: str) -> str:
     """Create ``name`` and wait until the broker reports every partition with a leader."""
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)],
-    )
-    futures[name].result(timeout=30)
-
-    def ready() -> bool:
-        meta = admin.list_topics(name, timeout=5).topics.get(name)
-        return (
-            meta is not None
-            and meta.error is None
-            and len(meta.partitions) == partitions
-            and all(p.leader >= 0 for p in meta.partitions.values())
-        )
-
-    wait_for(ready, what=f"topic {name} to have leaders")
+    create_topics(admin, [TopicSpec(name, partitions, config)]).check()
     return name
 
 

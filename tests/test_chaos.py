@@ -154,6 +154,17 @@ def test_recovery_after_an_outage_uses_the_offset_from_before_it() -> None:
     assert fig.median([1.0, None, 3.0]) == 2.0
 
 
+def test_all_committed_means_every_committed_offset_at_its_end_for_the_whole_window() -> None:
+    """The harness stops waiting for its reader only after 20 s with nothing left to do."""
+    done = [sample(t, (10, 10)) for t in range(25)]
+    assert fig.committed_to_the_end_for(done, 20.0)
+    assert not fig.committed_to_the_end_for(done[:15], 20.0)
+    lagging = [*done[:10], sample(10, (9, 10)), *done[11:]]
+    assert not fig.committed_to_the_end_for(lagging, 20.0)
+    away = [*done[:12], sample(12, None), *done[13:]]
+    assert not fig.committed_to_the_end_for(away, 20.0)
+
+
 def test_healthz_and_error_rates() -> None:
     """The first 503 after a moment; error lines per second in a window."""
     samples = [
@@ -190,7 +201,7 @@ def test_cli_without_the_chaos_package_says_it_runs_from_a_checkout() -> None:
         "        if name == 'chaos':\n"
         "            raise ModuleNotFoundError(\"No module named 'chaos'\", name='chaos')\n"
         "sys.meta_path.insert(0, NoChaos())\n"
-        "from tools.cli import main\n"
+        "from tools.cli.main import main\n"
         "main(['chaos', '--smoke'])\n"
     )
     done = subprocess.run(

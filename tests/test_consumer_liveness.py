@@ -16,11 +16,11 @@ import pytest
 
 from tests.consumer_harness import committed_total, read_results, submit, wait_exit
 from tests.helpers import http_get, wait_for
-from tools.kafka_local import free_port
+from tools.localkafka.broker import free_port
 
 if TYPE_CHECKING:
     from tests.consumer_harness import MakeService
-    from tools.testserver import TestInferenceServer
+    from tools.testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

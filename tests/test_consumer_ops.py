@@ -11,13 +11,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.consumer_harness import produce_raw, read_results, submit, wait_exit
 from tests.helpers import end_offsets, http_get, wait_for
-from tools.kafka_local import free_port
+from tools.localkafka.broker import free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.consumer_harness import MakeService
-    from tools.testserver import TestInferenceServer
+    from tools.testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

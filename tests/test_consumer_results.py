@@ -9,6 +9,7 @@ value and says where the original is, and the offset moves on.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import TYPE_CHECKING
 
@@ -118,9 +119,8 @@ def test_the_limit_follows_a_results_topic_that_takes_smaller_records(
     before compression, so the limit errs on the safe side.)
     """
     svc = make_service()
-    svc.topics.results = create_topic(
-        kafka_admin, unique("small-results"), 1, **{"max.message.bytes": "20000"}
-    )
+    small = create_topic(kafka_admin, unique("small-results"), 1, **{"max.message.bytes": "20000"})
+    svc.topics = dataclasses.replace(svc.topics, results=small)
     # Random hex: lz4 cannot shrink it under the topic's limit, as it would a repeated
     # character (the broker checks the compressed batch).
     items: list[object] = [{"n": 0}, {"n": 1, "blob": os.urandom(15_000).hex()}, {"n": 2}]

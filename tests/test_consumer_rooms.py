@@ -290,3 +290,47 @@ def test_partitions_with_work_share_the_buffer() -> None:
     alone.assign([P0, P1])
     alone.register(make_chunk(P0, 0, 90))
     assert alone.pause_plan([P0, P1], set(), lambda _: False) == ([], [])
+
+
+def test_results_carry_custom_ids_and_usage_and_the_metric_counts_tokens() -> None:
+    """Batch lines' custom_ids reach every result, errors included; answers' usage too.
+
+    The token metric adds up the usage of the answers written; an answer too large to
+    keep gets an error result that still names its line and the tokens it used.
+    """
+    sink, listener = FakeSink(), Listener()
+    metrics = Metrics()
+    writer = RecordWriter(
+        sink.produce,
+        listener,
+        metrics,
+        results_topic=RESULTS,
+        dlq_topic=DLQ,
+        record_limits={RESULTS: 400, DLQ: 400},
+        group_id="g",
+    )
+    lines = [orjson.dumps({"custom_id": f"q{n}", "body": {"model": "m"}}) for n in range(3)]
+    data = encode_batch_request(batch_id="llm", items=lines, start=0, total=3, chunk=0, chunks=1)
+    chunk = Chunk(P0, 0, decode_batch_request(data), [], 0, 1)
+    items = chunk.request.items
+    answer = b'{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}'
+    writer.write_unit(chunk, WorkUnit(0, items[:1]), ok([answer]))
+    big = orjson.dumps({"x": "y" * 500, "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+    writer.write_unit(chunk, WorkUnit(1, items[1:2]), ok([big]))
+    failed = Outcome(None, 60, 5.0, ResultErrorKind.TIMEOUT, "no answer")
+    writer.write_unit(chunk, WorkUnit(2, items[2:]), failed)
+    results = [r for r in decoded(sink.records) if isinstance(r, Result)]
+    assert [r.custom_id for r in results] == ["q0", "q1", "q2"]
+    assert [r.error.kind if r.error else None for r in results] == [
+        None,
+        ResultErrorKind.RESULT_TOO_LARGE,
+        ResultErrorKind.TIMEOUT,
+    ]
+    assert results[0].usage is not None
+    assert results[0].usage.total_tokens == 7
+    assert results[1].usage is not None  # the answer was too large to keep, its tokens spent
+    assert results[1].usage.prompt_tokens == 1
+    assert results[2].usage is None
+    registry = metrics.registry
+    assert registry.get_sample_value("batch_runner_tokens_total", {"kind": "prompt"}) == 6
+    assert registry.get_sample_value("batch_runner_tokens_total", {"kind": "completion"}) == 2

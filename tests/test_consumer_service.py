@@ -29,13 +29,13 @@ from tests.consumer_harness import (
     wait_exit,
 )
 from tests.helpers import committed_offsets, end_offsets, read_all, wait_for
-from tools.kafka_local import LocalKafka
+from tools.localkafka.broker import LocalKafka
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from tests.consumer_harness import MakeService
-    from tools.testserver import TestInferenceServer
+    from tools.testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

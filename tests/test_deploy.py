@@ -1,7 +1,7 @@
 """Deployment files: the compose file is valid and scalable, the image is non-root and pinned.
 
 The files are checked as data here: what `docker-compose config` accepts and resolves,
-and the properties scaling relies on. `make docker-check` (tools/docker/) builds the
+and the properties scaling relies on. `make docker-check` (tools/ci_checks/docker/) builds the
 image and runs the compose file for real.
 """
 
@@ -98,7 +98,7 @@ def test_image_writes_no_bytecode_at_run_time() -> None:
 
 def test_compose_kafka_matches_the_local_broker_version() -> None:
     """Docker users and the local java broker run the same Kafka release."""
-    from tools.kafka_local import KAFKA_VERSION  # noqa: PLC0415
+    from tools.localkafka.broker import KAFKA_VERSION  # noqa: PLC0415
 
     image = resolved_compose()["services"]["kafka"]["image"]
     assert image == f"apache/kafka:{KAFKA_VERSION}"
@@ -169,7 +169,7 @@ def _broken_copy(tmp_path: Path, name: str, old: str, new: str) -> Path:
 
 def test_kubernetes_manifests_validate_offline() -> None:
     """Every manifest in deploy/ passes the schemas and the project's rules."""
-    from tools.validate_deploy import validate  # noqa: PLC0415
+    from tools.ci_checks.validate_deploy import validate  # noqa: PLC0415
 
     assert validate() == []
 
@@ -214,7 +214,7 @@ def test_the_validator_catches_broken_manifests(
     problem: str,
 ) -> None:
     """A typo, a schema violation or a broken invariant is reported, naming the cause."""
-    from tools.validate_deploy import validate  # noqa: PLC0415
+    from tools.ci_checks.validate_deploy import validate  # noqa: PLC0415
 
     problems = validate(_broken_copy(tmp_path, name, old, new))
     assert any(problem in p for p in problems), problems
@@ -222,7 +222,7 @@ def test_the_validator_catches_broken_manifests(
 
 def test_the_validator_builds_the_consumers_real_settings() -> None:
     """The ConfigMap, the container's env and the example Secret make valid Settings."""
-    from tools.validate_deploy import DEFAULT_DIR, PLACEHOLDER, consumer_settings, load  # noqa: PLC0415
+    from tools.ci_checks.validate_deploy import DEFAULT_DIR, PLACEHOLDER, consumer_settings, load  # noqa: PLC0415
 
     docs = load(DEFAULT_DIR)
     consumer = next(

@@ -21,8 +21,8 @@ from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.metrics import Metrics
 from consumer.protocols import CodecOptions
 from consumer.settings import Settings
-from tools.http_serving import serving
-from tools.testserver import ServerConfig, TestInferenceServer
+from tools.modelserver.http_serving import serving
+from tools.testservers.inference import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

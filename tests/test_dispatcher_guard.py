@@ -21,7 +21,7 @@ from consumer.endpoints import DEFAULT_TARGET
 from consumer.guard import EndpointGuard
 from consumer.metrics import Metrics
 from tests.test_dispatcher import settings_for
-from tools.testserver import ServerConfig, TestInferenceServer
+from tools.testservers.inference import ServerConfig, TestInferenceServer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

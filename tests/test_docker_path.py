@@ -1,9 +1,9 @@
 """The Docker path's Kafka image: its entry point reads the environment as ``apache/kafka`` does.
 
 CI cannot pull ``apache/kafka``; it builds a stand-in from the local broker's jars
-(``tools/docker/``) whose entry point turns ``KAFKA_*`` variables into broker properties.
+(``tools/ci_checks/docker/``) whose entry point turns ``KAFKA_*`` variables into broker properties.
 These tests run that entry point on this machine with ``java`` and the same jars, with
-the environment ``tools/kafka_env.py`` gives the testcontainers broker, so what the
+the environment ``tools/localkafka/cluster.py`` gives the testcontainers broker, so what the
 image does is pinned without a Docker engine. ``make docker-check`` runs the image
 itself, in compose and under testcontainers.
 """
@@ -22,21 +22,27 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from tests.helpers import create_topic, unique, wait_for
-from tools.docker.kafka_entrypoint import (
+from tools.ci_checks.docker.kafka_entrypoint import (
     DEFAULT_CLUSTER_ID,
     DEFAULTS,
     broker_properties,
     format_arguments,
     property_name,
 )
-from tools.kafka_env import container_environment
-from tools.kafka_local import LocalKafkaError, ensure_jars, free_port, wait_until_ready
-from tools.processes import terminate
+from tools.localkafka.broker import LocalKafkaError, ensure_jars, free_port, wait_until_ready
+from tools.localkafka.cluster import container_environment
+from tools.localkafka.processes import terminate
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-ENTRYPOINT = Path(__file__).resolve().parent.parent / "tools" / "docker" / "kafka_entrypoint.py"
+ENTRYPOINT = (
+    Path(__file__).resolve().parent.parent
+    / "tools"
+    / "ci_checks"
+    / "docker"
+    / "kafka_entrypoint.py"
+)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from schemas.errors import (
     KafkaUnavailableError,
     exit_code_for,
 )
-from tools.kafka_local import LocalKafkaError
+from tools.localkafka.broker import LocalKafkaError
 
 
 def test_every_deliberate_error_is_a_batch_runner_error_with_its_exit_code() -> None:

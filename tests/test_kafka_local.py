@@ -13,8 +13,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.helpers import committed_offsets, create_topic, read_all, unique
-from tools.kafka_cli import default_name, state_file, state_root
-from tools.kafka_local import (
+from tools.cli.kafka import default_name, state_file, state_root
+from tools.localkafka.broker import (
     KAFKA_VERSION,
     LocalKafka,
     LocalKafkaError,
@@ -140,6 +140,7 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
     (cache / f"kafka-{KAFKA_VERSION}").symlink_to(jars.parent)
     state = tmp_path / "state"
     env = {**os.environ, "BATCH_RUNNER_CACHE_DIR": str(cache), "XDG_STATE_HOME": str(state)}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)  # the CLI must find the brokers started here
     data = tmp_path / "data"
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,8 @@ import pytest
 import requests
 
 from consumer.protocols import DEFAULT_OPTIONS, CodecOptions, get_codec
-from tools.kafka_local import free_port
-from tools.modelserver import FEATURES, IrisModel, register, running_model_server
+from tools.localkafka.broker import free_port
+from tools.modelserver.server import FEATURES, IrisModel, register, running_model_server
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -327,7 +327,7 @@ def test_register_adds_serve_model_with_defaults() -> None:
 
 SERVE = """
 import argparse, sys
-from tools.modelserver import register
+from tools.modelserver.server import register
 parser = argparse.ArgumentParser()
 register(parser.add_subparsers())
 args = parser.parse_args(sys.argv[1:])

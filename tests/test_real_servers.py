@@ -1,7 +1,7 @@
 """The consumer against real model servers: MLServer 1.7.1 and KServe 0.21.0.
 
 Each server is installed from PyPI into its own cached environment by
-``tools.real_servers`` (the first run installs, later runs start it in seconds) and
+``tools.testservers.real_servers`` (the first run installs, later runs start it in seconds) and
 serves a scikit-learn iris model trained the way ``serve-model`` trains it. If a server
 cannot be installed or started, its tests FAIL with the reason: they never skip.
 
@@ -28,10 +28,10 @@ from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.protocols import CodecOptions, codec_options
 from consumer.settings import Settings
 from tests.consumer_harness import Service, create_topics, read_results, submit
-from tools.demo import ORIGINAL_LABELS, ORIGINAL_ROWS
-from tools.iris_data import FEATURES, sample
-from tools.modelserver import IrisModel
-from tools.real_servers import (
+from tools.cli.demo import ORIGINAL_LABELS, ORIGINAL_ROWS
+from tools.modelserver.iris_data import FEATURES, sample
+from tools.modelserver.server import IrisModel
+from tools.testservers.real_servers import (
     KSERVE,
     MLSERVER,
     RealServer,

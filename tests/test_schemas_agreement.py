@@ -57,6 +57,7 @@ def positions_fit(doc: dict[str, Any], count: int) -> bool:
 REQUEST_INTEGERS = ("chunk", "chunks", "start", "total", "items_per_request")
 SUMMARY_INTEGERS = ("chunk", "chunks", "start", "count", "total", "ok", "error")
 RESULT_INTEGERS = ("index", "chunk", "attempts")
+USAGE_INTEGERS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def request_rules_hold(doc: dict[str, Any]) -> bool:
@@ -72,8 +73,11 @@ def request_rules_hold(doc: dict[str, Any]) -> bool:
 def result_rules_hold(doc: dict[str, Any]) -> bool:
     """Check the result rules beyond its schema file (for a document the schema accepts)."""
     error = doc.get("error")
-    return integers_written_as_integers(doc, RESULT_INTEGERS) and (
-        not isinstance(error, dict) or not isinstance(error.get("http_status"), float)
+    usage = doc.get("usage")
+    return (
+        integers_written_as_integers(doc, RESULT_INTEGERS)
+        and (not isinstance(error, dict) or not isinstance(error.get("http_status"), float))
+        and (not isinstance(usage, dict) or integers_written_as_integers(usage, USAGE_INTEGERS))
     )
 
 
@@ -129,6 +133,8 @@ awkward = st.sampled_from(
         {"k": "v"},
         {"kind": "timeout", "message": "slow"},
         {"kind": "http_status", "message": "HTTP 500", "http_status": 500.0},
+        {"prompt_tokens": 2.0},
+        {"total_tokens": -1, "prompt_tokens": 1},
         "batch-request/v1",
         "result/v1",
         "chunk-summary/v1",
@@ -198,6 +204,18 @@ def results(draw: st.DrawFn) -> dict[str, Any]:
         doc["metadata"] = draw(
             st.none() | st.dictionaries(st.text(max_size=5), st.text(max_size=5))
         )
+    tokens = st.integers(0, 10**7)
+    optional = {  # what OpenAI-compatible answers add
+        "custom_id": st.text(max_size=8),
+        "usage": st.fixed_dictionaries(
+            {},
+            optional={"prompt_tokens": tokens, "completion_tokens": tokens, "total_tokens": tokens},
+        ),
+    }
+    for name, values in optional.items():
+        choice = draw(st.sampled_from(["absent", "null", "value"]))
+        if choice != "absent":
+            doc[name] = None if choice == "null" else draw(values)
     return doc
 
 
@@ -290,13 +308,17 @@ def test_decoded_records_encode_back_to_documents_their_schema_accepts(
 ) -> None:
     """Decoding then re-encoding a record gives a valid document with the same fields.
 
-    Nulls written for optional fields are dropped on the way (null reads as absent).
+    Nulls written for optional fields are dropped on the way (null reads as absent), and
+    a ``usage`` gets all three counts (an absent one reads as 0).
     """
     record = decode_results_record(serialise(doc, 0))
     again = json.loads(encode_record(record))
     schema = RESULT_SCHEMA if isinstance(record, Result) else SUMMARY_SCHEMA
     schema.validate(again)
-    assert again == {k: v for k, v in doc.items() if v is not None or k == "prediction"}
+    expected = {k: v for k, v in doc.items() if v is not None or k == "prediction"}
+    if isinstance(expected.get("usage"), dict):  # a count that is absent reads as 0
+        expected["usage"] = {name: expected["usage"].get(name, 0) for name in USAGE_INTEGERS}
+    assert again == expected
     assert decode_results_record(encode_record(record)) == record
 
 

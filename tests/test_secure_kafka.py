@@ -15,14 +15,14 @@ from confluent_kafka.admin import AdminClient
 from cryptography.hazmat.primitives import serialization
 
 from tests.consumer_harness import Service, create_topics, read_results, submit, wait_exit
-from tools.kafka_local import LocalKafka, free_port
+from tools.localkafka.broker import LocalKafka, free_port
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
     from tests.consumer_harness import Replica
-    from tools.testserver import TestInferenceServer
+    from tools.testservers.inference import TestInferenceServer
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from consumer.protocols import DEFAULT_OPTIONS, BadResponse, CodecOptions, get_codec
-from tools.testserver import ServerConfig, TestInferenceServer, item_key
+from tools.testservers.inference import ServerConfig, TestInferenceServer, item_key
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -566,11 +566,11 @@ async def test_thread_mode_from_async_code(http: aiohttp.ClientSession) -> None:
 
 
 def test_standalone_process_with_control_api() -> None:
-    """``python -m tools.testserver`` prints its URL, follows flags and /_control, stops on TERM."""
+    """``python -m tools.testservers.inference``: prints its URL, obeys /_control, ends on TERM."""
     process = subprocess.Popen(
         [
-            *(sys.executable, "-m", "tools.testserver", "--port", "0", "--script", "503,ok"),
-            *("--capacity", "4", "--overload", "queue"),
+            *(sys.executable, "-m", "tools.testservers.inference", "--port", "0"),
+            *("--script", "503,ok", "--capacity", "4", "--overload", "queue"),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -30,10 +30,17 @@ Three protocols, a module each:
     ``output``) is split along its first dimension into ``n`` predictions, and a
     prediction holding a single value (a ``[n, 1]`` output) reads as that value.
 
+``openai`` (:mod:`~consumer.protocols.openai`)
+    One item per request: the item is the body of an OpenAI-compatible request (chat
+    completions, completions, embeddings), or an OpenAI Batch line whose ``body`` it is;
+    the answer object is the prediction. Its codec also chooses the URL among the
+    endpoint's configured paths (:func:`route`), by the item's ``url``.
+
 Per-endpoint options (:class:`CodecOptions` in :mod:`~consumer.protocols.options`, parsed
 from ``KEY=VALUE`` text by :func:`codec_options`): ``rows``, ``columns`` and ``unwrap`` for
 every protocol; ``inputs``, ``datatype``, ``content_type``, ``input_name`` and ``output``
-for ``v2``; ``v1_key`` for ``v1``. docs/contract.md has the mapping with worked examples.
+for ``v2``; ``v1_key`` for ``v1``; ``paths`` for ``openai``. docs/contract.md has the
+mapping with worked examples.
 :mod:`~consumer.protocols.shaping` turns items into rows, columns and tensors.
 
 Items the options cannot shape (an object missing a stated column, a string where the
@@ -50,7 +57,10 @@ answer to this input: a ``wrong_count``, never retried.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Final
+
 from consumer.protocols.codec import BadItem, BadResponse, Codec, JSONText, WrongCount
+from consumer.protocols.openai import OPENAI_PATHS, OpenAICodec
 from consumer.protocols.options import (
     DEFAULT_OPTIONS,
     OPTION_NAMES,
@@ -65,8 +75,13 @@ from consumer.protocols.raw import RawCodec
 from consumer.protocols.v1 import V1Codec
 from consumer.protocols.v2 import V2Codec
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
 __all__ = [
     "DEFAULT_OPTIONS",
+    "ONE_ITEM_PROTOCOLS",
+    "OPENAI_PATHS",
     "OPTION_NAMES",
     "PROTOCOLS",
     "V2_DATATYPES",
@@ -75,6 +90,7 @@ __all__ = [
     "Codec",
     "CodecOptions",
     "JSONText",
+    "OpenAICodec",
     "ProtocolName",
     "RawCodec",
     "V1Codec",
@@ -82,7 +98,11 @@ __all__ = [
     "WrongCount",
     "codec_options",
     "get_codec",
+    "route",
 ]
+
+ONE_ITEM_PROTOCOLS: Final[frozenset[ProtocolName]] = frozenset({"openai"})
+"""Protocols whose APIs take one item per request, whatever ``items_per_request`` says."""
 
 
 def get_codec(name: ProtocolName, options: CodecOptions = DEFAULT_OPTIONS) -> Codec:
@@ -97,4 +117,17 @@ def get_codec(name: ProtocolName, options: CodecOptions = DEFAULT_OPTIONS) -> Co
     check_applies(name, options)
     if name == "v2":
         return V2Codec(options)
+    if name == "openai":
+        return OpenAICodec(options)
     return RawCodec(options) if name == "raw" else V1Codec(options)
+
+
+def route(codec: Codec, endpoint_url: str, items: Sequence[JSONText]) -> str:
+    """Return the URL ``items`` are posted to: the endpoint's, or one its codec chooses.
+
+    Only the ``openai`` codec chooses, among the endpoint's configured paths; it raises
+    :class:`BadItem` for an item whose ``url`` names none of them.
+    """
+    if isinstance(codec, OpenAICodec):
+        return codec.route(endpoint_url, items)
+    return endpoint_url

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, get_args
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-ProtocolName: TypeAlias = Literal["raw", "v1", "v2"]
+ProtocolName: TypeAlias = Literal["raw", "v1", "v2", "openai"]
 PROTOCOLS: Final[tuple[ProtocolName, ...]] = get_args(ProtocolName)
+_SHAPING: Final[tuple[ProtocolName, ...]] = ("raw", "v1", "v2")
+"""The protocols whose codecs shape items (``openai`` sends each item's body as written)."""
 
 V2_DATATYPES: Final = (
     "BOOL",
@@ -64,6 +66,8 @@ class CodecOptions:
     """``v2``: the output tensor to read (default: the first)."""
     v1_key: V1Key = "instances"
     """``v1``: the request's key for the list of items."""
+    paths: tuple[str, ...] = ()
+    """``openai``: further URL paths an item's ``url`` may choose, on the endpoint's host."""
 
     def __post_init__(self) -> None:
         """Reject values no server could use; :class:`ValueError` names the option."""
@@ -84,6 +88,7 @@ class CodecOptions:
             raise ValueError("content_type and output must not be empty")
         if self.v1_key not in get_args(V1Key):
             raise ValueError(f"v1_key {self.v1_key!r}: use instances or inputs")
+        _check_paths(self.paths)
 
     def rows_for(self, protocol: ProtocolName) -> bool:
         """Whether object items become rows under ``protocol``."""
@@ -94,18 +99,25 @@ class CodecOptions:
         return self.unwrap if self.unwrap is not None else protocol == "v2"
 
 
+def _check_paths(paths: tuple[str, ...]) -> None:
+    for path in paths:
+        if not path.startswith("/") or "?" in path or "#" in path or "//" in path:
+            raise ValueError(f"paths: {path!r} is not a URL path such as /v1/embeddings")
+
+
 DEFAULT_OPTIONS: Final = CodecOptions()
 
 OPTION_PROTOCOLS: Final[dict[str, tuple[ProtocolName, ...]]] = {
-    "rows": PROTOCOLS,
-    "columns": PROTOCOLS,
-    "unwrap": PROTOCOLS,
+    "rows": _SHAPING,
+    "columns": _SHAPING,
+    "unwrap": _SHAPING,
     "inputs": ("v2",),
     "datatype": ("v2",),
     "content_type": ("v2",),
     "input_name": ("v2",),
     "output": ("v2",),
     "v1_key": ("v1",),
+    "paths": ("openai",),
 }
 """Which protocols each option applies to (the text form's keys are the field names)."""
 OPTION_NAMES: Final = tuple(OPTION_PROTOCOLS)
@@ -146,7 +158,7 @@ def codec_options(protocol: ProtocolName, values: Mapping[str, str]) -> CodecOpt
         value: object = text.strip()
         if key in {"rows", "unwrap"}:
             value = _flag(key, text)
-        elif key == "columns":
+        elif key in {"columns", "paths"}:
             value = tuple(name.strip() for name in text.split(","))
         elif key == "datatype":
             value = text.strip().upper()
