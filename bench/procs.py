@@ -108,12 +108,17 @@ class Server:
 
 @contextlib.contextmanager
 def inference_server(
-    latency_ms: float, *, lean_workers: int = 0, port: int = 0
+    latency_ms: float,
+    *,
+    lean_workers: int = 0,
+    port: int = 0,
+    options: Sequence[str] = (),
 ) -> Iterator[Server]:
     """Run ``python -m tools.testservers.inference`` with a fixed latency; yield it; stop it.
 
     With ``lean_workers``, ``python -m bench.lean_server`` instead (same route, no
-    bookkeeping) in that many processes. ``port``: the test server's (0: a free one).
+    bookkeeping) in that many processes. ``port``: the test server's (0: a free one);
+    ``options``: more of its command-line options (``--capacity 48``).
     """
     command = [
         sys.executable,
@@ -136,6 +141,7 @@ def inference_server(
             "--no-track-items",
             "--log-level",
             "WARNING",
+            *options,
         ]
     process = subprocess.Popen(
         command,

@@ -1,4 +1,4 @@
-"""The six benchmark scenarios, each measured beside a bare aiohttp loop in the same run.
+"""The benchmark scenarios, each measured beside a baseline in the same run.
 
 Every scenario runs the real pipeline: a Kafka broker, the test inference server as a
 process of its own (``python -m tools.testservers.inference``), consumer replicas as ``python -m
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
+from bench.adaptive import adaptive_concurrency
 from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
@@ -538,4 +539,5 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "latency": small_batch_latency,
     "memory": bounded_memory,
     "scaling": replica_scaling,
+    "adaptive": adaptive_concurrency,
 }

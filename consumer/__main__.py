@@ -78,7 +78,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--dlq-topic", help=f"default {DLQ_TOPIC}")
     add("--items-per-request", type=int, help="items per HTTP request (default 1)")
     add("--max-items-per-request", type=int, help="cap for a request's own value (1000)")
-    add("--max-in-flight", type=int, help="concurrent HTTP requests per replica (default 64)")
+    add(
+        "--concurrency",
+        choices=("fixed", "adaptive"),
+        help="per endpoint: at most --max-in-flight requests (fixed, the default), or a "
+        "limit that finds the model's capacity between --min-in-flight and it (adaptive)",
+    )
+    add("--max-in-flight", type=int, help="concurrent HTTP requests per endpoint (default 64)")
+    add("--min-in-flight", type=int, help="adaptive: the limit's floor (default 1)")
+    add(
+        "--circuit-failures",
+        type=int,
+        help="requests in a row without an answer that open an endpoint's circuit (5; 0: off)",
+    )
+    add(
+        "--circuit-error-share",
+        type=float,
+        help="share of the last 20 requests refused or unanswered that opens it (0.5)",
+    )
+    add(
+        "--circuit-probe-interval",
+        dest="circuit_probe_interval_s",
+        type=float,
+        help="seconds before an open circuit's first probe (1); each failed probe doubles it, "
+        "up to 4x",
+    )
     add("--request-timeout", dest="request_timeout_s", type=float, help="seconds (default 30)")
     add("--max-attempts", type=int, help="attempts per work unit (default 60)")
     add("--max-elapsed", dest="max_elapsed_s", type=float, help="seconds per unit (600)")

@@ -1,17 +1,24 @@
 """Call the inference API for one work unit: bounded concurrency, timeouts, retries.
 
-One :class:`Dispatcher` per replica owns the single ``aiohttp.ClientSession`` and the
-:class:`~consumer.limiter.Limiter` that caps concurrent HTTP requests (``max_in_flight``).
-A work unit is retried per the :class:`~consumer.retry.RetryPolicy` (retryable statuses,
+One :class:`Dispatcher` per replica owns the single ``aiohttp.ClientSession`` and, per
+endpoint, an :class:`~consumer.guard.EndpointGuard`: the limiter that caps its concurrent
+HTTP requests (fixed at ``max_in_flight``, or adaptive), and its circuit breaker. A work
+unit is retried per the :class:`~consumer.retry.RetryPolicy` (retryable statuses,
 connection errors and timeouts, ``Retry-After``, full-jitter backoff, attempt and time
 budgets); the place in the limiter is held only while a request is on the wire, never
 while backing off. The outcome is always an :class:`Outcome`: predictions for every item,
 or one error shared by the unit's items. Nothing here raises for a bad answer.
 
-Two clocks per unit: ``queue_ms``, the time spent waiting for a place in the limiter
-(every attempt's wait added up), and ``latency_ms``, from the first attempt to the final
-answer without those waits: what the model and the retries cost, not how busy the
-replica is.
+Waiting on the endpoint costs a unit nothing: the time its circuit is open (or the
+endpoint paused by its adaptive limit) does not count against ``max_elapsed_s``, which
+otherwise counts from the unit's first attempt, and a failed probe of an open circuit
+does not count against ``max_attempts`` (the failure is the endpoint's, not the unit's).
+So an outage longer than the time budget turns into a wait, not into error results.
+
+Two clocks per unit: ``queue_ms``, the time spent waiting to be sent (a place in the
+limiter, an open circuit: every attempt's waits added up), and ``latency_ms``, from the
+first attempt to the final answer without those waits: what the model and the retries
+cost, not how busy the replica or the endpoint is.
 
 Answers are read by :mod:`consumer.answers`: a 2xx body under the response size cap, an
 error answer's body cut to its informative end (a traceback says what went wrong in its
@@ -29,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -37,16 +43,18 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
-from consumer.limiter import Limiter
+from consumer.breaker import Circuit
+from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
 from consumer.metrics import Metrics
 from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec, route
 from consumer.ratelimits import RateLimitPacer, retry_after_s
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Hashable, Mapping, Sequence
+    from collections.abc import Hashable, Mapping, Sequence
 
     from consumer.endpoints import Endpoint
+    from consumer.limiter import Limiter
     from consumer.retry import RetryPolicy
     from consumer.settings import Settings
 
@@ -97,11 +105,11 @@ class Dispatcher:
         session: aiohttp.ClientSession | None = None,
         metrics: Metrics | None = None,
     ) -> None:
-        """Prepare codecs and the limiter; the session is created in :meth:`start`."""
+        """Prepare codecs and the guards; the session is created in :meth:`start`."""
         self._metrics = metrics or Metrics()
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
-        self.limiter = Limiter(settings.max_in_flight)
+        self.guards: dict[str, EndpointGuard] = guards_for(settings, self._metrics)
         self._codecs: dict[str, Codec] = {
             name: get_codec(endpoint.protocol, endpoint.codec)
             for name, endpoint in settings.endpoints.items()
@@ -128,10 +136,10 @@ class Dispatcher:
         self.last_failure: float | None = None
 
     async def start(self) -> None:
-        """Open the shared HTTP session (a connection pool sized to ``max_in_flight``)."""
+        """Open the shared HTTP session (a pool of ``max_in_flight`` per endpoint)."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._settings.max_in_flight,
+                limit=self._settings.max_in_flight * len(self.guards),
                 limit_per_host=0,
                 ttl_dns_cache=300,
                 keepalive_timeout=60,
@@ -176,67 +184,77 @@ class Dispatcher:
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
+        guard = self.guards[endpoint.name]
         started = time.monotonic()
-        first_attempt = started
-        queued = 0.0  # seconds spent waiting for a place in the limiter, all attempts
+        clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
-        attempt = 0
         while True:
-            attempt += 1
+            ticket = await self._enter(guard, pacer, fair_key, clock)
+            pacer.in_flight += 1
             try:
-                async with self._place(pacer, fair_key) as (waited, sending):
-                    queued += waited
-                    if attempt == 1:
-                        first_attempt = sending
-                    answer = await self._post(url, body, request_headers, pacer)
-                try:
-                    predictions = codec.decode(answer, len(items))
-                except WrongCount as exc:
-                    raise _Failure(ResultErrorKind.WRONG_COUNT, str(exc), 200) from None
-                except BadResponse as exc:
-                    raise _Failure(ResultErrorKind.BAD_RESPONSE, str(exc), 200) from None
+                answer = await self._post(url, body, request_headers, pacer)
             except _Failure as failure:
-                self.last_failure = time.monotonic()
-                delay = self._retry_delay(failure, attempt, first_attempt, seen)
-                if delay is None:
-                    return self._error(started, queued, attempt, failure)
-                self._metrics.retries.inc()
-                await self._wait(delay, fair_key)
-                continue
-            self.last_success = time.monotonic()
-            return self._finish(started, queued, attempt, predictions)
+                timed_out = failure.kind == ResultErrorKind.TIMEOUT
+                guard.leave(
+                    ticket, failure.status, timed_out=timed_out, retry_after_s=failure.retry_after
+                )
+                result: list[bytes] | _Failure = failure
+            except BaseException:
+                guard.cancelled(ticket)
+                raise
+            else:
+                guard.leave(ticket, 200)
+                result = self._decode(codec, answer, len(items))
+            finally:
+                pacer.in_flight -= 1
+            if not isinstance(result, _Failure):
+                self.last_success = time.monotonic()
+                return self._finish(started, clock.queued, clock.attempts, result)
+            error = result
+            self.last_failure = time.monotonic()
+            if ticket.probe and guard.circuit is not Circuit.CLOSED:
+                clock.free_attempt()  # the probe failed: the endpoint's failure, not the unit's
+            delay = self._retry_delay(error, clock, seen)
+            if delay is None:
+                return self._error(started, clock.queued, clock.attempts, error)
+            self._metrics.retries.inc()
+            await self._wait(delay, fair_key)
 
-    @contextlib.asynccontextmanager
-    async def _place(
-        self, pacer: RateLimitPacer, fair_key: Hashable
-    ) -> AsyncIterator[tuple[float, float]]:
-        """Hold a place in the limiter once the endpoint's pace lets a request start.
+    async def _enter(
+        self,
+        guard: EndpointGuard,
+        pacer: RateLimitPacer,
+        fair_key: Hashable,
+        clock: UnitClock,
+    ) -> Ticket:
+        """Take a place through the endpoint's guard once the endpoint's pace lets it start.
 
-        Yields the time spent waiting for places and when the request starts. The pace is
-        read with a place held (answers that set it came in while the unit waited); a unit
-        told to wait gives its place back meanwhile, and then only waits for a pause, its
-        place in the pace being already reserved.
+        The pace is read with a place held (answers that set it came in while the unit
+        waited); a unit told to wait gives its place back meanwhile, and then only waits
+        for a pause, its place in the pace being already reserved.
         """
-        limiter = self.limiter
-        waited = 0.0
         paced = False
         while True:
-            waiting = time.monotonic()
-            await limiter.acquire(fair_key)
-            sending = time.monotonic()
-            waited += sending - waiting
-            pause = pacer.paused_for(sending) if paced else pacer.delay(sending)
+            ticket = await guard.enter(fair_key)
+            now = time.monotonic()
+            pause = pacer.paused_for(now) if paced else pacer.delay(now)
             if pause <= 0:
-                break
-            limiter.release()
+                clock.sent(ticket)
+                return ticket
+            guard.cancelled(ticket)
+            clock.gave_back(ticket)
             paced = True
             await self._wait(pause, fair_key)
-        pacer.in_flight += 1
+
+    @staticmethod
+    def _decode(codec: Codec, answer: bytes, count: int) -> list[bytes] | _Failure:
+        """Return the predictions of a 2xx answer, or the failure to read them."""
         try:
-            yield waited, sending
-        finally:
-            pacer.in_flight -= 1
-            limiter.release()
+            return codec.decode(answer, count)
+        except WrongCount as exc:
+            return _Failure(ResultErrorKind.WRONG_COUNT, str(exc), 200)
+        except BadResponse as exc:
+            return _Failure(ResultErrorKind.BAD_RESPONSE, str(exc), 200)
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
         """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
@@ -251,15 +269,15 @@ class Dispatcher:
     def _retry_delay(
         self,
         failure: _Failure,
-        attempt: int,
-        first_attempt: float,
+        clock: UnitClock,
         seen: dict[tuple[int, str], int],
     ) -> float | None:
         """Return the wait before the next attempt, or None (``failure.message`` says why)."""
         policy = self._policy
         if not policy.should_retry(failure.kind, failure.status):
             return None
-        elapsed = time.monotonic() - first_attempt
+        attempt = clock.attempts
+        elapsed = clock.elapsed(time.monotonic())
         if failure.status is not None and failure.kind == ResultErrorKind.HTTP_STATUS:
             key = (failure.status, failure.body)
             times = seen[key] = seen.get(key, 0) + 1
@@ -269,7 +287,7 @@ class Dispatcher:
                     "this input, not retried further)"
                 )
                 return None
-        delay = policy.next_delay(attempt, elapsed, failure.retry_after)
+        delay = policy.next_delay(max(clock.charged, 1), elapsed, failure.retry_after)
         if delay is None:
             failure.message = (
                 f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
@@ -346,6 +364,30 @@ class Dispatcher:
             self.unanswered += 1
             metrics.http_code("connection").inc()
             raise _Failure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+
+    @property
+    def limiter(self) -> Limiter:
+        """The limiter of the first endpoint (the only one, usually)."""
+        return next(iter(self.guards.values())).limiter
+
+    @property
+    def fetch_on_hold(self) -> bool:
+        """Whether fetching should pause: every endpoint in use has its circuit open.
+
+        With one endpoint, while its circuit is open; with several, only when all those
+        requests were sent to are (otherwise work for a healthy one keeps arriving, and
+        the buffer bound stops the rest).
+        """
+        used = [guard for guard in self.guards.values() if guard.used]
+        return bool(used) and all(guard.circuit is not Circuit.CLOSED for guard in used)
+
+    def open_circuits(self, now: float) -> dict[str, float]:
+        """Return the endpoints whose circuit is not closed, with seconds since it opened."""
+        return {
+            name: now - guard.breaker.open_since
+            for name, guard in self.guards.items()
+            if guard.breaker.open_since is not None
+        }
 
     def failing(self, window_s: float, now: float) -> bool:
         """Whether requests failed and none succeeded in the last ``window_s`` seconds."""

@@ -56,12 +56,27 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "batch_runner_in_flight_requests",
-            "Inference HTTP requests on the wire now.",
+            "Inference HTTP requests on the wire now, per endpoint.",
+            ["endpoint"],
             registry=r,
         )
         self.in_flight_limit = Gauge(
             "batch_runner_in_flight_limit",
-            "The current bound on concurrent inference requests.",
+            "The current bound on concurrent inference requests, per endpoint (live: the "
+            "adaptive limit moves between --min-in-flight and --max-in-flight).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "batch_runner_circuit_state",
+            "Each endpoint's circuit: 0 closed, 1 half-open (a probe on the wire), 2 open.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.circuit_opened = Counter(
+            "batch_runner_circuit_opened_total",
+            "Times an endpoint's circuit opened (requests stopped, probes once per interval).",
+            ["endpoint"],
             registry=r,
         )
         self.buffered_items = Gauge(
@@ -92,7 +107,8 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             "batch_runner_queue_wait_seconds",
-            "Time a work unit waited for a free request slot (--max-in-flight), all attempts.",
+            "Time a work unit waited to be sent (a free request slot, an open circuit), all "
+            "attempts.",
             buckets=QUEUE_BUCKETS,
             registry=r,
         )

@@ -5,7 +5,8 @@ heartbeat task notices stalls), no fatal error happened, and no assigned partiti
 work has stopped moving for ``--stall-timeout`` without a reason (its body lists each
 partition's state). ``/readyz`` answers 200 once the replica has joined its group, while
 the Kafka cluster and the inference endpoint answer (no long run of connection errors or
-timeouts), and not while it drains for shutdown.
+timeouts, no open circuit), and not while it drains for shutdown; its body names the
+endpoints whose circuit is open.
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ class ReplicaStatus(Protocol):
     @property
     def model_answering(self) -> bool:
         """Whether the inference endpoints answer (no long run of unanswered requests)."""
+        ...
+
+    @property
+    def open_circuits(self) -> Mapping[str, float]:
+        """The endpoints whose circuit is open, with the seconds since it opened."""
         ...
 
     @property
@@ -157,9 +163,20 @@ class OpsServer:
         down_since = self._replica.cluster_down_since
         if down_since is not None:
             return False, f"the Kafka cluster is unreachable ({time.monotonic() - down_since:.0f}s)"
-        if not self._replica.model_answering:
-            return False, "the inference endpoint does not answer"
+        model = self._model_trouble()
+        if model is not None:
+            return False, model
         return True, "ok"
+
+    def _model_trouble(self) -> str | None:
+        """Say what is wrong with the inference endpoints, if anything."""
+        circuits = self._replica.open_circuits
+        if circuits:
+            names = ", ".join(f"{name!r} ({s:.0f}s)" for name, s in sorted(circuits.items()))
+            return f"circuit open to endpoint {names}: the model server is down or refusing"
+        if not self._replica.model_answering:
+            return "the inference endpoint does not answer"
+        return None
 
     async def _metrics(self, _: web.Request) -> web.Response:
         self._replica.refresh_gauges()
@@ -173,4 +190,6 @@ class OpsServer:
 
     async def _readyz(self, _: web.Request) -> web.Response:
         ok, reason = self.ready()
-        return web.json_response({"status": reason}, status=200 if ok else 503)
+        circuits = {name: round(s, 1) for name, s in self._replica.open_circuits.items()}
+        body = {"status": reason, "open_circuits": circuits}
+        return web.json_response(body, status=200 if ok else 503)

@@ -209,12 +209,21 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
-            to_pause, to_resume = book.pause_plan(
-                source.assignment, source.paused, self.status.has_backlog
-            )
+            # While the model's circuit is open nothing fetched could be sent: hold all
+            # fetching (the lag stays in Kafka, for replicas whose circuit is closed).
+            held = self.dispatcher.fetch_on_hold
+            to_pause: list[PartitionKey]
+            to_resume: list[PartitionKey]
+            if held:
+                to_pause, to_resume = sorted(source.assignment - source.paused), []
+            else:
+                to_pause, to_resume = book.pause_plan(
+                    source.assignment, source.paused, self.status.has_backlog
+                )
             if to_pause:
                 await source.pause(to_pause)
-                log.debug("paused fetching", extra={"buffered_items": book.buffered_items})
+                extra = {"buffered_items": book.buffered_items, "circuit_open": held}
+                log.debug("paused fetching", extra=extra)
             if to_resume:
                 await source.resume(to_resume)
                 log.debug("resumed fetching", extra={"buffered_items": book.buffered_items})

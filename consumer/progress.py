@@ -8,7 +8,8 @@ which partitions are stalled and why. A partition with work (messages not yet fe
 or chunks in flight) that has not moved for ``stall_timeout_s`` is stalled. Some stalls
 have a reason the replica cannot fix by restarting (the buffer is full of other
 partitions' work that is moving, the model server is failing): those are reported but
-are not a health failure. A stall without such a reason is.
+are not a health failure. A stall without such a reason is. An open circuit (the model
+server is down or refusing everything, so fetching is paused) is such a reason too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Why(StrEnum):
     """Why a partition is not moving."""
 
     BACKPRESSURE = "paused for backpressure (the buffer is full of work that is moving)"
+    CIRCUIT_OPEN = "the circuit to the model server is open (it is down or refusing work)"
     MODEL_FAILING = "the model server is failing (no successful answer in the stall window)"
     UNEXPLAINED = "no progress and nothing explains it"
 
@@ -56,6 +58,7 @@ class ReplicaState:
 
     buffer_full: bool
     model_failing: bool
+    circuit_open: bool = False
     retrying: frozenset[PartitionKey] = frozenset()
 
 
@@ -106,8 +109,9 @@ class ProgressMonitor:
 
         A partition without work counts as moving. A full buffer explains a stall only
         while the replica as a whole moves (its buffer is full of work that is being
-        done); a failing model explains any stall, and so do units of the partition that
-        wait out a retry's backoff (the model failed them; they are not stuck).
+        done); an open circuit or a failing model explains any stall, and so do units of
+        the partition that wait out a retry's backoff (the model failed them; they are not
+        stuck).
         """
         stalls: dict[PartitionKey, Stall] = {}
         replica_moving = (
@@ -120,7 +124,9 @@ class ProgressMonitor:
             idle = now - last
             if idle < self.stall_timeout_s:
                 continue
-            if replica.model_failing or tp in replica.retrying:
+            if replica.circuit_open:
+                why = Why.CIRCUIT_OPEN
+            elif replica.model_failing or tp in replica.retrying:
                 why = Why.MODEL_FAILING
             elif replica.buffer_full and replica_moving:
                 why = Why.BACKPRESSURE

@@ -33,6 +33,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from consumer.adaptive import AdaptiveConfig
+from consumer.breaker import BreakerConfig
 from consumer.endpoints import DEFAULT_TARGET, Endpoint, endpoints_from_env
 from consumer.kafka_config import (
     CLASSIC_GROUP_ONLY,
@@ -65,8 +67,16 @@ class Settings:
     # Split: items per HTTP request unless a request asks for another value up to the max.
     items_per_request: int = 1
     max_items_per_request: int = 1000
-    # Dispatch.
+    # Dispatch. Per endpoint: ``fixed`` keeps max_in_flight requests in flight at most;
+    # ``adaptive`` moves the bound between min_in_flight and max_in_flight (consumer.adaptive).
+    concurrency: Literal["fixed", "adaptive"] = "fixed"
     max_in_flight: int = 64
+    min_in_flight: int = 1
+    # The circuit breaker per endpoint (consumer.breaker): open after this many requests
+    # in a row without an answer (0: no breaker), or this share of the last 20 refused.
+    circuit_failures: int = 5
+    circuit_error_share: float = 0.5
+    circuit_probe_interval_s: float = 1.0
     request_timeout_s: float = 30.0
     connect_timeout_s: float = 5.0
     max_response_bytes: int = 16 * 1024 * 1024
@@ -129,6 +139,7 @@ class Settings:
             _positive(name, getattr(self, name))
         for name in ("poll_timeout_s", "max_message_bytes", "max_result_bytes"):
             _positive(name, getattr(self, name))
+        self._check_dispatch()
         if self.items_per_request > self.max_items_per_request:
             raise ConfigError("items_per_request must not exceed max_items_per_request")
         if self.drain_timeout_s < 0 or self.revoke_grace_s < 0:
@@ -145,6 +156,34 @@ class Settings:
             raise ConfigError(f"log_format {self.log_format!r}: use json or text")
         self._check_group()
         self.retry_policy()  # validates the retry settings
+
+    def _check_dispatch(self) -> None:
+        """Check the concurrency and circuit breaker settings."""
+        if self.concurrency not in {"fixed", "adaptive"}:
+            raise ConfigError(f"concurrency {self.concurrency!r}: use fixed or adaptive")
+        if not 1 <= self.min_in_flight <= self.max_in_flight:
+            raise ConfigError(
+                f"min_in_flight must be between 1 and max_in_flight ({self.max_in_flight}), "
+                f"got {self.min_in_flight}",
+            )
+        try:
+            self.breaker_config()
+        except ValueError as exc:
+            raise ConfigError(f"circuit breaker: {exc}") from None
+
+    def adaptive_config(self) -> AdaptiveConfig | None:
+        """Return the adaptive limit's configuration, or ``None`` for a fixed limit."""
+        if self.concurrency != "adaptive":
+            return None
+        return AdaptiveConfig(min_limit=self.min_in_flight, max_limit=self.max_in_flight)
+
+    def breaker_config(self) -> BreakerConfig:
+        """Return the circuit breaker's configuration (``ValueError`` if it is bad)."""
+        return BreakerConfig(
+            failures=self.circuit_failures,
+            error_share=self.circuit_error_share,
+            probe_interval_s=self.circuit_probe_interval_s,
+        )
 
     def _check_group(self) -> None:
         """Check the group membership and liveness settings."""

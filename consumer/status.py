@@ -83,6 +83,11 @@ class StatusBoard:
         return self._dispatcher.endpoint_answering()
 
     @property
+    def open_circuits(self) -> dict[str, float]:
+        """The endpoints whose circuit is open, with the seconds since it opened."""
+        return self._dispatcher.open_circuits(time.monotonic())
+
+    @property
     def stalls(self) -> dict[PartitionKey, Stall]:
         """The partitions found stalled at the last check."""
         return self._watch.stalls
@@ -110,8 +115,9 @@ class StatusBoard:
     def refresh_gauges(self) -> None:
         """Bring the gauges up to date (called when metrics are scraped)."""
         m = self._metrics
-        m.in_flight.set(self._dispatcher.limiter.in_use)
-        m.in_flight_limit.set(self._dispatcher.limiter.limit)
+        for name, guard in self._dispatcher.guards.items():
+            m.in_flight.labels(name).set(guard.limiter.in_use)
+            m.in_flight_limit.labels(name).set(guard.limiter.limit)
         m.buffered_items.set(self._book.buffered_items)
         m.paused_partitions.set(len(self._source.paused))
         m.assigned_partitions.set(len(self._source.assignment))
@@ -124,6 +130,7 @@ class StatusBoard:
         replica = ReplicaState(
             buffer_full=self._book.full,
             model_failing=self._dispatcher.failing(window_s, now),
+            circuit_open=bool(self._dispatcher.open_circuits(now)),
             retrying=frozenset(k for k in self._dispatcher.retrying if isinstance(k, tuple)),
         )
         return self._watch.check(now, self._has_work, replica, self._describe)

@@ -89,7 +89,8 @@ def test_metrics_count_exactly_what_happened(
     assert value(samples, "batch_runner_commits_total") >= 1
     assert value(samples, "batch_runner_inference_latency_seconds_count") == 34
     assert value(samples, "batch_runner_buffered_items") == 0
-    assert value(samples, "batch_runner_in_flight_limit") == 64
+    assert value(samples, "batch_runner_in_flight_limit", endpoint="default") == 64
+    assert value(samples, "batch_runner_circuit_state", endpoint="default") == 0
     assert value(samples, "batch_runner_assigned_partitions") == 1
     replica.signal(signal.SIGTERM)
     assert wait_exit(replica, 30) == 0
@@ -99,9 +100,10 @@ def test_health_and_readiness_follow_the_replica(
     kafka_bootstrap: str,
     make_service: MakeService,
 ) -> None:
-    """Ready once joined; not ready while the model does not answer; ready again after.
+    """Ready once joined; not ready while the model's circuit is open; ready again after.
 
-    /healthz stays 200 throughout: an unreachable model is not a reason to restart.
+    /healthz stays 200 throughout: an unreachable model is not a reason to restart. The
+    failed probes of the open circuit are requests too (13 attempts in all).
     """
     port = free_port()
     svc = make_service()
@@ -109,6 +111,7 @@ def test_health_and_readiness_follow_the_replica(
         BATCH_RUNNER_METRICS_PORT=str(port),
         BATCH_RUNNER_BACKOFF_BASE_S="0.01",
         BATCH_RUNNER_BACKOFF_MAX_S="0.05",
+        BATCH_RUNNER_CIRCUIT_PROBE_INTERVAL_S="0.2",
     )
     wait_for(lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200, what="readiness")
     assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
@@ -119,9 +122,13 @@ def test_health_and_readiness_follow_the_replica(
         status, body = http_get(f"http://127.0.0.1:{port}/readyz")
         return body if status == 503 else None
 
-    body = wait_for(not_ready, what="readiness to drop while the model resets connections")
-    assert orjson.loads(body)["status"] == "the inference endpoint does not answer"
+    body = orjson.loads(
+        wait_for(not_ready, what="readiness to drop while the model resets connections")
+    )
+    assert body["status"].startswith("circuit open to endpoint 'default'")
+    assert list(body["open_circuits"]) == ["default"]
     assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    assert value(scrape(port), "batch_runner_circuit_state", endpoint="default") > 0
     wait_for(
         lambda: http_get(f"http://127.0.0.1:{port}/readyz")[0] == 200,
         what="readiness to return once the model answers",

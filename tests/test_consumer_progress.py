@@ -58,6 +58,10 @@ def test_reasons_a_restart_would_not_fix_are_reported_but_healthy() -> None:
     assert not stalls[P0].unhealthy
     stalls = monitor.check(30.0, lambda _: True, full)  # nothing moved for 10 s
     assert {tp: s.why for tp, s in stalls.items()} == {P0: Why.UNEXPLAINED, P1: Why.UNEXPLAINED}
+    circuit = ReplicaState(buffer_full=True, model_failing=True, circuit_open=True)
+    stall = monitor.check(30.0, lambda _: True, circuit)[P0]
+    assert stall.why is Why.CIRCUIT_OPEN  # the most specific reason wins
+    assert not stall.unhealthy
 
 
 def test_forgotten_and_unknown_partitions_are_not_watched() -> None:

@@ -62,6 +62,17 @@ def test_settings_from_env_passes_kafka_options_through() -> None:
     assert settings.endpoints[DEFAULT_TARGET].protocol == "v1"
 
 
+def test_settings_describe_the_adaptive_limit_and_the_breaker() -> None:
+    """``concurrency=adaptive`` bounds the limit by min/max in flight; the breaker follows too."""
+    env = {**BASE_ENV, "BATCH_RUNNER_CONCURRENCY": "adaptive", "BATCH_RUNNER_MIN_IN_FLIGHT": "4"}
+    settings = Settings.from_env(env, max_in_flight=32, circuit_failures=0)
+    adaptive = settings.adaptive_config()
+    assert adaptive is not None
+    assert (adaptive.min_limit, adaptive.max_limit) == (4, 32)
+    assert not settings.breaker_config().enabled
+    assert Settings.from_env(BASE_ENV).adaptive_config() is None  # fixed
+
+
 def test_settings_targets_from_env_and_flags() -> None:
     """Named targets come from BATCH_RUNNER_TARGETS and --target; flags override env."""
     env = {**BASE_ENV, "BATCH_RUNNER_TARGETS": "a=raw:http://h:1/predict, b=v2:http://h:2/x"}
@@ -85,6 +96,11 @@ def test_settings_targets_from_env_and_flags() -> None:
         ({**BASE_ENV, "KAFKA_ENABLE_AUTO_COMMIT": "true"}, {}, "cannot be overridden"),
         (BASE_ENV, {"targets": ["broken"]}, "expected NAME=PROTOCOL:URL"),
         (BASE_ENV, {"max_attempts": 0}, "max_attempts"),
+        (BASE_ENV, {"concurrency": "elastic"}, "concurrency 'elastic': use fixed or adaptive"),
+        (BASE_ENV, {"min_in_flight": 65}, "min_in_flight must be between 1 and max_in_flight"),
+        (BASE_ENV, {"min_in_flight": 0}, "min_in_flight must be between 1"),
+        (BASE_ENV, {"circuit_error_share": 2.0}, "circuit breaker: error_share"),
+        (BASE_ENV, {"circuit_probe_interval_s": 0}, "circuit breaker: probe_interval_s"),
     ],
 )
 def test_bad_configuration_fails_with_a_clear_message(

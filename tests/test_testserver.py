@@ -203,6 +203,77 @@ async def test_over_the_concurrency_cap_answers_429_with_retry_after(
     assert stats.in_flight == 0
 
 
+async def wait_stats(server: TestInferenceServer, what: str, check: Any) -> None:
+    """Poll the server's stats until ``check(stats)`` holds (deadline 10 s)."""
+    deadline = time.monotonic() + 10
+    while not check(server.stats()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: {server.stats()}")
+        await asyncio.sleep(0.01)
+
+
+async def test_queue_mode_serves_k_at_once_and_queues_the_rest(
+    http: aiohttp.ClientSession,
+) -> None:
+    """With ``overload="queue"`` beyond K requests wait their turn: all succeed, K at a time.
+
+    A queued request spends at least one latency waiting (bound by construction), which
+    the latency histogram of the 200 answers shows.
+    """
+    config = ServerConfig(max_concurrency=2, overload="queue", latency_ms=200)
+    async with TestInferenceServer(config) as server:
+        answers = await asyncio.gather(*(send(http, server, [i]) for i in range(5)))
+        stats = server.stats()
+    assert [a.status for a in answers] == [200] * 5
+    assert stats.max_serving == 2
+    assert stats.rejected == 0
+    assert (stats.serving, stats.queued) == (0, 0)
+    assert sum(stats.latency_ms.values()) == 5
+    assert max(stats.latency_ms) >= 400  # the last waited for two rounds of two
+
+
+async def test_capacity_changes_at_run_time_admit_waiters_or_refuse_more(
+    http: aiohttp.ClientSession,
+) -> None:
+    """Raising K admits queued requests at once; lowering it in reject mode refuses more."""
+    config = ServerConfig(max_concurrency=1, overload="queue", latency_ms=300)
+    async with TestInferenceServer(config) as server:
+        sent = [asyncio.create_task(send(http, server, [i])) for i in range(3)]
+        await wait_stats(server, "two queued", lambda s: s.queued == 2)
+        server.configure(max_concurrency=3)
+        await wait_stats(server, "three served", lambda s: s.serving == 3)
+        assert [(await a).status for a in sent] == [200] * 3
+        server.configure(overload="reject", max_concurrency=1)
+        answers = await asyncio.gather(*(send(http, server, [i]) for i in range(3)))
+    assert sorted(a.status for a in answers) == [200, 429, 429]
+
+
+async def test_an_outage_resets_every_model_request_and_counts_it(
+    http: aiohttp.ClientSession,
+) -> None:
+    """``outage`` resets the connection of every model request (counted as ``down``) until off.
+
+    Recorded headers are counted during an outage too (the benchmarks count calls per
+    replica that way).
+    """
+    async with TestInferenceServer(ServerConfig(record_headers=("x-replica",))) as server:
+        server.configure(outage=True)
+        body = get_codec("v1", DEFAULT_OPTIONS).encode([b"1"])
+        with pytest.raises(aiohttp.ClientError):
+            await http.post(server.endpoint("v1"), data=body, headers={"X-Replica": "r1"})
+        server.configure(outage=False)
+        assert (await send(http, server, [1])).status == 200
+        stats = server.stats()
+    assert stats.answers == {"down": 1, "200": 1}
+    assert stats.headers == {"x-replica: r1": 1}
+
+
+def test_config_refuses_an_unknown_overload_mode() -> None:
+    """The overload mode is ``reject`` or ``queue``."""
+    with pytest.raises(ValueError, match="overload"):
+        ServerConfig(overload="drop")  # type: ignore[arg-type]
+
+
 # --- scripted failures -------------------------------------------------------------------
 
 
@@ -497,7 +568,10 @@ async def test_thread_mode_from_async_code(http: aiohttp.ClientSession) -> None:
 def test_standalone_process_with_control_api() -> None:
     """``python -m tools.testservers.inference``: prints its URL, obeys /_control, ends on TERM."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tools.testservers.inference", "--port", "0", "--script", "503,ok"],
+        [
+            *(sys.executable, "-m", "tools.testservers.inference", "--port", "0"),
+            *("--script", "503,ok", "--capacity", "4", "--overload", "queue"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -515,6 +589,8 @@ def test_standalone_process_with_control_api() -> None:
         assert stats["answers"] == {"503": 1, "200": 1}
         assert stats["attempts"] == {"1": 2, "2": 2}
         assert stats["request_sizes"] == {"2": 2}
+        config = requests.get(url + "/_control/config", timeout=5).json()
+        assert (config["max_concurrency"], config["overload"]) == (4, "queue")
         changed = requests.post(url + "/_control/config", json={"script": ["reset"]}, timeout=5)
         assert changed.json()["script"] == ["reset"]
         with pytest.raises(requests.ConnectionError):

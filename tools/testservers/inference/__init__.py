@@ -18,8 +18,12 @@ the server counts how many requests carried it (its attempts).
 What the server does to a request is set per run in a :class:`ServerConfig`:
 
 - ``latency_ms`` (and ``latency_max_ms`` for a uniform random latency) before answering;
-- ``max_concurrency``: a request arriving while that many are in progress answers 429
-  with ``Retry-After: retry_after_s`` at once;
+- a capacity model: ``max_concurrency`` (K, ``--capacity``) requests are served at once;
+  with ``overload="reject"`` a request arriving while K are served answers 429 with
+  ``Retry-After: retry_after_s`` at once, with ``overload="queue"`` it waits for a place,
+  first come, first served (its latency grows). K may change at run time
+  (``/_control/config``): a smaller K lets the excess finish, a larger one admits waiters;
+- ``outage``: every model request's connection is reset (a server that is down);
 - ``script``: actions consumed one per request, in order; when it runs out requests are
   served normally;
 - ``item_scripts``: per item key, the action for its 1st, 2nd, ... attempt;
@@ -54,8 +58,9 @@ Three ways to run it:
    script it from outside; these routes exist in the other modes too.
 
 :meth:`TestInferenceServer.stats` reports what arrived: requests, items, answers by
-outcome, requests in flight and the most seen at once, attempts per item key, request
-sizes and protocols.
+outcome, requests in flight and the most seen at once, requests served and queued,
+attempts per item key, request sizes and protocols, a histogram of the time 200 answers
+spent in the server, and counts of chosen request headers (``record_headers``).
 
 The modules, one job each (under :mod:`tools.testservers.inference`): ``config`` (actions,
 config, stats, item keys), ``identity`` (reading requests and writing the identity answers

@@ -41,7 +41,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--latency-max-ms", type=float, help="random latency, uniform in [latency-ms, this]"
     )
-    parser.add_argument("--max-concurrency", type=int, help="429 beyond this many in flight")
+    parser.add_argument(
+        "--capacity",
+        "--max-concurrency",
+        dest="max_concurrency",
+        type=int,
+        help="K: requests served at once (default: no limit)",
+    )
+    parser.add_argument(
+        "--overload",
+        choices=["reject", "queue"],
+        default="reject",
+        help="beyond K: answer 429 with Retry-After (reject), or wait first come, first "
+        "served (queue) (default: %(default)s)",
+    )
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After seconds")
     parser.add_argument(
         "--script",
@@ -78,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         latency_max_ms=args.latency_max_ms,
         max_concurrency=args.max_concurrency,
+        overload=args.overload,
         retry_after_s=args.retry_after,
         script=args.script,
         poison_status=args.poison_status,

@@ -7,12 +7,13 @@ An action is what the server does to one request (see the package docstring,
 
 from __future__ import annotations
 
-from typing import Final, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import msgspec
 import orjson
 
 Action: TypeAlias = int | str
+Overload: TypeAlias = Literal["reject", "queue"]
 
 NAMED_ACTIONS: Final = frozenset({"ok", "reset", "hang", "truncated", "garbage", "wrong_count"})
 
@@ -43,7 +44,12 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     latency_ms: float = 0.0
     latency_max_ms: float | None = None
+    # The capacity model: K requests served at once (None: no limit); beyond K a request
+    # is refused (429 with Retry-After) or waits its turn first come, first served.
     max_concurrency: int | None = None
+    overload: Overload = "reject"
+    # An outage: every model request's connection is reset (counted as "down").
+    outage: bool = False
     retry_after_s: float = 1.0
     script: tuple[Action, ...] = ()
     item_scripts: dict[str, tuple[Action, ...]] = msgspec.field(default_factory=dict)
@@ -60,6 +66,8 @@ class ServerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError("latency_ms must be >= 0 and latency_max_ms >= latency_ms")
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if self.overload not in {"reject", "queue"}:
+            raise ValueError(f"overload must be reject or queue, not {self.overload!r}")
         if self.retry_after_s < 0:
             raise ValueError("retry_after_s must be >= 0")
         check_action(self.poison_status)
@@ -75,11 +83,15 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
 
     ``answers`` counts outcomes: HTTP statuses as strings (``"200"``, ``"429"``,
     ``"503"``...) and ``"reset"``, ``"hang"``, ``"truncated"``, ``"garbage"``,
-    ``"wrong_count"``. ``rejected`` counts the 429s sent for exceeding
-    ``max_concurrency`` (also in ``answers["429"]``). ``max_in_flight`` is the most
-    requests in progress at once, counting those then rejected. ``attempts`` maps each
+    ``"wrong_count"``, ``"down"`` (reset during an ``outage``). ``rejected`` counts the
+    429s sent for exceeding ``max_concurrency`` (also in ``answers["429"]``).
+    ``max_in_flight`` is the most requests in progress at once, counting those then
+    rejected or queued; ``serving`` and ``max_serving`` count only those admitted within
+    the capacity, ``queued`` those waiting for it. ``attempts`` maps each
     :func:`item_key` to the number of requests that carried it (empty when
     ``track_items`` is off). ``request_sizes`` maps items per request to requests.
+    ``latency_ms`` counts the 200 answers by their time in the server (arrival to answer,
+    queueing included) in whole milliseconds.
     """
 
     requests: int
@@ -93,6 +105,10 @@ class ServerStats(msgspec.Struct, frozen=True, kw_only=True):
     protocols: dict[str, int]
     headers: dict[str, int] = msgspec.field(default_factory=dict)
     """``"name: value"`` of each recorded header (see ``record_headers``) -> requests."""
+    serving: int = 0
+    max_serving: int = 0
+    queued: int = 0
+    latency_ms: dict[int, int] = msgspec.field(default_factory=dict)
 
 
 def item_key(item: object) -> str:

@@ -20,6 +20,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
+from consumer.limiter import Limiter
 from tools.testservers.inference.config import ServerConfig, ServerStats, check_action, item_key
 from tools.testservers.inference.identity import PARSERS, BadRequestError
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from tools.testservers.inference.identity import Parsed
 
 GARBAGE: Final = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+UNLIMITED: Final = 2**31  # the places when there is no max_concurrency
 
 
 def _retry_after(seconds: float) -> str:
@@ -67,6 +69,10 @@ class ServerState:
         self._release = asyncio.Event()
         self._random = random.Random()  # noqa: S311 - latency jitter, not cryptography
         self.in_flight = 0
+        # The capacity: requests admitted within max_concurrency hold a place; in the
+        # queue mode the others wait for one, first come, first served.
+        self._slots = Limiter(UNLIMITED)
+        self._follow_capacity()
         self.clear_counters()
 
     # control
@@ -77,12 +83,18 @@ class ServerState:
         self.config = msgspec.convert(merged, ServerConfig)
         if "script" in changes:
             self._script = collections.deque(self.config.script)
+        self._follow_capacity()
         return self.config
+
+    def _follow_capacity(self) -> None:
+        """Set the places to ``max_concurrency`` (waiters are admitted if it grew)."""
+        self._slots.limit = self.config.max_concurrency or UNLIMITED
 
     def reset(self) -> None:
         """Zero the counters, restore the initial config, and release hung requests."""
         self.config = self.initial_config
         self._script = collections.deque(self.config.script)
+        self._follow_capacity()
         self.release_hangs()
         self.clear_counters()
 
@@ -101,7 +113,9 @@ class ServerState:
         self.request_sizes: collections.Counter[int] = collections.Counter()
         self.protocols: collections.Counter[str] = collections.Counter()
         self.headers: collections.Counter[str] = collections.Counter()
+        self.latency_ms: collections.Counter[int] = collections.Counter()
         self.max_in_flight = self.in_flight
+        self.max_serving = self._slots.in_use
 
     def stats(self) -> ServerStats:
         """Return a snapshot of the counters."""
@@ -116,6 +130,10 @@ class ServerState:
             request_sizes=dict(self.request_sizes),
             protocols=dict(self.protocols),
             headers=dict(self.headers),
+            serving=self._slots.in_use,
+            max_serving=self.max_serving,
+            queued=self._slots.waiting,
+            latency_ms=dict(self.latency_ms),
         )
 
     # serving
@@ -124,10 +142,15 @@ class ServerState:
         """Count the request, pick its action, and answer accordingly."""
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        arrived = asyncio.get_running_loop().time()
         try:
-            return await self._handle(request, protocol)
+            response = await self._handle(request, protocol)
         finally:
             self.in_flight -= 1
+        if response.status == 200:
+            took = asyncio.get_running_loop().time() - arrived
+            self.latency_ms[int(took * 1000)] += 1
+        return response
 
     async def _handle(self, request: web.Request, protocol: ProtocolName) -> web.StreamResponse:
         body = await request.read()
@@ -147,9 +170,26 @@ class ServerState:
         self.items += len(items)
         self.request_sizes[len(items)] += 1
         attempts = self._count_attempts(items) if config.track_items else None
-        if config.max_concurrency is not None and self.in_flight > config.max_concurrency:
+        if config.outage:
+            self.answers["down"] += 1
+            _abort(request)
+            return web.Response(status=500)
+        slots = self._slots
+        if config.overload == "reject" and slots.in_use >= slots.limit:
             self.rejected += 1
             return self._status(429)
+        await slots.acquire()
+        try:
+            self.max_serving = max(self.max_serving, slots.in_use)
+            return await self._serve(request, parsed, items, attempts)
+        finally:
+            slots.release()
+
+    async def _serve(
+        self, request: web.Request, parsed: Parsed, items: list[Any], attempts: list[int] | None
+    ) -> web.StreamResponse:
+        """Answer an admitted request: its action, after the latency."""
+        config = self.config
         try:
             action, delay_ms = self._choose(items, attempts)
         except BadRequestError as exc:

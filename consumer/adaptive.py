@@ -1,0 +1,239 @@
+"""The adaptive concurrency limit of one endpoint: how many requests to keep in flight.
+
+Pure logic: no HTTP, no clock, no sleeping. The dispatcher reports every answer with
+:meth:`AdaptiveLimit.record` (when the request was sent, when the answer came, what kind of
+answer it was, how many requests were in flight) and reads :attr:`AdaptiveLimit.limit`,
+which it puts on the endpoint's :class:`~consumer.limiter.Limiter`.
+
+The algorithm is additive increase, multiplicative decrease (AIMD, as TCP and the AIMD
+limiter of Netflix's concurrency-limits) with two additions taken from delay-based
+controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter):
+
+* **Slow start.** Until the first sign of overload the limit grows by one per successful
+  answer, doubling every round trip, so a replica finds a large capacity in a few round
+  trips instead of minutes.
+* **Overload answers** (429 Too Many Requests, 503 Service Unavailable) and **timeouts**
+  multiply the limit by ``backoff`` (0.9). Only a request sent after the last decrease can
+  cause another: the answers to requests sent under the old limit say nothing about the
+  new one, so a burst of 429s to one round of requests cuts the limit once, not fifty
+  times. The limit then climbs back, but only to one below the level that was refused,
+  and stays there for ``plateau_s`` (or until the moment the server's ``Retry-After``
+  names, capped at ``max_hold_s``, if that is later) before it probes beyond: replicas
+  sharing a server sit just under its capacity instead of bumping into it every few
+  round trips. Refused while already at ``min_limit``, the endpoint sends nothing new
+  for that time (:attr:`AdaptiveLimit.resume_at`): a limit cannot go lower, so the pace
+  must.
+* **Queueing delay.** The no-load round trip time is the smallest seen within the last
+  ``rtt_window_s`` (two half windows, so a model that legitimately becomes slower is
+  learnt again within that time). Answers are gathered in rounds of ``limit`` answers
+  (one round trip at full use); when even the *fastest* answer of a round took more than
+  ``tolerance`` x the no-load time, every request waited: a standing queue in the server
+  (the signal CoDel reads: the minimum over an interval ignores a burst and the noise of
+  a busy machine, which lift the mean but leave some answers fast). The limit the round
+  was measured at is then scaled by ``no-load / fastest`` (halved at most): by Little's
+  law that is the share of the server's capacity this replica's requests actually
+  occupy, so every replica seeing the same queue steps back to its share and the queue
+  drains. A replica that never saw the server unloaded (it joined while others kept a
+  queue) takes the queued time for the no-load time: the queue then stays at most
+  ``tolerance`` times longer than it would, but does not grow without bound.
+* **Additive increase** otherwise: ``probe`` per round (``probe / limit`` per successful
+  answer), and only while the limit is in use (at least half of it in flight), so an idle
+  replica does not grow a limit it never tested.
+
+The limit moves between ``min_limit`` and ``max_limit`` and starts at ``initial_limit``.
+Answers that say nothing about capacity (a 400, a 500 the model gives for a bad input, a
+refused connection, which is the circuit breaker's business) are :attr:`Signal.IGNORE`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Signal(StrEnum):
+    """What one answer says about the endpoint's capacity."""
+
+    OK = "ok"
+    """A successful answer: its round trip time is a sample."""
+    OVERLOAD = "overload"
+    """429 or 503: the server refused the request for lack of capacity."""
+    TIMEOUT = "timeout"
+    """No answer within the request timeout: treated as overload."""
+    IGNORE = "ignore"
+    """An answer that says nothing about capacity."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdaptiveConfig:
+    """The knobs of :class:`AdaptiveLimit`; validated on construction (``ValueError``)."""
+
+    min_limit: int = 1
+    max_limit: int = 64
+    initial_limit: int = 8
+    """Where the limit starts (clamped into ``[min_limit, max_limit]``)."""
+    backoff: float = 0.9
+    """Factor applied to the limit on an overload answer or a timeout."""
+    tolerance: float = 1.3
+    """A round's fastest round trip above this x the no-load time means queueing."""
+    probe: float = 1.0
+    """Additive increase per round of ``limit`` successful answers."""
+    rtt_window_s: float = 30.0
+    """How long the smallest round trip time is remembered."""
+    plateau_s: float = 1.0
+    """After an overload answer, how long the limit stays below the level refused."""
+    max_hold_s: float = 10.0
+    """Longest ``Retry-After`` that extends that plateau."""
+
+    def __post_init__(self) -> None:
+        """Check every field."""
+        if self.min_limit < 1 or self.max_limit < self.min_limit:
+            raise ValueError(
+                f"need 1 <= min_limit <= max_limit, got {self.min_limit} and {self.max_limit}"
+            )
+        if self.initial_limit < 1:
+            raise ValueError(f"initial_limit must be >= 1, got {self.initial_limit}")
+        if not 0.0 < self.backoff < 1.0:
+            raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
+        if not (math.isfinite(self.tolerance) and self.tolerance > 1.0):
+            raise ValueError(f"tolerance must be a finite number > 1, got {self.tolerance}")
+        for name in ("probe", "rtt_window_s", "plateau_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.max_hold_s) and self.max_hold_s >= 0):
+            raise ValueError(f"max_hold_s must be a finite number >= 0, got {self.max_hold_s}")
+
+
+# A round is judged only with at least this many samples (a limit of 1 or 2 would judge
+# queueing from one or two answers, too noisy).
+MIN_ROUND_SAMPLES = 4
+# The most a single queueing judgement may cut the limit to (a factor).
+MAX_DELAY_CUT = 0.8
+
+
+class AdaptiveLimit:
+    """The live limit of one endpoint and the state it is derived from."""
+
+    def __init__(self, config: AdaptiveConfig) -> None:
+        """Start at ``config.initial_limit``, in slow start, with no round trip seen."""
+        self.config = config
+        self._value = float(min(max(config.initial_limit, config.min_limit), config.max_limit))
+        self.slow_start = True
+        self.decreases = 0  # how many times the limit was cut
+        # Refused while at min_limit: no new request should be sent before this time.
+        self.resume_at = -math.inf
+        self._last_decrease = -math.inf  # when the limit was last cut
+        # After an overload answer: no increase beyond _ceiling before _ceiling_until.
+        self._ceiling = math.inf
+        self._ceiling_until = -math.inf
+        # The no-load round trip: minimum of the current and the previous half window.
+        self._rtt_min_now = math.inf
+        self._rtt_min_before = math.inf
+        self._bucket_start: float | None = None
+        # The current round of successful answers.
+        self._round_count = 0
+        self._round_fastest = math.inf
+        self._round_first_sent = math.inf
+        self._round_size = max(self.limit, MIN_ROUND_SAMPLES)
+
+    @property
+    def limit(self) -> int:
+        """The current limit, an integer in ``[min_limit, max_limit]``."""
+        return int(self._value)
+
+    @property
+    def no_load_rtt(self) -> float | None:
+        """The smallest round trip time remembered (seconds), or ``None`` before any."""
+        best = min(self._rtt_min_now, self._rtt_min_before)
+        return None if math.isinf(best) else best
+
+    def record(
+        self,
+        signal: Signal,
+        *,
+        sent_at: float,
+        now: float,
+        in_flight: int,
+        retry_after_s: float | None = None,
+    ) -> int:
+        """Take one answer into account; return the new limit.
+
+        ``sent_at`` and ``now`` are readings of one monotonic clock (the request's send
+        time and its answer's arrival), ``in_flight`` the requests on the wire when the
+        answer came (this one included), ``retry_after_s`` the server's ``Retry-After``
+        in seconds, if it sent one.
+        """
+        if now < sent_at:
+            raise ValueError(f"an answer cannot come before its request ({now} < {sent_at})")
+        if signal is Signal.OK:
+            self._on_success(now - sent_at, sent_at, now, in_flight)
+        elif signal in {Signal.OVERLOAD, Signal.TIMEOUT}:
+            self._on_overload(sent_at, now, retry_after_s)
+        return self.limit
+
+    def _on_overload(self, sent_at: float, now: float, retry_after_s: float | None) -> None:
+        config = self.config
+        hold = config.plateau_s
+        if retry_after_s is not None and retry_after_s > 0:
+            hold = max(hold, min(retry_after_s, config.max_hold_s))
+        if self.limit <= config.min_limit:  # cannot go lower: stop sending for a while
+            self.resume_at = max(self.resume_at, now + hold)
+        if sent_at >= self._last_decrease:
+            refused = self.limit
+            ceiling = float(max(refused - 1, config.min_limit))
+            if now < self._ceiling_until:
+                ceiling = min(ceiling, self._ceiling)
+            self._ceiling = ceiling
+            self._decrease(self._value * config.backoff, now)
+        self._ceiling_until = max(self._ceiling_until, now + hold)
+
+    def _on_success(self, rtt: float, sent_at: float, now: float, in_flight: int) -> None:
+        self._remember_rtt(rtt, now)
+        self._round_count += 1
+        self._round_fastest = min(self._round_fastest, rtt)
+        self._round_first_sent = min(self._round_first_sent, sent_at)
+        if self._round_count >= self._round_size:
+            fastest = self._round_fastest
+            valid = self._round_first_sent >= self._last_decrease
+            measured = min(self._value, float(self._round_size))  # the level the round saw
+            self._new_round()
+            no_load = self.no_load_rtt
+            if valid and no_load is not None and fastest > self.config.tolerance * no_load:
+                self._decrease(measured * max(MAX_DELAY_CUT, no_load / fastest), now)
+                return
+        if in_flight * 2 < self.limit:
+            return
+        top = float(self.config.max_limit)
+        if now < self._ceiling_until:
+            top = min(top, self._ceiling)
+        step = 1.0 if self.slow_start else self.config.probe / self._value
+        self._value = max(self._value, min(self._value + step, top))
+
+    def _decrease(self, value: float, now: float) -> None:
+        self._value = max(value, float(self.config.min_limit))
+        self._last_decrease = now
+        self.decreases += 1
+        self.slow_start = False
+        self._new_round()
+
+    def _new_round(self) -> None:
+        """Start a round of as many answers as the limit allows requests (one round trip)."""
+        self._round_count = 0
+        self._round_fastest = math.inf
+        self._round_first_sent = math.inf
+        self._round_size = max(self.limit, MIN_ROUND_SAMPLES)
+
+    def _remember_rtt(self, rtt: float, now: float) -> None:
+        window = self.config.rtt_window_s
+        if self._bucket_start is None:
+            self._bucket_start = now
+        elif now - self._bucket_start >= window:  # both halves are stale
+            self._rtt_min_before = self._rtt_min_now = math.inf
+            self._bucket_start = now
+        elif now - self._bucket_start >= window / 2:
+            self._rtt_min_before = self._rtt_min_now
+            self._rtt_min_now = math.inf
+            self._bucket_start = now
+        self._rtt_min_now = min(self._rtt_min_now, rtt)

@@ -1,0 +1,305 @@
+"""One endpoint's guard: its concurrency limit, its circuit breaker, and the waits they impose.
+
+The dispatcher calls :meth:`EndpointGuard.enter` before each HTTP request and
+:meth:`EndpointGuard.leave` after it. ``enter`` waits, in order:
+
+1. while the endpoint is paused (its adaptive limit was refused at its minimum: see
+   :attr:`consumer.adaptive.AdaptiveLimit.resume_at`);
+2. while its circuit is open, or half-open with the probe on the wire
+   (:class:`consumer.breaker.CircuitBreaker`);
+3. for a place in its :class:`~consumer.limiter.Limiter` (``--max-in-flight``, or the
+   adaptive limit between ``--min-in-flight`` and it), served round-robin across the
+   units' fairness keys (their partitions): the adaptive controller only moves the
+   limiter's capacity, the keyed limiter decides who gets the next place.
+
+The first two waits are the endpoint's, not the work unit's: the dispatcher does not
+count them against the unit's time budget, and a failed probe costs its unit no attempt.
+A unit that got a place while the circuit opened gives it back and waits again. ``leave``
+tells the adaptive limit and the breaker what the answer said, and logs what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
+from consumer.breaker import BreakerConfig, Circuit, CircuitBreaker, verdict_of
+from consumer.limiter import Limiter
+
+if TYPE_CHECKING:
+    from collections.abc import Hashable
+
+    from consumer.metrics import Metrics
+    from consumer.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OVERLOAD_STATUSES = frozenset({429, 503})
+# The limit is logged when it moved this much (a share of the last logged value) ...
+LOG_LIMIT_CHANGE = 0.5
+# ... and by at least this many requests, ...
+LOG_LIMIT_MIN_STEP = 2
+# ... at most once per this many seconds (a limit swinging around a busy server's capacity
+# would otherwise log a line a second; the line says how low and high it went meanwhile).
+LOG_LIMIT_EVERY_S = 10.0
+CIRCUIT_GAUGE = {Circuit.CLOSED: 0, Circuit.HALF_OPEN: 1, Circuit.OPEN: 2}
+
+
+@dataclass(slots=True)
+class Ticket:
+    """A place taken by :meth:`EndpointGuard.enter`; give it back with ``leave``."""
+
+    probe: bool
+    sent_at: float
+    endpoint_wait_s: float
+    """Time spent waiting while the endpoint was paused or its circuit open."""
+    queue_wait_s: float
+    """Time spent waiting for a place in the limiter."""
+
+
+class EndpointGuard:
+    """The limit and the circuit of one endpoint of one replica."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        max_in_flight: int,
+        adaptive: AdaptiveConfig | None,
+        breaker: BreakerConfig,
+        metrics: Metrics,
+    ) -> None:
+        """Guard endpoint ``name``: a fixed limit, or an adaptive one with ``adaptive``."""
+        self.name = name
+        self.adaptive = None if adaptive is None else AdaptiveLimit(adaptive)
+        start = max_in_flight if self.adaptive is None else self.adaptive.limit
+        self.limiter = Limiter(start)
+        self.breaker = CircuitBreaker(breaker)
+        self.used = False  # a request was sent (or tried) through this guard
+        self._changed = asyncio.Event()
+        self._logged_limit = start
+        self._logged_at = -LOG_LIMIT_EVERY_S
+        self._low = self._high = start  # the limit's range since the last line
+        self._probes = 0
+        self._metrics = metrics
+        self._limit_gauge = metrics.in_flight_limit.labels(name)
+        self._limit_gauge.set(start)
+        self._circuit_gauge = metrics.circuit_state.labels(name)
+        self._circuit_gauge.set(0)
+
+    @property
+    def circuit(self) -> Circuit:
+        """The state of the endpoint's circuit."""
+        return self.breaker.state
+
+    async def enter(self, key: Hashable = None) -> Ticket:
+        """Wait until a request may be sent to the endpoint; return the place taken.
+
+        ``key`` (the partition the unit came from) is the limiter's fairness key: places
+        go round-robin across keys, whatever the limit is at the moment.
+        """
+        self.used = True
+        endpoint_wait = queue_wait = 0.0
+        while True:
+            started = time.monotonic()
+            pause = self._pause_left(started)
+            admission = self.breaker.admit(started) if pause <= 0 else None
+            if admission is None or not admission.send:
+                await self._wait_for_change(pause if admission is None else admission.wait_s)
+                endpoint_wait += time.monotonic() - started
+                continue
+            try:
+                await self.limiter.acquire(key)
+            except BaseException:
+                if admission.probe:
+                    self._abandon_probe()
+                raise
+            sent_at = time.monotonic()
+            queue_wait += sent_at - started
+            if admission.probe or self.breaker.state is Circuit.CLOSED:
+                if admission.probe:
+                    self._probes += 1
+                    self._circuit_gauge.set(CIRCUIT_GAUGE[Circuit.HALF_OPEN])
+                return Ticket(admission.probe, sent_at, endpoint_wait, queue_wait)
+            self.limiter.release()  # the circuit opened while this unit waited for a place
+
+    def cancelled(self, ticket: Ticket) -> None:
+        """Give the place back without an outcome (the unit was cancelled)."""
+        self.limiter.release()
+        if ticket.probe:
+            self._abandon_probe()
+
+    def leave(
+        self,
+        ticket: Ticket,
+        status: int | None,
+        *,
+        timed_out: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """Give the place back and take the answer in: an HTTP ``status``, or ``None``."""
+        now = time.monotonic()
+        in_flight = self.limiter.in_use
+        self.limiter.release()
+        before, since = self.breaker.state, self.breaker.open_since
+        self.breaker.record(
+            verdict_of(status), now, probe=ticket.probe, retry_after_s=retry_after_s
+        )
+        if self.breaker.state is not before:
+            answer = "timeout" if timed_out else "no answer" if status is None else f"HTTP {status}"
+            self._circuit_changed(before, now, since, answer)
+        if self.adaptive is not None:
+            paused_before = self.adaptive.resume_at
+            self.adaptive.record(
+                _signal(status, timed_out=timed_out),
+                sent_at=ticket.sent_at,
+                now=now,
+                in_flight=in_flight,
+                retry_after_s=retry_after_s,
+            )
+            self._limit_changed(self.adaptive.limit, now)
+            if self.adaptive.resume_at != paused_before:
+                self._wake()
+
+    # --- waiting ---------------------------------------------------------------------------
+
+    def _pause_left(self, now: float) -> float:
+        return 0.0 if self.adaptive is None else self.adaptive.resume_at - now
+
+    async def _wait_for_change(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), max(timeout_s, 0.001))
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _abandon_probe(self) -> None:
+        self.breaker.abandon_probe(time.monotonic())
+        self._wake()
+
+    # --- what changed ----------------------------------------------------------------------
+
+    def _limit_changed(self, limit: int, now: float) -> None:
+        if limit == self.limiter.limit:
+            return
+        self.limiter.limit = limit
+        self._limit_gauge.set(limit)
+        self._low, self._high = min(self._low, limit), max(self._high, limit)
+        step = abs(limit - self._logged_limit)
+        if now - self._logged_at < LOG_LIMIT_EVERY_S or step < max(
+            LOG_LIMIT_MIN_STEP, LOG_LIMIT_CHANGE * self._logged_limit
+        ):
+            return
+        log.info(
+            "concurrency limit changed",
+            extra={
+                "endpoint": self.name,
+                "limit": limit,
+                "was": self._logged_limit,
+                "low": self._low,
+                "high": self._high,
+                "since_s": None if self._logged_at < 0 else round(now - self._logged_at, 1),
+            },
+        )
+        self._logged_limit = self._low = self._high = limit
+        self._logged_at = now
+
+    def _circuit_changed(
+        self, before: Circuit, now: float, since: float | None, answer: str
+    ) -> None:
+        state = self.breaker.state
+        self._circuit_gauge.set(CIRCUIT_GAUGE[state])
+        self._wake()
+        if before is Circuit.CLOSED:
+            self._metrics.circuit_opened.labels(self.name).inc()
+            log.warning(
+                "circuit opened: requests to the endpoint stop, probing once per interval",
+                extra={
+                    "endpoint": self.name,
+                    "last_answer": answer,
+                    "probe_interval_s": self.breaker.config.probe_interval_s,
+                },
+            )
+        elif state is Circuit.CLOSED:
+            log.info(
+                "circuit closed: the endpoint answers again",
+                extra={
+                    "endpoint": self.name,
+                    "probes": self._probes,
+                    "open_s": None if since is None else round(now - since, 1),
+                },
+            )
+            self._probes = 0
+
+
+def guards_for(settings: Settings, metrics: Metrics) -> dict[str, EndpointGuard]:
+    """Return a guard per configured endpoint, as ``settings`` describe them."""
+    adaptive, breaker = settings.adaptive_config(), settings.breaker_config()
+    return {
+        name: EndpointGuard(
+            name,
+            max_in_flight=settings.max_in_flight,
+            adaptive=adaptive,
+            breaker=breaker,
+            metrics=metrics,
+        )
+        for name in settings.endpoints
+    }
+
+
+def _signal(status: int | None, *, timed_out: bool) -> Signal:
+    """Return what an answer says about capacity (see :class:`consumer.adaptive.Signal`)."""
+    if timed_out:
+        return Signal.TIMEOUT
+    if status is None:
+        return Signal.IGNORE
+    if 200 <= status < 300:
+        return Signal.OK
+    return Signal.OVERLOAD if status in OVERLOAD_STATUSES else Signal.IGNORE
+
+
+class UnitClock:
+    """One work unit's attempts and waits, for its outcome and its retry budget.
+
+    The time budget counts from the first attempt, without the waits on the endpoint
+    (paused, circuit open) before later attempts; failed probes are not charged.
+    """
+
+    def __init__(self, started: float) -> None:
+        """Start the unit's clock at ``started`` (``time.monotonic()``)."""
+        self.started = started
+        self.first_attempt = started
+        self.attempts = 0  # HTTP requests made
+        self.charged = 0  # attempts counted against max_attempts (failed probes are not)
+        self.queued = 0.0  # waits to be sent, all attempts (queue_ms)
+        self.endpoint_waits = 0.0  # of which while the endpoint was paused or its circuit open
+
+    def sent(self, ticket: Ticket) -> None:
+        """Count an attempt and the waits before it."""
+        self.attempts += 1
+        self.charged += 1
+        self.queued += ticket.endpoint_wait_s + ticket.queue_wait_s
+        if self.attempts == 1:
+            self.first_attempt = ticket.sent_at
+        else:
+            self.endpoint_waits += ticket.endpoint_wait_s
+
+    def gave_back(self, ticket: Ticket) -> None:
+        """Count the waits of a place given back unused (the endpoint's pace said wait)."""
+        self.queued += ticket.endpoint_wait_s + ticket.queue_wait_s
+        if self.attempts:
+            self.endpoint_waits += ticket.endpoint_wait_s
+
+    def free_attempt(self) -> None:
+        """Do not count the last attempt against ``max_attempts``."""
+        self.charged -= 1
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since the first attempt, the waits on the endpoint excluded."""
+        return max(0.0, now - self.first_attempt - self.endpoint_waits)

@@ -1,0 +1,153 @@
+"""A discrete-event simulation of replicas with adaptive limits against a server of capacity K.
+
+Simulated time only (no clock, no sleeping): the tests use it to check that the limit
+algorithm of :mod:`consumer.adaptive` settles near a server's capacity, in both of the
+test server's overload modes, and follows a change of capacity. Each client has an
+endless backlog and sends whenever it has fewer requests in flight than its limit; the
+server serves ``capacity`` requests at once for ``latency`` seconds each (plus a seeded
+random jitter) and either refuses the rest at once (``reject``: a 429 with
+``Retry-After``) or queues them first come, first served (``queue``).
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import random
+from dataclasses import dataclass, field
+from typing import Literal
+
+from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
+
+Overload = Literal["reject", "queue"]
+NETWORK_RTT = 0.0002  # what a refusal costs: the round trip of an immediate answer
+
+
+@dataclass
+class Totals:
+    """What happened during one stretch of simulated time."""
+
+    ok: int = 0
+    refused: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+    @property
+    def refused_share(self) -> float:
+        """Refused answers among all answers."""
+        return self.refused / max(1, self.ok + self.refused)
+
+    def latency_percentile(self, pct: float) -> float:
+        """Return the ``pct`` percentile of the ok round trip times (nearest rank)."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
+        return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
+
+
+@dataclass
+class _Client:
+    limit: AdaptiveLimit
+    in_flight: int = 0
+    waking: bool = False  # a wake-up event is scheduled
+
+
+class Simulation:
+    """Clients with adaptive limits and one server, advanced in simulated seconds."""
+
+    def __init__(
+        self,
+        config: AdaptiveConfig,
+        *,
+        clients: int,
+        capacity: int,
+        latency: float = 0.020,
+        jitter: float = 0.002,
+        overload: Overload = "reject",
+        retry_after: float | None = 1.0,
+        seed: int = 0,
+    ) -> None:
+        """Start ``clients`` clients at time 0 against a server of ``capacity``."""
+        self.capacity = capacity
+        self.latency = latency
+        self.jitter = jitter
+        self.overload = overload
+        self.retry_after = retry_after
+        self.now = 0.0
+        self.clients = [_Client(AdaptiveLimit(config)) for _ in range(clients)]
+        self._random = random.Random(seed)  # noqa: S311 - simulated jitter
+        # (when, tie-break, client, sent_at, signal); a signal of None wakes a paused client.
+        self._events: list[tuple[float, int, int, float, Signal | None]] = []
+        self._sequence = 0
+        self._serving = 0
+        self._queue: collections.deque[tuple[int, float]] = collections.deque()
+        self._totals = Totals()
+        for client in range(clients):
+            self._fill(client)
+
+    @property
+    def limits(self) -> list[int]:
+        """Each client's current limit."""
+        return [c.limit.limit for c in self.clients]
+
+    def run(self, seconds: float) -> Totals:
+        """Advance ``seconds`` of simulated time; return what was answered meanwhile."""
+        self._totals = Totals()
+        end = self.now + seconds
+        while self._events and self._events[0][0] <= end:
+            when, _, client, sent_at, signal = heapq.heappop(self._events)
+            self.now = when
+            if signal is None:
+                self.clients[client].waking = False
+                self._fill(client)
+            else:
+                self._answer(client, sent_at, signal)
+        self.now = end
+        return self._totals
+
+    def _push(self, when: float, client: int, sent_at: float, signal: Signal | None) -> None:
+        self._sequence += 1
+        heapq.heappush(self._events, (when, self._sequence, client, sent_at, signal))
+
+    def _fill(self, index: int) -> None:
+        client = self.clients[index]
+        if self.now < client.limit.resume_at:
+            if not client.waking:
+                client.waking = True
+                self._push(client.limit.resume_at, index, 0.0, None)
+            return
+        while client.in_flight < client.limit.limit:
+            client.in_flight += 1
+            self._arrive(index, self.now)
+
+    def _arrive(self, client: int, sent_at: float) -> None:
+        if self._serving < self.capacity:
+            self._serve(client, sent_at)
+        elif self.overload == "reject":  # refused at once: after a network round trip
+            self._push(self.now + NETWORK_RTT, client, sent_at, Signal.OVERLOAD)
+        else:
+            self._queue.append((client, sent_at))
+
+    def _serve(self, client: int, sent_at: float) -> None:
+        self._serving += 1
+        took = self.latency + self._random.uniform(0.0, self.jitter)
+        self._push(self.now + took, client, sent_at, Signal.OK)
+
+    def _answer(self, index: int, sent_at: float, signal: Signal) -> None:
+        client = self.clients[index]
+        if signal is Signal.OK:
+            self._serving -= 1
+            self._totals.ok += 1
+            self._totals.latencies.append(self.now - sent_at)
+            while self._queue and self._serving < self.capacity:
+                self._serve(*self._queue.popleft())
+        else:
+            self._totals.refused += 1
+        client.limit.record(
+            signal,
+            sent_at=sent_at,
+            now=self.now,
+            in_flight=client.in_flight,
+            retry_after_s=self.retry_after if signal is Signal.OVERLOAD else None,
+        )
+        client.in_flight -= 1
+        self._fill(index)

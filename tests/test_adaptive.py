@@ -1,0 +1,332 @@
+"""The adaptive limit: its rules one by one, a state machine, and closed loops in simulated time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from consumer.adaptive import MAX_DELAY_CUT, AdaptiveConfig, AdaptiveLimit, Signal
+from tests.capacity_sim import Simulation
+from tests.helpers import examples
+
+L = 0.020  # the simulated model's latency
+
+
+def answer_round(limit: AdaptiveLimit, start: float, rtt: float, signal: Signal = Signal.OK) -> int:
+    """Send ``limit.limit`` requests at ``start``, answer each after ``rtt``; return the limit."""
+    count = limit.limit
+    for _ in range(count):
+        limit.record(signal, sent_at=start, now=start + rtt, in_flight=count)
+    return limit.limit
+
+
+# --- the rules, one by one -------------------------------------------------------------------
+
+
+def test_slow_start_doubles_the_limit_every_round_trip_until_overload() -> None:
+    """Until the first overload, every ok answer adds one: the limit doubles per round."""
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=4, max_limit=100))
+    seen = [limit.limit]
+    seen += [answer_round(limit, n * L, L) for n in range(4)]
+    assert seen == [4, 8, 16, 32, 64]
+    assert limit.slow_start
+    assert answer_round(limit, 5 * L, L) == 100  # capped at max_limit
+
+
+def test_a_burst_of_429s_to_one_round_cuts_the_limit_once() -> None:
+    """Overload answers to requests sent before the last cut do not cut again."""
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=40, backoff=0.9))
+    for _ in range(20):
+        limit.record(Signal.OVERLOAD, sent_at=1.0, now=1.001, in_flight=40)
+    assert limit.limit == 36
+    assert not limit.slow_start
+    limit.record(Signal.OVERLOAD, sent_at=1.002, now=1.003, in_flight=36)  # sent after it
+    assert limit.limit == 32  # 36 x 0.9 = 32.4
+
+
+def test_a_timeout_cuts_like_an_overload_answer() -> None:
+    """A request that got no answer in time is a sign of overload."""
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=10, backoff=0.5))
+    assert limit.record(Signal.TIMEOUT, sent_at=0.0, now=30.0, in_flight=10) == 5
+
+
+def test_after_an_overload_the_limit_regrows_only_below_the_refused_level_for_a_while() -> None:
+    """For ``plateau_s`` (or a longer ``Retry-After``) the limit stays below what was refused."""
+    config = AdaptiveConfig(initial_limit=20, backoff=0.5, plateau_s=1.0, probe=5.0)
+    limit = AdaptiveLimit(config)
+    limit.record(Signal.OVERLOAD, sent_at=0.0, now=0.0, in_flight=20, retry_after_s=3.0)
+    assert limit.limit == 10
+    t = 0.0
+    for _ in range(50):  # 50 rounds within the 3 s the server asked for
+        t += 0.05
+        answer_round(limit, t, L)
+    assert limit.limit == 19
+    answer_round(limit, 3.1, L)
+    assert limit.limit > 19  # past the Retry-After, it probes beyond
+
+
+def test_a_retry_after_is_capped_by_max_hold() -> None:
+    """A huge ``Retry-After`` keeps the limit down for ``max_hold_s`` at most."""
+    config = AdaptiveConfig(initial_limit=20, backoff=0.5, max_hold_s=2.0, probe=5.0)
+    limit = AdaptiveLimit(config)
+    limit.record(Signal.OVERLOAD, sent_at=0.0, now=0.0, in_flight=20, retry_after_s=3600.0)
+    for n in range(10):
+        answer_round(limit, 2.0 + n * L, L)
+    assert limit.limit > 19
+
+
+def test_refused_at_the_minimum_the_endpoint_pauses_instead() -> None:
+    """A limit at ``min_limit`` cannot go lower: a refusal there pauses new requests.
+
+    For ``plateau_s``, or the server's ``Retry-After`` when longer (capped at
+    ``max_hold_s``); a refusal above the minimum does not pause.
+    """
+    config = AdaptiveConfig(min_limit=2, initial_limit=3, backoff=0.5, max_hold_s=5.0)
+    limit = AdaptiveLimit(config)
+    limit.record(Signal.OVERLOAD, sent_at=0.0, now=0.0, in_flight=3)
+    assert limit.limit == 2
+    assert limit.resume_at == -math.inf
+    limit.record(Signal.OVERLOAD, sent_at=0.5, now=0.5, in_flight=2, retry_after_s=3.0)
+    assert limit.resume_at == 3.5
+    limit.record(Signal.OVERLOAD, sent_at=0.6, now=0.6, in_flight=2, retry_after_s=60.0)
+    assert limit.resume_at == 5.6
+    limit.record(Signal.OVERLOAD, sent_at=0.7, now=0.7, in_flight=2)
+    assert limit.resume_at == 5.6  # never brought forward
+
+
+def test_queueing_delay_scales_the_limit_to_its_share_of_the_server() -> None:
+    """A round whose fastest round trip is above tolerance x no-load scales the limit down.
+
+    No-load 20 ms; a round at 50 ms means 40% of this replica's requests are being served:
+    the limit goes from 40 toward 16, but one round cuts it to ``MAX_DELAY_CUT`` of it at
+    most (here 32). A round with one fast answer shows no standing queue and cuts nothing.
+    """
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=40, tolerance=1.5))
+    for _ in range(40):  # a round of no-load samples; app-limited, so no growth either
+        limit.record(Signal.OK, sent_at=0.0, now=L, in_flight=1)
+    assert limit.no_load_rtt == pytest.approx(L)
+    assert limit.limit == 40
+    assert answer_round(limit, 1.0, 0.050) == int(40 * MAX_DELAY_CUT)  # 40 x max(0.8, 0.4)
+    assert not limit.slow_start
+    before = limit.limit
+    assert answer_round(limit, 2.0, 0.026) >= before  # 1.3 x no-load is within tolerance
+    for _ in range(before - 1):  # slow answers but one fast: a burst, not a standing queue
+        limit.record(Signal.OK, sent_at=3.0, now=3.0 + 0.050, in_flight=before)
+    limit.record(Signal.OK, sent_at=3.0, now=3.0 + L, in_flight=before)
+    assert limit.limit >= before
+
+
+def test_a_round_started_before_a_cut_is_not_judged() -> None:
+    """Answers to requests sent before a cut do not judge the limit set by that cut."""
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=20, tolerance=1.5))
+    limit.record(Signal.OK, sent_at=0.0, now=L, in_flight=1)
+    limit.record(Signal.OVERLOAD, sent_at=1.0, now=1.0, in_flight=20)
+    cut = limit.limit
+    for _ in range(cut):  # slow answers, all sent before the cut
+        limit.record(Signal.OK, sent_at=0.9, now=1.2, in_flight=cut)
+    assert limit.limit >= cut
+
+
+def test_an_idle_replica_does_not_grow_a_limit_it_does_not_use() -> None:
+    """Ok answers with less than half the limit in flight leave the limit where it is."""
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=16))
+    for n in range(100):
+        limit.record(Signal.OK, sent_at=n * L, now=(n + 1) * L, in_flight=7)
+    assert limit.limit == 16
+
+
+def test_ignored_answers_change_nothing() -> None:
+    """A 400 or a refused connection says nothing about capacity."""
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=16))
+    for n in range(50):
+        limit.record(Signal.IGNORE, sent_at=n, now=n + 0.001, in_flight=16)
+    assert limit.limit == 16
+    assert limit.slow_start
+    assert limit.no_load_rtt is None
+
+
+def test_the_no_load_round_trip_is_forgotten_after_its_window() -> None:
+    """A model that becomes slower for good is learnt again within ``rtt_window_s``."""
+    limit = AdaptiveLimit(AdaptiveConfig(rtt_window_s=10.0))
+    limit.record(Signal.OK, sent_at=0.0, now=0.010, in_flight=1)
+    limit.record(Signal.OK, sent_at=6.0, now=6.050, in_flight=1)  # next half window
+    assert limit.no_load_rtt == pytest.approx(0.010)
+    limit.record(Signal.OK, sent_at=12.0, now=12.050, in_flight=1)  # the 10 ms half is gone
+    assert limit.no_load_rtt == pytest.approx(0.050)
+    limit.record(Signal.OK, sent_at=40.0, now=40.080, in_flight=1)  # long silence: all gone
+    assert limit.no_load_rtt == pytest.approx(0.080)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"min_limit": 0}, "min_limit"),
+        ({"min_limit": 10, "max_limit": 5}, "min_limit"),
+        ({"initial_limit": 0}, "initial_limit"),
+        ({"backoff": 1.0}, "backoff"),
+        ({"tolerance": 1.0}, "tolerance"),
+        ({"probe": 0.0}, "probe"),
+        ({"rtt_window_s": math.inf}, "rtt_window_s"),
+        ({"plateau_s": -1.0}, "plateau_s"),
+        ({"max_hold_s": math.nan}, "max_hold_s"),
+    ],
+)
+def test_bad_configurations_are_refused_naming_the_field(
+    values: dict[str, float], message: str
+) -> None:
+    """Each knob is validated on construction."""
+    with pytest.raises(ValueError, match=message):
+        AdaptiveConfig(**values)  # type: ignore[arg-type]
+
+
+def test_an_answer_before_its_request_is_refused() -> None:
+    """The two times come from one monotonic clock: an answer cannot precede its request."""
+    with pytest.raises(ValueError, match="cannot come before"):
+        AdaptiveLimit(AdaptiveConfig()).record(Signal.OK, sent_at=2.0, now=1.0, in_flight=1)
+
+
+# --- a state machine: the rules hold in any sequence -----------------------------------------
+
+
+class AdaptiveLimitMachine(RuleBasedStateMachine):
+    """Requests are sent and answered in any order with any signal; the rules always hold."""
+
+    @initialize(
+        low=st.integers(1, 8),
+        span=st.integers(0, 300),
+        start=st.integers(1, 400),
+        backoff=st.floats(0.3, 0.95),
+    )
+    def start(self, low: int, span: int, start: int, backoff: float) -> None:
+        """Make a limit with random bounds and starting point."""
+        self.config = AdaptiveConfig(
+            min_limit=low, max_limit=low + span, initial_limit=start, backoff=backoff
+        )
+        self.limit = AdaptiveLimit(self.config)
+        self.now = 0.0
+        self.pending: list[float] = []
+
+    @rule(count=st.integers(1, 20))
+    def send(self, count: int) -> None:
+        """Send some requests now."""
+        self.pending += [self.now] * count
+
+    @rule(seconds=st.floats(0.0, 3.0))
+    def wait(self, seconds: float) -> None:
+        """Time passes."""
+        self.now += seconds
+
+    @rule(
+        data=st.data(),
+        signal=st.sampled_from(Signal),
+        retry_after=st.none() | st.floats(0.0, 30.0),
+    )
+    def answer(self, data: st.DataObject, signal: Signal, retry_after: float | None) -> None:
+        """Answer one pending request; check how the limit may have moved."""
+        if not self.pending:
+            return
+        index = data.draw(st.integers(0, len(self.pending) - 1))
+        sent_at = self.pending.pop(index)
+        in_flight = len(self.pending) + 1
+        before = self.limit.limit
+        cut_before = self.limit._last_decrease
+        cuts_before = self.limit.decreases
+        after = self.limit.record(
+            signal, sent_at=sent_at, now=self.now, in_flight=in_flight, retry_after_s=retry_after
+        )
+        cut = self.limit.decreases > cuts_before
+        if signal is Signal.IGNORE:
+            assert after == before
+        elif signal is not Signal.OK:
+            if sent_at >= cut_before:
+                assert cut
+                expected = max(self.config.min_limit, int(self.limit_value_before_cut(before)))
+                assert after <= max(expected, self.config.min_limit)
+            else:
+                assert not cut
+                assert after == before
+        elif cut:  # a queueing judgement: never more than halved
+            assert after >= max(self.config.min_limit, before // 2)
+        else:
+            assert after <= before + 1
+            if in_flight * 2 < before:
+                assert after == before
+        if cut:
+            assert after <= before
+
+    def limit_value_before_cut(self, before: int) -> float:
+        """Return the most an overload cut may leave: (the old limit + 1) x backoff."""
+        return (before + 1) * self.config.backoff
+
+    @invariant()
+    def within_bounds(self) -> None:
+        """Check the limit stays in [min_limit, max_limit]."""
+        if hasattr(self, "limit"):
+            assert self.config.min_limit <= self.limit.limit <= self.config.max_limit
+
+
+TestAdaptiveLimitMachine = AdaptiveLimitMachine.TestCase
+TestAdaptiveLimitMachine.settings = settings(
+    max_examples=examples(200), stateful_step_count=60, deadline=None
+)
+
+
+# --- closed loops: replicas against a simulated server of capacity K --------------------------
+
+
+@pytest.mark.parametrize("clients", [1, 3])
+@pytest.mark.parametrize("overload", ["reject", "queue"])
+def test_replicas_settle_at_the_servers_capacity_and_follow_it(clients: int, overload: str) -> None:
+    """Simulated: 1 or 3 replicas (up to 256 each) find K = 48, then K = 24, then 48 again.
+
+    Measured in simulated time after a settling second: ok answers at least 95% of what
+    the server can serve, refusals under 5%, and in the queueing mode a p99 round trip
+    under 2 x L (the server's queue stays short).
+    """
+    config = AdaptiveConfig(max_limit=256)
+    sim = Simulation(config, clients=clients, capacity=48, overload=overload)  # type: ignore[arg-type]
+    served_per_s = 48 / (L + 0.001)  # service time: L plus a mean jitter of 1 ms
+    for capacity in (48, 24, 48):
+        sim.capacity = capacity
+        sim.run(2.0)
+        served_per_s = capacity / (L + 0.001)
+        totals = sim.run(5.0)
+        assert totals.ok / 5.0 >= 0.95 * served_per_s, (capacity, sim.limits)
+        assert totals.refused_share <= 0.05, (capacity, sim.limits)
+        if overload == "queue":
+            assert totals.latency_percentile(99) <= 2 * L, (capacity, sim.limits)
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(
+    clients=st.integers(1, 6),
+    extra=st.integers(0, 100),
+    overload=st.sampled_from(["reject", "queue"]),
+    seed=st.integers(0, 1000),
+)
+def test_any_number_of_replicas_uses_most_of_any_capacity(
+    clients: int, extra: int, overload: str, seed: int
+) -> None:
+    """Simulated: whatever the capacity and replica count, most of it is used, little refused.
+
+    Looser bounds than the scenario's figures, over a wide range: at least 85% of what the
+    server can serve, refusals at most 10%. The capacity is at least two requests per
+    replica: below one per replica (``min_in_flight``), limits cannot help, and stopping a
+    server that refuses everything is the circuit breaker's job.
+    """
+    capacity = 2 * clients + extra
+    sim = Simulation(
+        AdaptiveConfig(max_limit=512),
+        clients=clients,
+        capacity=capacity,
+        overload=overload,  # type: ignore[arg-type]
+        seed=seed,
+    )
+    sim.run(3.0)
+    totals = sim.run(6.0)
+    assert totals.ok / 6.0 >= 0.85 * capacity / (L + 0.001), sim.limits
+    assert totals.refused_share <= 0.10, sim.limits

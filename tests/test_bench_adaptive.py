@@ -1,0 +1,73 @@
+"""The adaptive scenario's figures, read from samples of the server's counters (no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.adaptive import Sample, Timeline, figures_of, latency_percentile, rates, settle_time
+
+LINE = Timeline(warmup_s=1, halve_at=5, restore_at=10, outage_at=15, outage_s=4, end_at=25)
+
+
+def series(rate_of: dict[tuple[float, float], tuple[float, float]], end: float) -> list[Sample]:
+    """Return samples every 0.25 s: ``rate_of[(start, end)] = (ok/s, 429/s)`` in that span.
+
+    Every ok answer took 20 ms in the server; while nothing is answered 3 calls/s arrive,
+    each answered by a reset.
+    """
+    samples, ok, refused, calls, down = [], 0.0, 0.0, 0.0, 0.0
+    t = 0.0
+    while t <= end + 1e-9:
+        sample = Sample(t, round(calls), round(ok), round(refused), round(down), {20: round(ok)})
+        samples.append(sample)
+        good, bad = next((r for (a, b), r in rate_of.items() if a <= t < b), (0.0, 0.0))
+        ok += good * 0.25
+        refused += bad * 0.25
+        calls += (good + bad) * 0.25 or 0.75
+        down += 0.0 if good + bad else 0.75
+        t += 0.25
+    return samples
+
+
+def test_rates_and_percentiles_come_from_counter_differences() -> None:
+    """Ok answers per second, the share of 429s and the latency percentile over a span."""
+    samples = series({(0, 10): (2000.0, 500.0)}, 10)
+    ok, share, calls = rates(samples, 2, 6)
+    assert ok == pytest.approx(2000)
+    assert share == pytest.approx(0.2)
+    assert calls == 10_000
+    assert latency_percentile(samples, 2, 6, 99) == 20.0
+
+
+def test_settling_needs_three_good_windows_in_a_row() -> None:
+    """The time to settle ends at the first of three good one-second windows in a row."""
+    samples = series({(0, 3): (500.0, 500.0), (3, 20): (1200.0, 0.0)}, 20)
+
+    def good(ok: float, share: float) -> bool:
+        return share < 0.05 and abs(ok - 1200) <= 120
+
+    assert settle_time(samples, 0.0, 14.0, good) == pytest.approx(4.0)
+    assert settle_time(samples, 0.0, 5.0, good) is None  # the stretch does not fit
+
+
+def test_figures_of_a_run_that_follows_capacity_and_waits_out_the_outage() -> None:
+    """K/L = 2400: steady at 2200 ok/s, 1200 after K halves, back, a quiet outage, back."""
+    samples = series(
+        {
+            (0, 5): (2200.0, 0.0),
+            (5, 10): (1150.0, 0.0),
+            (10, 15): (2200.0, 0.0),
+            (19, 25): (2200.0, 0.0),
+        },
+        25,
+    )
+    figures = figures_of(samples, LINE, replicas=3)
+    assert figures["goodput_ratio"] == pytest.approx(2200 / 2400, rel=0.01)
+    assert figures["share_429"] == 0
+    assert figures["p99_ratio"] == pytest.approx(1.0)
+    assert figures["halve_s"] is not None
+    assert figures["halve_s"] <= 1.5
+    assert figures["restore_s"] is not None
+    assert figures["outage_calls_per_replica_s"] == pytest.approx(1.0, rel=0.1)
+    assert figures["recovery_s"] is not None
+    assert figures["recovery_s"] <= 1.5
