@@ -42,12 +42,12 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
+from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
 from consumer.metrics import Metrics
-from consumer.protocols import BadItem, BadResponse, Codec, WrongCount, get_codec, route
-from consumer.ratelimits import RateLimitPacer, retry_after_s
+from consumer.protocols import BadItem, Codec, get_codec, route
+from consumer.ratelimits import RateLimitPacer
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
@@ -76,23 +76,6 @@ class Outcome:
     error_message: str | None = None
     http_status: int | None = None
     queue_ms: float = 0.0
-
-
-class _Failure(Exception):  # noqa: N818 - internal signal, not part of the API
-    def __init__(
-        self,
-        kind: ResultErrorKind,
-        message: str,
-        status: int | None = None,
-        retry_after: float | None = None,
-        body: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-        self.body = body
 
 
 class Dispatcher:
@@ -193,21 +176,21 @@ class Dispatcher:
             pacer.in_flight += 1
             try:
                 answer = await self._post(url, body, request_headers, pacer)
-            except _Failure as failure:
+            except AttemptFailure as failure:
                 timed_out = failure.kind == ResultErrorKind.TIMEOUT
                 guard.leave(
                     ticket, failure.status, timed_out=timed_out, retry_after_s=failure.retry_after
                 )
-                result: list[bytes] | _Failure = failure
+                result: list[bytes] | AttemptFailure = failure
             except BaseException:
                 guard.cancelled(ticket)
                 raise
             else:
                 guard.leave(ticket, 200)
-                result = self._decode(codec, answer, len(items))
+                result = decode_answer(codec, answer, len(items))
             finally:
                 pacer.in_flight -= 1
-            if not isinstance(result, _Failure):
+            if not isinstance(result, AttemptFailure):
                 self.last_success = time.monotonic()
                 return self._finish(started, clock.queued, clock.attempts, result)
             error = result
@@ -246,16 +229,6 @@ class Dispatcher:
             paced = True
             await self._wait(pause, fair_key)
 
-    @staticmethod
-    def _decode(codec: Codec, answer: bytes, count: int) -> list[bytes] | _Failure:
-        """Return the predictions of a 2xx answer, or the failure to read them."""
-        try:
-            return codec.decode(answer, count)
-        except WrongCount as exc:
-            return _Failure(ResultErrorKind.WRONG_COUNT, str(exc), 200)
-        except BadResponse as exc:
-            return _Failure(ResultErrorKind.BAD_RESPONSE, str(exc), 200)
-
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
         """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
         self.retrying[fair_key] += 1
@@ -268,7 +241,7 @@ class Dispatcher:
 
     def _retry_delay(
         self,
-        failure: _Failure,
+        failure: AttemptFailure,
         clock: UnitClock,
         seen: dict[tuple[int, str], int],
     ) -> float | None:
@@ -309,7 +282,9 @@ class Dispatcher:
             queue_ms=queued * 1000.0,
         )
 
-    def _error(self, started: float, queued: float, attempts: int, failure: _Failure) -> Outcome:
+    def _error(
+        self, started: float, queued: float, attempts: int, failure: AttemptFailure
+    ) -> Outcome:
         self._metrics.queue_wait.observe(queued)
         return Outcome(
             predictions=None,
@@ -324,46 +299,21 @@ class Dispatcher:
     async def _post(
         self, url: str, body: bytes, headers: Mapping[str, str], pacer: RateLimitPacer
     ) -> bytes:
-        """POST once; return the body of a 2xx answer or raise :class:`_Failure`."""
+        """POST once (:func:`~consumer.attempt.post_once`), counting silent endpoints."""
         session = self._session
         if session is None:
             raise RuntimeError("Dispatcher.start() was not called")
-        metrics = self._metrics
-        started = time.monotonic()
+        settings = self._settings
         try:
-            async with session.post(url, data=body, headers=headers) as response:
-                status = response.status
-                self.unanswered = 0
-                pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
-                metrics.http_code(str(status)).inc()
-                metrics.inference_latency.observe(time.monotonic() - started)
-                cap = self._settings.max_response_bytes
-                if 200 <= status < 300:
-                    try:
-                        return await read_capped(response, cap)
-                    except ResponseTooLargeError as exc:
-                        raise _Failure(
-                            ResultErrorKind.RESPONSE_TOO_LARGE, str(exc), status
-                        ) from None
-                snippet = error_snippet(await read_tail(response, cap))
-                raise _Failure(
-                    ResultErrorKind.HTTP_STATUS,
-                    f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
-                    status,
-                    retry_after_s(response.headers, time.time()),
-                    snippet,
-                )
-        except TimeoutError:
-            self.unanswered += 1
-            metrics.http_code("timeout").inc()
-            raise _Failure(
-                ResultErrorKind.TIMEOUT,
-                f"no answer within {self._settings.request_timeout_s:g}s",
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            self.unanswered += 1
-            metrics.http_code("connection").inc()
-            raise _Failure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+            answer = await post_once(
+                session, url, body, headers, pacer=pacer, metrics=self._metrics,
+                timeout_s=settings.request_timeout_s, max_bytes=settings.max_response_bytes,
+            )  # fmt: skip
+        except AttemptFailure as failure:
+            self.unanswered = self.unanswered + 1 if failure.unanswered else 0
+            raise
+        self.unanswered = 0
+        return answer
 
     @property
     def limiter(self) -> Limiter:

@@ -8,7 +8,7 @@ and the admin client, which would warn about each.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from schemas.errors import ConfigError
 
@@ -64,6 +64,39 @@ GroupProtocol = Literal["classic", "consumer"]
 GROUP_PROTOCOLS: tuple[GroupProtocol, ...] = ("classic", "consumer")
 DEFAULT_MAX_POLL_INTERVAL_MS = 300_000
 RECONNECT_BACKOFF_MAX_MS = 2000
+
+# The consumer's librdkafka settings that no setting of ours changes.
+CONSUMER_DEFAULTS: Final[Mapping[str, object]] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",
+    "partition.assignment.strategy": "cooperative-sticky",
+    # Short fetch long-polls: the fetcher restarts sooner after each pause (the figures
+    # are in bench/results/README.md, "Fetch settings").
+    "fetch.wait.max.ms": 10,
+    # librdkafka prefetches up to 64 MiB by default, so memory would follow the backlog;
+    # 4 MiB keeps it following --max-buffered-items, provided the fetcher does not back
+    # off a whole second each time that queue fills (its default).
+    "queued.max.messages.kbytes": 4096,
+    "fetch.queue.backoff.ms": 5,
+    "fetch.max.bytes": 16 * 1024 * 1024,
+    # After an outage, reconnect within 2 s of the broker's return (librdkafka backs off
+    # up to 10 s by default); failed attempts are counted, not logged.
+    "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
+    "statistics.interval.ms": 5000,
+}
+
+# The results and dead-letter producer's: idempotent, every replica acknowledges.
+PRODUCER_DEFAULTS: Final[Mapping[str, object]] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 5,
+    "batch.size": 1024 * 1024,
+    "queue.buffering.max.messages": 500_000,
+    "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
+    "statistics.interval.ms": 5000,
+}
 
 
 def kafka_options(env: Mapping[str, str], cli_options: Sequence[str] = ()) -> dict[str, str]:

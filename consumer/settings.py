@@ -38,10 +38,11 @@ from consumer.breaker import BreakerConfig
 from consumer.endpoints import DEFAULT_TARGET, Endpoint, endpoints_from_env
 from consumer.kafka_config import (
     CLASSIC_GROUP_ONLY,
+    CONSUMER_DEFAULTS,
     CONSUMER_ONLY_OPTIONS,
     DEFAULT_MAX_POLL_INTERVAL_MS,
     GROUP_PROTOCOLS,
-    RECONNECT_BACKOFF_MAX_MS,
+    PRODUCER_DEFAULTS,
     RESERVED_KAFKA_OPTIONS,
     GroupProtocol,
     kafka_options,
@@ -256,29 +257,13 @@ class Settings:
     def consumer_config(self) -> dict[str, Any]:
         """Return the librdkafka consumer configuration (pass-through options included)."""
         conf: dict[str, Any] = {
+            **CONSUMER_DEFAULTS,
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
             "group.protocol": self.group_protocol,
-            "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": round(self.session_timeout_s * 1000),
             "heartbeat.interval.ms": round(self.heartbeat_interval_s * 1000),
-            # Short fetch long-polls: the fetcher restarts sooner after each pause (the
-            # figures are in bench/results/README.md, "Fetch settings").
-            "fetch.wait.max.ms": 10,
-            # librdkafka prefetches up to 64 MiB by default, so memory would follow the
-            # backlog; 4 MiB keeps it following --max-buffered-items, provided the fetcher
-            # does not back off a whole second each time that queue fills (its default).
-            "queued.max.messages.kbytes": 4096,
-            "fetch.queue.backoff.ms": 5,
-            "fetch.max.bytes": 16 * 1024 * 1024,
             "client.id": f"batch-runner-consumer-{self.group_id}",
-            # After an outage, reconnect within 2 s of the broker's return (librdkafka
-            # backs off up to 10 s by default); failed attempts are counted, not logged.
-            "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
-            "statistics.interval.ms": 5000,
         }
         if self.group_instance_id:
             conf["group.instance.id"] = self.group_instance_id
@@ -291,18 +276,11 @@ class Settings:
     def producer_config(self) -> dict[str, Any]:
         """Return the librdkafka producer configuration for results and dead letters."""
         conf: dict[str, Any] = {
+            **PRODUCER_DEFAULTS,
             "bootstrap.servers": self.bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "compression.type": "lz4",
-            "linger.ms": 5,
-            "batch.size": 1024 * 1024,
-            "queue.buffering.max.messages": 500_000,
             # Room for the largest result or dead letter plus key, headers and framing.
             "message.max.bytes": max(self.max_message_bytes, self.max_result_bytes) + 64 * 1024,
             "client.id": f"batch-runner-producer-{self.group_id}",
-            "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
-            "statistics.interval.ms": 5000,
         }
         # Consumer-only options would make the producer warn: pass the rest through.
         conf.update(

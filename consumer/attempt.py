@@ -1,0 +1,106 @@
+"""One HTTP attempt of a work unit: POST, read the answer, name what went wrong.
+
+:func:`post_once` returns the body of a 2xx answer under the response size cap, or
+raises :class:`AttemptFailure` with the result error kind, the status, the server's
+``Retry-After`` (or ``retry-after-ms``) and the informative end of an error body
+(:mod:`consumer.answers`). :func:`decode_answer` reads the predictions out of a 2xx body
+with the endpoint's codec. Retrying, limits and clocks are the dispatcher's.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
+from consumer.protocols import BadResponse, Codec, WrongCount
+from consumer.ratelimits import retry_after_s
+from schemas.error_kinds import ResultErrorKind
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from consumer.metrics import Metrics
+    from consumer.ratelimits import RateLimitPacer
+
+# Failures where the endpoint never answered (it may be down), as opposed to an answer.
+_SILENT = frozenset({ResultErrorKind.TIMEOUT, ResultErrorKind.CONNECTION})
+
+
+class AttemptFailure(Exception):  # noqa: N818 - a signal inside the dispatcher, not an API error
+    """Why one attempt did not give predictions (``message`` may be extended by a retry)."""
+
+    def __init__(
+        self,
+        kind: ResultErrorKind,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: str = "",
+    ) -> None:
+        """Name the failure: its kind, message, HTTP status, retry floor, error body."""
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+
+    @property
+    def unanswered(self) -> bool:
+        """Whether the endpoint never answered (a timeout or a connection failure)."""
+        return self.kind in _SILENT
+
+
+def decode_answer(codec: Codec, answer: bytes, count: int) -> list[bytes] | AttemptFailure:
+    """Return the predictions of a 2xx answer, or the failure to read them."""
+    try:
+        return codec.decode(answer, count)
+    except WrongCount as exc:
+        return AttemptFailure(ResultErrorKind.WRONG_COUNT, str(exc), 200)
+    except BadResponse as exc:
+        return AttemptFailure(ResultErrorKind.BAD_RESPONSE, str(exc), 200)
+
+
+async def post_once(  # noqa: PLR0913 - the request and what reads its answer
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    pacer: RateLimitPacer,
+    metrics: Metrics,
+    timeout_s: float,
+    max_bytes: int,
+) -> bytes:
+    """POST once; return the body of a 2xx answer or raise :class:`AttemptFailure`."""
+    started = time.monotonic()
+    try:
+        async with session.post(url, data=body, headers=headers) as response:
+            status = response.status
+            pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
+            metrics.http_code(str(status)).inc()
+            metrics.inference_latency.observe(time.monotonic() - started)
+            if 200 <= status < 300:
+                try:
+                    return await read_capped(response, max_bytes)
+                except ResponseTooLargeError as exc:
+                    raise AttemptFailure(
+                        ResultErrorKind.RESPONSE_TOO_LARGE, str(exc), status
+                    ) from None
+            snippet = error_snippet(await read_tail(response, max_bytes))
+            raise AttemptFailure(
+                ResultErrorKind.HTTP_STATUS,
+                f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
+                status,
+                retry_after_s(response.headers, time.time()),
+                snippet,
+            )
+    except TimeoutError:
+        metrics.http_code("timeout").inc()
+        raise AttemptFailure(ResultErrorKind.TIMEOUT, f"no answer within {timeout_s:g}s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        metrics.http_code("connection").inc()
+        raise AttemptFailure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
