@@ -71,6 +71,8 @@ class ProgressMonitor:
             raise ValueError("stall_timeout_s must be > 0")
         self.stall_timeout_s = stall_timeout_s
         self._last_moved: dict[PartitionKey, float] = {}
+        # When each idle partition last had a reason not to move (the model, the buffer).
+        self._explained: dict[PartitionKey, float] = {}
         self._replica_moved: float | None = None
 
     def assign(self, tps: Iterable[PartitionKey], now: float) -> None:
@@ -82,6 +84,7 @@ class ProgressMonitor:
         """Stop watching ``tps`` (revoked or lost)."""
         for tp in tps:
             self._last_moved.pop(tp, None)
+            self._explained.pop(tp, None)
 
     def moved(self, tp: PartitionKey, now: float) -> None:
         """Record that ``tp`` made progress at ``now`` (ignored if it is not watched)."""
@@ -111,7 +114,8 @@ class ProgressMonitor:
         while the replica as a whole moves (its buffer is full of work that is being
         done); an open circuit or a failing model explains any stall, and so do units of
         the partition that wait out a retry's backoff (the model failed them; they are not
-        stuck).
+        stuck). A stall is unexplained once the partition has gone ``stall_timeout_s``
+        without moving and without a reason: the clock restarts when a reason ends.
         """
         stalls: dict[PartitionKey, Stall] = {}
         replica_moving = (
@@ -120,20 +124,30 @@ class ProgressMonitor:
         for tp, last in self._last_moved.items():
             if not has_work(tp):
                 self._last_moved[tp] = now  # nothing to do counts as keeping up
+                self._explained.pop(tp, None)
                 continue
             idle = now - last
-            if idle < self.stall_timeout_s:
-                continue
-            if replica.circuit_open:
-                why = Why.CIRCUIT_OPEN
-            elif replica.model_failing or tp in replica.retrying:
-                why = Why.MODEL_FAILING
-            elif replica.buffer_full and replica_moving:
-                why = Why.BACKPRESSURE
-            else:
+            why = self._reason(tp, replica, replica_moving=replica_moving)
+            if why is not None:
+                self._explained[tp] = now
+            elif now - max(last, self._explained.get(tp, last)) >= self.stall_timeout_s:
+                # The time a reason held does not count: after a model outage a partition
+                # has the whole timeout to move again.
                 why = Why.UNEXPLAINED
-            stalls[tp] = Stall(idle, why)
+            if why is not None and idle >= self.stall_timeout_s:
+                stalls[tp] = Stall(idle, why)
         return stalls
+
+    @staticmethod
+    def _reason(tp: PartitionKey, replica: ReplicaState, *, replica_moving: bool) -> Why | None:
+        """Return why ``tp`` may be idle now, or None when nothing explains it."""
+        if replica.circuit_open:
+            return Why.CIRCUIT_OPEN
+        if replica.model_failing or tp in replica.retrying:
+            return Why.MODEL_FAILING
+        if replica.buffer_full and replica_moving:
+            return Why.BACKPRESSURE
+        return None
 
 
 class StallWatch:

@@ -112,3 +112,22 @@ def test_units_waiting_out_a_backoff_explain_their_partitions_stall() -> None:
     assert stalls[P0].why is Why.MODEL_FAILING
     assert not stalls[P0].unhealthy
     assert stalls[P1].why is Why.UNEXPLAINED
+
+
+def test_after_a_model_outage_a_partition_has_the_whole_timeout_to_move_again() -> None:
+    """The time a reason held does not count toward an unexplained stall.
+
+    A partition idle through a 70 s model outage is stalled for that reason; once the
+    model answers again it is not unhealthy at once (it has not moved for 80 s, but only
+    10 s of that without a reason); 60 s after the outage, still not moving, it is.
+    """
+    monitor = ProgressMonitor(60.0)
+    monitor.assign([P0], now=0.0)
+    failing = ReplicaState(buffer_full=False, model_failing=True)
+    for now in (10.0, 40.0):
+        assert monitor.check(now, lambda _: True, failing) == {}
+    assert monitor.check(70.0, lambda _: True, failing)[P0].why is Why.MODEL_FAILING
+    assert monitor.check(80.0, lambda _: True, CALM) == {}
+    assert monitor.check(129.9, lambda _: True, CALM) == {}
+    stall = monitor.check(130.0, lambda _: True, CALM)[P0]
+    assert (stall.why, stall.seconds) == (Why.UNEXPLAINED, 130.0)
