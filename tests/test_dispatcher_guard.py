@@ -192,7 +192,9 @@ async def test_a_model_that_refuses_everything_is_asked_once_per_interval(
     """
     config = ServerConfig(script=(503,) * 25, retry_after_s=0.3)
     async with TestInferenceServer(config) as server:
-        running = await started(server, concurrency="adaptive", backoff_max_s=0.01)
+        running = await started(
+            server, concurrency="adaptive", backoff_max_s=0.01, circuit_probe_interval_s=0.1
+        )
         outcomes = await asyncio.gather(*(running.unit(n) for n in range(30)))
         stats = server.stats()
     assert all(o.predictions is not None for o in outcomes)
