@@ -35,7 +35,7 @@ import msgspec
 import orjson
 from aiohttp import web
 
-from tools.testservers.inference.state import json_response
+from tools.testservers.inference.state import add_control_routes, json_response
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -356,29 +356,5 @@ def add_openai_routes(app: web.Application, server: ServerState) -> OpenAIState:
     for path in (CHAT, COMPLETIONS, EMBEDDINGS):
         app.router.add_post(path, route(path))
 
-    async def get_stats(_: web.Request) -> web.Response:
-        return web.Response(
-            body=msgspec.json.encode(state.stats()), content_type="application/json"
-        )
-
-    async def post_config(request: web.Request) -> web.Response:
-        try:
-            changes = orjson.loads(await request.read())
-        except orjson.JSONDecodeError as exc:
-            return json_response({"error": f"body is not valid JSON: {exc}"}, status=400)
-        if not isinstance(changes, dict):
-            return json_response({"error": "expected an object of config fields"}, status=400)
-        try:
-            config = state.configure(**changes)
-        except msgspec.ValidationError as exc:
-            return json_response({"error": str(exc)}, status=400)
-        return web.Response(body=msgspec.json.encode(config), content_type="application/json")
-
-    async def post_reset(_: web.Request) -> web.Response:
-        state.reset()
-        return json_response({"reset": True})
-
-    app.router.add_get("/_control/openai/stats", get_stats)
-    app.router.add_post("/_control/openai/config", post_config)
-    app.router.add_post("/_control/openai/reset", post_reset)
+    add_control_routes(app, "/_control/openai", state, readable_config=False)
     return state

@@ -14,7 +14,7 @@ import contextlib
 import random
 import socket
 import struct
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 
 import msgspec
 import orjson
@@ -56,6 +56,66 @@ def json_response(
     return web.Response(
         body=orjson.dumps(payload), status=status, headers=headers, content_type="application/json"
     )
+
+
+class Controlled(Protocol):
+    """What ``/_control`` routes drive: stats to read, a config to change, a reset."""
+
+    @property
+    def config(self) -> object:
+        """Return the configuration in force."""
+        ...
+
+    def stats(self) -> object:
+        """Return the counters since the last reset."""
+        ...
+
+    def configure(self, **changes: object) -> object:
+        """Change config fields (``msgspec.ValidationError`` for a bad one); return it."""
+        ...
+
+    def reset(self) -> None:
+        """Zero the counters."""
+        ...
+
+
+def add_control_routes(
+    app: web.Application, prefix: str, target: Controlled, *, readable_config: bool = True
+) -> None:
+    """Add ``PREFIX/stats``, ``PREFIX/config`` (POST, and GET if readable) and ``PREFIX/reset``."""
+
+    async def get_stats(_: web.Request) -> web.Response:
+        return web.Response(
+            body=msgspec.json.encode(target.stats()), content_type="application/json"
+        )
+
+    async def get_config(_: web.Request) -> web.Response:
+        return web.Response(
+            body=msgspec.json.encode(target.config), content_type="application/json"
+        )
+
+    async def post_config(request: web.Request) -> web.Response:
+        try:
+            changes = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return json_response({"error": f"body is not valid JSON: {exc}"}, status=400)
+        if not isinstance(changes, dict):
+            return json_response({"error": "expected an object of config fields"}, status=400)
+        try:
+            config = target.configure(**changes)
+        except msgspec.ValidationError as exc:
+            return json_response({"error": str(exc)}, status=400)
+        return web.Response(body=msgspec.json.encode(config), content_type="application/json")
+
+    async def post_reset(_: web.Request) -> web.Response:
+        target.reset()
+        return json_response({"reset": True})
+
+    app.router.add_get(f"{prefix}/stats", get_stats)
+    if readable_config:
+        app.router.add_get(f"{prefix}/config", get_config)
+    app.router.add_post(f"{prefix}/config", post_config)
+    app.router.add_post(f"{prefix}/reset", post_reset)
 
 
 class ServerState:
