@@ -49,7 +49,13 @@ class Chunk:
     unacked: int = 0
     ok_count: int = 0
     error_count: int = 0
+    cancelled_count: int = 0
+    expired_count: int = 0
     summary_sent: bool = False
+    # Where its records landed on the results topic (from the delivery reports).
+    results_partition: int | None = None
+    first_offset: int | None = None
+    last_offset: int | None = None
     abandoned: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -66,6 +72,16 @@ class Chunk:
     def touched(self) -> bool:
         """Whether any record was published for it (handing it back would repeat them)."""
         return self.pending_items < self.size or self.unacked > 0
+
+    def landed(self, partition: int | None, offset: int | None) -> None:
+        """Note where one of its records was written."""
+        if partition is None or offset is None or offset < 0:
+            return
+        self.results_partition = partition
+        if self.first_offset is None or offset < self.first_offset:
+            self.first_offset = offset
+        if self.last_offset is None or offset > self.last_offset:
+            self.last_offset = offset
 
     def cancel(self) -> None:
         """Mark it abandoned and cancel its running units."""
@@ -108,6 +124,21 @@ class ChunkBook:
         return self._epochs.get(tp) == epoch
 
     # --- chunks --------------------------------------------------------------------------
+
+    def of_batch(self, batch_id: str) -> list[Chunk]:
+        """Return the chunks in flight of ``batch_id``."""
+        return [
+            chunk
+            for by_offset in self._chunks.values()
+            for chunk in by_offset.values()
+            if chunk.request.batch_id == batch_id
+        ]
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """Stop the running units of ``batch_id`` (each then writes cancelled results)."""
+        for chunk in self.of_batch(batch_id):
+            for task in chunk.tasks:
+                task.cancel()
 
     def register(self, chunk: Chunk) -> None:
         """Take a new chunk into the book (its items count against the buffer)."""

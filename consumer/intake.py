@@ -32,11 +32,13 @@ if TYPE_CHECKING:
     from consumer.chunks import ChunkBook
     from consumer.dispatcher import Dispatcher
     from consumer.endpoints import Endpoint
+    from consumer.jobs import Jobs
     from consumer.offsets import OffsetTracker, PartitionKey
     from consumer.progress import ProgressMonitor
     from consumer.publisher import Headers
     from consumer.settings import Settings
     from consumer.writer import RecordWriter
+    from schemas import BatchRequest
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class Intake:
         monitor: ProgressMonitor,
         failed: Callable[[BaseException], None],
         replica_header: tuple[str, bytes],
+        jobs: Jobs,
     ) -> None:
         """Wire the rooms; ``failed`` stops the replica when a record cannot be written."""
         self._settings = settings
@@ -66,6 +69,7 @@ class Intake:
         self._monitor = monitor
         self._failed = failed
         self._replica_header = replica_header
+        self._jobs = jobs
         self.open = True  # closed when the replica drains: nothing more is taken
 
     def _accept(self, tp: PartitionKey, offset: int) -> int | None:
@@ -110,6 +114,7 @@ class Intake:
         headers: Headers = [self._replica_header, *((k, v.encode()) for k, v in trace.items())]
         chunk = Chunk(tp, offset, request, headers, msg.timestamp()[1], epoch)
         self._book.register(chunk)
+        self._jobs.taken(chunk)
         settings = self._settings
         endpoint = settings.endpoint_for(request.target)
         if endpoint is None:
@@ -129,6 +134,17 @@ class Intake:
             chunk.tasks.add(task)
             task.add_done_callback(chunk.tasks.discard)
 
+    def _stopped(self, request: BatchRequest) -> Outcome | None:
+        """Return the outcome of a unit that must not be sent (cancelled, expired), or None."""
+        kind = self._jobs.stop_reason(request, time.time())
+        if kind is None:
+            return None
+        if kind == ResultErrorKind.CANCELLED:
+            message = f"batch {request.batch_id} was cancelled before this item was sent"
+        else:
+            message = "the request's deadline passed before this item was sent"
+        return Outcome(None, 0, 0.0, kind, message)
+
     async def _process(
         self,
         chunk: Chunk,
@@ -136,7 +152,20 @@ class Intake:
         unit: WorkUnit,
         headers: dict[str, str] | None,
     ) -> None:
-        outcome = await self._dispatcher.run(endpoint, unit.items, headers, fair_key=chunk.tp)
+        outcome = self._stopped(chunk.request)
+        try:
+            if outcome is None:
+                outcome = await self._dispatcher.run(
+                    endpoint, unit.items, headers, fair_key=chunk.tp
+                )
+        except asyncio.CancelledError:
+            # A cancel of the batch stops the unit (the book cancels its task): its items
+            # get cancelled results. Any other cancel (a revoke, a forced stop) goes on.
+            outcome = self._stopped(chunk.request)
+            task = asyncio.current_task()
+            if chunk.abandoned or outcome is None or task is None:
+                raise
+            task.uncancel()
         if chunk.abandoned:
             return
         try:

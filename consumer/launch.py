@@ -34,6 +34,7 @@ def replica_env(bootstrap: str, topics: TopicNames, **settings: object) -> dict[
         "BATCH_RUNNER_REQUESTS_TOPIC": topics.requests,
         "BATCH_RUNNER_RESULTS_TOPIC": topics.results,
         "BATCH_RUNNER_DLQ_TOPIC": topics.dlq,
+        "BATCH_RUNNER_STATUS_TOPIC": topics.status,
         **{env_name(key): str(value) for key, value in settings.items()},
     }
 

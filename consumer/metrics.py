@@ -79,6 +79,24 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.batches = Gauge(
+            "batch_runner_batches",
+            "Batches whose status this replica owns, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "batch_runner_batch_seconds",
+            "Time from a batch's submit to its final state (owner's clock minus submit's).",
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200, 86400),
+            registry=r,
+        )
+        self.foreign_chunks = Counter(
+            "batch_runner_foreign_chunks_total",
+            "Chunks found on a partition other than their batch's (another key, or none): "
+            "processed, and counted by their batch's owner through a progress record.",
+            registry=r,
+        )
         self.buffered_items = Gauge(
             "batch_runner_buffered_items",
             "Items received and not yet done.",

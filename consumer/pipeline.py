@@ -36,6 +36,7 @@ from consumer.connectivity import ClusterWatch
 from consumer.dispatcher import Dispatcher
 from consumer.drain import Drain
 from consumer.intake import Intake
+from consumer.jobs import Jobs
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 from consumer.ops import OpsServer
@@ -115,6 +116,16 @@ class Pipeline:
         )
         self.watch = StallWatch(ProgressMonitor(settings.stall_timeout_s))
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}"
+        replica_header = (REPLICA_HEADER, self.replica_id.encode())
+        self.jobs = Jobs(
+            topic=settings.status_topic,
+            consumer_config={**settings.consumer_config(), **kafka_common},
+            publisher=self.publisher,
+            metrics=self.metrics,
+            failed=self.delivery_failed,
+            on_cancel=self.book.cancel_batch,
+            replica_header=replica_header,
+        )
         self.intake = Intake(
             settings,
             book=self.book,
@@ -123,7 +134,8 @@ class Pipeline:
             dispatcher=self.dispatcher,
             monitor=self.watch.monitor,
             failed=self.delivery_failed,
-            replica_header=(REPLICA_HEADER, self.replica_id.encode()),
+            replica_header=replica_header,
+            jobs=self.jobs,
         )
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -177,6 +189,7 @@ class Pipeline:
         await self.writer.fit_record_limits(
             {**settings.producer_config(), "logger": self._kafka_log}
         )
+        await self.jobs.start(settings.requests_topic)
         await self.dispatcher.start()
         if self.ops is not None:
             await self.ops.start()
@@ -184,18 +197,20 @@ class Pipeline:
         reports = asyncio.create_task(self.publisher.run(), name="delivery-reports")
         committer = asyncio.create_task(self.committer.run(), name="committer")
         watcher = asyncio.create_task(self._progress_loop(), name="progress")
+        statuses = asyncio.create_task(self.jobs.run(), name="batch-status")
         try:
             await self.source.subscribe()
             log.info("consuming", extra={"topic": topics[0], "group": settings.group_id})
             await self._fetch_loop()
             await self.drain.run(committer, forced=lambda: self._forced)
         finally:
-            for task in (committer, watcher):
+            for task in (committer, watcher, statuses):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await self.source.close(self.drain.time_left(floor_s=2.0))
             await self.publisher.flush(1.0)
+            await self.jobs.close()
             reports.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reports
@@ -240,6 +255,11 @@ class Pipeline:
     # --- delivery reports (the writer's listener) ------------------------------------------
 
     def chunk_delivered(self, chunk: Chunk) -> None:
+        """Count the chunk in its batch's status; then mark its message done (if current)."""
+        if self._fatal is None and self.book.current(chunk.tp, chunk.epoch):
+            self.jobs.finished(chunk, lambda: self._chunk_counted(chunk))
+
+    def _chunk_counted(self, chunk: Chunk) -> None:
         """Mark the chunk's message done, unless a delivery failed or its epoch is over."""
         if self._fatal is None and self.book.complete(chunk):
             self.offsets.done(chunk.tp[0], chunk.tp[1], chunk.offset)
@@ -278,6 +298,7 @@ class Pipeline:
 
     async def on_assigned(self, partitions: list[PartitionKey]) -> None:
         """Start bookkeeping for newly assigned partitions, each in a new epoch."""
+        await self.jobs.assign([p for t, p in partitions if t == self.settings.requests_topic])
         self.offsets.assign(partitions)
         self.book.assign(partitions)
         self.watch.monitor.assign(partitions, time.monotonic())
@@ -296,14 +317,15 @@ class Pipeline:
         if grace > 0:
             await self.book.wait_idle(partitions, grace)
         positions = self.offsets.revoke(partitions)
-        self._drop(partitions)
+        await self._drop(partitions)
         return {} if self._forced or self._fatal is not None else positions
 
     async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Forget lost partitions: their work is redone by whoever owns them now."""
         self.offsets.revoke(partitions)
-        self._drop(partitions)
+        await self._drop(partitions)
 
-    def _drop(self, partitions: list[PartitionKey]) -> None:
+    async def _drop(self, partitions: list[PartitionKey]) -> None:
         self.watch.monitor.forget(partitions)
         self.book.drop(partitions)
+        await self.jobs.revoke([p for _, p in partitions])

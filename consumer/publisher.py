@@ -92,6 +92,40 @@ class Publisher:
             self._wakeup.set()
             return
 
+    def produce_to(  # noqa: PLR0913, PLR0917 - produce's arguments and the partition
+        self,
+        topic: str,
+        partition: int,
+        value: bytes,
+        key: str,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None = None,
+    ) -> None:
+        """Queue one record for partition ``partition`` of ``topic`` (as :meth:`produce`)."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    partition=partition,
+                    headers=headers,
+                    on_delivery=on_delivery,
+                )
+            except BufferError:
+                self._producer.poll(FULL_QUEUE_WAIT_S)
+                continue
+            self._wakeup.set()
+            return
+
+    def partition_count(self, topic: str, timeout_s: float = 10.0) -> int | None:
+        """Return the partition count of ``topic``, or None when it does not exist."""
+        metadata = self._producer.list_topics(topic, timeout=timeout_s)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return None
+        return len(found.partitions)
+
     async def run(self) -> None:
         """Serve delivery reports until cancelled."""
         while True:

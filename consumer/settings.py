@@ -48,7 +48,7 @@ from consumer.kafka_config import (
     kafka_options,
 )
 from consumer.retry import RetryPolicy
-from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC
+from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, STATUS_TOPIC
 from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -65,6 +65,7 @@ class Settings:
     requests_topic: str = REQUESTS_TOPIC
     results_topic: str = RESULTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
+    status_topic: str = STATUS_TOPIC
     # Split: items per HTTP request unless a request asks for another value up to the max.
     items_per_request: int = 1
     max_items_per_request: int = 1000

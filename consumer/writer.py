@@ -154,6 +154,10 @@ class RecordWriter:
                 for i in range(count)
             ]
             errors = count
+            if outcome.error_kind == ResultErrorKind.CANCELLED:
+                chunk.cancelled_count += count
+            elif outcome.error_kind == ResultErrorKind.EXPIRED:
+                chunk.expired_count += count
         on_delivery = self._delivery_callback(chunk)
         produce, topic, key = self._produce, self.results_topic, request.batch_id
         headers = chunk.trace_headers
@@ -171,7 +175,13 @@ class RecordWriter:
             metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
         chunk.pending_items -= count
         if chunk.pending_items == 0:
-            summary = encode_summary(request, chunk.ok_count, chunk.error_count)
+            summary = encode_summary(
+                request,
+                chunk.ok_count,
+                chunk.error_count,
+                cancelled=chunk.cancelled_count,
+                expired=chunk.expired_count,
+            )
             chunk.unacked += 1
             chunk.summary_sent = True
             produce(topic, summary, key, on_delivery, headers)
@@ -225,12 +235,14 @@ class RecordWriter:
     def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
         listener = self._listener
 
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
             chunk.unacked -= 1
             if err is not None:
                 listener.delivery_failed(KafkaException(err))
-            elif chunk.unacked == 0 and chunk.summary_sent:
-                listener.chunk_delivered(chunk)
+            else:
+                chunk.landed(msg.partition(), msg.offset())
+                if chunk.unacked == 0 and chunk.summary_sent:
+                    listener.chunk_delivered(chunk)
 
         return on_delivery
 

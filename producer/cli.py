@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.kafka_config import kafka_options
 from producer.inputs import FORMATS, read_items
+from producer.jobs_cli import collect_from_record, parse_duration, status_from_record
 from producer.openai_batch import output_line, read_batch_file
 from producer.results import (
     BatchState,
@@ -34,6 +35,7 @@ from schemas import (
     DLQ_TOPIC,
     REQUESTS_TOPIC,
     RESULTS_TOPIC,
+    STATUS_TOPIC,
     ChunkSummary,
     InvalidMessage,
     Result,
@@ -172,6 +174,8 @@ def _submit(args: argparse.Namespace) -> int:  # noqa: C901 - progress display, 
             timeout_s=args.timeout,
             kafka_options=_kafka_options(args),
             on_progress=progress,
+            status_topic=args.status_topic,
+            deadline=time.time() + parse_duration(args.deadline) if args.deadline else None,
         )
     finally:
         if bar is not None:
@@ -278,17 +282,25 @@ def _result_line(result: Result) -> dict[str, Any]:
     return line
 
 
+def _collect_read(args: argparse.Namespace) -> BatchState:
+    """Read the batch's results: from its status record's range, or by scanning the topic."""
+    state = None if args.scan else collect_from_record(args)
+    if state is None:
+        state = read_batch(
+            _bootstrap(args),
+            args.topic,
+            args.batch_id,
+            wait_s=args.wait,
+            kafka_options=_kafka_options(args),
+        )
+    return state
+
+
 def _collect(args: argparse.Namespace) -> int:
     if args.join_input and args.format == OPENAI_BATCH:
         raise BadInputError("--join-input does not apply to --format openai-batch")
     inputs = read_items(args.join_input) if args.join_input else None
-    state = read_batch(
-        _bootstrap(args),
-        args.topic,
-        args.batch_id,
-        wait_s=args.wait,
-        kafka_options=_kafka_options(args),
-    )
+    state = _collect_read(args)
     if not state.results:
         _err(f"no results for batch {args.batch_id!r} on {args.topic}")
         return EXIT_FAILED
@@ -456,6 +468,9 @@ def _group_note(group: str, state: str, members: int, topic: str, committed: boo
 
 
 def _status(args: argparse.Namespace) -> int:
+    answered = None if args.scan else status_from_record(args)
+    if answered is not None:
+        return answered
     bootstrap = _bootstrap(args)
     options = _kafka_options(args)
     total = _submitted(bootstrap, args.requests_topic, args.batch_id, options)
@@ -578,6 +593,10 @@ def register_submit(subparsers: Subparsers) -> None:
     parser.add_argument("--create-topic", action="store_true", help="create the topic if missing")
     parser.add_argument("--partitions", type=int, default=4, help="for --create-topic (4)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds (30)")
+    parser.add_argument(
+        "--deadline", help="items not sent to the model within this (90s, 30m, 24h) expire"
+    )
+    parser.add_argument("--status-topic", default=STATUS_TOPIC)
     parser.add_argument("--quiet", "-q", action="store_true", help="print only the batch id")
     parser.add_argument("--json", action="store_true", help="print a JSON line")
     _common(parser)
@@ -625,6 +644,10 @@ def register_collect(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--wait", type=float, default=0.0, help="seconds to wait for the rest")
     parser.add_argument("--topic", default=RESULTS_TOPIC)
+    parser.add_argument("--status-topic", default=STATUS_TOPIC)
+    parser.add_argument(
+        "--scan", action="store_true", help="scan the results topic, ignoring the status record"
+    )
     _common(parser)
     parser.set_defaults(handler=_guard(_collect))
 
@@ -637,6 +660,13 @@ def register_status(subparsers: Subparsers) -> None:
     parser.add_argument("--requests-topic", default=REQUESTS_TOPIC)
     parser.add_argument("--results-topic", default=RESULTS_TOPIC)
     parser.add_argument("--dlq-topic", default=DLQ_TOPIC, help="where invalid requests go")
+    parser.add_argument("--status-topic", default=STATUS_TOPIC)
+    parser.add_argument(
+        "--scan",
+        action="store_true",
+        help="count from the topics (and show the group's lag and dead letters) instead of "
+        "the batch's status record",
+    )
     parser.add_argument("--json", action="store_true")
     _common(parser)
     parser.set_defaults(handler=_guard(_status))

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from producer.topics import TopicSpec, admin_client, create_topics
-from schemas import REQUESTS_TOPIC, encode_batch_request
+from schemas import (
+    BATCH_STATUS_V1,
+    REQUESTS_TOPIC,
+    STATUS_TOPIC,
+    BatchStatus,
+    batch_partition,
+    encode_batch_request,
+    encode_status_record,
+)
 from schemas.errors import BadInputError, IncompleteError, KafkaUnavailableError
 from schemas.messages import BATCH_ID_PATTERN, MAX_BATCH_ID_LENGTH, MAX_ITEMS_PER_CHUNK
 
@@ -54,6 +62,7 @@ class SubmitReport:
     bytes: int
     seconds: float
     partitions: set[int] = field(default_factory=set)
+    status_partition: int | None = None  # None: no status topic, no status record
 
 
 def new_batch_id() -> str:
@@ -148,6 +157,8 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
     timeout_s: float = 30.0,
     kafka_options: Mapping[str, str] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    status_topic: str | None = STATUS_TOPIC,
+    deadline: float | None = None,
 ) -> SubmitReport:
     """Publish ``items`` (each one value's JSON text) as one batch; return what was sent.
 
@@ -156,6 +167,11 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
     ``timeout_s`` or the topic is missing (unless ``create_topic``), and
     :class:`SubmitError` if any chunk is not acknowledged. ``on_progress(done, total)`` is
     called as chunks are acknowledged.
+
+    With a ``status_topic`` that exists, the batch's first status record (``submitted``)
+    is written to the batch's partition and acknowledged before any chunk is sent; the
+    chunks go to the same partition number of ``topic``. ``deadline`` (Unix seconds):
+    items not sent to the model by then get an ``expired`` error.
     """
     if not items:
         raise BadInputError("no items to submit")
@@ -182,12 +198,29 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
         partitions=partitions,
         timeout_s=timeout_s,
     )
+    submitted_at = time.time()
+    partition = _write_submitted(
+        producer,
+        status_topic,
+        topic,
+        BatchStatus(
+            schema=BATCH_STATUS_V1,
+            batch_id=batch_id,
+            state="submitted",
+            total=len(items),
+            chunks=len(plan),
+            submitted_at=submitted_at,
+            updated_at=submitted_at,
+            deadline=deadline,
+        ),
+        timeout_s,
+    )
     started = time.monotonic()
     failures: dict[int, str] = {}
     done = 0
     sent_bytes = 0
     report = SubmitReport(batch_id, topic, len(items), len(plan), 0, 0.0)
-    submitted_at = time.time()
+    report.status_partition = None if status_topic is None or partition < 0 else partition
 
     def delivered(number: int) -> Callable[[KafkaError | None, Message], None]:
         def callback(err: KafkaError | None, msg: Message) -> None:
@@ -216,12 +249,17 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
             items_per_request=items_per_request,
             metadata=dict(metadata) if metadata else None,
             submitted_at=submitted_at,
+            deadline=deadline,
         )
         sent_bytes += len(value)
         while True:
             try:
                 producer.produce(
-                    topic, value=value, key=batch_id, on_delivery=delivered(chunk.number)
+                    topic,
+                    value=value,
+                    key=batch_id,
+                    partition=partition,
+                    on_delivery=delivered(chunk.number),
                 )
                 break
             except BufferError:
@@ -243,3 +281,47 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
             f"(chunks {listed}): {reason}. Nothing was lost: re-run with --batch-id {batch_id}",
         )
     return report
+
+
+def _write_submitted(
+    producer: Producer,
+    status_topic: str | None,
+    topic: str,
+    status: BatchStatus,
+    timeout_s: float,
+) -> int:
+    """Write the ``submitted`` status; return the batch's partition (-1: the partitioner's).
+
+    Nothing is written without a status topic (the chunks then go where the producer's
+    partitioner puts their key).
+    """
+    if status_topic is None:
+        return -1
+    found = producer.list_topics(timeout=timeout_s).topics
+    status_meta, requests_meta = found.get(status_topic), found.get(topic)
+    if status_meta is None or status_meta.error is not None or requests_meta is None:
+        return -1
+    count = len(status_meta.partitions)
+    if count != len(requests_meta.partitions):
+        raise BadInputError(
+            f"the status topic {status_topic} has {count} partitions and {topic} "
+            f"{len(requests_meta.partitions)}: they must be equal"
+        )
+    partition = batch_partition(status.batch_id, count)
+    errors: list[str] = []
+
+    def delivered(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            errors.append(err.str())
+
+    producer.produce(
+        status_topic,
+        value=encode_status_record(status),
+        key=status.batch_id,
+        partition=partition,
+        on_delivery=delivered,
+    )
+    if producer.flush(timeout_s) or errors:
+        reason = errors[0] if errors else f"not acknowledged within {timeout_s:g}s"
+        raise SubmitError(f"batch {status.batch_id}: the submitted status record: {reason}")
+    return partition

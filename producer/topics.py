@@ -50,12 +50,21 @@ class CreatedTopics:
             raise KafkaUnavailableError(f"could not create topics: {reasons}")
 
 
+# The status topic keeps the latest record per key (a batch's status, its cancel): compacted.
+STATUS_TOPIC_CONFIG = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+
+
 def service_topics(names: TopicNames, partitions: int) -> list[TopicSpec]:
-    """Return a service instance's topics: requests and results of ``partitions``, one DLQ."""
+    """Return a service instance's topics.
+
+    Requests, results and the compacted status topic of ``partitions`` each (the status
+    topic is co-partitioned with the requests), and a one-partition DLQ.
+    """
     return [
         TopicSpec(names.requests, partitions),
         TopicSpec(names.results, partitions),
         TopicSpec(names.dlq, 1),
+        TopicSpec(names.status, partitions, STATUS_TOPIC_CONFIG),
     ]
 
 

@@ -31,6 +31,10 @@ class ResultErrorKind(StrEnum):
     """The item cannot be put in a request the way the endpoint's codec options say."""
     UNKNOWN_TARGET = "unknown_target"
     """The request's ``target`` names no endpoint configured on the consumer."""
+    CANCELLED = "cancelled"
+    """The batch was cancelled (``batch-runner cancel``) before the item was sent."""
+    EXPIRED = "expired"
+    """The request's ``deadline`` passed before the item was sent."""
 
 
 ALWAYS_RETRIED: frozenset[ResultErrorKind] = frozenset(
@@ -47,6 +51,8 @@ NEVER_RETRIED: frozenset[ResultErrorKind] = frozenset(
         ResultErrorKind.RESULT_TOO_LARGE,
         ResultErrorKind.BAD_ITEM,
         ResultErrorKind.UNKNOWN_TARGET,
+        ResultErrorKind.CANCELLED,
+        ResultErrorKind.EXPIRED,
     },
 )
 """Deterministic: the same input gets the same answer, so the error is final at once."""

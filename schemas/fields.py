@@ -15,6 +15,7 @@ import msgspec
 REQUESTS_TOPIC: Final = "batch-requests"
 RESULTS_TOPIC: Final = "batch-results"
 DLQ_TOPIC: Final = "batch-requests.dlq"
+STATUS_TOPIC: Final = "batch-status"
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,14 @@ class TopicNames:
     requests: str = REQUESTS_TOPIC
     results: str = RESULTS_TOPIC
     dlq: str = DLQ_TOPIC
+    status: str = STATUS_TOPIC
 
 
 BATCH_REQUEST_V1: Final = "batch-request/v1"
 RESULT_V1: Final = "result/v1"
 CHUNK_SUMMARY_V1: Final = "chunk-summary/v1"
+BATCH_STATUS_V1: Final = "batch-status/v1"
+BATCH_CONTROL_V1: Final = "batch-control/v1"
 
 # ``(?!\n)``: Python's ``$`` also matches before a final newline, which must not pass
 # ("abc\n" is not a valid id). ECMA-262 (JSON Schema) reads the pattern the same way.

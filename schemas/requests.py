@@ -37,7 +37,8 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 
     ``items`` hold the exact JSON text of each item (opaque to the runner). Item ``i`` of
     this chunk is item ``start + i`` of the batch; ``total`` counts the whole batch's items
-    and ``chunk`` of ``chunks`` numbers this message within the batch. Optional fields
+    and ``chunk`` of ``chunks`` numbers this message within the batch. ``deadline`` (Unix
+    seconds): items not sent to the model by then get an ``expired`` error. Optional fields
     written as ``null`` read as absent.
     """
 
@@ -52,6 +53,7 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     items_per_request: Positive | None = None
     metadata: dict[str, MetaValue] | None = None
     submitted_at: float | None = None
+    deadline: float | None = None
 
 
 _request_decoder: Final = msgspec.json.Decoder(BatchRequest)
@@ -116,6 +118,7 @@ def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the messag
     items_per_request: int | None = None,
     metadata: dict[str, str] | None = None,
     submitted_at: float | None = None,
+    deadline: float | None = None,
 ) -> bytes:
     """Encode one batch request chunk; ``items`` are each one value's JSON text.
 
@@ -137,5 +140,6 @@ def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the messag
         items_per_request=items_per_request,
         metadata=metadata,
         submitted_at=submitted_at,
+        deadline=deadline,
     )
     return _encoder.encode(request)

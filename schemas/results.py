@@ -102,6 +102,8 @@ class ChunkSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     ok: NonNegative
     error: NonNegative
     metadata: dict[str, str] | None = None
+    cancelled: NonNegative = 0
+    expired: NonNegative = 0
 
 
 class _Tag(msgspec.Struct):
@@ -129,6 +131,8 @@ def _check_result(result: Result) -> None:
 
 
 def _check_summary(summary: ChunkSummary) -> None:
+    if summary.cancelled + summary.expired > summary.error:
+        raise InvalidMessage("inconsistent", "cancelled + expired exceed error")
     if summary.ok + summary.error != summary.count:
         raise InvalidMessage(
             "inconsistent",
@@ -288,8 +292,13 @@ def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of t
     )
 
 
-def encode_summary(request: BatchRequest, ok: int, error: int) -> bytes:
-    """Encode the summary of a chunk whose items all have results (``ok + error`` of them)."""
+def encode_summary(
+    request: BatchRequest, ok: int, error: int, *, cancelled: int = 0, expired: int = 0
+) -> bytes:
+    """Encode the summary of a chunk whose items all have results (``ok + error`` of them).
+
+    ``cancelled`` and ``expired`` count the errors of those kinds (absent when 0).
+    """
     return _encoder.encode(
         ChunkSummary(
             schema=CHUNK_SUMMARY_V1,
@@ -302,6 +311,8 @@ def encode_summary(request: BatchRequest, ok: int, error: int) -> bytes:
             ok=ok,
             error=error,
             metadata=request.metadata,
+            cancelled=cancelled,
+            expired=expired,
         ),
     )
 

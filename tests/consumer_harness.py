@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 def create_topics(admin: AdminClient, partitions: int = 1) -> TopicNames:
     """Create fresh requests and results topics of ``partitions`` and a one-partition DLQ."""
-    names = TopicNames(unique("requests"), unique("results"), unique("dlq"))
+    names = TopicNames(unique("requests"), unique("results"), unique("dlq"), unique("status"))
     create_topics_on(admin, service_topics(names, partitions)).check()
     return names
 

@@ -64,11 +64,27 @@ class Record:
     headers: Headers | None
 
 
+@dataclass(frozen=True)
+class Landed:
+    """Where a delivered record landed: what the writer reads of a delivery report."""
+
+    at: int
+
+    def partition(self) -> int:
+        """Return the results partition (one here)."""
+        return 0
+
+    def offset(self) -> int:
+        """Return the record's offset."""
+        return self.at
+
+
 @dataclass
 class FakeSink:
     """Keeps produced records; the test delivers or refuses them."""
 
     records: list[Record] = field(default_factory=list)
+    delivered: int = 0
 
     def produce(
         self,
@@ -85,7 +101,9 @@ class FakeSink:
         """Report every kept record delivered (or failed with ``error``), then forget them."""
         records, self.records = self.records, []
         for record in records:
-            record.on_delivery(error, None)  # type: ignore[arg-type] # the writer ignores it
+            landed = Landed(self.delivered)
+            self.delivered += 1
+            record.on_delivery(error, landed)  # type: ignore[arg-type] # what the writer reads
 
 
 @dataclass

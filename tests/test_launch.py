@@ -9,12 +9,15 @@ from schemas import TopicNames
 
 def test_settings_become_the_variables_the_replica_reads() -> None:
     """Topics, bootstrap and each setting land in variables ``Settings.from_env`` knows."""
-    env = replica_env("127.0.0.1:9092", TopicNames("r", "s", "d"), group_id="g", max_in_flight=8)
+    env = replica_env(
+        "127.0.0.1:9092", TopicNames("r", "s", "d", "t"), group_id="g", max_in_flight=8
+    )
     assert env == {
         "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092",
         "BATCH_RUNNER_REQUESTS_TOPIC": "r",
         "BATCH_RUNNER_RESULTS_TOPIC": "s",
         "BATCH_RUNNER_DLQ_TOPIC": "d",
+        "BATCH_RUNNER_STATUS_TOPIC": "t",
         "BATCH_RUNNER_GROUP_ID": "g",
         "BATCH_RUNNER_MAX_IN_FLIGHT": "8",
     }

@@ -6,8 +6,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from producer.topics import CreatedTopics, TopicSpec, create_topics, service_topics
-from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, TopicNames
+from producer.topics import (
+    STATUS_TOPIC_CONFIG,
+    CreatedTopics,
+    TopicSpec,
+    create_topics,
+    service_topics,
+)
+from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, STATUS_TOPIC, TopicNames
 from schemas.errors import KafkaUnavailableError
 from tests.helpers import unique
 
@@ -15,12 +21,16 @@ if TYPE_CHECKING:
     from confluent_kafka.admin import AdminClient
 
 
-def test_a_service_has_partitioned_requests_and_results_and_one_dlq_partition() -> None:
-    """The contract's default names; requests and results share the partition count."""
+def test_a_service_has_partitioned_requests_results_and_status_and_one_dlq_partition() -> None:
+    """The contract's default names; requests, results and status share the partition count.
+
+    The status topic is compacted (the latest record per key is what counts).
+    """
     assert service_topics(TopicNames(), 6) == [
         TopicSpec(REQUESTS_TOPIC, 6),
         TopicSpec(RESULTS_TOPIC, 6),
         TopicSpec(DLQ_TOPIC, 1),
+        TopicSpec(STATUS_TOPIC, 6, STATUS_TOPIC_CONFIG),
     ]
 
 

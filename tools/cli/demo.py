@@ -260,7 +260,12 @@ def model_endpoint(
 
 def _run_in(workdir: Path, args: argparse.Namespace, say: Callable[[str], None]) -> int:
     run_id = uuid.uuid4().hex[:8]
-    topics = TopicNames(f"demo-{run_id}-requests", f"demo-{run_id}-results", f"demo-{run_id}-dlq")
+    topics = TopicNames(
+        f"demo-{run_id}-requests",
+        f"demo-{run_id}-results",
+        f"demo-{run_id}-dlq",
+        f"demo-{run_id}-status",
+    )
     external = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
     protocol: ProtocolName = args.protocol or DEFAULT_PROTOCOL[args.model_server]
     codec = CODEC.get((args.model_server, protocol), "")

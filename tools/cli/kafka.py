@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, TopicNames
+from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, STATUS_TOPIC, TopicNames
 from tools.localkafka.broker import (
     KAFKA_VERSION,
     LocalKafka,
@@ -157,7 +157,7 @@ def _create_topics(args: argparse.Namespace) -> int:
     if not bootstrap:
         print("error: no cluster: set KAFKA_BOOTSTRAP_SERVERS or start one", file=sys.stderr)
         return 2
-    names = TopicNames(args.requests_topic, args.results_topic, args.dlq_topic)
+    names = TopicNames(args.requests_topic, args.results_topic, args.dlq_topic, args.status_topic)
     outcome = create_topics(admin_client(bootstrap), service_topics(names, args.partitions))
     for name in outcome.created:
         print(f"created {name}")
@@ -248,16 +248,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     ).set_defaults(handler=_fetch)
     topics = actions.add_parser(
         "create-topics",
-        help="create the service's topics (requests and results partitioned, plus the DLQ)",
+        help="create the service's topics (requests, results and the compacted status topic "
+        "partitioned alike, plus the DLQ)",
     )
     topics.add_argument(
         "--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS or the local broker"
     )
     _name_argument(topics)
-    topics.add_argument("--partitions", type=int, default=4, help="for requests and results (4)")
+    topics.add_argument(
+        "--partitions", type=int, default=4, help="for requests, results and status (4)"
+    )
     topics.add_argument("--requests-topic", default=REQUESTS_TOPIC)
     topics.add_argument("--results-topic", default=RESULTS_TOPIC)
     topics.add_argument("--dlq-topic", default=DLQ_TOPIC)
+    topics.add_argument("--status-topic", default=STATUS_TOPIC)
     topics.set_defaults(handler=_create_topics)
     stop = actions.add_parser("stop", help="stop the background broker")
     _name_argument(stop)

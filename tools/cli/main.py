@@ -24,6 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tail": ("producer.cli:register_tail", "follow the results topic"),
     "collect": ("producer.cli:register_collect", "write a batch's results in input order"),
     "status": ("producer.cli:register_status", "a batch's counts and the group's lag"),
+    "wait": ("producer.jobs_cli:register_wait", "wait for a batch's completion event"),
+    "cancel": ("producer.jobs_cli:register_cancel", "cancel a batch"),
     "demo": ("tools.cli.demo:register", "run the whole pipeline once against the iris model"),
     "consume": ("consumer.__main__:register", "run a consumer replica"),
     "serve-model": (

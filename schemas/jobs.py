@@ -1,0 +1,197 @@
+"""A batch as a job: its status record and the control records of ``batch-status``.
+
+``batch-status`` is compacted and co-partitioned with ``batch-requests``: the status of a
+batch lives on partition :func:`batch_partition` of its id (the partition librdkafka's
+default partitioner gives the key ``batch_id``, so chunks sent with that key sit on the
+same partition number of the requests topic).
+
+Two record types share the topic (``batch-status.v1.json``, ``batch-control.v1.json``):
+
+- :class:`BatchStatus`, key = ``batch_id``: the latest state of the batch (compaction
+  keeps only it). ``submit`` writes the first one (``submitted``); after that only the
+  replica owning the partition writes it.
+- :class:`BatchControl`, key = ``batch_id/kind[/...]`` (``/`` cannot occur in a batch id,
+  so a control record never replaces a status): ``cancel`` (written to every partition,
+  so that every replica sees it), and ``progress`` (a chunk of the batch finished on a
+  partition other than the batch's own: the owner counts it).
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Final, Literal
+
+import msgspec
+
+from schemas.decoding import (
+    DEFAULT_LIMITS,
+    InvalidMessage,
+    Limits,
+    check_duplicates,
+    check_size,
+    check_utf8,
+    parse,
+    top_level_decoder,
+)
+from schemas.fields import (
+    BATCH_CONTROL_V1,
+    BATCH_STATUS_V1,
+    BatchId,
+    NonNegative,
+    Positive,
+)
+
+BatchStateName = Literal[
+    "submitted",
+    "in_progress",
+    "completed",
+    "completed_with_errors",
+    "cancelling",
+    "cancelled",
+    "expired",
+    "failed",
+]
+FINAL_STATES: Final[frozenset[str]] = frozenset(
+    {"completed", "completed_with_errors", "cancelled", "expired", "failed"}
+)
+ControlKind = Literal["cancel", "progress"]
+
+
+class BatchStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The state of one batch, on ``batch-status`` with key = ``batch_id``.
+
+    Counts are of items of the whole batch (``errors`` includes ``cancelled`` and
+    ``expired``); ``done`` lists the chunk numbers of attempt ``attempt`` whose results are
+    all acknowledged (a chunk done twice after a crash is counted once). The results of
+    the batch sit on ``results_partition`` of the results topic between ``first_offset``
+    and ``last_offset`` (inclusive; other records may sit between them). Times are Unix
+    seconds.
+    """
+
+    schema: Literal["batch-status/v1"]
+    batch_id: BatchId
+    state: BatchStateName
+    total: Positive
+    chunks: Positive
+    attempt: Positive = 1
+    ok: NonNegative = 0
+    errors: NonNegative = 0
+    cancelled: NonNegative = 0
+    expired: NonNegative = 0
+    chunks_done: NonNegative = 0
+    done: list[NonNegative] = msgspec.field(default_factory=list)
+    results_partition: NonNegative | None = None
+    first_offset: NonNegative | None = None
+    last_offset: NonNegative | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    updated_at: float | None = None
+    completed_at: float | None = None
+    deadline: float | None = None
+
+    @property
+    def final(self) -> bool:
+        """Whether the batch reached a final state (this record is its completion event)."""
+        return self.state in FINAL_STATES
+
+
+class BatchControl(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """A request to the owner of a batch: cancel it, or count a chunk done elsewhere."""
+
+    schema: Literal["batch-control/v1"]
+    kind: ControlKind
+    batch_id: BatchId
+    at: float
+    # progress only: the chunk and its counts, and where its results are
+    attempt: Positive = 1
+    chunk: NonNegative | None = None
+    chunks: Positive | None = None
+    total: Positive | None = None
+    ok: NonNegative = 0
+    errors: NonNegative = 0
+    cancelled: NonNegative = 0
+    expired: NonNegative = 0
+    results_partition: NonNegative | None = None
+    first_offset: NonNegative | None = None
+    last_offset: NonNegative | None = None
+
+
+class _Tag(msgspec.Struct):
+    schema: str | msgspec.UnsetType = msgspec.UNSET
+
+
+_status_decoder: Final = msgspec.json.Decoder(BatchStatus)
+_control_decoder: Final = msgspec.json.Decoder(BatchControl)
+_tag_decoder: Final = msgspec.json.Decoder(_Tag)
+_encoder: Final = msgspec.json.Encoder()
+_VERSIONS: Final = f"this reader understands {BATCH_STATUS_V1} and {BATCH_CONTROL_V1}"
+
+
+def batch_partition(batch_id: str, partitions: int) -> int:
+    """Return the partition of ``batch_id`` among ``partitions``.
+
+    The same as librdkafka's default partitioner (CRC-32 of the key, modulo the count)
+    for a record keyed by the batch id.
+    """
+    return zlib.crc32(batch_id.encode()) % partitions
+
+
+def cancel_key(batch_id: str) -> str:
+    """Return the key of a batch's cancel record."""
+    return f"{batch_id}/cancel"
+
+
+def progress_key(batch_id: str, attempt: int, chunk: int) -> str:
+    """Return the key of the progress record of one chunk of one attempt."""
+    return f"{batch_id}/progress/{attempt}/{chunk}"
+
+
+def _check_status(status: BatchStatus) -> None:
+    if status.errors > status.total or status.ok + status.errors > status.total:
+        raise InvalidMessage("inconsistent", "ok + errors exceed total")
+    if status.cancelled + status.expired > status.errors:
+        raise InvalidMessage("inconsistent", "cancelled + expired exceed errors")
+    if status.chunks_done != len(set(status.done)) or status.chunks_done > status.chunks:
+        raise InvalidMessage("inconsistent", "chunks_done is not the number of done chunks")
+    if any(chunk >= status.chunks for chunk in status.done):
+        raise InvalidMessage("inconsistent", "done: a chunk number not below chunks")
+
+
+def _check_control(control: BatchControl) -> None:
+    if control.kind != "progress":
+        return
+    if control.chunk is None or control.chunks is None or control.total is None:
+        raise InvalidMessage("schema", "progress: chunk, chunks and total are required")
+    if control.chunk >= control.chunks:
+        raise InvalidMessage("inconsistent", "progress: chunk must be below chunks")
+    if control.cancelled + control.expired > control.errors:
+        raise InvalidMessage("inconsistent", "cancelled + expired exceed errors")
+
+
+def decode_status_record(
+    data: bytes, limits: Limits = DEFAULT_LIMITS
+) -> BatchStatus | BatchControl:
+    """Decode one record of the status topic; raise :class:`InvalidMessage` if it is none."""
+    check_size(data, limits)
+    version = parse(_tag_decoder, data, _VERSIONS).schema
+    record: BatchStatus | BatchControl
+    if version == BATCH_STATUS_V1:
+        record = parse(_status_decoder, data, _VERSIONS)
+    elif version == BATCH_CONTROL_V1:
+        record = parse(_control_decoder, data, _VERSIONS)
+    elif version is msgspec.UNSET:
+        raise InvalidMessage("version", f"schema: missing ({_VERSIONS})")
+    else:
+        raise InvalidMessage("version", f"schema: unknown record type {version!r} ({_VERSIONS})")
+    check_utf8(data)
+    check_duplicates(data, parse(top_level_decoder, data, _VERSIONS))
+    if isinstance(record, BatchStatus):
+        _check_status(record)
+    else:
+        _check_control(record)
+    return record
+
+
+def encode_status_record(record: BatchStatus | BatchControl) -> bytes:
+    """Encode a status or control record."""
+    return _encoder.encode(record)
