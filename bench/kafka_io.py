@@ -29,7 +29,7 @@ SUMMARY_TAG = CHUNK_SUMMARY_V1.encode()
 
 @dataclass(frozen=True)
 class Topics(TopicNames):
-    """The three topics of one measurement, unique to it, and their partition count."""
+    """The four topics of one measurement, unique to it, and their partition count."""
 
     partitions: int = 1
 
@@ -39,9 +39,15 @@ class Topics(TopicNames):
 
 
 def make_topics(bootstrap: str, partitions: int) -> Topics:
-    """Create fresh request, result and dead-letter topics; wait until they exist."""
+    """Create fresh request, result, dead-letter and status topics; wait until they exist."""
     run = uuid.uuid4().hex[:10]
-    topics = Topics(f"bench-{run}-req", f"bench-{run}-res", f"bench-{run}-dlq", partitions)
+    topics = Topics(
+        f"bench-{run}-req",
+        f"bench-{run}-res",
+        f"bench-{run}-dlq",
+        f"bench-{run}-status",
+        partitions,
+    )
     create_topics(admin_client(bootstrap), service_topics(topics, partitions)).check()
     return topics
 

@@ -158,14 +158,14 @@ def _check_status(status: BatchStatus) -> None:
 
 
 def _check_control(control: BatchControl) -> None:
+    if control.cancelled + control.expired > control.errors:
+        raise InvalidMessage("inconsistent", "cancelled + expired exceed errors")
     if control.kind != "progress":
         return
     if control.chunk is None or control.chunks is None or control.total is None:
         raise InvalidMessage("schema", "progress: chunk, chunks and total are required")
     if control.chunk >= control.chunks:
         raise InvalidMessage("inconsistent", "progress: chunk must be below chunks")
-    if control.cancelled + control.expired > control.errors:
-        raise InvalidMessage("inconsistent", "cancelled + expired exceed errors")
 
 
 def decode_status_record(

@@ -55,7 +55,17 @@ def positions_fit(doc: dict[str, Any], count: int) -> bool:
 
 
 REQUEST_INTEGERS = ("chunk", "chunks", "start", "total", "items_per_request")
-SUMMARY_INTEGERS = ("chunk", "chunks", "start", "count", "total", "ok", "error")
+SUMMARY_INTEGERS = (
+    "chunk",
+    "chunks",
+    "start",
+    "count",
+    "total",
+    "ok",
+    "error",
+    "cancelled",
+    "expired",
+)
 RESULT_INTEGERS = ("index", "chunk", "attempts")
 USAGE_INTEGERS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -86,6 +96,7 @@ def summary_rules_hold(doc: dict[str, Any]) -> bool:
     return (
         integers_written_as_integers(doc, SUMMARY_INTEGERS)
         and doc["ok"] + doc["error"] == doc["count"]
+        and doc.get("cancelled", 0) + doc.get("expired", 0) <= doc["error"]
         and positions_fit(doc, doc["count"])
     )
 
@@ -231,6 +242,8 @@ def summaries(draw: st.DrawFn) -> dict[str, Any]:
         "ok": ok,
         "error": count - ok,
     }
+    if draw(st.booleans()):
+        doc["cancelled"] = draw(st.integers(0, count - ok))
     doc.update(draw(position(count)))
     return doc
 
