@@ -172,7 +172,7 @@ class Jobs:
         request = chunk.request
         status = book.started(
             request.batch_id,
-            attempt=1,
+            attempt=request.attempt or 1,
             chunks=request.chunks,
             total=request.total,
             now=time.time(),
@@ -191,7 +191,7 @@ class Jobs:
         request = chunk.request
         outcome = ChunkOutcome(
             request.batch_id,
-            1,
+            request.attempt or 1,
             request.chunk,
             request.chunks,
             request.total,

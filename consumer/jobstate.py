@@ -148,8 +148,8 @@ class JobBook:
         held = self._jobs.get(status.batch_id)
         if not self.owns(status.batch_id):
             return
-        if held is None:
-            self._jobs[status.batch_id] = status
+        if held is None or status.attempt > held.attempt:
+            self._jobs[status.batch_id] = status  # a new batch, or a retry of it
         elif held.deadline is None and status.deadline is not None:
             self._jobs[status.batch_id] = msgspec.structs.replace(
                 held, deadline=status.deadline, submitted_at=status.submitted_at
@@ -178,7 +178,9 @@ class JobBook:
         if not self.owns(batch_id):
             return None
         held = self._jobs.get(batch_id)
-        if held is not None and (held.state != "submitted" or held.attempt > attempt):
+        if held is not None and (
+            held.attempt > attempt or (held.attempt == attempt and held.state != "submitted")
+        ):
             return None
         if held is not None and held.attempt == attempt:
             status = msgspec.structs.replace(

@@ -31,7 +31,7 @@ from schemas import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from confluent_kafka import KafkaError, Message
 
@@ -58,6 +58,14 @@ class WriterListener(Protocol):
 
     def delivery_failed(self, error: BaseException) -> None:
         """Take a refused record: nothing after it may be committed."""
+
+
+def _indexes(request: BatchRequest, unit: WorkUnit) -> Sequence[int]:
+    """Return the batch indexes of the unit's items (a retry's items carry theirs)."""
+    if request.indexes is not None:
+        return request.indexes[unit.offset : unit.offset + len(unit.items)]
+    first = request.start + unit.offset
+    return range(first, first + len(unit.items))
 
 
 class RecordWriter:
@@ -113,14 +121,14 @@ class RecordWriter:
     def write_unit(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
         """Produce one result per item of ``unit`` and, after the chunk's last, its summary."""
         request = chunk.request
-        first = request.start + unit.offset
         count = len(unit.items)
+        at = _indexes(request, unit)
         notes = annotate(unit.items, outcome.predictions)
         if outcome.predictions is not None and notes is not None:
             values = [
                 encode_ok_result(
                     request,
-                    first + i,
+                    at[i],
                     p,
                     outcome.attempts,
                     outcome.latency_ms,
@@ -130,19 +138,19 @@ class RecordWriter:
                 )
                 for i, p in enumerate(outcome.predictions)
             ]
-            errors = self._replace_oversized(request, first, values, outcome, notes)
+            errors = self._replace_oversized(request, at, values, outcome, notes)
             self._count_tokens(notes)
         elif outcome.predictions is not None:
             encode = OkResultEncoder(
                 request, outcome.attempts, outcome.latency_ms, outcome.queue_ms
             )
-            values = [encode(first + i, p) for i, p in enumerate(outcome.predictions)]
-            errors = self._replace_oversized(request, first, values, outcome)
+            values = [encode(at[i], p) for i, p in enumerate(outcome.predictions)]
+            errors = self._replace_oversized(request, at, values, outcome)
         else:
             values = [
                 encode_error_result(
                     request,
-                    first + i,
+                    at[i],
                     outcome.error_kind or ResultErrorKind.BAD_RESPONSE,
                     outcome.error_message or "",
                     outcome.http_status,
@@ -181,6 +189,7 @@ class RecordWriter:
                 chunk.error_count,
                 cancelled=chunk.cancelled_count,
                 expired=chunk.expired_count,
+                source=(chunk.tp[1], chunk.offset),
             )
             chunk.unacked += 1
             chunk.summary_sent = True
@@ -189,7 +198,7 @@ class RecordWriter:
     def _replace_oversized(
         self,
         request: BatchRequest,
-        first: int,
+        at: Sequence[int],
         values: list[bytes],
         outcome: Outcome,
         notes: list[Annotation] | None = None,
@@ -205,7 +214,7 @@ class RecordWriter:
             if len(value) > limit:
                 values[i] = encode_error_result(
                     request,
-                    first + i,
+                    at[i],
                     ResultErrorKind.RESULT_TOO_LARGE,
                     f"the prediction makes a result record of {len(value)} bytes, over the "
                     f"{limit}-byte limit (BATCH_RUNNER_MAX_RESULT_BYTES, or less if the "

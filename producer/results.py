@@ -150,6 +150,7 @@ class BatchState:
     batch_id: str
     results: dict[int, Result] = field(default_factory=dict)
     summaries: dict[int, ChunkSummary] = field(default_factory=dict)
+    attempt_summaries: dict[tuple[int, int], ChunkSummary] = field(default_factory=dict)
     duplicates: int = 0
     total: int | None = None
     chunks: int | None = None
@@ -157,15 +158,19 @@ class BatchState:
     def add(self, record: Result | ChunkSummary) -> bool:
         """Record one result or summary; return whether it was new."""
         if isinstance(record, ChunkSummary):
+            self.attempt_summaries[record.attempt or 1, record.chunk] = record
+            if (record.attempt or 1) > 1:
+                return True  # a retry's positions are within the attempt
             self.total, self.chunks = record.total, record.chunks
             if record.chunk in self.summaries:
                 return False
             self.summaries[record.chunk] = record
             return True
-        if record.index in self.results:
+        held = self.results.get(record.index)
+        if held is not None and (record.attempt or 1) <= (held.attempt or 1):
             self.duplicates += 1
             return False
-        self.results[record.index] = record
+        self.results[record.index] = record  # new, or a later attempt (a retry)
         return True
 
     @property

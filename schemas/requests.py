@@ -38,8 +38,10 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     ``items`` hold the exact JSON text of each item (opaque to the runner). Item ``i`` of
     this chunk is item ``start + i`` of the batch; ``total`` counts the whole batch's items
     and ``chunk`` of ``chunks`` numbers this message within the batch. ``deadline`` (Unix
-    seconds): items not sent to the model by then get an ``expired`` error. Optional fields
-    written as ``null`` read as absent.
+    seconds): items not sent to the model by then get an ``expired`` error. A retry
+    (``attempt`` 2 or more) resends some items of the batch: ``start``/``total``/``chunk``
+    place the items among the attempt's items and ``indexes[i]`` is item ``i``'s index in
+    the batch. Optional fields written as ``null`` read as absent.
     """
 
     schema: Literal["batch-request/v1"]
@@ -54,6 +56,14 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     metadata: dict[str, MetaValue] | None = None
     submitted_at: float | None = None
     deadline: float | None = None
+    attempt: Positive | None = None
+    indexes: list[NonNegative] | None = None
+
+    def index(self, position: int) -> int:
+        """Return the batch index of this chunk's item ``position``."""
+        if self.indexes is not None:
+            return self.indexes[position]
+        return self.start + position
 
 
 _request_decoder: Final = msgspec.json.Decoder(BatchRequest)
@@ -88,6 +98,11 @@ def decode_batch_request(data: bytes, limits: Limits = DEFAULT_LIMITS) -> BatchR
     check_depth(data, keys, request.items, limits)
     check_duplicates(data, keys)
     _check_positions(request)
+    if request.indexes is not None and len(request.indexes) != len(request.items):
+        raise InvalidMessage(
+            "inconsistent",
+            f"indexes: {len(request.indexes)} indexes for {len(request.items)} items",
+        )
     return request
 
 
@@ -119,6 +134,8 @@ def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the messag
     metadata: dict[str, str] | None = None,
     submitted_at: float | None = None,
     deadline: float | None = None,
+    attempt: int | None = None,
+    indexes: list[int] | None = None,
 ) -> bytes:
     """Encode one batch request chunk; ``items`` are each one value's JSON text.
 
@@ -141,5 +158,7 @@ def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the messag
         metadata=metadata,
         submitted_at=submitted_at,
         deadline=deadline,
+        attempt=attempt,
+        indexes=indexes,
     )
     return _encoder.encode(request)

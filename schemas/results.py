@@ -82,6 +82,7 @@ class Result(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     metadata: dict[str, str] | None = None
     custom_id: str | None = None
     usage: Usage | None = None
+    attempt: Positive | None = None
 
 
 class ChunkSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -104,6 +105,9 @@ class ChunkSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     metadata: dict[str, str] | None = None
     cancelled: NonNegative = 0
     expired: NonNegative = 0
+    attempt: Positive | None = None
+    source_partition: NonNegative | None = None
+    source_offset: NonNegative | None = None
 
 
 class _Tag(msgspec.Struct):
@@ -202,6 +206,7 @@ def _encode_result(  # noqa: PLR0913 - the fields every result carries, then its
             metadata=request.metadata,
             custom_id=custom_id,
             usage=usage,
+            attempt=request.attempt,
         ),
     )
 
@@ -292,12 +297,19 @@ def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of t
     )
 
 
-def encode_summary(
-    request: BatchRequest, ok: int, error: int, *, cancelled: int = 0, expired: int = 0
+def encode_summary(  # noqa: PLR0913 - the counts, then where the request was
+    request: BatchRequest,
+    ok: int,
+    error: int,
+    *,
+    cancelled: int = 0,
+    expired: int = 0,
+    source: tuple[int, int] | None = None,
 ) -> bytes:
     """Encode the summary of a chunk whose items all have results (``ok + error`` of them).
 
-    ``cancelled`` and ``expired`` count the errors of those kinds (absent when 0).
+    ``cancelled`` and ``expired`` count the errors of those kinds (absent when 0);
+    ``source`` is the request message's partition and offset on the requests topic.
     """
     return _encoder.encode(
         ChunkSummary(
@@ -313,6 +325,9 @@ def encode_summary(
             metadata=request.metadata,
             cancelled=cancelled,
             expired=expired,
+            attempt=request.attempt,
+            source_partition=None if source is None else source[0],
+            source_offset=None if source is None else source[1],
         ),
     )
 

@@ -323,3 +323,53 @@ def test_status_survives_a_sigkill_of_its_owner_and_a_rebalance_with_exact_count
     results, _, _ = read_results(svc.bootstrap, svc.topics.results, expected_records=written)
     assert {r.index for r in results} == set(range(120))
     print(f"records written {written} for 120 items and 24 summaries")  # noqa: T201
+
+
+def test_retry_resubmits_exactly_the_failed_items_and_verify_is_clean(
+    make_service: MakeService, server: TestInferenceServer, tmp_path: Path
+) -> None:
+    """Two items fail once (400, then fine): retry sends exactly those two, with their indexes.
+
+    Attempt 1 ends ``completed_with_errors`` and verifies clean (every index has one final
+    outcome); ``retry`` submits attempt 2 with the two items; the batch ends ``completed``;
+    ``collect`` gives every index its latest attempt's result; ``verify`` counts 6 ok.
+    """
+    svc = make_service()
+    items = [{"x": i} for i in range(6)]
+    items[1]["fail"] = [400]  # type: ignore[assignment] # a directive for the test server
+    items[4]["fail"] = [400]  # type: ignore[assignment]
+    submit_cli(svc, write_items(tmp_path, items), "retry-1", "--chunk-size", "4")
+    svc.start()
+    topics = (
+        "--requests-topic", svc.topics.requests, "--results-topic", svc.topics.results,
+        "--status-topic", svc.topics.status,
+    )  # fmt: skip
+    waited = cli("wait", "retry-1", *topics[4:], "--timeout", "90s", bootstrap=svc.bootstrap)
+    assert waited.returncode == 1, waited.stderr
+    first = cli("verify", "retry-1", *topics, bootstrap=svc.bootstrap)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (json.loads(first.stdout)["ok"], json.loads(first.stdout)["error"]) == (4, 2)
+    sent_before = server.stats().items
+    retried = cli("retry", "retry-1", *topics, bootstrap=svc.bootstrap)
+    assert retried.returncode == 0, retried.stderr
+    assert json.loads(retried.stdout) == {"batch_id": "retry-1", "attempt": 2, "items": 2}
+    waited = cli("wait", "retry-1", *topics[4:], "--timeout", "90s", bootstrap=svc.bootstrap)
+    assert waited.returncode == 0, waited.stderr
+    report = json.loads(waited.stdout)
+    assert (report["state"], report["attempt"], report["ok"], report["errors"]) == (
+        "completed",
+        2,
+        6,
+        0,
+    )
+    assert server.stats().items - sent_before == 2  # exactly the failed items
+    collected = cli(
+        "collect", "retry-1", "--topic", svc.topics.results, "--status-topic",
+        svc.topics.status, bootstrap=svc.bootstrap,
+    )  # fmt: skip
+    assert collected.returncode == 0, collected.stderr
+    lines = [json.loads(line) for line in collected.stdout.splitlines()]
+    assert [(line["index"], line["status"]) for line in lines] == [(i, "ok") for i in range(6)]
+    verified = cli("verify", "retry-1", *topics, bootstrap=svc.bootstrap)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["ok"] == 6

@@ -54,7 +54,7 @@ def positions_fit(doc: dict[str, Any], count: int) -> bool:
     )
 
 
-REQUEST_INTEGERS = ("chunk", "chunks", "start", "total", "items_per_request")
+REQUEST_INTEGERS = ("chunk", "chunks", "start", "total", "items_per_request", "attempt")
 SUMMARY_INTEGERS = (
     "chunk",
     "chunks",
@@ -70,11 +70,20 @@ RESULT_INTEGERS = ("index", "chunk", "attempts")
 USAGE_INTEGERS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
+def indexes_fit(doc: dict[str, Any]) -> bool:
+    """A retry's ``indexes``: one integer per item."""
+    indexes = doc.get("indexes")
+    return indexes is None or (
+        len(indexes) == len(doc["items"]) and not any(isinstance(i, float) for i in indexes)
+    )
+
+
 def request_rules_hold(doc: dict[str, Any]) -> bool:
     """Check the request rules beyond its schema file (for a document the schema accepts)."""
     return (
         integers_written_as_integers(doc, REQUEST_INTEGERS)
         and positions_fit(doc, len(doc["items"]))
+        and indexes_fit(doc)
         and all(json_depth(item) <= MAX_DEPTH for item in doc["items"])
         and all(json_depth(v) <= MAX_DEPTH + 1 for k, v in doc.items() if k != "items")
     )
@@ -179,6 +188,9 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
         "items_per_request": st.integers(1, 50),
         "metadata": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
         "submitted_at": st.floats(0, 2e9),
+        "deadline": st.floats(0, 2e9),
+        "attempt": st.integers(1, 5),
+        "indexes": st.lists(st.integers(0, 99), min_size=len(items), max_size=len(items)),
     }
     for name, values in optional.items():
         choice = draw(st.sampled_from(["absent", "null", "value"]))
@@ -242,8 +254,8 @@ def summaries(draw: st.DrawFn) -> dict[str, Any]:
         "ok": ok,
         "error": count - ok,
     }
-    if draw(st.booleans()):
-        doc["cancelled"] = draw(st.integers(0, count - ok))
+    if count > ok and draw(st.booleans()):  # 0 is the default, never written
+        doc["cancelled"] = draw(st.integers(1, count - ok))
     doc.update(draw(position(count)))
     return doc
 

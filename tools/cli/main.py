@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "status": ("producer.cli:register_status", "a batch's counts and the group's lag"),
     "wait": ("producer.jobs_cli:register_wait", "wait for a batch's completion event"),
     "cancel": ("producer.jobs_cli:register_cancel", "cancel a batch"),
+    "retry": ("producer.retry_cli:register_retry", "resubmit a finished batch's failed items"),
+    "verify": ("producer.retry_cli:register_verify", "check every index has one final outcome"),
     "demo": ("tools.cli.demo:register", "run the whole pipeline once against the iris model"),
     "consume": ("consumer.__main__:register", "run a consumer replica"),
     "serve-model": (
