@@ -71,7 +71,7 @@ USAGE_INTEGERS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
 def indexes_fit(doc: dict[str, Any]) -> bool:
-    """A retry's ``indexes``: one integer per item."""
+    """Check a retry's ``indexes``: one integer per item."""
     indexes = doc.get("indexes")
     return indexes is None or (
         len(indexes) == len(doc["items"]) and not any(isinstance(i, float) for i in indexes)
