@@ -24,6 +24,7 @@ from bench.procs import Server, inference_server
 from bench.scenarios import Goal
 from chaos import figures as fig
 from chaos.fleet import http_get, http_post, metric_value
+from chaos.jobs import job_status
 from chaos.ledger import QUIET, end_offsets
 from chaos.trial import LOG_GOALS, MUST_HOLD, Context, Trial
 from schemas import encode_batch_request
@@ -722,4 +723,5 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "poison": poison,
     "slow-model": slow_model,
     "pause-reassign": pause_reassign,
+    "job-status": job_status,
 }

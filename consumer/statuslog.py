@@ -62,14 +62,15 @@ class StatusLog:
 
     def _restore_blocking(self, partitions: list[int]) -> tuple[list[Message], list[Message]]:
         consumer, topic = self._consumer, self.topic
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)[1]
+        marks = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)
             for p in partitions
         }
+        ends = {p: high for p, (_, high) in marks.items()}
         consumer.incremental_assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         )
-        pending = {p for p, end in ends.items() if end > 0}
+        pending = {p for p, (low, high) in marks.items() if high > low}
         restored: list[Message] = []
         others: list[Message] = []
         deadline = time.monotonic() + RESTORE_TIMEOUT_S

@@ -373,3 +373,41 @@ def test_retry_resubmits_exactly_the_failed_items_and_verify_is_clean(
     verified = cli("verify", "retry-1", *topics, bootstrap=svc.bootstrap)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert json.loads(verified.stdout)["ok"] == 6
+
+
+def test_job_commands_answer_bad_input_and_missing_pieces_clearly(
+    make_service: MakeService, tmp_path: Path
+) -> None:
+    """Each job command says what is wrong, with its exit code.
+
+    A bad ``--deadline`` (2); ``wait`` without a status topic (4) and for a batch with no
+    final status within its timeout (5); ``retry`` and ``verify`` of an unknown batch (1);
+    ``cancel`` of a batch already final (1).
+    """
+    svc = make_service()
+    path = write_items(tmp_path, [{"x": 1}])
+    bad = cli("submit", path, "--topic", svc.topics.requests, "--deadline", "soon",
+              bootstrap=svc.bootstrap)  # fmt: skip
+    assert bad.returncode == 2
+    assert "duration 'soon'" in bad.stderr
+    nowhere = cli("wait", "x", "--status-topic", unique("absent"), bootstrap=svc.bootstrap)
+    assert nowhere.returncode == 4
+    assert "no status topic" in nowhere.stderr
+    pending = cli("wait", "nobody", "--status-topic", svc.topics.status, "--timeout", "1s",
+                  bootstrap=svc.bootstrap)  # fmt: skip
+    assert pending.returncode == 5
+    assert "not final within 1s (no status record)" in pending.stderr
+    topics = ("--requests-topic", svc.topics.requests, "--results-topic", svc.topics.results,
+              "--status-topic", svc.topics.status)  # fmt: skip
+    retried = cli("retry", "nobody", *topics, bootstrap=svc.bootstrap)
+    assert retried.returncode == 1
+    assert "no status record" in retried.stderr
+    verified = cli("verify", "nobody", *topics, bootstrap=svc.bootstrap)
+    assert verified.returncode == 1
+    assert "no status record to verify against" in verified.stderr
+    submit_cli(svc, path, "done-1")
+    svc.start()
+    final_status(svc.bootstrap, svc.topics.status, "done-1")
+    late = cli("cancel", "done-1", "--status-topic", svc.topics.status, bootstrap=svc.bootstrap)
+    assert late.returncode == 1
+    assert "already completed" in late.stderr
