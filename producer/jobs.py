@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from confluent_kafka import Message
 
 
+METADATA_TIMEOUT_S = 15.0  # bound on one metadata or offsets request
+
+
 def _consumer(bootstrap: str, options: Mapping[str, str] | None) -> Consumer:
     return Consumer(
         {
@@ -87,12 +90,13 @@ def read_status(  # noqa: PLR0913 - where to read, and how long to wait for what
     with ``until``, keeps reading (up to ``timeout_s``) until a status satisfies it.
     """
     consumer = _consumer(bootstrap, kafka_options)
+    ask_s = min(timeout_s, METADATA_TIMEOUT_S)  # one broker request; the wait may be longer
     try:
-        count = partition_count(consumer, topic, timeout_s)
+        count = partition_count(consumer, topic, ask_s)
         if count is None:
             return None, False
         tp = TopicPartition(topic, batch_partition(batch_id, count))
-        end = consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
+        end = consumer.get_watermark_offsets(tp, timeout=ask_s)[1]
         consumer.assign([TopicPartition(topic, tp.partition, OFFSET_BEGINNING)])
         status: BatchStatus | None = None
         deadline = time.monotonic() + timeout_s

@@ -26,6 +26,7 @@ from schemas import (
 from tests.consumer_harness import committed_total, read_results
 from tests.helpers import end_offsets, unique, wait_for
 from tests.test_producer_cli import cli
+from tools.localkafka.broker import free_port
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -380,7 +381,7 @@ def test_job_commands_answer_bad_input_and_missing_pieces_clearly(
 ) -> None:
     """Each job command says what is wrong, with its exit code.
 
-    A bad ``--deadline`` (2); ``wait`` without a status topic (4) and for a batch with no
+    A bad ``--deadline`` (2); ``wait`` without a status topic or cluster (4) and for a batch with no
     final status within its timeout (5); ``retry`` and ``verify`` of an unknown batch (1);
     ``cancel`` of a batch already final (1).
     """
@@ -393,6 +394,9 @@ def test_job_commands_answer_bad_input_and_missing_pieces_clearly(
     nowhere = cli("wait", "x", "--status-topic", unique("absent"), bootstrap=svc.bootstrap)
     assert nowhere.returncode == 4
     assert "no status topic" in nowhere.stderr
+    unreachable = cli("wait", "x", "--timeout", "2s", bootstrap=f"127.0.0.1:{free_port()}")
+    assert unreachable.returncode == 4
+    assert "cannot reach Kafka" in unreachable.stderr
     pending = cli("wait", "nobody", "--status-topic", svc.topics.status, "--timeout", "1s",
                   bootstrap=svc.bootstrap)  # fmt: skip
     assert pending.returncode == 5
