@@ -109,6 +109,7 @@ class Intake:
             request = decode_batch_request(value, self._limits)
         except InvalidMessage as exc:
             self._writer.dead_letter(tp, offset, epoch, key=msg.key(), value=value, error=exc)
+            self._jobs.dead_lettered(msg.key(), tp[1])
             return
         trace = trace_context(msg)
         headers: Headers = [self._replica_header, *((k, v.encode()) for k, v in trace.items())]

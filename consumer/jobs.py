@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,14 @@ from consumer.jobstate import ChunkOutcome, JobBook
 from consumer.statuslog import StatusLog
 from schemas import (
     BATCH_CONTROL_V1,
+    BATCH_ID_PATTERN,
     BatchControl,
     BatchStatus,
     InvalidMessage,
     ResultErrorKind,
     decode_status_record,
     encode_status_record,
+    failed_key,
     progress_key,
 )
 from schemas.errors import ConfigError
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
     from schemas import BatchRequest
 
 log = logging.getLogger(__name__)
+
+BATCH_ID = re.compile(BATCH_ID_PATTERN)
 
 
 class Jobs:
@@ -230,6 +235,28 @@ class Jobs:
         )
         key = progress_key(request.batch_id, outcome.attempt, outcome.chunk)
         self._produce(partition, key, encode_status_record(control), then)
+
+    def dead_lettered(self, key: bytes | None, partition: int) -> None:
+        """Fail the batch of an invalid request message keyed ``key`` on ``partition``."""
+        book = self.book
+        if book is None or key is None:
+            return
+        try:
+            batch_id = key.decode()
+        except UnicodeDecodeError:
+            return
+        if not BATCH_ID.fullmatch(batch_id):
+            return  # no batch id: no batch to fail
+        owner = book.partition_of(batch_id)
+        if owner == partition:
+            status = book.fail(batch_id, time.time())
+            if status is not None:
+                self._write(status)
+        # Also as a control record: a batch not held yet starts failed, after a restore too.
+        control = BatchControl(
+            schema=BATCH_CONTROL_V1, kind="failed", batch_id=batch_id, at=time.time()
+        )
+        self._produce(owner, failed_key(batch_id), encode_status_record(control), None)
 
     # --- records -------------------------------------------------------------------------
 

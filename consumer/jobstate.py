@@ -92,6 +92,7 @@ class JobBook:
         self._jobs: dict[str, BatchStatus] = {}
         self._owned: set[int] = set()
         self._cancels: set[str] = set()  # seen on any partition owned here
+        self._failed: set[str] = set()  # a request message of theirs was dead-lettered
 
     # --- ownership -----------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class JobBook:
         """Forget the batches of ``partitions``: their new owner restores them."""
         gone = set(partitions)
         self._owned -= gone
+        self._failed = {b for b in self._failed if self.partition_of(b) not in gone}
         for batch_id in [b for b in self._jobs if self.partition_of(b) in gone]:
             del self._jobs[batch_id]
 
@@ -159,6 +161,8 @@ class JobBook:
         """Apply a control record; return the status to write, if it changed."""
         if record.kind == "cancel":
             return self.cancel(record.batch_id, now)
+        if record.kind == "failed":
+            return self.fail(record.batch_id, now)
         return self.chunk_done(ChunkOutcome.from_control(record), now)
 
     # --- events --------------------------------------------------------------------------
@@ -202,6 +206,8 @@ class JobBook:
             )
         if self.cancelled(batch_id):
             status = msgspec.structs.replace(status, state="cancelling")
+        if batch_id in self._failed:
+            status = msgspec.structs.replace(status, state="failed", completed_at=now)
         self._jobs[batch_id] = status
         return status
 
@@ -276,10 +282,25 @@ class JobBook:
         )
         if status.state == "submitted":
             status = msgspec.structs.replace(status, state="in_progress", started_at=now)
-        if len(done) == status.chunks:
+        if len(done) == status.chunks and not held.final:
             final = _final_state(status, status.state == "cancelling")
             status = msgspec.structs.replace(status, state=final, completed_at=now)
         self._jobs[outcome.batch_id] = status
+        return status
+
+    def fail(self, batch_id: str, now: float) -> BatchStatus | None:
+        """Note a request message of the batch dead-lettered: it can never complete.
+
+        Returns ``failed`` (final) for an owned batch held here and not yet final (one
+        first seen later starts ``failed``); its other chunks still count as they finish,
+        the state stays ``failed``.
+        """
+        self._failed.add(batch_id)
+        held = self._jobs.get(batch_id)
+        if held is None or held.final:
+            return None
+        status = msgspec.structs.replace(held, state="failed", updated_at=now, completed_at=now)
+        self._jobs[batch_id] = status
         return status
 
     def cancel(self, batch_id: str, now: float) -> BatchStatus | None:

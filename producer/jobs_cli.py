@@ -1,6 +1,7 @@
 """``batch-runner wait | cancel``, and ``status``/``collect`` from a batch's status record.
 
-Exit codes of ``wait``: 0 completed; 1 completed with errors (or failed); 3 cancelled or
+Exit codes of ``wait``: 0 completed; 1 completed with errors, or failed (a request message
+of the batch was dead-lettered); 3 cancelled or
 expired; 4 Kafka unreachable or the status topic missing; 5 no final state within
 ``--timeout``. ``cancel``: 0 the cancel is written (the batch's state then goes
 ``cancelling`` → ``cancelled``); 1 the batch is already final; 4 as above.

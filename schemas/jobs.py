@@ -12,8 +12,10 @@ Two record types share the topic (``batch-status.v1.json``, ``batch-control.v1.j
   replica owning the partition writes it.
 - :class:`BatchControl`, key = ``batch_id/kind[/...]`` (``/`` cannot occur in a batch id,
   so a control record never replaces a status): ``cancel`` (written to every partition,
-  so that every replica sees it), and ``progress`` (a chunk of the batch finished on a
-  partition other than the batch's own: the owner counts it).
+  so that every replica sees it), ``progress`` (a chunk of the batch finished on a
+  partition other than the batch's own: the owner counts it) and ``failed`` (a request
+  message with the batch's key was invalid and went to the dead-letter topic: the batch
+  can never complete).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ BatchStateName = Literal[
 FINAL_STATES: Final[frozenset[str]] = frozenset(
     {"completed", "completed_with_errors", "cancelled", "expired", "failed"}
 )
-ControlKind = Literal["cancel", "progress"]
+ControlKind = Literal["cancel", "progress", "failed"]
 
 
 class BatchStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -96,7 +98,7 @@ class BatchStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
 
 class BatchControl(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A request to the owner of a batch: cancel it, or count a chunk done elsewhere."""
+    """A request to the owner of a batch: cancel it, count a chunk done elsewhere, fail it."""
 
     schema: Literal["batch-control/v1"]
     kind: ControlKind
@@ -139,6 +141,11 @@ def batch_partition(batch_id: str, partitions: int) -> int:
 def cancel_key(batch_id: str) -> str:
     """Return the key of a batch's cancel record."""
     return f"{batch_id}/cancel"
+
+
+def failed_key(batch_id: str) -> str:
+    """Return the key of a batch's failed record."""
+    return f"{batch_id}/failed"
 
 
 def progress_key(batch_id: str, attempt: int, chunk: int) -> str:

@@ -76,6 +76,7 @@ from schemas.jobs import (
     cancel_key,
     decode_status_record,
     encode_status_record,
+    failed_key,
     progress_key,
 )
 from schemas.requests import (
@@ -145,6 +146,7 @@ __all__ = [
     "encode_record",
     "encode_status_record",
     "encode_summary",
+    "failed_key",
     "item_values",
     "parse_dead_letter_headers",
     "progress_key",

@@ -294,6 +294,34 @@ def test_chunks_on_another_partition_are_counted_by_the_batch_owner(
     assert (final.state, final.ok, final.chunks_done) == ("completed", 6, 3)
 
 
+def test_a_dead_lettered_request_of_a_batch_fails_it_and_wait_exits_1(
+    make_service: MakeService,
+) -> None:
+    """Chunk 1 of 2 is not a request at all: the batch can never complete, so ``failed``.
+
+    Chunk 0 is processed and counted; the dead letter of chunk 1 makes the state
+    ``failed`` (final), so ``wait`` returns (exit 1) instead of waiting for ever.
+    """
+    svc = make_service(partitions=2)
+    own = batch_partition("broken-1", 2)
+    producer = Producer({"bootstrap.servers": svc.bootstrap})
+    good = encode_batch_request(
+        batch_id="broken-1", items=[b"1", b"2"], start=0, total=4, chunk=0, chunks=2
+    )
+    for value in (good, b"not json"):
+        producer.produce(svc.topics.requests, key="broken-1", value=value, partition=own)
+    assert producer.flush(10) == 0
+    svc.start()
+    waited = cli(
+        "wait", "broken-1", "--status-topic", svc.topics.status, "--timeout", "90s",
+        bootstrap=svc.bootstrap, timeout=120,
+    )  # fmt: skip
+    assert waited.returncode == 1, waited.stderr
+    assert json.loads(waited.stdout)["state"] == "failed"
+    final = final_status(svc.bootstrap, svc.topics.status, "broken-1")
+    assert (final.state, final.ok, final.chunks_done) == ("failed", 2, 1)
+
+
 def test_status_survives_a_sigkill_of_its_owner_and_a_rebalance_with_exact_counts(
     make_service: MakeService, server: TestInferenceServer, tmp_path: Path
 ) -> None:

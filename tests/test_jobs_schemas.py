@@ -103,7 +103,7 @@ def controls(draw: st.DrawFn) -> dict[str, Any]:
     """Draw a valid control document (a cancel or a progress record)."""
     doc: dict[str, Any] = {
         "schema": "batch-control/v1",
-        "kind": draw(st.sampled_from(["cancel", "progress"])),
+        "kind": draw(st.sampled_from(["cancel", "progress", "failed"])),
         "batch_id": draw(ids),
         "at": draw(st.floats(0, 2e9)),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,6 +63,25 @@ def test_cancel_makes_it_cancelling_then_cancelled_when_every_chunk_is_done() ->
     assert final is not None
     assert (final.state, final.cancelled, final.ok) == ("cancelled", 4, 2)
     assert book.cancel("b", 5.0) is None  # final: nothing to cancel
+
+
+def test_a_dead_lettered_request_fails_the_batch_for_good() -> None:
+    """``failed`` is final: later chunks still count, the state stays ``failed``."""
+    book = owned()
+    book.chunk_done(outcome(0), 2.0)
+    failed = book.fail("b", 3.0)
+    assert failed is not None
+    assert (failed.state, failed.final) == ("failed", True)
+    assert book.fail("b", 3.5) is None
+    later = book.chunk_done(outcome(1), 4.0)
+    assert later is not None
+    assert (later.state, later.ok) == ("failed", 4)
+    control = BatchControl(schema=BATCH_CONTROL_V1, kind="failed", batch_id="b", at=5.0)
+    assert book.control(control, 5.0) is None
+    assert book.control(msgspec.structs.replace(control, batch_id="c"), 5.0) is None  # not held yet
+    first = book.started("c", attempt=1, chunks=2, total=4, now=6.0)
+    assert first is not None
+    assert first.state == "failed"  # its dead letter came first
 
 
 def test_expired_items_make_the_batch_expired() -> None:
