@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
@@ -134,6 +135,7 @@ class Intake:
             task = asyncio.create_task(self._process(chunk, endpoint, unit, trace or None))
             chunk.tasks.add(task)
             task.add_done_callback(chunk.tasks.discard)
+            task.add_done_callback(partial(self._unit_cancelled, chunk, unit))
 
     def _stopped(self, request: BatchRequest) -> Outcome | None:
         """Return the outcome of a unit that must not be sent (cancelled, expired), or None."""
@@ -154,19 +156,24 @@ class Intake:
         headers: dict[str, str] | None,
     ) -> None:
         outcome = self._stopped(chunk.request)
-        try:
-            if outcome is None:
-                outcome = await self._dispatcher.run(
-                    endpoint, unit.items, headers, fair_key=chunk.tp
-                )
-        except asyncio.CancelledError:
-            # A cancel of the batch stops the unit (the book cancels its task): its items
-            # get cancelled results. Any other cancel (a revoke, a forced stop) goes on.
-            outcome = self._stopped(chunk.request)
-            task = asyncio.current_task()
-            if chunk.abandoned or outcome is None or task is None:
-                raise
-            task.uncancel()
+        if outcome is None:
+            outcome = await self._dispatcher.run(endpoint, unit.items, headers, fair_key=chunk.tp)
+        self._write(chunk, unit, outcome)
+
+    def _unit_cancelled(self, chunk: Chunk, unit: WorkUnit, task: asyncio.Task[None]) -> None:
+        """Write cancelled results for a unit whose task a cancel of its batch stopped.
+
+        The book cancels the batch's unit tasks (waiting for a request slot, in flight, or
+        not started yet); any other cancel (a revoke, a forced stop) abandons the chunk
+        first, and then nothing is written.
+        """
+        if not task.cancelled() or chunk.abandoned:
+            return
+        outcome = self._stopped(chunk.request)
+        if outcome is not None:
+            self._write(chunk, unit, outcome)
+
+    def _write(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
         if chunk.abandoned:
             return
         try:

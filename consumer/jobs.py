@@ -222,6 +222,7 @@ class Jobs:
             kind="progress",
             batch_id=request.batch_id,
             at=time.time(),
+            attempt=outcome.attempt,
             chunk=outcome.chunk,
             chunks=outcome.chunks,
             total=outcome.total,

@@ -33,6 +33,13 @@ PROMISED = {
         "queue_adaptive_goodput_ratio",
         "alone_adaptive_vs_fixed48",
     },
+    "jobs": {
+        "unrelated_results",
+        "status_empty_ms",
+        "collect_empty_ms",
+        "status_ratio",
+        "collect_ratio",
+    },
 }
 GOALS = {
     "concurrency": {"efficiency"},
@@ -53,6 +60,7 @@ GOALS = {
             for figure in ("halve_s", "restore_s", "outage_calls_per_replica_s", "recovery_s")
         ),
     },
+    "jobs": {"status_ratio", "collect_ratio"},
 }
 
 
