@@ -62,7 +62,7 @@ class SubmitReport:
     bytes: int
     seconds: float
     partitions: set[int] = field(default_factory=set)
-    status_partition: int | None = None  # None: no status topic, no status record
+    status_partition: int | None = None  # None: no (co-partitioned) status topic, no record
 
 
 def new_batch_id() -> str:
@@ -292,8 +292,9 @@ def _write_submitted(
 ) -> int:
     """Write the ``submitted`` status; return the batch's partition (-1: the partitioner's).
 
-    Nothing is written without a status topic (the chunks then go where the producer's
-    partitioner puts their key).
+    Nothing is written without a status topic, or with one not co-partitioned with
+    ``topic`` (it belongs to another set of topics): the chunks then go where the
+    producer's partitioner puts their key.
     """
     if status_topic is None:
         return -1
@@ -303,10 +304,7 @@ def _write_submitted(
         return -1
     count = len(status_meta.partitions)
     if count != len(requests_meta.partitions):
-        raise BadInputError(
-            f"the status topic {status_topic} has {count} partitions and {topic} "
-            f"{len(requests_meta.partitions)}: they must be equal"
-        )
+        return -1
     partition = batch_partition(status.batch_id, count)
     errors: list[str] = []
 

@@ -195,12 +195,12 @@ def test_cli_start_status_stop(tmp_path: Path) -> None:
 
 @pytest.mark.kafka
 def test_cli_create_topics_is_idempotent(kafka_bootstrap: str, kafka_admin: AdminClient) -> None:
-    """``kafka create-topics`` creates the three topics once and reports them after."""
+    """``kafka create-topics`` creates the four topics once and reports them after."""
     suffix = unique("t")
-    names = [f"req-{suffix}", f"res-{suffix}", f"dlq-{suffix}"]
+    names = [f"req-{suffix}", f"res-{suffix}", f"dlq-{suffix}", f"status-{suffix}"]
     cli = [sys.executable, "-m", "tools.cli", "kafka", "create-topics", "--partitions", "3"]
     cli += ["--bootstrap-servers", kafka_bootstrap, "--requests-topic", names[0]]
-    cli += ["--results-topic", names[1], "--dlq-topic", names[2]]
+    cli += ["--results-topic", names[1], "--dlq-topic", names[2], "--status-topic", names[3]]
     first = subprocess.run(cli, check=False, capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
     assert first.stdout.split() == [word for n in names for word in ("created", n)]
@@ -208,4 +208,4 @@ def test_cli_create_topics_is_idempotent(kafka_bootstrap: str, kafka_admin: Admi
     assert again.returncode == 0
     assert again.stdout.split() == [word for n in names for word in ("exists", n)]
     topics = kafka_admin.list_topics(timeout=10).topics
-    assert [len(topics[n].partitions) for n in names] == [3, 3, 1]
+    assert [len(topics[n].partitions) for n in names] == [3, 3, 1, 3]
