@@ -106,7 +106,8 @@ def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout_s: 
 def delete_topics(bootstrap: str, names: TopicNames) -> None:
     """Remove the demo's topics from a cluster the demo did not start."""
     admin = admin_client(bootstrap)
-    for future in admin.delete_topics([names.requests, names.results, names.dlq]).values():
+    doomed = [names.requests, names.results, names.dlq, names.status]
+    for future in admin.delete_topics(doomed).values():
         with contextlib.suppress(KafkaException):
             future.result(timeout=30)
 
@@ -318,7 +319,11 @@ def _submit_and_follow(
     big_items, big_labels = sample(args.items)
     original = [orjson.dumps(row) for row in ORIGINAL_ROWS]
     first = submit(
-        original, bootstrap_servers=bootstrap, topic=topics.requests, batch_id="iris-original"
+        original,
+        bootstrap_servers=bootstrap,
+        topic=topics.requests,
+        batch_id="iris-original",
+        status_topic=topics.status,
     )
     second = submit(
         [orjson.dumps(row) for row in big_items],
@@ -327,6 +332,7 @@ def _submit_and_follow(
         batch_id=f"iris-{args.items}",
         chunk_size=500,
         items_per_request=args.items_per_request,
+        status_topic=topics.status,
     )
     submitted_at = time.monotonic()
     say(
