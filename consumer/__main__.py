@@ -111,6 +111,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="the same HTTP 500 answer this many times is final (default 3; 0: off)",
     )
+    add(
+        "--max-bisect-calls",
+        type=int,
+        help="calls to split a unit refused for its input until the bad items stand alone "
+        "(default 32; 0: the whole unit gets the error)",
+    )
     add("--max-buffered-items", type=int, help="pause fetching above this (default 10000)")
     add(
         "--max-result-bytes",

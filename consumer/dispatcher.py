@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -46,6 +45,7 @@ from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
 from consumer.metrics import Metrics
+from consumer.outcome import Outcome
 from consumer.protocols import BadItem, Codec, get_codec, route
 from consumer.ratelimits import RateLimitPacer
 from schemas.error_kinds import ResultErrorKind
@@ -59,25 +59,6 @@ if TYPE_CHECKING:
     from consumer.settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to a work unit.
-
-    Exactly one of ``predictions`` (one JSON text per item, in order) and ``error_kind``
-    is set. ``attempts`` counts HTTP requests made; ``latency_ms`` is the wall time from
-    the first attempt to the final answer, backoff included, waits for a free request
-    slot excluded; ``queue_ms`` is those waits.
-    """
-
-    predictions: list[bytes] | None
-    attempts: int
-    latency_ms: float
-    error_kind: ResultErrorKind | None = None
-    error_message: str | None = None
-    http_status: int | None = None
-    queue_ms: float = 0.0
-
-
 class Dispatcher:
     """Sends work units to the configured endpoints; one instance per replica."""
 
@@ -89,7 +70,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
     ) -> None:
         """Prepare codecs and the guards; the session is created in :meth:`start`."""
-        self._metrics = metrics or Metrics()
+        self._metrics = self.metrics = metrics or Metrics()
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
         self.guards: dict[str, EndpointGuard] = guards_for(settings, self._metrics)
@@ -163,7 +144,7 @@ class Dispatcher:
             body = codec.encode(items)
             url = route(codec, endpoint.url, items)
         except BadItem as exc:
-            return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
+            return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc), final=True)
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
@@ -248,6 +229,7 @@ class Dispatcher:
         """Return the wait before the next attempt, or None (``failure.message`` says why)."""
         policy = self._policy
         if not policy.should_retry(failure.kind, failure.status):
+            failure.final = True
             return None
         attempt = clock.attempts
         elapsed = clock.elapsed(time.monotonic())
@@ -259,6 +241,7 @@ class Dispatcher:
                     f"{failure.message} (the same answer {times} times: the model fails on "
                     "this input, not retried further)"
                 )
+                failure.final = True
                 return None
         delay = policy.next_delay(max(clock.charged, 1), elapsed, failure.retry_after)
         if delay is None:
@@ -294,6 +277,7 @@ class Dispatcher:
             error_message=failure.message,
             http_status=failure.status,
             queue_ms=queued * 1000.0,
+            final=failure.final,
         )
 
     async def _post(

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 
+from consumer.bisect import isolate, worth_bisecting
 from consumer.chunks import Chunk
-from consumer.dispatcher import Outcome
+from consumer.outcome import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS
 from consumer.source import message_error
 from consumer.splitter import WorkUnit, items_per_request, split
@@ -25,7 +26,7 @@ from consumer.tracing import trace_context
 from schemas import InvalidMessage, Limits, ResultErrorKind, decode_batch_request
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from confluent_kafka import Message
 
@@ -136,11 +137,25 @@ class Intake:
         unit: WorkUnit,
         headers: dict[str, str] | None,
     ) -> None:
-        outcome = await self._dispatcher.run(endpoint, unit.items, headers, fair_key=chunk.tp)
+        dispatcher = self._dispatcher
+
+        async def send(items: Sequence[bytes]) -> Outcome:
+            return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp)
+
+        outcome = await send(unit.items)
+        parts = [(unit, outcome)]
+        if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
+            isolation = await isolate(unit, outcome, send, self._settings.max_bisect_calls)
+            metrics = dispatcher.metrics
+            metrics.bisections.inc(isolation.splits)
+            metrics.bisect_calls.inc(isolation.attempts)
+            metrics.isolated_items.inc(isolation.isolated)
+            parts = isolation.parts
         if chunk.abandoned:
             return
         try:
-            self._writer.write_unit(chunk, unit, outcome)
+            for part, part_outcome in parts:
+                self._writer.write_unit(chunk, part, part_outcome)
         except Exception as exc:  # noqa: BLE001 - a chunk that cannot finish must not hang
             # librdkafka refused a record outright: the chunk can never be done, so stop
             # (its offset stays uncommitted) rather than leave the partition stuck.

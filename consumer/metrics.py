@@ -54,6 +54,22 @@ class Metrics:
             "Inference requests retried after a retryable failure.",
             registry=r,
         )
+        self.bisections = Counter(
+            "batch_runner_bisections_total",
+            "Work units refused for their input and split in two to find the bad items.",
+            registry=r,
+        )
+        self.bisect_calls = Counter(
+            "batch_runner_bisect_calls_total",
+            "Inference requests sent for parts of refused work units (retries included).",
+            registry=r,
+        )
+        self.isolated_items = Counter(
+            "batch_runner_isolated_items_total",
+            "Items refused alone after bisection (they got an error result, their unit's "
+            "other items did not).",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "batch_runner_in_flight_requests",
             "Inference HTTP requests on the wire now, per endpoint.",

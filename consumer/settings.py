@@ -86,6 +86,9 @@ class Settings:
     # The same HTTP 500 body this many times for one work unit is the model's final
     # answer to its input, not a passing fault (0: retry such answers like any 500).
     max_same_error: int = 3
+    # A unit refused for its input (400, 422, the same 500, a wrong count) is split in
+    # halves until the bad items stand alone, with at most this many calls (0: never).
+    max_bisect_calls: int = 32
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     # Backpressure: pause fetching while more items than this are buffered.
@@ -159,7 +162,9 @@ class Settings:
         self.retry_policy()  # validates the retry settings
 
     def _check_dispatch(self) -> None:
-        """Check the concurrency and circuit breaker settings."""
+        """Check the concurrency, circuit breaker and bisection settings."""
+        if self.max_bisect_calls < 0:
+            raise ConfigError(f"max_bisect_calls must be >= 0, got {self.max_bisect_calls}")
         if self.concurrency not in {"fixed", "adaptive"}:
             raise ConfigError(f"concurrency {self.concurrency!r}: use fixed or adaptive")
         if not 1 <= self.min_in_flight <= self.max_in_flight:

@@ -37,9 +37,9 @@ if TYPE_CHECKING:
 
     from consumer.annotations import Annotation
     from consumer.chunks import Chunk
-    from consumer.dispatcher import Outcome
     from consumer.metrics import Metrics
     from consumer.offsets import PartitionKey
+    from consumer.outcome import Outcome
     from consumer.publisher import DeliveryCallback, Produce
     from consumer.splitter import WorkUnit
     from schemas import BatchRequest

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from consumer.chunks import Chunk, ChunkBook
-from consumer.dispatcher import Outcome
 from consumer.metrics import Metrics
+from consumer.outcome import Outcome
 from consumer.splitter import WorkUnit
 from consumer.writer import RecordWriter
 from schemas import (
