@@ -112,6 +112,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the same HTTP 500 answer this many times is final (default 3; 0: off)",
     )
     add(
+        "--fairness",
+        choices=("batches", "partitions"),
+        help="share request places among batches, weighted by priority (batches, the "
+        "default), or among partitions only",
+    )
+    add(
         "--max-bisect-calls",
         type=int,
         help="calls to split a unit refused for its input until the bad items stand alone "

@@ -44,6 +44,7 @@ import aiohttp
 from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
+from consumer.limiter import Lane
 from consumer.metrics import Metrics
 from consumer.outcome import Outcome
 from consumer.protocols import BadItem, Codec, get_codec, route
@@ -132,12 +133,15 @@ class Dispatcher:
         headers: Mapping[str, str] | None = None,
         *,
         fair_key: Hashable = None,
+        lane: Lane | None = None,
     ) -> Outcome:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget.
 
-        Units of different ``fair_key`` (the partition they came from) get request places
-        round-robin, so none waits behind all the others' backlog.
+        Units of different lanes (by default ``fair_key``, the partition they came from;
+        the pipeline's are batches weighted by priority) share request places by weight,
+        so none waits behind all the others' backlog.
         """
+        lane = lane or Lane(fair_key, fair_key)
         codec = self._codecs[endpoint.name]
         pacer = self._pacers[endpoint.name]
         try:
@@ -153,7 +157,7 @@ class Dispatcher:
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = await self._enter(guard, pacer, fair_key, clock)
+            ticket = await self._enter(guard, pacer, lane, clock)
             pacer.in_flight += 1
             try:
                 answer = await self._post(url, body, request_headers, pacer)
@@ -182,13 +186,13 @@ class Dispatcher:
             if delay is None:
                 return self._error(started, clock.queued, clock.attempts, error)
             self._metrics.retries.inc()
-            await self._wait(delay, fair_key)
+            await self._wait(delay, lane.partition)
 
     async def _enter(
         self,
         guard: EndpointGuard,
         pacer: RateLimitPacer,
-        fair_key: Hashable,
+        lane: Lane,
         clock: UnitClock,
     ) -> Ticket:
         """Take a place through the endpoint's guard once the endpoint's pace lets it start.
@@ -199,7 +203,7 @@ class Dispatcher:
         """
         paced = False
         while True:
-            ticket = await guard.enter(fair_key)
+            ticket = await guard.enter(lane.key, lane.weight)
             now = time.monotonic()
             pause = pacer.paused_for(now) if paced else pacer.delay(now)
             if pause <= 0:
@@ -208,7 +212,7 @@ class Dispatcher:
             guard.cancelled(ticket)
             clock.gave_back(ticket)
             paced = True
-            await self._wait(pause, fair_key)
+            await self._wait(pause, lane.partition)
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
         """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaException
 
 from consumer.bisect import isolate, worth_bisecting
 from consumer.chunks import Chunk
+from consumer.limiter import Lane
 from consumer.outcome import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS
 from consumer.source import message_error
@@ -138,9 +139,13 @@ class Intake:
         headers: dict[str, str] | None,
     ) -> None:
         dispatcher = self._dispatcher
+        lane = Lane(chunk.tp, chunk.tp)
+        if self._settings.fairness == "batches":
+            request = chunk.request
+            lane = Lane(chunk.tp, (chunk.tp, request.batch_id), request.priority or 1)
 
         async def send(items: Sequence[bytes]) -> Outcome:
-            return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp)
+            return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)
 
         outcome = await send(unit.items)
         parts = [(unit, outcome)]

@@ -89,6 +89,10 @@ class Settings:
     # A unit refused for its input (400, 422, the same 500, a wrong count) is split in
     # halves until the bad items stand alone, with at most this many calls (0: never).
     max_bisect_calls: int = 32
+    # Who shares the request places and the buffer fairly: ``batches`` (weighted by their
+    # priority, and a partition with nothing buffered may always fetch), or ``partitions``
+    # alone (every batch of a partition in one line, as before priorities existed).
+    fairness: Literal["batches", "partitions"] = "batches"
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     # Backpressure: pause fetching while more items than this are buffered.
@@ -163,6 +167,8 @@ class Settings:
 
     def _check_dispatch(self) -> None:
         """Check the concurrency, circuit breaker and bisection settings."""
+        if self.fairness not in {"batches", "partitions"}:
+            raise ConfigError(f"fairness {self.fairness!r}: use batches or partitions")
         if self.max_bisect_calls < 0:
             raise ConfigError(f"max_bisect_calls must be >= 0, got {self.max_bisect_calls}")
         if self.concurrency not in {"fixed", "adaptive"}:

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from producer.topics import TopicSpec, admin_client, create_topics
 from schemas import REQUESTS_TOPIC, encode_batch_request
 from schemas.errors import BadInputError, IncompleteError, KafkaUnavailableError
+from schemas.fields import MAX_PRIORITY
 from schemas.messages import BATCH_ID_PATTERN, MAX_BATCH_ID_LENGTH, MAX_ITEMS_PER_CHUNK
 
 if TYPE_CHECKING:
@@ -142,6 +143,7 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     target: str | None = None,
     items_per_request: int | None = None,
+    priority: int | None = None,
     metadata: Mapping[str, str] | None = None,
     create_topic: bool = False,
     partitions: int = 4,
@@ -161,6 +163,8 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
         raise BadInputError("no items to submit")
     batch_id = batch_id or new_batch_id()
     check_batch_id(batch_id)
+    if priority is not None and not 1 <= priority <= MAX_PRIORITY:
+        raise BadInputError(f"priority must be between 1 and {MAX_PRIORITY}, got {priority}")
     plan = plan_chunks(items, chunk_size=chunk_size, max_message_bytes=max_message_bytes)
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap_servers,
@@ -214,6 +218,7 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
             chunks=len(plan),
             target=target,
             items_per_request=items_per_request,
+            priority=priority,
             metadata=dict(metadata) if metadata else None,
             submitted_at=submitted_at,
         )

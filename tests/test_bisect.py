@@ -20,6 +20,7 @@ from consumer.endpoints import DEFAULT_TARGET
 from consumer.outcome import Outcome
 from consumer.splitter import WorkUnit
 from schemas.error_kinds import ResultErrorKind
+from tests.helpers import examples
 from tests.test_dispatcher import settings_for
 from tools.testservers.inference import ServerConfig, TestInferenceServer
 
@@ -60,7 +61,7 @@ def run(unit: WorkUnit, max_calls: int = 1000, status: int = 422) -> tuple[list[
     return sizes, asyncio.run(isolate(unit, first, send, max_calls))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     n=st.integers(2, 120),
     data=st.data(),
