@@ -61,6 +61,7 @@ class Backlog:
     items_per_request: int | None = None
     prefix: str = "b"  # batch ids are prefix + number
     first_partition: int = 0  # batch b goes to partition (b + first_partition) % partitions
+    priority: int | None = None  # every batch's
 
     def batch_sizes(self) -> list[int]:
         """Return the item count of each batch, by batch number."""
@@ -96,6 +97,7 @@ class Backlog:
                     chunk=part,
                     chunks=parts,
                     items_per_request=self.items_per_request,
+                    priority=self.priority,
                 )
                 yield self.partition_of(number, partitions), batch_id, value
             first += total

@@ -25,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.adaptive import adaptive_concurrency
 from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
+from bench.fairness import poison_isolation, priority_share, small_beside_big
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
@@ -56,9 +57,12 @@ class Context:
         0  # > 0: bench.lean_server in that many processes, not tools.testservers.inference
     )
 
-    def server(self, latency_ms: float) -> contextlib.AbstractContextManager[Server]:
-        """Return the inference server of this run, as a context manager."""
-        return inference_server(latency_ms, lean_workers=self.lean_workers)
+    def server(self, latency_ms: float, *options: str) -> contextlib.AbstractContextManager[Server]:
+        """Return the inference server of this run, as a context manager.
+
+        ``options`` go to the test server's command line (``--poison-status 422``).
+        """
+        return inference_server(latency_ms, lean_workers=self.lean_workers, options=options)
 
     def size(self, full: int, smoke: int) -> int:
         """Return the size to use in this mode."""
@@ -540,4 +544,7 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "memory": bounded_memory,
     "scaling": replica_scaling,
     "adaptive": adaptive_concurrency,
+    "poison": poison_isolation,
+    "fair-latency": small_beside_big,
+    "priorities": priority_share,
 }

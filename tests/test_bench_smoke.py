@@ -33,6 +33,9 @@ PROMISED = {
         "queue_adaptive_goodput_ratio",
         "alone_adaptive_vs_fixed48",
     },
+    "poison": {"bad_items", "extra_calls_per_bad_item", "today_good_item_errors"},
+    "fair-latency": {"p50_ms", "idle_p50_ms", "today_p50_ms", "big_items_per_s"},
+    "priorities": {"share_ratio", "today_share_ratio", "window_s"},
 }
 GOALS = {
     "concurrency": {"efficiency"},
@@ -53,6 +56,9 @@ GOALS = {
             for figure in ("halve_s", "restore_s", "outage_calls_per_replica_s", "recovery_s")
         ),
     },
+    "poison": {"good_item_errors", "extra_calls_per_bad_item"},
+    "fair-latency": {"max_ms", "p50_vs_idle", "big_throughput_loss"},
+    "priorities": {"share_error", "low_longest_gap_s"},
 }
 
 
