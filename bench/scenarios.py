@@ -60,6 +60,11 @@ class Context:
         """Return the inference server of this run, as a context manager."""
         return inference_server(latency_ms, lean_workers=self.lean_workers)
 
+    @property
+    def loop(self) -> str:
+        """The replicas' event loop (``--set event_loop=...``); the bare loops run on it too."""
+        return self.overrides.get("event_loop", "uvloop")
+
     def size(self, full: int, smoke: int) -> int:
         """Return the size to use in this mode."""
         return smoke if self.smoke else full
@@ -175,7 +180,7 @@ def pipeline_run(  # noqa: PLR0913 - a measurement's knobs
     }
 
 
-def baseline(server: Server, mode: str, **options: int) -> dict[str, float]:
+def baseline(server: Server, mode: str, **options: object) -> dict[str, float]:
     """Run ``python -m bench.baselines MODE`` against ``server``; return its figures."""
     args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     done = subprocess.run(
@@ -250,7 +255,7 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
         ours = pipeline_run(
             ctx, server, Backlog(items, chunk_size=500), label="c64", max_in_flight=concurrency
         )
-        bare = baseline(server, "bare", items=items, concurrency=concurrency)
+        bare = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=concurrency)
     figures = {
         "items": items,
         "ideal_items_per_s": ideal,
@@ -289,8 +294,8 @@ def versus_naive(ctx: Context) -> dict[str, Any]:
         ours = pipeline_run(
             ctx, server, Backlog(items, chunk_size=500), label="c64", max_in_flight=concurrency
         )
-        naive = baseline(server, "naive", items=items, concurrency=concurrency)
-        bare = baseline(server, "bare", items=items, concurrency=concurrency)
+        naive = baseline(server, "naive", loop=ctx.loop, items=items, concurrency=concurrency)
+        bare = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=concurrency)
     figures = {
         "items": items,
         "items_per_s": ours["items_per_s"],
@@ -331,7 +336,9 @@ def sub_batched(ctx: Context) -> dict[str, Any]:
             label="ipr100",
             max_in_flight=64,
         )
-        bare = baseline(server, "bare", items=items, concurrency=64, per_request=100)
+        bare = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=64, per_request=100)
+    kafka = kafka_baseline(ctx, Backlog(items, chunk_size=1000, items_per_request=100))
+    floors = bare["cpu_us_per_item"] + kafka["cpu_us_per_item"]
     figures = {
         "items": items,
         "items_per_s": ours["items_per_s"],
@@ -341,20 +348,53 @@ def sub_batched(ctx: Context) -> dict[str, Any]:
         "machine_busy_cores": ours["machine_busy_cores"],
         "bare_items_per_s": bare["items_per_s"],
         "bare_cpu_us_per_item": bare["cpu_us_per_item"],
+        "bare_kafka_items_per_s": kafka["items_per_s"],
+        "bare_kafka_cpu_us_per_item": kafka["cpu_us_per_item"],
+        "cpu_vs_floors": ours["consumer_cpu_us_per_item"] / floors,
         "item_errors": ours["item_errors"],
     }
     beside = (
         f"bare aiohttp {bare['items_per_s']:,.0f} items/s, {bare['cpu_us_per_item']:.1f} µs "
-        f"CPU/item; machine busy {ours['machine_busy_cores']:.2f} of "
-        f"{_cores()} cores during the pipeline run"
+        f"CPU/item; bare Kafka loop {kafka['items_per_s']:,.0f} items/s, "
+        f"{kafka['cpu_us_per_item']:.1f} µs CPU/item (consumer = "
+        f"{figures['cpu_vs_floors']:.2f}x their sum); machine busy "
+        f"{ours['machine_busy_cores']:.2f} of {_cores()} cores during the pipeline run"
     )
     return result(
         f"3 sub-batched (100 items/request, L=5 ms, {items:,} items, first produce → last read)",
         figures,
-        [Goal("items_per_s", ">=", 100_000), Goal("consumer_cpu_us_per_item", "<=", 10.0)],
-        {"pipeline": ours, "bare_aiohttp": bare},
+        [
+            Goal("items_per_s", ">=", 100_000),
+            Goal("consumer_cpu_us_per_item", "<=", 10.0),
+            Goal("cpu_vs_floors", "<=", 1.3),
+        ],
+        {"pipeline": ours, "bare_aiohttp": bare, "bare_kafka": kafka},
         beside,
     )
+
+
+def kafka_baseline(ctx: Context, backlog: Backlog) -> dict[str, float]:
+    """Run ``bench.kafka_loop`` over ``backlog`` (produced first to fresh topics)."""
+    topics = make_topics(ctx.bootstrap, 1)
+    produce(ctx.bootstrap, topics, backlog)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.kafka_loop",
+            f"--bootstrap={ctx.bootstrap}",
+            f"--requests={topics.requests}",
+            f"--results={topics.results}",
+            f"--items={backlog.items}",
+        ],
+        capture_output=True,
+        check=False,
+        timeout=RUN_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the bare Kafka loop failed:\n{done.stderr.decode()[-3000:]}")
+    figures: dict[str, float] = orjson.loads(done.stdout)
+    return figures
 
 
 def small_batch_latency(ctx: Context) -> dict[str, Any]:
@@ -362,7 +402,7 @@ def small_batch_latency(ctx: Context) -> dict[str, Any]:
     rounds = ctx.size(200, 10)
     with ctx.server(0.0) as server:
         samples = _latency_rounds(ctx, server, rounds)
-        bare = baseline(server, "latency", rounds=rounds, items=3)
+        bare = baseline(server, "latency", loop=ctx.loop, rounds=rounds, items=3)
     figures = {
         "rounds": rounds,
         "p50_ms": percentile(samples, 50),
@@ -449,7 +489,7 @@ def bounded_memory(ctx: Context) -> dict[str, Any]:
             backlog = Backlog(count, chunk_size=1000, items_per_request=100)
             runs[label] = pipeline_run(ctx, server, backlog, label=label, preload=True)
             runs[f"bare_{label}"] = baseline(
-                server, "bare", items=count, concurrency=64, per_request=100
+                server, "bare", loop=ctx.loop, items=count, concurrency=64, per_request=100
             )
     figures = {
         "small_backlog_items": small,
@@ -488,8 +528,8 @@ def replica_scaling(ctx: Context) -> dict[str, Any]:
         two = pipeline_run(
             ctx, server, backlog, label="x2", partitions=4, replicas=2, max_in_flight=32
         )
-        bare32 = baseline(server, "bare", items=items, concurrency=32)
-        bare64 = baseline(server, "bare", items=items, concurrency=64)
+        bare32 = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=32)
+        bare64 = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=64)
     figures = {
         "items": items,
         "one_replica_items_per_s": one["items_per_s"],
