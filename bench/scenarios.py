@@ -26,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from bench.adaptive import adaptive_concurrency
 from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
+from bench.peer_run import PeerProcess, peer_available, produce_items
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
 from consumer import launch
@@ -266,6 +267,7 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
         "bare_efficiency": bare["items_per_s"] / ideal,
         "bare_cpu_us_per_item": bare["cpu_us_per_item"],
         "pipeline_vs_bare": ours["items_per_s"] / bare["items_per_s"],
+        "cpu_vs_bare": ours["consumer_cpu_us_per_item"] / bare["cpu_us_per_item"],
         "server_cpu_us_per_request": bare["server_cpu_us_per_item"],
         "server_bound_efficiency": _server_bound(latency_ms, concurrency, bare, server_procs),
         "item_errors": ours["item_errors"],
@@ -273,14 +275,19 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
     beside = (
         f"bare aiohttp {figures['bare_efficiency']:.2f} of C/L "
         f"({bare['items_per_s']:,.0f} items/s, {bare['cpu_us_per_item']:.0f} µs CPU/item); "
-        f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare; the server used "
+        f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare, "
+        f"{figures['cpu_vs_bare']:.2f}x its CPU/item; the server used "
         f"{figures['server_cpu_us_per_request']:.0f} µs CPU/request (if every wave of C "
         f"requests were answered serially: {figures['server_bound_efficiency']:.2f})"
     )
     return result(
         f"1 concurrency efficiency (1 item/request, L=20 ms, C=64, {items:,} items)",
         figures,
-        [Goal("efficiency", ">=", 0.90)],
+        [
+            Goal("efficiency", ">=", 0.90),
+            Goal("pipeline_vs_bare", ">=", 0.95),
+            Goal("cpu_vs_bare", "<=", 1.2),
+        ],
         {"pipeline": ours, "bare_aiohttp": bare},
         beside,
     )
@@ -554,6 +561,82 @@ def replica_scaling(ctx: Context) -> dict[str, Any]:
     )
 
 
+def versus_peer(ctx: Context) -> dict[str, Any]:
+    """Scenario 8: Confluent Parallel Consumer (Vert.x), warm, beside the pipeline.
+
+    One item per request (L = 20 ms, C = 64) and 100 items per request (L = 5 ms), each
+    side over a backlog produced beforehand: ours from request chunks, the peer's one
+    record per item. Ratios are ours ÷ the peer's.
+    """
+    single, batched = ctx.size(50_000, 1_000), ctx.size(200_000, 2_000)
+    reason = peer_available()
+    runs: dict[str, Any] = {}
+    if reason is None:
+        peer = PeerProcess()
+        try:
+            with ctx.server(20.0) as server:
+                runs["pipeline_1"] = pipeline_run(
+                    ctx, server, Backlog(single, chunk_size=500), label="peer1",
+                    preload=True, max_in_flight=64,
+                )  # fmt: skip
+                runs["peer_1"] = _peer_runs(ctx, peer, server, single, 1)
+            with ctx.server(5.0) as server:
+                runs["pipeline_100"] = pipeline_run(
+                    ctx, server, Backlog(batched, chunk_size=1000, items_per_request=100),
+                    label="peer100", preload=True, max_in_flight=64,
+                )  # fmt: skip
+                runs["peer_100"] = _peer_runs(ctx, peer, server, batched, 100)
+        finally:
+            peer.close()
+    figures: dict[str, Any] = {"single_items": single, "batched_items": batched}
+    for size in ("1", "100"):
+        ours, theirs = runs.get(f"pipeline_{size}"), runs.get(f"peer_{size}")
+        for name, ours_key, theirs_key in (
+            ("items_per_s", "items_per_s", "items_per_s"),
+            ("cpu_per_item", "consumer_cpu_us_per_item", "cpu_us_per_item"),
+            ("peak_rss", "peak_rss_mib", "peak_rss_mib"),
+        ):
+            figures[f"{name}_vs_peer_{size}"] = (
+                None if ours is None or theirs is None else ours[ours_key] / theirs[theirs_key]
+            )
+    figures["item_errors"] = sum(runs[k]["item_errors"] for k in runs if k.startswith("pipe"))
+    if reason is not None:
+        beside = f"not measured: {reason.splitlines()[0]}"
+    else:
+        p1, p100 = runs["peer_1"], runs["peer_100"]
+        beside = (
+            f"Parallel Consumer 0.5.3.2 (Vert.x, unordered, 64 at once, warm): "
+            f"{p1['items_per_s']:,.0f} items/s, {p1['cpu_us_per_item']:.0f} µs CPU/item, "
+            f"{p1['peak_rss_mib']:.0f} MiB at 1 item/request; {p100['items_per_s']:,.0f} "
+            f"items/s, {p100['cpu_us_per_item']:.1f} µs CPU/item at 100"
+        )
+    return result(
+        f"8 versus Parallel Consumer (1 item/request L=20 ms, {single:,} items; "
+        f"100/request L=5 ms, {batched:,} items; ours ÷ theirs)",
+        figures,
+        [
+            Goal("items_per_s_vs_peer_1", ">=", 1.5),
+            Goal("cpu_per_item_vs_peer_1", "<=", 0.6),
+            Goal("peak_rss_vs_peer_1", "<=", 0.3),
+            Goal("items_per_s_vs_peer_100", ">=", 5.0),
+        ],
+        runs,
+        beside,
+    )
+
+
+def _peer_runs(
+    ctx: Context, peer: PeerProcess, server: Server, items: int, per_request: int
+) -> dict[str, float]:
+    """Warm the peer up on a backlog of its own, then measure it over ``items`` records."""
+    figures: dict[str, float] = {}
+    for count in (max(items // 4, 1), items):  # the first run warms the JVM up
+        topics = make_topics(ctx.bootstrap, 1)
+        produce_items(ctx.bootstrap, topics.requests, count)
+        figures = peer.run(ctx.bootstrap, topics, server.v1_endpoint, count, per_request)
+    return figures
+
+
 def _server_bound(
     latency_ms: float, concurrency: int, bare: dict[str, float], processes: int
 ) -> float:
@@ -580,4 +663,5 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "memory": bounded_memory,
     "scaling": replica_scaling,
     "adaptive": adaptive_concurrency,
+    "peer": versus_peer,
 }
