@@ -86,23 +86,38 @@ class PeerProcess:
             stderr=subprocess.PIPE,
         )
 
-    def run(
-        self, bootstrap: str, topics: Topics, url: str, items: int, per_request: int
-    ) -> dict[str, float]:
-        """Run the peer over ``items`` records of ``topics.requests``; return its figures."""
+    @property
+    def pid(self) -> int:
+        """The JVM's process id (its CPU is read from ``/proc``)."""
+        return self._process.pid
+
+    def start(self, bootstrap: str, topics: Topics, url: str, items: int, per_request: int) -> None:
+        """Start a run over ``items`` records of ``topics.requests``; return when it began.
+
+        It has begun when the first batch reached the user function (the peer says
+        ``STARTED``): the consumer group is joined, as the pipeline's replicas are when
+        its clock starts over a backlog produced beforehand.
+        """
         line = f"RUN {bootstrap} {topics.requests} {topics.results} {url} {items} {per_request}\n"
-        stdin, stdout = self._pipes()
+        stdin, _ = self._pipes()
         stdin.write(line.encode())
         stdin.flush()
+        if self._line().strip() != b"STARTED":
+            raise RuntimeError("the peer did not start its run")
+
+    def finish(self) -> dict[str, float]:
+        """Wait for the run's end; return the peer's own figures (``seconds``, ``cpu_s``, RSS)."""
+        figures: dict[str, float] = orjson.loads(self._line())
+        return figures
+
+    def _line(self) -> bytes:
+        _, stdout = self._pipes()
         answer = stdout.readline()
         if not answer:
             self._process.wait(10)
             stderr = self._process.stderr.read().decode() if self._process.stderr else ""
             raise RuntimeError(f"the peer stopped:\n{stderr[-3000:]}")
-        figures: dict[str, float] = orjson.loads(answer)
-        figures["items_per_s"] = items / max(figures["seconds"], 1e-6)
-        figures["cpu_us_per_item"] = figures["cpu_s"] / items * 1e6
-        return figures
+        return answer
 
     def _pipes(self) -> tuple[IO[bytes], IO[bytes]]:
         stdin, stdout = self._process.stdin, self._process.stdout

@@ -628,12 +628,35 @@ def versus_peer(ctx: Context) -> dict[str, Any]:
 def _peer_runs(
     ctx: Context, peer: PeerProcess, server: Server, items: int, per_request: int
 ) -> dict[str, float]:
-    """Warm the peer up on a backlog of its own, then measure it over ``items`` records."""
+    """Warm the peer up on a backlog of its own, then measure it over ``items`` records.
+
+    Timed like the pipeline: from the first batch (the group joined) until the harness
+    has read the last result back; CPU from ``/proc`` (all the JVM's threads).
+    """
     figures: dict[str, float] = {}
     for count in (max(items // 4, 1), items):  # the first run warms the JVM up
         topics = make_topics(ctx.bootstrap, 1)
         produce_items(ctx.bootstrap, topics.requests, count)
-        figures = peer.run(ctx.bootstrap, topics, server.v1_endpoint, count, per_request)
+        reader = ResultReader(ctx.bootstrap, topics, Backlog(count), summaries=False)
+        try:
+            peer.start(ctx.bootstrap, topics, server.v1_endpoint, count, per_request)
+            meter = CpuMeter({"peer": [peer.pid]})
+            started = time.monotonic()
+            reader.wait(RUN_TIMEOUT_S)
+            used = meter.read()
+            own = peer.finish()
+        finally:
+            reader.close()
+        elapsed = max((reader.finished or time.monotonic()) - started, 1e-6)
+        figures = {
+            "items": count,
+            "seconds": round(elapsed, 3),
+            "items_per_s": count / elapsed,
+            "cpu_us_per_item": used["peer_cpu_s"] / count * 1e6,
+            "machine_busy_cores": used["machine_busy_cores"],
+            "peak_rss_mib": own["peak_rss_mib"],
+            "own_seconds": own["seconds"],  # its own clock: first batch to last acknowledgement
+        }
     return figures
 
 

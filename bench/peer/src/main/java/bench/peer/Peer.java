@@ -42,10 +42,11 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * concurrent requests) over a backlog of one record per item: {@code PER_REQUEST}
  * records become one KServe v1 POST ({@code {"instances":[...]}}), each prediction one
  * record on the results topic, and a batch counts as done only once all its result
- * records are acknowledged ({@code acks=all}). When every item's result is acknowledged
- * it prints one JSON line: the seconds and this process's CPU seconds (all threads,
- * JIT and GC included) from the first batch to the last acknowledgement, and its peak
- * resident set. Several lines in one process: the first warms the JVM up.
+ * records are acknowledged ({@code acks=all}). It prints {@code STARTED} when the first
+ * batch arrives and, when every item's result is acknowledged, one JSON line: the seconds
+ * and this process's CPU seconds (all threads, JIT and GC included) from the first batch
+ * to the last acknowledgement, and its peak resident set. Several lines in one process:
+ * the first warms the JVM up.
  */
 public final class Peer {
     private static final int MAX_CONCURRENCY = 64;
@@ -115,6 +116,8 @@ public final class Peer {
         pc.batchVertxFuture(context -> {
             if (startedNs.get() == 0 && startedNs.compareAndSet(0, System.nanoTime())) {
                 startedCpuNs.set(cpuNs());
+                System.out.println("STARTED");
+                System.out.flush();
             }
             List<ConsumerRecord<byte[], byte[]>> records = context.getConsumerRecordsFlattened();
             return web.postAbs(url)
