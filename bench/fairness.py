@@ -1,20 +1,20 @@
-"""Scenarios 8-10: poison isolation, a small batch beside a big one, priorities.
+"""Scenarios 9-11: poison isolation, a small batch beside a big one, priorities.
 
 Each runs the new behaviour beside today's in the same run, on the same server:
 
-8. ``poison``: 10,000 items at 50 per request, 1% of them refused by the model (HTTP
+9. ``poison``: 10,000 items at 50 per request, 1% of them refused by the model (HTTP
    422), with bisection (``--max-bisect-calls 32``) and without (0: today). Figures: the
    good items that got an error result, and the calls beyond one per work unit divided
    by the bad items (the server counts the calls).
-9. ``fair-latency``: a big batch (30,000 items, 1 item per request, C = 64, L = 20 ms:
-   three times the buffer; not 1M, which would take over five minutes a run at this
-   setting's ceiling of 3,200 items/s) on one partition; while it runs, a 3-item batch
-   every half second on another, each timed from submit to its last record read. With
-   ``--fairness batches`` (new) and ``partitions`` (today), and the 3-item batch on an
-   idle replica. Figures: the small batch's latency, its ratio to the idle latency, and
-   the big batch's throughput beside runs of it alone, in turns (its loss: the median
-   of the ratios of neighbouring runs).
-10. ``priorities``: two batches of priority 1 and 3, same size, on two partitions of one
+10. ``fair-latency``: a big batch (30,000 items, 1 item per request, C = 64, L = 20 ms:
+    three times the buffer; not 1M, which would take over five minutes a run at this
+    setting's ceiling of 3,200 items/s) on one partition; while it runs, a 3-item batch
+    every half second on another, each timed from submit to its last record read. With
+    ``--fairness batches`` (new) and ``partitions`` (today), and the 3-item batch on an
+    idle replica. Figures: the small batch's latency, its ratio to the idle latency, and
+    the big batch's throughput beside runs of it alone, in turns (its loss: the median
+    of the ratios of neighbouring runs).
+11. ``priorities``: two batches of priority 1 and 3, same size, on two partitions of one
     replica; the share of calls while both run (results per batch from the first
     result until one batch finishes; one item per request, so one result is one call),
     and the longest second without a result for the priority-1 batch (starvation).
@@ -74,11 +74,11 @@ def server_requests(server: Server) -> int:
     return int(stats["requests"])
 
 
-# --- 8: poison ----------------------------------------------------------------------------
+# --- 9: poison ----------------------------------------------------------------------------
 
 
 def poison_isolation(ctx: Context) -> dict[str, Any]:
-    """Scenario 8: 1% bad items at 50 per request, with bisection and without."""
+    """Scenario 9: 1% bad items at 50 per request, with bisection and without."""
     from bench.scenarios import Goal, pipeline_run, result  # noqa: PLC0415 - a cycle otherwise
 
     items, per_request = ctx.size(10_000, 1_000), 50
@@ -111,7 +111,7 @@ def poison_isolation(ctx: Context) -> dict[str, Any]:
         f"an error, {figures['today_extra_calls_per_bad_item']:.1f} extra calls per bad item"
     )
     return result(
-        f"8 poison isolation ({items:,} items, {per_request}/request, {len(bad)} refused with 422)",
+        f"9 poison isolation ({items:,} items, {per_request}/request, {len(bad)} refused with 422)",
         figures,
         [Goal("good_item_errors", "==", 0), Goal("extra_calls_per_bad_item", "<=", 12.0)],
         runs,
@@ -265,7 +265,7 @@ def big_backlog(items: int, prefix: str, priority: int | None = None) -> Backlog
     return Backlog(items, chunk_size=1000, items_per_request=1, prefix=prefix, priority=priority)
 
 
-# --- 9: a small batch beside a big one -------------------------------------------------------
+# --- 10: a small batch beside a big one -------------------------------------------------------
 
 
 def _beside_big(
@@ -302,7 +302,7 @@ def _idle_latency(ctx: Context, server: Server, rounds: int) -> list[float]:
 
 
 def small_beside_big(ctx: Context) -> dict[str, Any]:
-    """Scenario 9: a 3-item batch's latency while a big batch runs, and the big one's loss."""
+    """Scenario 10: a 3-item batch's latency while a big batch runs, and the big one's loss."""
     from bench.scenarios import Goal, result  # noqa: PLC0415 - a cycle otherwise
 
     items = ctx.size(30_000, 3_000)
@@ -342,7 +342,7 @@ def small_beside_big(ctx: Context) -> dict[str, Any]:
         f"{figures['today_max_ms']:.0f} ms ({figures['today_p50_vs_idle']:.1f}x idle)"
     )
     return result(
-        f"9 a 3-item batch beside a {items:,}-item batch (1/request, C = {CONCURRENCY}, "
+        f"10 a 3-item batch beside a {items:,}-item batch (1/request, C = {CONCURRENCY}, "
         f"L = {LATENCY_MS:.0f} ms), submit → last record",
         figures,
         [
@@ -355,7 +355,7 @@ def small_beside_big(ctx: Context) -> dict[str, Any]:
     )
 
 
-# --- 10: priorities -------------------------------------------------------------------------
+# --- 11: priorities -------------------------------------------------------------------------
 
 
 def _two_priorities(ctx: Context, server: Server, fairness: str, items: int) -> dict[str, Any]:
@@ -382,7 +382,7 @@ def _two_priorities(ctx: Context, server: Server, fairness: str, items: int) -> 
 
 
 def priority_share(ctx: Context) -> dict[str, Any]:
-    """Scenario 10: batches of priority 1 and 3 together: 3:1 calls, neither starves."""
+    """Scenario 11: batches of priority 1 and 3 together: 3:1 calls, neither starves."""
     from bench.scenarios import Goal, result  # noqa: PLC0415 - a cycle otherwise
 
     items = ctx.size(20_000, 2_000)
@@ -399,7 +399,7 @@ def priority_share(ctx: Context) -> dict[str, Any]:
     }
     beside = f"today (--fairness partitions): {today['share_ratio']:.2f}:1"
     return result(
-        f"10 priorities 3 and 1 ({items:,} items each, 1/request, C = {CONCURRENCY}), "
+        f"11 priorities 3 and 1 ({items:,} items each, 1/request, C = {CONCURRENCY}), "
         "results per batch while both run",
         figures,
         [Goal("share_error", "<=", 0.10), Goal("low_longest_gap_s", "<=", 1.0)],

@@ -139,10 +139,16 @@ class ResultReader:
     error counts (an error result means the run measured something else).
     """
 
-    def __init__(self, bootstrap: str, topics: Topics, backlog: Backlog) -> None:
-        """Assign every results partition from the beginning (no group, no rebalance)."""
-        self.expected_records = backlog.items + backlog.chunks
-        self.expected_summaries = backlog.chunks
+    def __init__(
+        self, bootstrap: str, topics: Topics, backlog: Backlog, *, summaries: bool = True
+    ) -> None:
+        """Assign every results partition from the beginning (no group, no rebalance).
+
+        Without ``summaries`` (the peer writes none) it waits for one record per item.
+        """
+        chunks = backlog.chunks if summaries else 0
+        self.expected_records = backlog.items + chunks
+        self.expected_summaries = chunks
         self.records = 0
         self.summaries = 0
         self.item_errors = 0

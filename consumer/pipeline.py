@@ -82,6 +82,7 @@ class Pipeline:
                 "stats_cb": reports.producer_stats,
             },
             self.cluster,
+            refused=self.delivery_failed,
         )
         self.source = Source(
             {
