@@ -23,16 +23,20 @@ import resource
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 import orjson
 import requests
 
 from bench.procs import CpuMeter
+from consumer.__main__ import loop_factory
+from consumer.settings import LOOPS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
+
+T = TypeVar("T")
 
 WARMUP_ROUNDS = 5
 # The original example's first iris row: the small batch of the latency scenario.
@@ -66,12 +70,24 @@ async def _bare(url: str, items: int, concurrency: int, per_request: int) -> Non
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-def bare(
-    url: str, items: int, concurrency: int, per_request: int = 1, server_pids: Sequence[int] = ()
+def bare(  # noqa: PLR0913 - the loop's knobs
+    url: str,
+    items: int,
+    concurrency: int,
+    per_request: int = 1,
+    server_pids: Sequence[int] = (),
+    *,
+    loop: str = "uvloop",
 ) -> dict[str, float]:
     """Run the bare aiohttp loop over ``items`` items; return its figures."""
-    run = lambda: asyncio.run(_bare(url, items, concurrency, per_request))  # noqa: E731
+    run = lambda: _run(_bare(url, items, concurrency, per_request), loop)  # noqa: E731
     return _timed(run, items, server_pids)
+
+
+def _run(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``main`` on the event loop the consumer would use (``uvloop`` or ``asyncio``)."""
+    with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+        return runner.run(main)
 
 
 def naive(
@@ -114,9 +130,9 @@ async def _latency(url: str, rounds: int, items: int) -> list[float]:
     return samples
 
 
-def latency(url: str, rounds: int, items: int) -> dict[str, float]:
+def latency(url: str, rounds: int, items: int, loop: str = "uvloop") -> dict[str, float]:
     """Time ``rounds`` small batches of ``items`` concurrent one-item requests."""
-    samples = asyncio.run(_latency(url, rounds, items))
+    samples = _run(_latency(url, rounds, items), loop)
     return {"p50_ms": percentile(samples, 50), "p99_ms": percentile(samples, 99)}
 
 
@@ -156,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--per-request", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--loop", choices=LOOPS, default="uvloop", help="the event loop")
     parser.add_argument(
         "--server-pids",
         type=lambda text: [int(p) for p in text.split(",") if p],
@@ -164,11 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.mode == "bare":
-        figures = bare(args.url, args.items, args.concurrency, args.per_request, args.server_pids)
+        figures = bare(
+            args.url,
+            args.items,
+            args.concurrency,
+            args.per_request,
+            args.server_pids,
+            loop=args.loop,
+        )
     elif args.mode == "naive":
         figures = naive(args.url, args.items, args.concurrency, args.server_pids)
     else:
-        figures = latency(args.url, args.rounds, args.items)
+        figures = latency(args.url, args.rounds, args.items, args.loop)
     sys.stdout.buffer.write(orjson.dumps(figures) + b"\n")
     return 0
 

@@ -67,6 +67,7 @@ class Backlog:
     items_per_request: int | None = None
     prefix: str = "b"  # batch ids are prefix + number
     first_partition: int = 0  # batch b goes to partition (b + first_partition) % partitions
+    priority: int | None = None  # every batch's
 
     def batch_sizes(self) -> list[int]:
         """Return the item count of each batch, by batch number."""
@@ -102,6 +103,7 @@ class Backlog:
                     chunk=part,
                     chunks=parts,
                     items_per_request=self.items_per_request,
+                    priority=self.priority,
                 )
                 yield self.partition_of(number, partitions), batch_id, value
             first += total
@@ -143,10 +145,16 @@ class ResultReader:
     error counts (an error result means the run measured something else).
     """
 
-    def __init__(self, bootstrap: str, topics: Topics, backlog: Backlog) -> None:
-        """Assign every results partition from the beginning (no group, no rebalance)."""
-        self.expected_records = backlog.items + backlog.chunks
-        self.expected_summaries = backlog.chunks
+    def __init__(
+        self, bootstrap: str, topics: Topics, backlog: Backlog, *, summaries: bool = True
+    ) -> None:
+        """Assign every results partition from the beginning (no group, no rebalance).
+
+        Without ``summaries`` (the peer writes none) it waits for one record per item.
+        """
+        chunks = backlog.chunks if summaries else 0
+        self.expected_records = backlog.items + chunks
+        self.expected_summaries = chunks
         self.records = 0
         self.summaries = 0
         self.item_errors = 0

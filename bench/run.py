@@ -166,7 +166,7 @@ def repeated(name: str, ctx: Context, times: int) -> dict[str, Any]:
         # An error result in any repetition means it measured something else: keep the worst.
         key: max(e["figures"][key] for e in entries)
         if key.endswith("errors")
-        else statistics.median(e["figures"][key] for e in entries)
+        else _median([e["figures"][key] for e in entries])
         for key in entry["figures"]
     }
     goals = [Goal(g["figure"], g["op"], g["target"]) for g in entry["goals"]]
@@ -178,6 +178,10 @@ def repeated(name: str, ctx: Context, times: int) -> dict[str, Any]:
         "goals": [goal.check(figures) for goal in goals],
         "repeats": [e["figures"] for e in entries],
     }
+
+
+def _median(values: list[Any]) -> Any:  # noqa: ANN401 - a figure, or None when not measured
+    return None if None in values else statistics.median(values)
 
 
 def run(  # noqa: PLR0913 - one keyword per command-line option

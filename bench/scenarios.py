@@ -25,8 +25,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.adaptive import adaptive_concurrency
 from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
+from bench.fairness import poison_isolation, priority_share, small_beside_big
 from bench.jobs import jobs_cost
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
+from bench.peer_run import PeerProcess, peer_available, produce_items
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
 from consumer import launch
@@ -57,9 +59,17 @@ class Context:
         0  # > 0: bench.lean_server in that many processes, not tools.testservers.inference
     )
 
-    def server(self, latency_ms: float) -> contextlib.AbstractContextManager[Server]:
-        """Return the inference server of this run, as a context manager."""
-        return inference_server(latency_ms, lean_workers=self.lean_workers)
+    def server(self, latency_ms: float, *options: str) -> contextlib.AbstractContextManager[Server]:
+        """Return the inference server of this run, as a context manager.
+
+        ``options`` go to the test server's command line (``--poison-status 422``).
+        """
+        return inference_server(latency_ms, lean_workers=self.lean_workers, options=options)
+
+    @property
+    def loop(self) -> str:
+        """The replicas' event loop (``--set event_loop=...``); the bare loops run on it too."""
+        return self.overrides.get("event_loop", "uvloop")
 
     def size(self, full: int, smoke: int) -> int:
         """Return the size to use in this mode."""
@@ -176,7 +186,7 @@ def pipeline_run(  # noqa: PLR0913 - a measurement's knobs
     }
 
 
-def baseline(server: Server, mode: str, **options: int) -> dict[str, float]:
+def baseline(server: Server, mode: str, **options: object) -> dict[str, float]:
     """Run ``python -m bench.baselines MODE`` against ``server``; return its figures."""
     args = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     done = subprocess.run(
@@ -251,7 +261,7 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
         ours = pipeline_run(
             ctx, server, Backlog(items, chunk_size=500), label="c64", max_in_flight=concurrency
         )
-        bare = baseline(server, "bare", items=items, concurrency=concurrency)
+        bare = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=concurrency)
     figures = {
         "items": items,
         "ideal_items_per_s": ideal,
@@ -262,6 +272,7 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
         "bare_efficiency": bare["items_per_s"] / ideal,
         "bare_cpu_us_per_item": bare["cpu_us_per_item"],
         "pipeline_vs_bare": ours["items_per_s"] / bare["items_per_s"],
+        "cpu_vs_bare": ours["consumer_cpu_us_per_item"] / bare["cpu_us_per_item"],
         "server_cpu_us_per_request": bare["server_cpu_us_per_item"],
         "server_bound_efficiency": _server_bound(latency_ms, concurrency, bare, server_procs),
         "item_errors": ours["item_errors"],
@@ -269,14 +280,19 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
     beside = (
         f"bare aiohttp {figures['bare_efficiency']:.2f} of C/L "
         f"({bare['items_per_s']:,.0f} items/s, {bare['cpu_us_per_item']:.0f} µs CPU/item); "
-        f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare; the server used "
+        f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare, "
+        f"{figures['cpu_vs_bare']:.2f}x its CPU/item; the server used "
         f"{figures['server_cpu_us_per_request']:.0f} µs CPU/request (if every wave of C "
         f"requests were answered serially: {figures['server_bound_efficiency']:.2f})"
     )
     return result(
         f"1 concurrency efficiency (1 item/request, L=20 ms, C=64, {items:,} items)",
         figures,
-        [Goal("efficiency", ">=", 0.90)],
+        [
+            Goal("efficiency", ">=", 0.90),
+            Goal("pipeline_vs_bare", ">=", 0.95),
+            Goal("cpu_vs_bare", "<=", 1.2),
+        ],
         {"pipeline": ours, "bare_aiohttp": bare},
         beside,
     )
@@ -290,8 +306,8 @@ def versus_naive(ctx: Context) -> dict[str, Any]:
         ours = pipeline_run(
             ctx, server, Backlog(items, chunk_size=500), label="c64", max_in_flight=concurrency
         )
-        naive = baseline(server, "naive", items=items, concurrency=concurrency)
-        bare = baseline(server, "bare", items=items, concurrency=concurrency)
+        naive = baseline(server, "naive", loop=ctx.loop, items=items, concurrency=concurrency)
+        bare = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=concurrency)
     figures = {
         "items": items,
         "items_per_s": ours["items_per_s"],
@@ -332,7 +348,9 @@ def sub_batched(ctx: Context) -> dict[str, Any]:
             label="ipr100",
             max_in_flight=64,
         )
-        bare = baseline(server, "bare", items=items, concurrency=64, per_request=100)
+        bare = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=64, per_request=100)
+    kafka = kafka_baseline(ctx, Backlog(items, chunk_size=1000, items_per_request=100))
+    floors = bare["cpu_us_per_item"] + kafka["cpu_us_per_item"]
     figures = {
         "items": items,
         "items_per_s": ours["items_per_s"],
@@ -342,20 +360,53 @@ def sub_batched(ctx: Context) -> dict[str, Any]:
         "machine_busy_cores": ours["machine_busy_cores"],
         "bare_items_per_s": bare["items_per_s"],
         "bare_cpu_us_per_item": bare["cpu_us_per_item"],
+        "bare_kafka_items_per_s": kafka["items_per_s"],
+        "bare_kafka_cpu_us_per_item": kafka["cpu_us_per_item"],
+        "cpu_vs_floors": ours["consumer_cpu_us_per_item"] / floors,
         "item_errors": ours["item_errors"],
     }
     beside = (
         f"bare aiohttp {bare['items_per_s']:,.0f} items/s, {bare['cpu_us_per_item']:.1f} µs "
-        f"CPU/item; machine busy {ours['machine_busy_cores']:.2f} of "
-        f"{_cores()} cores during the pipeline run"
+        f"CPU/item; bare Kafka loop {kafka['items_per_s']:,.0f} items/s, "
+        f"{kafka['cpu_us_per_item']:.1f} µs CPU/item (consumer = "
+        f"{figures['cpu_vs_floors']:.2f}x their sum); machine busy "
+        f"{ours['machine_busy_cores']:.2f} of {_cores()} cores during the pipeline run"
     )
     return result(
         f"3 sub-batched (100 items/request, L=5 ms, {items:,} items, first produce → last read)",
         figures,
-        [Goal("items_per_s", ">=", 100_000), Goal("consumer_cpu_us_per_item", "<=", 10.0)],
-        {"pipeline": ours, "bare_aiohttp": bare},
+        [
+            Goal("items_per_s", ">=", 100_000),
+            Goal("consumer_cpu_us_per_item", "<=", 10.0),
+            Goal("cpu_vs_floors", "<=", 1.3),
+        ],
+        {"pipeline": ours, "bare_aiohttp": bare, "bare_kafka": kafka},
         beside,
     )
+
+
+def kafka_baseline(ctx: Context, backlog: Backlog) -> dict[str, float]:
+    """Run ``bench.kafka_loop`` over ``backlog`` (produced first to fresh topics)."""
+    topics = make_topics(ctx.bootstrap, 1)
+    produce(ctx.bootstrap, topics, backlog)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.kafka_loop",
+            f"--bootstrap={ctx.bootstrap}",
+            f"--requests={topics.requests}",
+            f"--results={topics.results}",
+            f"--items={backlog.items}",
+        ],
+        capture_output=True,
+        check=False,
+        timeout=RUN_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the bare Kafka loop failed:\n{done.stderr.decode()[-3000:]}")
+    figures: dict[str, float] = orjson.loads(done.stdout)
+    return figures
 
 
 def small_batch_latency(ctx: Context) -> dict[str, Any]:
@@ -363,7 +414,7 @@ def small_batch_latency(ctx: Context) -> dict[str, Any]:
     rounds = ctx.size(200, 10)
     with ctx.server(0.0) as server:
         samples = _latency_rounds(ctx, server, rounds)
-        bare = baseline(server, "latency", rounds=rounds, items=3)
+        bare = baseline(server, "latency", loop=ctx.loop, rounds=rounds, items=3)
     figures = {
         "rounds": rounds,
         "p50_ms": percentile(samples, 50),
@@ -450,7 +501,7 @@ def bounded_memory(ctx: Context) -> dict[str, Any]:
             backlog = Backlog(count, chunk_size=1000, items_per_request=100)
             runs[label] = pipeline_run(ctx, server, backlog, label=label, preload=True)
             runs[f"bare_{label}"] = baseline(
-                server, "bare", items=count, concurrency=64, per_request=100
+                server, "bare", loop=ctx.loop, items=count, concurrency=64, per_request=100
             )
     figures = {
         "small_backlog_items": small,
@@ -489,8 +540,8 @@ def replica_scaling(ctx: Context) -> dict[str, Any]:
         two = pipeline_run(
             ctx, server, backlog, label="x2", partitions=4, replicas=2, max_in_flight=32
         )
-        bare32 = baseline(server, "bare", items=items, concurrency=32)
-        bare64 = baseline(server, "bare", items=items, concurrency=64)
+        bare32 = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=32)
+        bare64 = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=64)
     figures = {
         "items": items,
         "one_replica_items_per_s": one["items_per_s"],
@@ -513,6 +564,105 @@ def replica_scaling(ctx: Context) -> dict[str, Any]:
         {"one_replica": one, "two_replicas": two, "bare_c32": bare32, "bare_c64": bare64},
         beside,
     )
+
+
+def versus_peer(ctx: Context) -> dict[str, Any]:
+    """Scenario 8: Confluent Parallel Consumer (Vert.x), warm, beside the pipeline.
+
+    One item per request (L = 20 ms, C = 64) and 100 items per request (L = 5 ms), each
+    side over a backlog produced beforehand: ours from request chunks, the peer's one
+    record per item. Ratios are ours ÷ the peer's.
+    """
+    single, batched = ctx.size(50_000, 1_000), ctx.size(200_000, 2_000)
+    reason = peer_available()
+    runs: dict[str, Any] = {}
+    if reason is None:
+        peer = PeerProcess()
+        try:
+            with ctx.server(20.0) as server:
+                runs["pipeline_1"] = pipeline_run(
+                    ctx, server, Backlog(single, chunk_size=500), label="peer1",
+                    preload=True, max_in_flight=64,
+                )  # fmt: skip
+                runs["peer_1"] = _peer_runs(ctx, peer, server, single, 1)
+            with ctx.server(5.0) as server:
+                runs["pipeline_100"] = pipeline_run(
+                    ctx, server, Backlog(batched, chunk_size=1000, items_per_request=100),
+                    label="peer100", preload=True, max_in_flight=64,
+                )  # fmt: skip
+                runs["peer_100"] = _peer_runs(ctx, peer, server, batched, 100)
+        finally:
+            peer.close()
+    figures: dict[str, Any] = {"single_items": single, "batched_items": batched}
+    for size in ("1", "100"):
+        ours, theirs = runs.get(f"pipeline_{size}"), runs.get(f"peer_{size}")
+        for name, ours_key, theirs_key in (
+            ("items_per_s", "items_per_s", "items_per_s"),
+            ("cpu_per_item", "consumer_cpu_us_per_item", "cpu_us_per_item"),
+            ("peak_rss", "peak_rss_mib", "peak_rss_mib"),
+        ):
+            figures[f"{name}_vs_peer_{size}"] = (
+                None if ours is None or theirs is None else ours[ours_key] / theirs[theirs_key]
+            )
+    figures["item_errors"] = sum(runs[k]["item_errors"] for k in runs if k.startswith("pipe"))
+    if reason is not None:
+        beside = f"not measured: {reason.splitlines()[0]}"
+    else:
+        p1, p100 = runs["peer_1"], runs["peer_100"]
+        beside = (
+            f"Parallel Consumer 0.5.3.2 (Vert.x, unordered, 64 at once, warm): "
+            f"{p1['items_per_s']:,.0f} items/s, {p1['cpu_us_per_item']:.0f} µs CPU/item, "
+            f"{p1['peak_rss_mib']:.0f} MiB at 1 item/request; {p100['items_per_s']:,.0f} "
+            f"items/s, {p100['cpu_us_per_item']:.1f} µs CPU/item at 100"
+        )
+    return result(
+        f"8 versus Parallel Consumer (1 item/request L=20 ms, {single:,} items; "
+        f"100/request L=5 ms, {batched:,} items; ours ÷ theirs)",
+        figures,
+        [
+            Goal("items_per_s_vs_peer_1", ">=", 1.5),
+            Goal("cpu_per_item_vs_peer_1", "<=", 0.6),
+            Goal("peak_rss_vs_peer_1", "<=", 0.3),
+            Goal("items_per_s_vs_peer_100", ">=", 5.0),
+        ],
+        runs,
+        beside,
+    )
+
+
+def _peer_runs(
+    ctx: Context, peer: PeerProcess, server: Server, items: int, per_request: int
+) -> dict[str, float]:
+    """Warm the peer up on a backlog of its own, then measure it over ``items`` records.
+
+    Timed like the pipeline: from the first batch (the group joined) until the harness
+    has read the last result back; CPU from ``/proc`` (all the JVM's threads).
+    """
+    figures: dict[str, float] = {}
+    for count in (max(items // 4, 1), items):  # the first run warms the JVM up
+        topics = make_topics(ctx.bootstrap, 1)
+        produce_items(ctx.bootstrap, topics.requests, count)
+        reader = ResultReader(ctx.bootstrap, topics, Backlog(count), summaries=False)
+        try:
+            peer.start(ctx.bootstrap, topics, server.v1_endpoint, count, per_request)
+            meter = CpuMeter({"peer": [peer.pid]})
+            started = time.monotonic()
+            reader.wait(RUN_TIMEOUT_S)
+            used = meter.read()
+            own = peer.finish()
+        finally:
+            reader.close()
+        elapsed = max((reader.finished or time.monotonic()) - started, 1e-6)
+        figures = {
+            "items": count,
+            "seconds": round(elapsed, 3),
+            "items_per_s": count / elapsed,
+            "cpu_us_per_item": used["peer_cpu_s"] / count * 1e6,
+            "machine_busy_cores": used["machine_busy_cores"],
+            "peak_rss_mib": own["peak_rss_mib"],
+            "own_seconds": own["seconds"],  # its own clock: first batch to last acknowledgement
+        }
+    return figures
 
 
 def _server_bound(
@@ -541,5 +691,9 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "memory": bounded_memory,
     "scaling": replica_scaling,
     "adaptive": adaptive_concurrency,
+    "peer": versus_peer,
+    "poison": poison_isolation,
+    "fair-latency": small_beside_big,
+    "priorities": priority_share,
     "jobs": jobs_cost,
 }

@@ -479,8 +479,9 @@ def poison(ctx: Context) -> dict[str, Any]:
         )
         return finished_entry(
             trial,
-            f"poison: {groups} rounds per partition of a good chunk, a chunk with items the "
-            "model refuses (422), a non-JSON and a schema-invalid message; "
+            f"poison: {groups} rounds per partition of a good chunk, two chunks with items the "
+            "model refuses (422), at 1 and 10 items per request (bisected), a non-JSON and a "
+            "schema-invalid message; "
             "2 replicas, 3 partitions",
             figures,
             [Goal("duplicate_results", "<=", 0)],
@@ -501,7 +502,10 @@ def poison_messages(trial: Trial, partitions: int, groups: int) -> list[tuple[in
     for group in range(groups):
         for p in range(partitions):
             good, spoiled = f"good-{p}-{group}", f"poison-{p}-{group}"
-            for batch, poisoned in ((good, False), (spoiled, True)):
+            # A poisoned batch at one item per request, and one at ten per request: its
+            # refused units are bisected, so only the refused items get an error.
+            batches = ((good, False, 1), (spoiled, True, 1), (f"sub-{p}-{group}", True, 10))
+            for batch, poisoned, per_request in batches:
                 items = [
                     orjson.dumps(
                         {"i": k, "fail": "permanent"} if poisoned and k in bad else {"i": k}
@@ -515,7 +519,7 @@ def poison_messages(trial: Trial, partitions: int, groups: int) -> list[tuple[in
                     total=size,
                     chunk=0,
                     chunks=1,
-                    items_per_request=1,  # one refused item fails only itself
+                    items_per_request=per_request,
                 )
                 expected.add_batch(batch, size, 1, p)
                 out.append((p, batch, value))

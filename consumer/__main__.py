@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -39,9 +40,11 @@ from schemas.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 log = logging.getLogger("consumer")
+
+GC_YOUNG = 50_000  # allocations between collections of the youngest generation
 
 EXIT_FATAL = EXIT_FAILED  # a record could not be delivered (DeliveryError)
 EXIT_CONFIG = EXIT_BAD_INPUT  # unusable configuration (ConfigError) or cluster, at start-up
@@ -111,6 +114,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="the same HTTP 500 answer this many times is final (default 3; 0: off)",
     )
+    add(
+        "--fairness",
+        choices=("batches", "partitions"),
+        help="share request places among batches, weighted by priority (batches, the "
+        "default), or among partitions only",
+    )
+    add(
+        "--max-bisect-calls",
+        type=int,
+        help="calls to split a unit refused for its input until the bad items stand alone "
+        "(default 32; 0: the whole unit gets the error)",
+    )
     add("--max-buffered-items", type=int, help="pause fetching above this (default 10000)")
     add(
         "--max-result-bytes",
@@ -160,6 +175,7 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str]) -> Setting
 async def serve(settings: Settings) -> int:
     """Run one replica until a signal; return the exit code."""
     pipeline = Pipeline(settings)
+    tune_gc()
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -190,6 +206,31 @@ async def serve(settings: Settings) -> int:
     return EXIT_FORCED if signals > 1 else EXIT_OK
 
 
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Everything built at start-up (modules, settings, the pipeline) lives as long as the
+    replica: frozen, no collection walks it again. Work units make short-lived cycles
+    (a failed attempt's traceback, aiohttp's request objects) by the thousand a second:
+    collecting the youngest generation every ``GC_YOUNG`` allocations rather than
+    Python's 700 frees them a little later for a fraction of the CPU.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """Return the event loop factory ``name`` stands for (``None``: asyncio's own)."""
+    if name == "uvloop":
+        try:
+            import uvloop  # noqa: PLC0415 - optional where it does not build
+        except ImportError:
+            return None
+        return uvloop.new_event_loop
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``batch-runner consume``."""
     env = dict(os.environ)
@@ -205,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
             extra={"variable": name, "did_you_mean": close},
         )
     try:
-        return asyncio.run(serve(settings))
+        with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+            return runner.run(serve(settings))
     except KafkaException as exc:
         print(f"Kafka configuration error: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_CONFIG

@@ -47,6 +47,7 @@ class AttemptFailure(Exception):  # noqa: N818 - a signal inside the dispatcher,
         self.status = status
         self.retry_after = retry_after
         self.body = body
+        self.final = False  # the endpoint's deterministic answer to the input (set on retry)
 
     @property
     def unanswered(self) -> bool:

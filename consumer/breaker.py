@@ -116,6 +116,9 @@ class Admission:
     """When not sending: the longest wait before asking again is worth it."""
 
 
+SEND = Admission(send=True)  # the closed circuit's answer, every time
+
+
 class CircuitBreaker:
     """The circuit of one endpoint."""
 
@@ -134,7 +137,7 @@ class CircuitBreaker:
     def admit(self, now: float) -> Admission:
         """Return whether a request may be sent at ``now``, and whether it is the probe."""
         if self.state is Circuit.CLOSED:
-            return Admission(send=True)
+            return SEND
         if self.state is Circuit.OPEN:
             if now >= self._probe_at:
                 self.state = Circuit.HALF_OPEN

@@ -93,9 +93,14 @@ class Chunk:
 class ChunkBook:
     """Chunks in flight per partition, the buffered item count, and assignment epochs."""
 
-    def __init__(self, max_buffered_items: int) -> None:
-        """Start empty; the buffer holds at most ``max_buffered_items`` before it is full."""
+    def __init__(self, max_buffered_items: int, *, newcomers: bool = True) -> None:
+        """Start empty; the buffer holds at most ``max_buffered_items`` before it is full.
+
+        With ``newcomers``, a partition holding nothing is never paused for a full buffer
+        (see :meth:`pause_plan`).
+        """
         self.max_buffered_items = max_buffered_items
+        self.newcomers = newcomers
         self.buffered_items = 0
         self._buffered: dict[PartitionKey, int] = {}  # items per partition
         self.room = asyncio.Event()  # set while the buffer is below the resume threshold
@@ -249,15 +254,25 @@ class ChunkBook:
     ) -> tuple[list[PartitionKey], list[PartitionKey]]:
         """Return which partitions to pause and which to resume, to share the buffer.
 
-        A full buffer pauses everything, as before. Below that, each partition with work
-        (items buffered, or ``has_backlog``) may hold an equal share of the buffer: one over
-        its share is paused, so that a partition whose messages came first cannot fill the
-        buffer while another waits; it resumes below three quarters of its share, once
-        the buffer as a whole has room again.
+        A full buffer pauses every partition that holds items. Below that, each partition
+        with work (items buffered, or ``has_backlog``) may hold an equal share of the
+        buffer: one over its share is paused, so that a partition whose messages came first
+        cannot fill the buffer while another waits; it resumes below three quarters of its
+        share, once the buffer as a whole has room again.
+
+        A partition holding nothing (a newcomer: a new batch on a quiet partition) is left
+        fetching, full buffer or not, so that it never waits for a big batch's units to
+        drain the buffer: while the buffer is full a fetch takes one message
+        (:meth:`fetch_size`), after which the partition holds items and is paused like the
+        others. The buffer may so hold one message per such partition over its bound.
+        Without ``newcomers`` a full buffer pauses every partition.
         """
         tps = sorted(assigned)
         if self.full:
-            return [tp for tp in tps if tp not in paused], []
+            return (
+                [tp for tp in tps if tp not in paused and not self._newcomer(tp)],
+                [tp for tp in tps if tp in paused and self._newcomer(tp)],
+            )
         active = sum(1 for tp in tps if self.buffered(tp) or has_backlog(tp))
         share = self._share = max(1, self.max_buffered_items // max(1, active))
         to_pause, to_resume = [], []
@@ -265,9 +280,14 @@ class ChunkBook:
             items = self.buffered(tp)
             if tp not in paused and items >= share:
                 to_pause.append(tp)
-            elif tp in paused and items < share * RESUME_FRACTION and self.can_resume:
+            elif tp in paused and (
+                self._newcomer(tp) or (items < share * RESUME_FRACTION and self.can_resume)
+            ):
                 to_resume.append(tp)
         return to_pause, to_resume
+
+    def _newcomer(self, tp: PartitionKey) -> bool:
+        return self.newcomers and not self.buffered(tp)
 
     def fetch_size(self, poll_batch: int) -> int:
         """How many messages to fetch at most: what the buffer has room for (at least one).

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -45,7 +44,9 @@ import aiohttp
 from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
+from consumer.limiter import Lane
 from consumer.metrics import Metrics
+from consumer.outcome import Outcome
 from consumer.protocols import BadItem, Codec, get_codec, route
 from consumer.ratelimits import RateLimitPacer
 from schemas.error_kinds import ResultErrorKind
@@ -59,25 +60,6 @@ if TYPE_CHECKING:
     from consumer.settings import Settings
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What happened to a work unit.
-
-    Exactly one of ``predictions`` (one JSON text per item, in order) and ``error_kind``
-    is set. ``attempts`` counts HTTP requests made; ``latency_ms`` is the wall time from
-    the first attempt to the final answer, backoff included, waits for a free request
-    slot excluded; ``queue_ms`` is those waits.
-    """
-
-    predictions: list[bytes] | None
-    attempts: int
-    latency_ms: float
-    error_kind: ResultErrorKind | None = None
-    error_message: str | None = None
-    http_status: int | None = None
-    queue_ms: float = 0.0
-
-
 class Dispatcher:
     """Sends work units to the configured endpoints; one instance per replica."""
 
@@ -89,7 +71,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
     ) -> None:
         """Prepare codecs and the guards; the session is created in :meth:`start`."""
-        self._metrics = metrics or Metrics()
+        self._metrics = self.metrics = metrics or Metrics()
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
         self.guards: dict[str, EndpointGuard] = guards_for(settings, self._metrics)
@@ -151,19 +133,22 @@ class Dispatcher:
         headers: Mapping[str, str] | None = None,
         *,
         fair_key: Hashable = None,
+        lane: Lane | None = None,
     ) -> Outcome:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget.
 
-        Units of different ``fair_key`` (the partition they came from) get request places
-        round-robin, so none waits behind all the others' backlog.
+        Units of different lanes (by default ``fair_key``, the partition they came from;
+        the pipeline's are batches weighted by priority) share request places by weight,
+        so none waits behind all the others' backlog.
         """
+        lane = lane or Lane(fair_key, fair_key)
         codec = self._codecs[endpoint.name]
         pacer = self._pacers[endpoint.name]
         try:
             body = codec.encode(items)
             url = route(codec, endpoint.url, items)
         except BadItem as exc:
-            return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc))
+            return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc), final=True)
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
@@ -172,7 +157,7 @@ class Dispatcher:
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = await self._enter(guard, pacer, fair_key, clock)
+            ticket = await self._enter(guard, pacer, lane, clock)
             pacer.in_flight += 1
             try:
                 answer = await self._post(url, body, request_headers, pacer)
@@ -201,13 +186,13 @@ class Dispatcher:
             if delay is None:
                 return self._error(started, clock.queued, clock.attempts, error)
             self._metrics.retries.inc()
-            await self._wait(delay, fair_key)
+            await self._wait(delay, lane.partition)
 
     async def _enter(
         self,
         guard: EndpointGuard,
         pacer: RateLimitPacer,
-        fair_key: Hashable,
+        lane: Lane,
         clock: UnitClock,
     ) -> Ticket:
         """Take a place through the endpoint's guard once the endpoint's pace lets it start.
@@ -218,7 +203,7 @@ class Dispatcher:
         """
         paced = False
         while True:
-            ticket = await guard.enter(fair_key)
+            ticket = await guard.enter(lane.key, lane.weight)
             now = time.monotonic()
             pause = pacer.paused_for(now) if paced else pacer.delay(now)
             if pause <= 0:
@@ -227,7 +212,7 @@ class Dispatcher:
             guard.cancelled(ticket)
             clock.gave_back(ticket)
             paced = True
-            await self._wait(pause, fair_key)
+            await self._wait(pause, lane.partition)
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
         """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
@@ -248,6 +233,7 @@ class Dispatcher:
         """Return the wait before the next attempt, or None (``failure.message`` says why)."""
         policy = self._policy
         if not policy.should_retry(failure.kind, failure.status):
+            failure.final = True
             return None
         attempt = clock.attempts
         elapsed = clock.elapsed(time.monotonic())
@@ -259,6 +245,7 @@ class Dispatcher:
                     f"{failure.message} (the same answer {times} times: the model fails on "
                     "this input, not retried further)"
                 )
+                failure.final = True
                 return None
         delay = policy.next_delay(max(clock.charged, 1), elapsed, failure.retry_after)
         if delay is None:
@@ -294,6 +281,7 @@ class Dispatcher:
             error_message=failure.message,
             http_status=failure.status,
             queue_ms=queued * 1000.0,
+            final=failure.final,
         )
 
     async def _post(

@@ -97,11 +97,11 @@ class EndpointGuard:
         """The state of the endpoint's circuit."""
         return self.breaker.state
 
-    async def enter(self, key: Hashable = None) -> Ticket:
+    async def enter(self, key: Hashable = None, weight: float = 1.0) -> Ticket:
         """Wait until a request may be sent to the endpoint; return the place taken.
 
-        ``key`` (the partition the unit came from) is the limiter's fairness key: places
-        go round-robin across keys, whatever the limit is at the moment.
+        ``key`` (the batch the unit came from, or its partition) is the limiter's fairness
+        key: places are shared across keys by ``weight``, whatever the limit is.
         """
         self.used = True
         endpoint_wait = queue_wait = 0.0
@@ -114,7 +114,7 @@ class EndpointGuard:
                 endpoint_wait += time.monotonic() - started
                 continue
             try:
-                await self.limiter.acquire(key)
+                await self.limiter.acquire(key, weight)
             except BaseException:
                 if admission.probe:
                     self._abandon_probe()

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 
+from consumer.bisect import isolate, worth_bisecting
 from consumer.chunks import Chunk
-from consumer.dispatcher import Outcome
+from consumer.limiter import Lane
+from consumer.outcome import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS
 from consumer.source import message_error
 from consumer.splitter import WorkUnit, items_per_request, split
@@ -26,7 +28,7 @@ from consumer.tracing import trace_context
 from schemas import InvalidMessage, Limits, ResultErrorKind, decode_batch_request
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from confluent_kafka import Message
 
@@ -155,10 +157,29 @@ class Intake:
         unit: WorkUnit,
         headers: dict[str, str] | None,
     ) -> None:
-        outcome = self._stopped(chunk.request)
-        if outcome is None:
-            outcome = await self._dispatcher.run(endpoint, unit.items, headers, fair_key=chunk.tp)
-        self._write(chunk, unit, outcome)
+        stopped = self._stopped(chunk.request)
+        if stopped is not None:
+            self._write(chunk, [(unit, stopped)])
+            return
+        dispatcher = self._dispatcher
+        lane = Lane(chunk.tp, chunk.tp)
+        if self._settings.fairness == "batches":
+            request = chunk.request
+            lane = Lane(chunk.tp, (chunk.tp, request.batch_id), request.priority or 1)
+
+        async def send(items: Sequence[bytes]) -> Outcome:
+            return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)
+
+        outcome = await send(unit.items)
+        parts = [(unit, outcome)]
+        if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
+            isolation = await isolate(unit, outcome, send, self._settings.max_bisect_calls)
+            metrics = dispatcher.metrics
+            metrics.bisections.inc(isolation.splits)
+            metrics.bisect_calls.inc(isolation.attempts)
+            metrics.isolated_items.inc(isolation.isolated)
+            parts = isolation.parts
+        self._write(chunk, parts)
 
     def _unit_cancelled(self, chunk: Chunk, unit: WorkUnit, task: asyncio.Task[None]) -> None:
         """Write cancelled results for a unit whose task a cancel of its batch stopped.
@@ -171,13 +192,14 @@ class Intake:
             return
         outcome = self._stopped(chunk.request)
         if outcome is not None:
-            self._write(chunk, unit, outcome)
+            self._write(chunk, [(unit, outcome)])
 
-    def _write(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
+    def _write(self, chunk: Chunk, parts: list[tuple[WorkUnit, Outcome]]) -> None:
         if chunk.abandoned:
             return
         try:
-            self._writer.write_unit(chunk, unit, outcome)
+            for part, part_outcome in parts:
+                self._writer.write_unit(chunk, part, part_outcome)
         except Exception as exc:  # noqa: BLE001 - a chunk that cannot finish must not hang
             # librdkafka refused a record outright: the chunk can never be done, so stop
             # (its offset stays uncommitted) rather than leave the partition stuck.

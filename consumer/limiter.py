@@ -4,24 +4,49 @@ Like :class:`asyncio.BoundedSemaphore`, but :attr:`Limiter.limit` is a live valu
 adaptive controller (or an operator) may lower it while requests are in flight, and the
 excess simply drains as they finish; raising it wakes waiters at once.
 
-Waiters may name a *key* (the pipeline uses the partition a work unit came from). Free
-places go round-robin across the keys that have waiters, first come, first served within
-a key: a partition assigned to a busy replica gets its first request out at once, instead
-of waiting behind every unit already queued for the partitions it had before.
+Waiters may name a *key* (the pipeline uses the batch a work unit came from, with its
+partition) and a *weight* (the batch's priority). Free places are shared across the
+keys that have waiters in proportion to their weights, first come, first served within
+a key: with equal weights that is round-robin, so a small batch gets its first request
+out at once instead of waiting behind every unit already queued for a big one; a key of
+weight 3 gets three places for every one of a key of weight 1, and no key with waiters
+is ever skipped for good.
+
+The share is kept by stride scheduling (Waldspurger and Weihl, 1995): each key has a
+*pass*, the virtual time of its next turn; the key with the lowest pass is served, and
+its pass moves on by ``1 / weight``. A key that starts waiting joins one stride after
+the last key served (so it neither jumps the queue nor waits behind others' backlog),
+and a key that has no waiters is forgotten.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
 
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """Where a work unit queues: its ``key`` and ``weight`` here, and its ``partition``.
+
+    The pipeline's key is the unit's batch (with its partition) and its weight the
+    batch's priority; ``partition`` is what stall checks read.
+    """
+
+    partition: Hashable = None
+    key: Hashable = None
+    weight: float = 1.0
+
+
 class Limiter:
-    """At most :attr:`limit` holders at once; places go round-robin across waiters' keys."""
+    """At most :attr:`limit` holders at once; places shared across keys by their weights."""
 
     def __init__(self, limit: int) -> None:
         """Create a limiter admitting ``limit`` holders."""
@@ -30,10 +55,14 @@ class Limiter:
         self._limit = limit
         self._held = 0
         self._waiting = 0
-        # One queue of waiters per key, and the keys with waiters in the order they are
-        # served next (a served key goes to the back of the line).
+        # One queue of waiters per key; each key's pass, weight and current turn number;
+        # the turns as a heap of (pass, turn, key), stale entries skipped when popped.
         self._queues: dict[Hashable, collections.deque[asyncio.Future[None]]] = {}
-        self._turns: collections.deque[Hashable] = collections.deque()
+        self._passes: dict[Hashable, tuple[float, int]] = {}
+        self._weights: dict[Hashable, float] = {}
+        self._turns: list[tuple[float, int, Hashable]] = []
+        self._numbers = itertools.count()
+        self._clock = 0.0  # the pass of the last key served
 
     @property
     def limit(self) -> int:
@@ -57,16 +86,19 @@ class Limiter:
         """How many tasks wait for a place."""
         return self._waiting
 
-    async def acquire(self, key: Hashable = None) -> None:
-        """Wait for a place and take it; ``key`` groups waiters for round-robin service."""
+    async def acquire(self, key: Hashable = None, weight: float = 1.0) -> None:
+        """Wait for a place and take it; ``key`` groups waiters, served by ``weight``."""
+        if weight <= 0:
+            raise ValueError("weight must be > 0")
         if self._held < self._limit and not self._waiting:
             self._held += 1
             return
         waiter = asyncio.get_running_loop().create_future()
+        self._weights[key] = weight
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = collections.deque()
-            self._turns.append(key)
+            self._schedule(key, self._clock + 1.0 / weight)
         queue.append(waiter)
         self._waiting += 1
         try:
@@ -96,27 +128,39 @@ class Limiter:
             return False
         queue.remove(waiter)
         if not queue:
-            del self._queues[key]
-            self._turns.remove(key)
+            self._drop(key)
         return True
+
+    def _schedule(self, key: Hashable, when: float) -> None:
+        turn = next(self._numbers)
+        self._passes[key] = (when, turn)
+        heapq.heappush(self._turns, (when, turn, key))
+
+    def _drop(self, key: Hashable) -> None:
+        del self._queues[key]
+        del self._passes[key]
+        del self._weights[key]
 
     def _wake(self) -> None:
         while self._turns and self._held < self._limit:
-            key = self._turns.popleft()
+            when, turn, key = heapq.heappop(self._turns)
+            if self._passes.get(key) != (when, turn):
+                continue  # the key was dropped (or rescheduled) since this entry
             queue = self._queues[key]
             waiter = queue.popleft()
             self._waiting -= 1
+            self._clock = when
             if queue:
-                self._turns.append(key)
+                self._schedule(key, when + 1.0 / self._weights[key])
             else:
-                del self._queues[key]
+                self._drop(key)
             if not waiter.done():
                 self._held += 1
                 waiter.set_result(None)
 
-    def hold(self, key: Hashable = None) -> _Hold:
-        """Return an ``async with`` block that holds a place for ``key``."""
-        return _Hold(self, key)
+    def hold(self, key: Hashable = None, weight: float = 1.0) -> _Hold:
+        """Return an ``async with`` block that holds a place for ``key`` of ``weight``."""
+        return _Hold(self, key, weight)
 
     async def __aenter__(self) -> Self:
         """Acquire a place (no key)."""
@@ -131,14 +175,15 @@ class Limiter:
 class _Hold:
     """``async with limiter.hold(key)``: a place for ``key`` while the block runs."""
 
-    __slots__ = ("_key", "_limiter")
+    __slots__ = ("_key", "_limiter", "_weight")
 
-    def __init__(self, limiter: Limiter, key: Hashable) -> None:
+    def __init__(self, limiter: Limiter, key: Hashable, weight: float) -> None:
         self._limiter = limiter
         self._key = key
+        self._weight = weight
 
     async def __aenter__(self) -> None:
-        await self._limiter.acquire(self._key)
+        await self._limiter.acquire(self._key, self._weight)
 
     async def __aexit__(self, *_: object) -> None:
         self._limiter.release()

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# The longest poll while some partitions are paused for room and others are not.
+PAUSED_POLL_S = 0.05
+
 REPLICA_HEADER = "batch-runner-replica"
 PROGRESS_CHECK_S = 1.0  # how often partitions are checked for stalls
 
@@ -80,6 +83,7 @@ class Pipeline:
                 "stats_cb": reports.producer_stats,
             },
             self.cluster,
+            refused=self.delivery_failed,
         )
         self.source = Source(
             {
@@ -94,7 +98,7 @@ class Pipeline:
             reachable=lambda: self.cluster.reachable,
         )
         self.offsets = OffsetTracker()
-        self.book = ChunkBook(settings.max_buffered_items)
+        self.book = ChunkBook(settings.max_buffered_items, newcomers=settings.fairness == "batches")
         self.writer = RecordWriter(
             self.publisher.produce,
             self,
@@ -249,6 +253,9 @@ class Pipeline:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(book.room.wait(), settings.poll_timeout_s)
                 timeout = 0.0
+            elif source.paused:
+                # Some wait for room while others fetch: poll briefly, to resume them soon.
+                timeout = min(timeout, PAUSED_POLL_S)
             for msg in await source.fetch(book.fetch_size(settings.poll_batch), timeout):
                 self.intake.take(msg)
 

@@ -1,9 +1,14 @@
 """The results and dead-letter producer: idempotent, ``acks=all``, delivery reports on the loop.
 
-:meth:`Publisher.produce` hands a record to librdkafka and registers a callback for its
-delivery report. Reports are served by :meth:`Publisher.run`, a task that calls
-``poll(0)`` on the event loop thread, so callbacks run there and may touch pipeline
-state without locks. A full local queue (``BufferError``) is waited out, never dropped.
+:meth:`Publisher.produce` queues a record with a callback for its delivery report; the
+records queued during one pass of the event loop are handed to librdkafka together at
+its end, in order. A record handed over alone wakes librdkafka's broker thread each time:
+in bursts it costs a fraction of the CPU, and waits for nothing (the next pass starts
+when the callbacks of this one are done). Reports are served by :meth:`Publisher.run`, a
+task that calls ``poll(0)`` on the event loop thread, so callbacks run there and may
+touch pipeline state without locks. A full local queue (``BufferError``) is waited out,
+never dropped; a record librdkafka refuses outright goes to ``refused`` (the pipeline
+stops without committing it).
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     Headers = list[tuple[str, str | bytes | None]]
     # Publisher.produce, or a fake one in tests: (topic, value, key, on_delivery, headers).
     Produce = Callable[[str, bytes, bytes | str | None, DeliveryCallback, Headers | None], None]
+    _Record = tuple[str, bytes, bytes | str | None, DeliveryCallback, Headers | None]
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +53,23 @@ FULL_QUEUE_WAIT_S = 0.005
 class Publisher:
     """Wraps one ``confluent_kafka.Producer`` shared by results, summaries and dead letters."""
 
-    def __init__(self, config: dict[str, object], cluster: ClusterWatch | None = None) -> None:
+    def __init__(
+        self,
+        config: dict[str, object],
+        cluster: ClusterWatch | None = None,
+        refused: Callable[[BaseException], None] | None = None,
+    ) -> None:
         """Create the producer (no network I/O happens until the first record).
 
-        Connection failures go to ``cluster`` (logged once per outage) when given.
+        Connection failures go to ``cluster`` (logged once per outage) when given; a
+        record librdkafka refuses to ``refused`` (without it, the error is raised).
         """
         self._errors: collections.deque[KafkaError] = collections.deque(maxlen=20)
         self._cluster = cluster
+        self._refused = refused
         self._producer = Producer({**config, "error_cb": self._on_error})
         self._wakeup = asyncio.Event()
+        self._queued: list[_Record] = []  # produced during this pass of the loop
 
     def _on_error(self, error: KafkaError) -> None:
         self._errors.append(error)
@@ -73,24 +87,44 @@ class Publisher:
     ) -> None:
         """Queue one record; ``on_delivery(err, msg)`` runs on the loop when it is acknowledged.
 
+        The record reaches librdkafka at the end of this pass of the event loop, with
+        the others queued meanwhile (at once when no loop runs).
+        """
+        queued = self._queued
+        queued.append((topic, value, key, on_delivery, headers))
+        if len(queued) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.hand_over)
+            except RuntimeError:
+                self.hand_over()
+
+    def hand_over(self) -> None:
+        """Hand the queued records to librdkafka, in order.
+
         Never drops a record: if librdkafka's local queue is full (500,000 records by
         default), it serves delivery reports, waiting a few milliseconds at a time inside
         librdkafka, until there is room. Only then does this block the event loop.
         """
-        while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    value=value,
-                    key=key,
-                    headers=headers,
-                    on_delivery=on_delivery,
-                )
-            except BufferError:
-                self._producer.poll(FULL_QUEUE_WAIT_S)
-                continue
+        queued, self._queued = self._queued, []
+        producer = self._producer
+        for topic, value, key, on_delivery, headers in queued:
+            while True:
+                try:
+                    producer.produce(
+                        topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                    )
+                except BufferError:
+                    producer.poll(FULL_QUEUE_WAIT_S)
+                    continue
+                except Exception as exc:
+                    if self._refused is None:
+                        raise
+                    # Refused outright (too large, an unknown topic...): it can never be
+                    # delivered, so its message must never count as done.
+                    self._refused(exc)
+                break
+        if queued:
             self._wakeup.set()
-            return
 
     def produce_to(  # noqa: PLR0913, PLR0917 - produce's arguments and the partition
         self,
@@ -129,6 +163,7 @@ class Publisher:
     async def run(self) -> None:
         """Serve delivery reports until cancelled."""
         while True:
+            self.hand_over()
             if len(self._producer) == 0:
                 self._wakeup.clear()
                 await self._wakeup.wait()
@@ -137,6 +172,7 @@ class Publisher:
 
     async def flush(self, timeout_s: float) -> int:
         """Serve reports until nothing is outstanding or ``timeout_s`` passes; return the rest."""
+        self.hand_over()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while len(self._producer) > 0 and loop.time() < deadline:

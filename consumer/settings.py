@@ -51,6 +51,8 @@ from consumer.retry import RetryPolicy
 from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, STATUS_TOPIC
 from schemas.errors import ConfigError
 
+LOOPS = ("uvloop", "asyncio")  # the event loops a replica can run on
+
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
@@ -87,6 +89,10 @@ class Settings:
     # The same HTTP 500 body this many times for one work unit is the model's final
     # answer to its input, not a passing fault (0: retry such answers like any 500).
     max_same_error: int = 3
+    # Calls to bisect a unit refused for its input until the bad items stand alone (0: off).
+    max_bisect_calls: int = 32
+    # Who shares request places and the buffer: batches (by priority), or partitions only.
+    fairness: Literal["batches", "partitions"] = "batches"
     backoff_base_s: float = 0.5
     backoff_max_s: float = 30.0
     # Backpressure: pause fetching while more items than this are buffered.
@@ -123,6 +129,8 @@ class Settings:
     kafka_options: Mapping[str, str] = field(default_factory=dict, repr=False)
     log_format: Literal["json", "text"] = "json"
     log_level: str = "INFO"
+    # The event loop: uvloop (libuv) costs less CPU per request than asyncio's own.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"  # uvloop: asyncio if not installed
 
     def __post_init__(self) -> None:  # noqa: C901 - one flat check per setting
         """Check every value; a bad one raises :class:`ConfigError` naming it."""
@@ -154,15 +162,17 @@ class Settings:
                 )
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port {self.metrics_port}: use 0-65535, or -1 for none")
-        if self.log_format not in {"json", "text"}:
-            raise ConfigError(f"log_format {self.log_format!r}: use json or text")
+        _check_choices(self, {"log_format": ("json", "text"), "event_loop": LOOPS})
         self._check_group()
         self.retry_policy()  # validates the retry settings
 
     def _check_dispatch(self) -> None:
-        """Check the concurrency and circuit breaker settings."""
-        if self.concurrency not in {"fixed", "adaptive"}:
-            raise ConfigError(f"concurrency {self.concurrency!r}: use fixed or adaptive")
+        """Check the concurrency, circuit breaker and bisection settings."""
+        _check_choices(
+            self, {"concurrency": ("fixed", "adaptive"), "fairness": ("batches", "partitions")}
+        )
+        if self.max_bisect_calls < 0:
+            raise ConfigError(f"max_bisect_calls must be >= 0, got {self.max_bisect_calls}")
         if not 1 <= self.min_in_flight <= self.max_in_flight:
             raise ConfigError(
                 f"min_in_flight must be between 1 and max_in_flight ({self.max_in_flight}), "
@@ -300,13 +310,14 @@ class Settings:
         """
         given = {k: v for k, v in overrides.items() if v is not None}
         values: dict[str, Any] = {}
+        names = {f.name for f in dataclasses.fields(cls)}
         for f in dataclasses.fields(cls):
             if f.name in {"bootstrap_servers", "endpoints", "kafka_options"}:
                 continue
             raw = env.get(f"BATCH_RUNNER_{f.name.upper()}")
             if raw is not None:
                 values[f.name] = _coerce(f.name, raw, f.type)
-        values.update({k: v for k, v in given.items() if k in _field_names(cls)})
+        values.update({k: v for k, v in given.items() if k in names})
         values["bootstrap_servers"] = given.get("bootstrap_servers") or env.get(
             "KAFKA_BOOTSTRAP_SERVERS",
             "",
@@ -316,8 +327,10 @@ class Settings:
         return cls(**values)
 
 
-def _field_names(cls: type[Settings]) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+def _check_choices(settings: Settings, choices: Mapping[str, tuple[str, ...]]) -> None:
+    for name, allowed in choices.items():
+        if getattr(settings, name) not in allowed:
+            raise ConfigError(f"{name} {getattr(settings, name)!r}: use {' or '.join(allowed)}")
 
 
 def _positive(name: str, value: float) -> None:

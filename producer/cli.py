@@ -168,6 +168,7 @@ def _submit(args: argparse.Namespace) -> int:  # noqa: C901 - progress display, 
             max_message_bytes=args.max_message_bytes,
             target=args.target,
             items_per_request=args.items_per_request,
+            priority=args.priority,
             metadata=_metadata(args.metadata),
             create_topic=args.create_topic,
             partitions=args.partitions,
@@ -587,6 +588,11 @@ def register_submit(subparsers: Subparsers) -> None:
     parser.add_argument("--topic", default=REQUESTS_TOPIC)
     parser.add_argument("--target", help="endpoint name configured on the consumer")
     parser.add_argument("--items-per-request", type=int, help="items per inference call")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        help="1-100 (default 1): the batch's share of a busy consumer's calls, by weight",
+    )
     parser.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="repeatable")
     parser.add_argument("--chunk-size", type=int, default=500, help="items per message (500)")
     parser.add_argument("--max-message-bytes", type=int, default=1_000_000)

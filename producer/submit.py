@@ -26,6 +26,7 @@ from schemas import (
     encode_status_record,
 )
 from schemas.errors import BadInputError, IncompleteError, KafkaUnavailableError
+from schemas.fields import MAX_PRIORITY
 from schemas.messages import BATCH_ID_PATTERN, MAX_BATCH_ID_LENGTH, MAX_ITEMS_PER_CHUNK
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def _ensure_topic(  # noqa: PLR0913 - keyword options of topic creation
     create_topics(admin_client(config), [spec], timeout_s=timeout_s).check()
 
 
-def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-only
+def submit(  # noqa: PLR0913, PLR0915, C901 - the options a batch can carry, keyword-only
     items: Sequence[bytes],
     *,
     bootstrap_servers: str,
@@ -151,6 +152,7 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     target: str | None = None,
     items_per_request: int | None = None,
+    priority: int | None = None,
     metadata: Mapping[str, str] | None = None,
     create_topic: bool = False,
     partitions: int = 4,
@@ -177,18 +179,10 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
         raise BadInputError("no items to submit")
     batch_id = batch_id or new_batch_id()
     check_batch_id(batch_id)
+    if priority is not None and not 1 <= priority <= MAX_PRIORITY:
+        raise BadInputError(f"priority must be between 1 and {MAX_PRIORITY}, got {priority}")
     plan = plan_chunks(items, chunk_size=chunk_size, max_message_bytes=max_message_bytes)
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap_servers,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        "message.max.bytes": max_message_bytes + ENVELOPE_BYTES,
-        "message.timeout.ms": int(timeout_s * 1000),
-        "socket.connection.setup.timeout.ms": int(min(timeout_s, 30) * 1000),
-        **(kafka_options or {}),
-    }
+    config = _producer_config(bootstrap_servers, max_message_bytes, timeout_s, kafka_options)
     producer = Producer(config)
     _ensure_topic(
         producer,
@@ -247,6 +241,7 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
             chunks=len(plan),
             target=target,
             items_per_request=items_per_request,
+            priority=priority,
             metadata=dict(metadata) if metadata else None,
             submitted_at=submitted_at,
             deadline=deadline,
@@ -281,6 +276,26 @@ def submit(  # noqa: PLR0913, C901 - the options a batch can carry, all keyword-
             f"(chunks {listed}): {reason}. Nothing was lost: re-run with --batch-id {batch_id}",
         )
     return report
+
+
+def _producer_config(
+    bootstrap_servers: str,
+    max_message_bytes: int,
+    timeout_s: float,
+    kafka_options: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """Return the idempotent producer's configuration for one submit."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "message.max.bytes": max_message_bytes + ENVELOPE_BYTES,
+        "message.timeout.ms": int(timeout_s * 1000),
+        "socket.connection.setup.timeout.ms": int(min(timeout_s, 30) * 1000),
+        **(kafka_options or {}),
+    }
 
 
 def _write_submitted(

@@ -48,6 +48,8 @@ BatchId = Annotated[
 Target = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=TARGET_PATTERN)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+MAX_PRIORITY = 100
+Priority = Annotated[int, msgspec.Meta(ge=1, le=MAX_PRIORITY)]
 MetaValue = Annotated[str, msgspec.Meta(max_length=1024)]
 
 

@@ -24,6 +24,7 @@ from schemas.fields import (
     MetaValue,
     NonNegative,
     Positive,
+    Priority,
     Target,
     position_problem,
 )
@@ -53,6 +54,7 @@ class BatchRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     items: Annotated[list[msgspec.Raw], msgspec.Meta(min_length=1)]
     target: Target | None = None
     items_per_request: Positive | None = None
+    priority: Priority | None = None
     metadata: dict[str, MetaValue] | None = None
     submitted_at: float | None = None
     deadline: float | None = None
@@ -133,6 +135,7 @@ def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the messag
     items_per_request: int | None = None,
     metadata: dict[str, str] | None = None,
     submitted_at: float | None = None,
+    priority: int | None = None,
     deadline: float | None = None,
     attempt: int | None = None,
     indexes: list[int] | None = None,
@@ -155,6 +158,7 @@ def encode_batch_request(  # noqa: PLR0913 - one keyword per field of the messag
         items=[item if isinstance(item, msgspec.Raw) else msgspec.Raw(item) for item in items],
         target=target,
         items_per_request=items_per_request,
+        priority=priority,
         metadata=metadata,
         submitted_at=submitted_at,
         deadline=deadline,

@@ -16,8 +16,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from consumer.chunks import Chunk, ChunkBook
-from consumer.dispatcher import Outcome
 from consumer.metrics import Metrics
+from consumer.outcome import Outcome
 from consumer.splitter import WorkUnit
 from consumer.writer import RecordWriter
 from schemas import (
@@ -352,3 +352,25 @@ def test_results_carry_custom_ids_and_usage_and_the_metric_counts_tokens() -> No
     registry = metrics.registry
     assert registry.get_sample_value("batch_runner_tokens_total", {"kind": "prompt"}) == 6
     assert registry.get_sample_value("batch_runner_tokens_total", {"kind": "completion"}) == 2
+
+
+def test_a_partition_holding_nothing_fetches_even_when_the_buffer_is_full() -> None:
+    """A new batch on a quiet partition is not stuck behind a full buffer (newcomers).
+
+    The full buffer pauses the partition that holds the items, leaves the empty one
+    fetching (one message at a time) and resumes it if it was paused; without newcomers
+    (``--fairness partitions``) both are paused, as before.
+    """
+    book = ChunkBook(max_buffered_items=100)
+    book.assign([P0, P1])
+    book.register(make_chunk(P0, 0, 100))
+    assert book.full
+    assert book.pause_plan([P0, P1], set(), lambda _: False) == ([P0], [])
+    assert book.pause_plan([P0, P1], {P0, P1}, lambda _: False) == ([], [P1])
+    assert book.fetch_size(poll_batch=500) == 1
+    book.register(make_chunk(P1, 0, 3))
+    assert book.pause_plan([P0, P1], {P0}, lambda _: False) == ([P1], [])
+    fifo = ChunkBook(max_buffered_items=100, newcomers=False)
+    fifo.assign([P0, P1])
+    fifo.register(make_chunk(P0, 0, 100))
+    assert fifo.pause_plan([P0, P1], set(), lambda _: False) == ([P0, P1], [])

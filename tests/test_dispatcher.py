@@ -27,7 +27,7 @@ from tools.testservers.inference import ServerConfig, TestInferenceServer
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from consumer.dispatcher import Outcome
+    from consumer.outcome import Outcome
     from consumer.protocols import ProtocolName
 
 TRACEBACK = "\n".join(

@@ -26,7 +26,7 @@ from tools.testservers.inference import ServerConfig, TestInferenceServer
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from consumer.dispatcher import Outcome
+    from consumer.outcome import Outcome
     from consumer.settings import Settings
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -86,3 +88,40 @@ def test_counts_stay_true_through_any_mix_of_waits_cancels_releases_and_limits(
         assert (limiter.in_use, limiter.waiting) == (0, 0)
 
     asyncio.run(scenario())
+
+
+async def test_places_follow_the_keys_weights_and_no_key_starves() -> None:
+    """Keys of weight 3 and 1, both with a backlog: 3:1 places, the light key every fourth.
+
+    A key that starts waiting later is served within two rounds, not after the backlog.
+    """
+    limiter = Limiter(1)
+    await limiter.acquire()
+    served: list[str] = []
+
+    async def wait(key: str, weight: float) -> None:
+        await limiter.acquire(key, weight)
+        served.append(key)
+        limiter.release()
+
+    tasks = [asyncio.create_task(wait("heavy", 3)) for _ in range(60)]
+    tasks += [asyncio.create_task(wait("light", 1)) for _ in range(60)]
+    await asyncio.sleep(0)
+    limiter.release()
+    await asyncio.sleep(0)
+    queued_after = len(served)
+    tasks.append(asyncio.create_task(wait("late", 1)))
+    await asyncio.gather(*tasks)
+    first = [key for key in served if key != "late"][:40]
+    assert (first.count("heavy"), first.count("light")) == (30, 10)
+    assert served.index("late") - queued_after <= 2 * (3 + 1)  # two rounds of the weights
+    two = [key for key in served if key != "late"][:80]
+    gaps = [i for i, key in enumerate(two) if key == "light"]
+    assert max(b - a for a, b in itertools.pairwise(gaps)) <= 5  # 4, or 5 on a tie
+
+
+async def test_a_weight_must_be_positive() -> None:
+    """A weight of 0 would never be served: refused."""
+    limiter = Limiter(1)
+    with pytest.raises(ValueError, match="weight"):
+        await limiter.acquire("a", 0)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-    from consumer.dispatcher import Outcome
+    from consumer.outcome import Outcome
 
 CHAT_BODY = {"model": "m", "messages": [{"role": "user", "content": "how are you"}]}
 

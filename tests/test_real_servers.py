@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
     from confluent_kafka.admin import AdminClient
 
-    from consumer.dispatcher import Outcome
+    from consumer.outcome import Outcome
     from consumer.protocols import ProtocolName
 
 pytestmark = pytest.mark.servers

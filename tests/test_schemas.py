@@ -71,7 +71,7 @@ def test_round_trip_keeps_items_byte_for_byte() -> None:
 
 def test_unknown_fields_are_ignored_on_read_and_never_emitted() -> None:
     """A newer producer's extra fields are accepted and dropped on re-encoding."""
-    data = orjson.dumps(request_doc(priority="high", extra={"nested": [1]}))
+    data = orjson.dumps(request_doc(urgency="high", extra={"nested": [1]}))
     request = decode_batch_request(data)
     again = encode_batch_request(
         batch_id=request.batch_id,
@@ -81,8 +81,28 @@ def test_unknown_fields_are_ignored_on_read_and_never_emitted() -> None:
         chunk=request.chunk,
         chunks=request.chunks,
     )
-    assert b"priority" not in again
+    assert b"urgency" not in again
     assert b"extra" not in again
+
+
+def test_priority_is_an_integer_from_1_to_100_and_round_trips() -> None:
+    """``priority`` 1-100 is read and written back; 0, 101, 2.5 and strings are invalid."""
+    request = decode_batch_request(orjson.dumps(request_doc(priority=3)))
+    assert request.priority == 3
+    again = encode_batch_request(
+        batch_id=request.batch_id,
+        items=request.items,
+        start=request.start,
+        total=request.total,
+        chunk=request.chunk,
+        chunks=request.chunks,
+        priority=request.priority,
+    )
+    assert decode_batch_request(again).priority == 3
+    assert decode_batch_request(orjson.dumps(request_doc(priority=None))).priority is None
+    for bad in (0, 101, 2.5, "high"):
+        with pytest.raises(InvalidMessage, match="priority"):
+            decode_batch_request(orjson.dumps(request_doc(priority=bad)))
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,9 @@ def positions_fit(doc: dict[str, Any], count: int) -> bool:
     )
 
 
-REQUEST_INTEGERS = ("chunk", "chunks", "start", "total", "items_per_request", "attempt")
+REQUEST_INTEGERS = (
+    *("chunk", "chunks", "start", "total", "items_per_request", "priority", "attempt"),
+)
 SUMMARY_INTEGERS = (
     "chunk",
     "chunks",
@@ -186,6 +188,7 @@ def requests(draw: st.DrawFn) -> dict[str, Any]:
     optional = {
         "target": st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,10}", fullmatch=True),
         "items_per_request": st.integers(1, 50),
+        "priority": st.integers(1, 100),
         "metadata": st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
         "submitted_at": st.floats(0, 2e9),
         "deadline": st.floats(0, 2e9),

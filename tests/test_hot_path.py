@@ -1,0 +1,123 @@
+"""The consumer's per-item hot path: results in bursts, lock-free histograms, the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Message
+from prometheus_client import CollectorRegistry, Histogram
+
+from consumer.__main__ import loop_factory
+from consumer.metrics import LATENCY_BUCKETS, LoopHistogram
+from consumer.publisher import Publisher
+from consumer.settings import Settings
+from schemas.errors import ConfigError
+
+# No broker: librdkafka queues records locally until it reaches one (never, here).
+UNREACHABLE = {"bootstrap.servers": "127.0.0.1:1", "message.max.bytes": 10_000}
+
+
+class Held:
+    """The records librdkafka holds, told by their delivery reports once purged."""
+
+    def __init__(self) -> None:
+        """Nothing held yet."""
+        self.values: list[bytes] = []
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        """Take one delivery report: the record was purged from librdkafka's queue."""
+        assert err is not None
+        assert err.code() == KafkaError._PURGE_QUEUE
+        self.values.append(msg.value() or b"")
+
+    def take(self, publisher: Publisher) -> list[bytes]:
+        """Purge what librdkafka holds; return the values it held, in order."""
+        producer = publisher._producer
+        producer.purge()
+        producer.poll(0)
+        values, self.values = self.values, []
+        return values
+
+
+def test_records_of_one_loop_pass_reach_librdkafka_together_at_its_end() -> None:
+    """Produced records wait for the end of the pass, then all of them are queued, in order."""
+    refused: list[BaseException] = []
+    held = Held()
+
+    async def scenario() -> tuple[list[bytes], list[bytes]]:
+        publisher = Publisher(dict(UNREACHABLE), refused=refused.append)
+        for n in range(3):
+            publisher.produce("results", b"%d" % n, None, held)
+        before = held.take(publisher)
+        await asyncio.sleep(0)
+        return before, held.take(publisher)
+
+    assert asyncio.run(scenario()) == ([], [b"0", b"1", b"2"])
+    assert refused == []
+
+
+def test_a_record_librdkafka_refuses_goes_to_refused_and_the_others_are_queued() -> None:
+    """A record over ``message.max.bytes`` is refused outright: the pipeline must hear of it."""
+    refused: list[BaseException] = []
+    held = Held()
+
+    async def scenario() -> list[bytes]:
+        publisher = Publisher(dict(UNREACHABLE), refused=refused.append)
+        publisher.produce("results", b"small", None, held)
+        publisher.produce("results", b"x" * 20_000, None, held)
+        publisher.produce("results", b"small too", None, held)
+        await asyncio.sleep(0)
+        return held.take(publisher)
+
+    assert asyncio.run(scenario()) == [b"small", b"small too"]
+    assert len(refused) == 1
+    assert isinstance(refused[0], KafkaException)
+    assert refused[0].args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_outside_a_running_loop_a_record_is_handed_over_at_once() -> None:
+    """Without an event loop (a script, a test) there is no pass to wait for."""
+    held = Held()
+    publisher = Publisher(dict(UNREACHABLE))
+    publisher.produce("results", b"now", None, held)
+    assert held.take(publisher) == [b"now"]
+
+
+def test_loop_histogram_exports_what_a_prometheus_histogram_would() -> None:
+    """Same buckets, sum and count as ``prometheus_client.Histogram`` for the same values."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    fast = LoopHistogram("t_seconds", "t", buckets=LATENCY_BUCKETS, registry=ours)
+    plain = Histogram("t_seconds", "t", buckets=LATENCY_BUCKETS, registry=theirs)
+    for value in (0.0, 0.001, 0.0011, 0.05, 0.3, 2.5, 59.0, 61.0, 1e6):
+        fast.observe(value)
+        plain.observe(value)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("le", "")): s.value
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(ours) == samples(theirs)
+
+
+def test_the_event_loop_setting() -> None:
+    """The default is uvloop; asyncio's own loop on request; anything else is refused."""
+    base = {"KAFKA_BOOTSTRAP_SERVERS": "k:9092", "BATCH_RUNNER_ENDPOINT": "http://m/v1"}
+    assert Settings.from_env(base).event_loop == "uvloop"
+    assert Settings.from_env({**base, "BATCH_RUNNER_EVENT_LOOP": "asyncio"}).event_loop == (
+        "asyncio"
+    )
+    with pytest.raises(ConfigError, match="event_loop 'trio': use uvloop or asyncio"):
+        Settings.from_env({**base, "BATCH_RUNNER_EVENT_LOOP": "trio"})
+    assert loop_factory("asyncio") is None
+    factory = loop_factory("uvloop")
+    assert factory is not None
+    loop = factory()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+    finally:
+        loop.close()
