@@ -118,6 +118,12 @@ class Metrics:
             buckets=E2E_BUCKETS,
             registry=r,
         )
+        self.resumed_items = Counter(
+            "batch_runner_resumed_items_total",
+            "Items not sent to the model again: a previous owner of the partition had their "
+            "results acknowledged (item-level resume from the commit metadata).",
+            registry=r,
+        )
         self.commits = Counter(
             "batch_runner_commits_total",
             "Successful offset commits.",

@@ -41,6 +41,7 @@ from consumer.offsets import OffsetTracker
 from consumer.ops import OpsServer
 from consumer.progress import ProgressMonitor, StallWatch
 from consumer.publisher import Publisher
+from consumer.resume import decode, describe
 from consumer.source import Source
 from consumer.status import ClientReports, StatusBoard
 from consumer.writer import RecordWriter
@@ -48,6 +49,7 @@ from schemas.errors import DeliveryError
 
 if TYPE_CHECKING:
     from consumer.chunks import Chunk
+    from consumer.commits import Commit
     from consumer.offsets import PartitionKey
     from consumer.settings import Settings
 
@@ -112,6 +114,7 @@ class Pipeline:
             interval_s=settings.commit_interval_s,
             timeout_s=settings.commit_timeout_s,
             on_committed=self._committed,
+            metadata_of=self.commit_metadata if settings.resume_metadata_bytes else None,
         )
         self.watch = StallWatch(ProgressMonitor(settings.stall_timeout_s))
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}"
@@ -124,6 +127,7 @@ class Pipeline:
             monitor=self.watch.monitor,
             failed=self.delivery_failed,
             replica_header=(REPLICA_HEADER, self.replica_id.encode()),
+            metrics=self.metrics,
         )
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -276,13 +280,52 @@ class Pipeline:
 
     # --- rebalance (called on the loop by the source) --------------------------------------
 
-    async def on_assigned(self, partitions: list[PartitionKey]) -> None:
-        """Start bookkeeping for newly assigned partitions, each in a new epoch."""
+    async def on_assigned(
+        self, partitions: list[PartitionKey], committed: dict[PartitionKey, Commit]
+    ) -> None:
+        """Start bookkeeping for newly assigned partitions, each in a new epoch.
+
+        ``committed`` holds the positions committed with resume metadata: what it says is
+        done after the position is not done again (:mod:`consumer.resume`).
+        """
         self.offsets.assign(partitions)
         self.book.assign(partitions)
         self.watch.monitor.assign(partitions, time.monotonic())
+        if self.settings.resume_metadata_bytes:
+            for tp, (position, text) in committed.items():
+                resume = decode(position, text)
+                if resume:
+                    self.intake.resuming[tp] = resume
+                    log.info("resuming after a previous owner", extra={"partition": tp[1]})
 
-    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
+    def commit_metadata(self, tp: PartitionKey) -> Commit | None:
+        """Return the position a commit of ``tp`` names now, and what is done after it.
+
+        What is done: offsets whose records are all acknowledged behind a pending one, the
+        acknowledged items of chunks in flight, and what a previous owner's metadata said
+        of offsets not received yet.
+        """
+        offsets = self.offsets.partition(*tp)
+        position = None if offsets is None else offsets.base()
+        if offsets is None or position is None:
+            return None
+        partial = {
+            c.offset: p
+            for c in self.book.in_flight(tp)
+            if (p := c.progress) is not None and self.book.current(tp, c.epoch)
+        }
+        previous = self.intake.resuming.get(tp)
+        text = describe(
+            position,
+            done_behind=offsets.done_behind,
+            partial=partial,
+            previous=previous,
+            last_received=offsets.last,
+            limit=self.settings.resume_metadata_bytes,
+        )
+        return position, text
+
+    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, Commit]:
         """Let started work of ``partitions`` finish briefly; return what to commit.
 
         Chunks with nothing published yet are handed back at once; the others get
@@ -295,9 +338,16 @@ class Pipeline:
         self.book.hand_back_untouched(partitions)
         if grace > 0:
             await self.book.wait_idle(partitions, grace)
-        positions = self.offsets.revoke(partitions)
+        commits: dict[PartitionKey, Commit] = {}
+        if self.settings.resume_metadata_bytes:
+            for tp in partitions:
+                found = self.commit_metadata(tp)
+                if found is not None and found[1]:
+                    commits[tp] = found
+        for tp, position in self.offsets.revoke(partitions).items():
+            commits.setdefault(tp, (position, ""))
         self._drop(partitions)
-        return {} if self._forced or self._fatal is not None else positions
+        return {} if self._forced or self._fatal is not None else commits
 
     async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Forget lost partitions: their work is redone by whoever owns them now."""
@@ -305,5 +355,7 @@ class Pipeline:
         self._drop(partitions)
 
     def _drop(self, partitions: list[PartitionKey]) -> None:
+        for tp in partitions:
+            self.intake.resuming.pop(tp, None)
         self.watch.monitor.forget(partitions)
         self.book.drop(partitions)

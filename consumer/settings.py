@@ -93,6 +93,10 @@ class Settings:
     # Commits and shutdown.
     commit_interval_s: float = 0.5
     commit_timeout_s: float = 10.0
+    # Item-level resume: each commit's metadata says which items after the committed
+    # offset are done, in at most this many bytes (the broker's offset.metadata.max.bytes
+    # is 4096 by default); 0 turns it off (a taken-over message is redone whole).
+    resume_metadata_bytes: int = 4000
     drain_timeout_s: float = 30.0
     revoke_grace_s: float = 10.0
     # Group membership. ``classic`` (cooperative-sticky) with a short session timeout
@@ -191,6 +195,8 @@ class Settings:
         for name in ("commit_timeout_s", "session_timeout_s", "heartbeat_interval_s"):
             _positive(name, getattr(self, name))
         _positive("stall_timeout_s", self.stall_timeout_s)
+        if self.resume_metadata_bytes < 0:
+            raise ConfigError("resume_metadata_bytes must be >= 0 (0: no item-level resume)")
         if self.group_protocol not in GROUP_PROTOCOLS:
             raise ConfigError(
                 f"group_protocol {self.group_protocol!r}: use {' or '.join(GROUP_PROTOCOLS)}",

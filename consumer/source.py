@@ -22,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from consumer.commits import Commit, CommitResult, topic_partition
 from consumer.kafka_thread import ConsumerThread
 
 if TYPE_CHECKING:
@@ -40,55 +40,26 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Commit errors that mean "not now" (a rebalance, a coordinator move, a broker away):
-# the positions stay uncommitted and the next round commits them again.
-RETRIABLE_COMMIT_ERRORS = frozenset(
-    {
-        KafkaError.REBALANCE_IN_PROGRESS,
-        KafkaError.ILLEGAL_GENERATION,
-        KafkaError.UNKNOWN_MEMBER_ID,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError.STALE_MEMBER_EPOCH,
-        KafkaError._TRANSPORT,  # noqa: SLF001 - librdkafka's own codes
-        KafkaError._WAIT_COORD,  # noqa: SLF001
-        KafkaError._TIMED_OUT,  # noqa: SLF001
-        KafkaError._STATE,  # noqa: SLF001
-        KafkaError._DESTROY,  # noqa: SLF001
-        KafkaError._ASSIGNMENT_LOST,  # noqa: SLF001
-        KafkaError._NO_OFFSET,  # noqa: SLF001
-    },
-)
 # How long a resume may wait for the metadata request that wakes the fetcher.
 WAKE_TIMEOUT_S = 0.25
+# How long an assignment may wait to read its partitions' commit metadata (item-level
+# resume); without an answer the messages after the committed offset are redone whole.
+COMMITTED_TIMEOUT_S = 5.0
 
 
 class RebalanceListener(Protocol):
     """What the pipeline does when partitions come and go (all run on the loop)."""
 
-    async def on_assigned(self, partitions: list[PartitionKey]) -> None:
-        """Partitions were assigned (incrementally)."""
+    async def on_assigned(
+        self, partitions: list[PartitionKey], committed: dict[PartitionKey, tuple[int, str]]
+    ) -> None:
+        """Partitions were assigned (incrementally); ``committed``: their position, metadata."""
 
-    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
+    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, Commit]:
         """Partitions are about to be revoked: return the positions to commit for them."""
 
     async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Partitions were lost (no commit possible): forget their state."""
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    """What the broker said about one commit: the positions it took, and the first error."""
-
-    committed: dict[PartitionKey, int] = field(default_factory=dict)
-    error: KafkaError | None = None
-
-    @property
-    def retriable(self) -> bool:
-        """Whether the failure is one that the next commit round may get past."""
-        return self.error is None or self.error.code() in RETRIABLE_COMMIT_ERRORS
 
 
 class Source:
@@ -118,6 +89,7 @@ class Source:
         self._pending_commits: dict[frozenset[tuple[str, int, int]], asyncio.Future[CommitResult]]
         self._pending_commits = {}
         self.commit_on_revoke = True
+        self.read_commit_metadata = True
         self.joined = False
         self.paused: set[PartitionKey] = set()
         self.assignment: set[PartitionKey] = set()
@@ -166,8 +138,13 @@ class Source:
         await self.pause(sorted(self.assignment))
         await self.fetch(1, timeout_s)
 
-    async def commit(self, positions: Mapping[PartitionKey, int], timeout_s: float) -> CommitResult:
-        """Commit ``positions``; wait up to ``timeout_s`` for the broker's answer.
+    async def commit(
+        self,
+        positions: Mapping[PartitionKey, int],
+        timeout_s: float,
+        metadata: Mapping[PartitionKey, str] | None = None,
+    ) -> CommitResult:
+        """Commit ``positions`` (with ``metadata``); wait up to ``timeout_s`` for the answer.
 
         The commit is asynchronous on the consumer thread, which keeps polling (and so
         serving rebalances) meanwhile. A timeout is a retriable failure.
@@ -179,7 +156,10 @@ class Source:
         future = self._pending_commits.get(key)
         if future is None:
             future = self._pending_commits[key] = loop.create_future()
-            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+            texts = metadata or {}
+            offsets = [
+                topic_partition(t, p, o, texts.get((t, p), "")) for (t, p), o in positions.items()
+            ]
             try:
                 await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=True))
             except KafkaException as exc:
@@ -277,7 +257,26 @@ class Source:
         self.assignment.update(tps)
         self.paused.difference_update(tps)
         log.info("partitions assigned", extra={"partitions": _fmt(tps)})
-        self._on_loop(lambda: self._listener.on_assigned(tps), self._callback_timeout_s)
+        committed = self._committed(consumer, partitions)
+        self._on_loop(lambda: self._listener.on_assigned(tps, committed), self._callback_timeout_s)
+
+    def _committed(
+        self, consumer: Consumer, partitions: list[TopicPartition]
+    ) -> dict[PartitionKey, Commit]:
+        """Read the committed positions that carry metadata (none if the broker is slow)."""
+        if not partitions or not self.read_commit_metadata:
+            return {}
+        try:
+            found = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
+        except KafkaException as exc:
+            log.warning("cannot read the commit metadata: resuming whole messages",
+                        extra={"error": str(exc)})  # fmt: skip
+            return {}
+        return {
+            (tp.topic, tp.partition): (tp.offset, tp.metadata)
+            for tp in found
+            if tp.error is None and tp.offset >= 0 and tp.metadata
+        }
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
@@ -298,7 +297,7 @@ class Source:
             extra={"partitions": _fmt(tps), "took_s": round(time.monotonic() - started, 3)},
         )
 
-    def _commit_on_revoke(self, consumer: Consumer, positions: dict[PartitionKey, int]) -> None:
+    def _commit_on_revoke(self, consumer: Consumer, positions: dict[PartitionKey, Commit]) -> None:
         """Commit what is done of revoked partitions, synchronously, inside the callback.
 
         Inside the callback the member's generation is still the current one: a commit
@@ -307,11 +306,11 @@ class Source:
         synchronous commit could block the thread for long: then nothing is committed
         (the new owner redoes the work; nothing is lost).
         """
-        extra = {"positions": _fmt_positions(positions)}
+        extra = {"positions": _fmt_positions({tp: o for tp, (o, _) in positions.items()})}
         if not self._reachable():
             log.warning("the cluster is unreachable: not committing before revoke", extra=extra)
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        offsets = [topic_partition(t, p, o, text) for (t, p), (o, text) in positions.items()]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:

@@ -154,7 +154,7 @@ class RecordWriter:
                 for i in range(count)
             ]
             errors = count
-        on_delivery = self._delivery_callback(chunk)
+        on_delivery = self._unit_callback(chunk, unit.offset, count, errors)
         produce, topic, key = self._produce, self.results_topic, request.batch_id
         headers = chunk.trace_headers
         chunk.unacked += count
@@ -171,10 +171,22 @@ class RecordWriter:
             metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
         chunk.pending_items -= count
         if chunk.pending_items == 0:
-            summary = encode_summary(request, chunk.ok_count, chunk.error_count)
-            chunk.unacked += 1
-            chunk.summary_sent = True
-            produce(topic, summary, key, on_delivery, headers)
+            self.write_summary(chunk)
+
+    def write_summary(self, chunk: Chunk) -> None:
+        """Produce the summary of a chunk whose items all have results.
+
+        Its counts include the items a previous owner answered, on a resume: the summary
+        accounts for every item of the chunk, whoever wrote their results.
+        """
+        request = chunk.request
+        summary = encode_summary(request, chunk.ok_count, chunk.error_count)
+        chunk.unacked += 1
+        chunk.summary_sent = True
+        on_delivery = self._delivery_callback(chunk)
+        self._produce(
+            self.results_topic, summary, request.batch_id, on_delivery, chunk.trace_headers
+        )
 
     def _replace_oversized(
         self,
@@ -221,6 +233,20 @@ class RecordWriter:
             self._metrics.tokens.labels("prompt").inc(prompt)
         if completion:
             self._metrics.tokens.labels("completion").inc(completion)
+
+    def _unit_callback(self, chunk: Chunk, start: int, count: int, errors: int) -> DeliveryCallback:
+        """Report the unit's results; once all are acknowledged, its items are done."""
+        chunk_callback = self._delivery_callback(chunk)
+        left = count
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            nonlocal left
+            left -= 1
+            if err is None and left == 0:
+                chunk.acked(start, start + count, errors)
+            chunk_callback(err, msg)
+
+        return on_delivery
 
     def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
         listener = self._listener

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError
 from consumer.chunks import Chunk, ChunkBook
 from consumer.dispatcher import Outcome
 from consumer.metrics import Metrics
+from consumer.resume import ChunkProgress
 from consumer.splitter import WorkUnit
 from consumer.writer import RecordWriter
 from schemas import (
@@ -334,3 +335,40 @@ def test_results_carry_custom_ids_and_usage_and_the_metric_counts_tokens() -> No
     registry = metrics.registry
     assert registry.get_sample_value("batch_runner_tokens_total", {"kind": "prompt"}) == 6
     assert registry.get_sample_value("batch_runner_tokens_total", {"kind": "completion"}) == 2
+
+
+def test_acknowledged_units_become_done_ranges_with_their_ok_and_error_counts() -> None:
+    """What item-level resume commits: only units whose results are all acknowledged."""
+    writer, sink, _ = make_writer()
+    chunk = make_chunk(P0, 3, 6)
+    items = chunk.request.items
+    writer.write_unit(chunk, WorkUnit(4, items[4:]), ok([b"4", b"5"]))
+    failed = Outcome(None, 1, 1.0, ResultErrorKind.BAD_ITEM, "bad")
+    writer.write_unit(chunk, WorkUnit(0, items[:2]), failed)
+    first, *rest = sink.records
+    sink.records = rest
+    first.on_delivery(None, None)  # type: ignore[arg-type] # the writer ignores it
+    assert chunk.done == ()  # one of the unit's two results is still unacknowledged
+    sink.deliver()
+    progress = chunk.progress
+    assert progress is not None
+    assert (progress.done, progress.ok, progress.error) == (((0, 2), (4, 6)), 2, 2)
+
+
+def test_a_resumed_chunk_summary_counts_the_previous_owners_items() -> None:
+    """A chunk resumed with 4 items answered elsewhere (1 error) summarises all 6 items."""
+    writer, sink, listener = make_writer()
+    chunk = make_chunk(P0, 3, 6)
+    chunk.resume_from(ChunkProgress(((0, 3), (5, 6)), 3, 1))
+    items = chunk.request.items
+    writer.write_unit(chunk, WorkUnit(3, items[3:5]), ok([b"3", b"4"]))
+    records = decoded(sink.records)
+    assert [r.index for r in records if isinstance(r, Result)] == [3, 4]
+    summary = records[-1]
+    assert isinstance(summary, ChunkSummary)
+    assert (summary.count, summary.ok, summary.error) == (6, 5, 1)
+    sink.deliver()
+    assert listener.chunks == [chunk]
+    progress = chunk.progress
+    assert progress is not None
+    assert (progress.done, progress.ok, progress.error) == (((0, 6),), 5, 1)
