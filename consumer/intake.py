@@ -90,6 +90,8 @@ class Intake:
             tracked = self._offsets.add(tp[0], tp[1], offset)
         except ValueError:
             tracked = False  # redelivered below what is tracked (a seek): already in hand
+        if tracked:
+            self._writer.expect(tp, offset)
         return epoch if tracked else None
 
     def take(self, msg: Message) -> None:

@@ -28,7 +28,7 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from consumer.chunks import ChunkBook
 from consumer.committer import Committer
@@ -41,9 +41,10 @@ from consumer.offsets import OffsetTracker
 from consumer.ops import OpsServer
 from consumer.progress import ProgressMonitor, StallWatch
 from consumer.publisher import Publisher
-from consumer.resume import decode, describe
+from consumer.rebalance import Rebalance
 from consumer.source import Source
 from consumer.status import ClientReports, StatusBoard
+from consumer.transactions import Releaser, TransactionalCommitter, transactional_config
 from consumer.writer import RecordWriter
 from schemas.errors import DeliveryError
 
@@ -74,9 +75,11 @@ class Pipeline:
         self._kafka_log.addFilter(self.cluster)
         kafka_common = {"logger": self._kafka_log}
         reports = ClientReports(self.metrics, self.cluster)
+        exactly_once = settings.exactly_once
         self.publisher = Publisher(
             {
                 **settings.producer_config(),
+                **(transactional_config(settings) if exactly_once else {}),
                 **kafka_common,
                 "stats_cb": reports.producer_stats,
             },
@@ -107,15 +110,27 @@ class Pipeline:
             ),
             group_id=settings.group_id,
         )
-        self.committer = Committer(
-            self.source,
-            self.offsets,
-            self.metrics,
-            interval_s=settings.commit_interval_s,
-            timeout_s=settings.commit_timeout_s,
-            on_committed=self._committed,
-            metadata_of=self.commit_metadata if settings.resume_metadata_bytes else None,
-        )
+        self.releaser = Releaser(self.publisher.produce) if exactly_once else None
+        self.writer.releaser = self.releaser
+        committing: dict[str, Any] = {
+            "target": self.source,
+            "offsets": self.offsets,
+            "metrics": self.metrics,
+            "interval_s": settings.commit_interval_s,
+            "timeout_s": settings.commit_timeout_s,
+            "on_committed": self._committed,
+        }
+        self.committer: Committer
+        if self.releaser is not None:
+            self.committer = TransactionalCommitter(
+                self.publisher,
+                self.releaser,
+                self.source.group_metadata,
+                self.delivery_failed,
+                **committing,
+            )
+        else:
+            self.committer = Committer(**committing, metadata_of=self._commit_metadata)
         self.watch = StallWatch(ProgressMonitor(settings.stall_timeout_s))
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}"
         self.intake = Intake(
@@ -139,6 +154,18 @@ class Pipeline:
             committer=self.committer,
             timeout_s=settings.drain_timeout_s,
             failed=lambda: self._fatal is not None,
+        )
+        self.rebalance = Rebalance(
+            settings,
+            offsets=self.offsets,
+            book=self.book,
+            intake=self.intake,
+            monitor=self.watch.monitor,
+            committer=self.committer,
+            drain=self.drain,
+            releaser=self.releaser,
+            stopped=lambda: self._fatal is not None,
+            forced=lambda: self._forced,
         )
         self.status = StatusBoard(
             source=self.source,
@@ -181,6 +208,8 @@ class Pipeline:
         await self.writer.fit_record_limits(
             {**settings.producer_config(), "logger": self._kafka_log}
         )
+        if isinstance(self.committer, TransactionalCommitter):
+            await self.committer.start(settings.commit_timeout_s)
         await self.dispatcher.start()
         if self.ops is not None:
             await self.ops.start()
@@ -247,12 +276,14 @@ class Pipeline:
         """Mark the chunk's message done, unless a delivery failed or its epoch is over."""
         if self._fatal is None and self.book.complete(chunk):
             self.offsets.done(chunk.tp[0], chunk.tp[1], chunk.offset)
+            self.writer.done(chunk.tp, chunk.offset)
             self.metrics.chunks.labels("done").inc()
 
     def dead_letter_delivered(self, tp: PartitionKey, offset: int, epoch: int) -> None:
         """Mark a dead-lettered message done, unless a delivery failed or its epoch is over."""
         if self._fatal is None and self.book.current(tp, epoch):
             self.offsets.done(tp[0], tp[1], offset)
+            self.writer.done(tp, offset)
             self.metrics.chunks.labels("dead_letter").inc()
 
     def delivery_failed(self, error: BaseException) -> None:
@@ -267,6 +298,9 @@ class Pipeline:
 
     # --- progress --------------------------------------------------------------------------
 
+    def _commit_metadata(self, tp: PartitionKey) -> Commit | None:
+        return self.rebalance.commit_metadata(tp) if self.rebalance.resume else None
+
     def _committed(self, positions: dict[PartitionKey, int]) -> None:
         self.cluster.answered()
         now = time.monotonic()
@@ -278,84 +312,18 @@ class Pipeline:
             await asyncio.sleep(PROGRESS_CHECK_S)
             self.status.check_progress(time.monotonic(), self.settings.stall_timeout_s)
 
-    # --- rebalance (called on the loop by the source) --------------------------------------
+    # --- rebalance (called on the loop by the source; consumer.rebalance answers) ---------
 
     async def on_assigned(
         self, partitions: list[PartitionKey], committed: dict[PartitionKey, Commit]
     ) -> None:
-        """Start bookkeeping for newly assigned partitions, each in a new epoch.
-
-        ``committed`` holds the positions committed with resume metadata: what it says is
-        done after the position is not done again (:mod:`consumer.resume`).
-        """
-        self.offsets.assign(partitions)
-        self.book.assign(partitions)
-        self.watch.monitor.assign(partitions, time.monotonic())
-        if self.settings.resume_metadata_bytes:
-            for tp, (position, text) in committed.items():
-                resume = decode(position, text)
-                if resume:
-                    self.intake.resuming[tp] = resume
-                    log.info("resuming after a previous owner", extra={"partition": tp[1]})
-
-    def commit_metadata(self, tp: PartitionKey) -> Commit | None:
-        """Return the position a commit of ``tp`` names now, and what is done after it.
-
-        What is done: offsets whose records are all acknowledged behind a pending one, the
-        acknowledged items of chunks in flight, and what a previous owner's metadata said
-        of offsets not received yet.
-        """
-        offsets = self.offsets.partition(*tp)
-        position = None if offsets is None else offsets.base()
-        if offsets is None or position is None:
-            return None
-        partial = {
-            c.offset: p
-            for c in self.book.in_flight(tp)
-            if (p := c.progress) is not None and self.book.current(tp, c.epoch)
-        }
-        previous = self.intake.resuming.get(tp)
-        text = describe(
-            position,
-            done_behind=offsets.done_behind,
-            partial=partial,
-            previous=previous,
-            last_received=offsets.last,
-            limit=self.settings.resume_metadata_bytes,
-        )
-        return position, text
+        """Start bookkeeping for newly assigned partitions (see :class:`Rebalance`)."""
+        await self.rebalance.on_assigned(partitions, committed)
 
     async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, Commit]:
-        """Let started work of ``partitions`` finish briefly; return what to commit.
-
-        Chunks with nothing published yet are handed back at once; the others get
-        ``revoke_grace_s`` capped at a quarter of ``max.poll.interval.ms`` (the group's
-        rebalance timeout), and while draining at the drain's time left.
-        """
-        grace = 0.0 if self._forced else self.settings.effective_revoke_grace_s
-        if self.drain.started:
-            grace = min(grace, self.drain.time_left())
-        self.book.hand_back_untouched(partitions)
-        if grace > 0:
-            await self.book.wait_idle(partitions, grace)
-        commits: dict[PartitionKey, Commit] = {}
-        if self.settings.resume_metadata_bytes:
-            for tp in partitions:
-                found = self.commit_metadata(tp)
-                if found is not None and found[1]:
-                    commits[tp] = found
-        for tp, position in self.offsets.revoke(partitions).items():
-            commits.setdefault(tp, (position, ""))
-        self._drop(partitions)
-        return {} if self._forced or self._fatal is not None else commits
+        """Let started work finish briefly; return what to commit (see :class:`Rebalance`)."""
+        return await self.rebalance.on_revoked(partitions)
 
     async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Forget lost partitions: their work is redone by whoever owns them now."""
-        self.offsets.revoke(partitions)
-        self._drop(partitions)
-
-    def _drop(self, partitions: list[PartitionKey]) -> None:
-        for tp in partitions:
-            self.intake.resuming.pop(tp, None)
-        self.watch.monitor.forget(partitions)
-        self.book.drop(partitions)
+        await self.rebalance.on_lost(partitions)

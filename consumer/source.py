@@ -192,6 +192,10 @@ class Source:
         elif future is None:  # its caller gave up waiting: the next round commits again
             log.debug("late commit answer", extra={"error": first and first.str()})
 
+    def group_metadata(self) -> object:
+        """Return the group's metadata for a transactional offset commit (no I/O)."""
+        return self._consumer.consumer_group_metadata()
+
     async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
         todo = [tp for tp in partitions if tp not in self.paused and tp in self.assignment]
@@ -269,8 +273,7 @@ class Source:
         try:
             found = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
         except KafkaException as exc:
-            log.warning("cannot read the commit metadata: resuming whole messages",
-                        extra={"error": str(exc)})  # fmt: skip
+            log.warning("no commit metadata: redoing whole messages", extra={"error": str(exc)})
             return {}
         return {
             (tp.topic, tp.partition): (tp.offset, tp.metadata)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from consumer.offsets import PartitionKey
     from consumer.publisher import DeliveryCallback, Produce
     from consumer.splitter import WorkUnit
+    from consumer.transactions import Record, Releaser
     from schemas import BatchRequest
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class RecordWriter:
         self.dlq_topic = dlq_topic
         self.record_limits = dict(record_limits)
         self._group_id = group_id
+        self.releaser: Releaser | None = None  # exactly-once mode: set by the pipeline
 
     async def fit_record_limits(self, producer_config: dict[str, Any]) -> None:
         """Lower the record limits to what the results and dead-letter topics accept.
@@ -155,11 +157,10 @@ class RecordWriter:
             ]
             errors = count
         on_delivery = self._unit_callback(chunk, unit.offset, count, errors)
-        produce, topic, key = self._produce, self.results_topic, request.batch_id
-        headers = chunk.trace_headers
+        topic, key, headers = self.results_topic, request.batch_id, chunk.trace_headers
         chunk.unacked += count
         for value in values:
-            produce(topic, value, key, on_delivery, headers)
+            self._emit(chunk.tp, chunk.offset, (topic, value, key, on_delivery, headers))
         chunk.ok_count += count - errors
         chunk.error_count += errors
         metrics = self._metrics
@@ -184,9 +185,27 @@ class RecordWriter:
         chunk.unacked += 1
         chunk.summary_sent = True
         on_delivery = self._delivery_callback(chunk)
-        self._produce(
-            self.results_topic, summary, request.batch_id, on_delivery, chunk.trace_headers
-        )
+        record = (self.results_topic, summary, request.batch_id, on_delivery, chunk.trace_headers)
+        self._emit(chunk.tp, chunk.offset, record)
+        if self.releaser is not None:
+            self.releaser.finish(chunk.tp, chunk.offset, lambda: not chunk.abandoned)
+
+    def _emit(self, tp: PartitionKey, offset: int, record: Record) -> None:
+        """Produce a record now, or hold it for its message's turn (exactly-once mode)."""
+        if self.releaser is None:
+            self._produce(*record)
+        else:
+            self.releaser.add(tp, offset, record)
+
+    def expect(self, tp: PartitionKey, offset: int) -> None:
+        """Note a received message (exactly-once mode releases records in offset order)."""
+        if self.releaser is not None:
+            self.releaser.expect(tp, offset)
+
+    def done(self, tp: PartitionKey, offset: int) -> None:
+        """Note that the message's records are acknowledged and its offset done."""
+        if self.releaser is not None:
+            self.releaser.done(tp, offset)
 
     def _replace_oversized(
         self,
@@ -310,4 +329,6 @@ class RecordWriter:
             else:
                 listener.dead_letter_delivered(tp, offset, epoch)
 
-        self._produce(self.dlq_topic, value, key, on_delivery, [*headers])
+        self._emit(tp, offset, (self.dlq_topic, value, key, on_delivery, [*headers]))
+        if self.releaser is not None:
+            self.releaser.finish(tp, offset, lambda: True)  # a revoke drops it unreleased
