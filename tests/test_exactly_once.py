@@ -42,7 +42,7 @@ def read_committed(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[
                 err, offset = msg.error(), msg.offset()
                 if err is None:
                     values.append(msg.value() or b"")
-                elif err.code() == KafkaError._PARTITION_EOF and (offset or 0) >= end:  # noqa: SLF001
+                elif err.code() == KafkaError._PARTITION_EOF and (offset or 0) >= end:
                     return values
     finally:
         consumer.close()
