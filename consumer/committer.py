@@ -87,6 +87,7 @@ class Committer:
     async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
         """Run one commit round (the steps in the module docstring); return its result."""
         # 1. what is done and contiguous since the last commit, for assigned partitions
+        published = self._metrics.published
         assigned = self._target.assignment
         positions = {tp: o for tp, o in self._offsets.commit_positions().items() if tp in assigned}
         metadata = self._metadata(assigned, positions)
@@ -101,6 +102,7 @@ class Committer:
             return result
         # 3. remember what the broker took, so it is not committed again
         self._offsets.mark_committed(result.committed)
+        self._metrics.published_committed = max(self._metrics.published_committed, published)
         for tp, position in result.committed.items():
             self._sent[tp] = (position, metadata.get(tp, ""))
         self._metrics.commits.inc()

@@ -124,6 +124,16 @@ class Metrics:
             "results acknowledged (item-level resume from the commit metadata).",
             registry=r,
         )
+        # Results published, and how many of them the last successful commit covered:
+        # about what a crash now would repeat (item-level resume bounds it to this).
+        self.published = 0
+        self.published_committed = 0
+        self.uncommitted_items = Gauge(
+            "batch_runner_uncommitted_items",
+            "Results published since those the last successful commit covered.",
+            registry=r,
+        )
+        self.uncommitted_items.set_function(lambda: self.published - self.published_committed)
         self.commits = Counter(
             "batch_runner_commits_total",
             "Successful offset commits.",

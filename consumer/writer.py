@@ -164,6 +164,7 @@ class RecordWriter:
         chunk.ok_count += count - errors
         chunk.error_count += errors
         metrics = self._metrics
+        metrics.published += count
         if errors < count:
             metrics.items_ok.inc(count - errors)
         if errors:
