@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 if TYPE_CHECKING:
     from consumer.offsets import PartitionKey
+
+log = logging.getLogger(__name__)
+
+# How long an assignment may wait to read its partitions' commit metadata (item-level
+# resume); without an answer the messages after the committed offset are redone whole.
+COMMITTED_TIMEOUT_S = 5.0
 
 Commit = tuple[int, str]
 """A position to commit and its metadata (item-level resume, ``""`` for none)."""
@@ -55,3 +62,24 @@ def topic_partition(topic: str, partition: int, offset: int, metadata: str) -> T
     if metadata:
         return TopicPartition(topic, partition, offset, metadata=metadata)
     return TopicPartition(topic, partition, offset)
+
+
+def committed_metadata(
+    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = COMMITTED_TIMEOUT_S
+) -> dict[PartitionKey, Commit]:
+    """Read the committed positions that carry metadata (none if the broker is slow).
+
+    Called on the consumer's own thread (inside the assignment callback).
+    """
+    if not partitions:
+        return {}
+    try:
+        found = consumer.committed(partitions, timeout=timeout_s)
+    except KafkaException as exc:
+        log.warning("no commit metadata: redoing whole messages", extra={"error": str(exc)})
+        return {}
+    return {
+        (tp.topic, tp.partition): (tp.offset, tp.metadata)
+        for tp in found
+        if tp.error is None and tp.offset >= 0 and tp.metadata
+    }

@@ -111,6 +111,7 @@ class Pipeline:
             group_id=settings.group_id,
         )
         self.releaser = Releaser(self.publisher.produce) if exactly_once else None
+        self.source.transactional = exactly_once
         self.writer.releaser = self.releaser
         committing: dict[str, Any] = {
             "target": self.source,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.commits import Commit, CommitResult, topic_partition
+from consumer.commits import Commit, CommitResult, committed_metadata, topic_partition
 from consumer.kafka_thread import ConsumerThread
 
 if TYPE_CHECKING:
@@ -42,9 +42,6 @@ T = TypeVar("T")
 
 # How long a resume may wait for the metadata request that wakes the fetcher.
 WAKE_TIMEOUT_S = 0.25
-# How long an assignment may wait to read its partitions' commit metadata (item-level
-# resume); without an answer the messages after the committed offset are redone whole.
-COMMITTED_TIMEOUT_S = 5.0
 
 
 class RebalanceListener(Protocol):
@@ -89,7 +86,8 @@ class Source:
         self._pending_commits: dict[frozenset[tuple[str, int, int]], asyncio.Future[CommitResult]]
         self._pending_commits = {}
         self.commit_on_revoke = True
-        self.read_commit_metadata = True
+        self.transactional = False  # exactly-once: a revoke reads the group metadata first
+        self._revoking: object | None = None
         self.joined = False
         self.paused: set[PartitionKey] = set()
         self.assignment: set[PartitionKey] = set()
@@ -192,9 +190,15 @@ class Source:
         elif future is None:  # its caller gave up waiting: the next round commits again
             log.debug("late commit answer", extra={"error": first and first.str()})
 
-    def group_metadata(self) -> object:
-        """Return the group's metadata for a transactional offset commit (no I/O)."""
-        return self._consumer.consumer_group_metadata()
+    async def group_metadata(self) -> object:
+        """Return the group's metadata for a transactional offset commit.
+
+        Read on the consumer thread (the client takes no calls from two threads at once);
+        inside a revoke callback, the one read there, before the loop was asked.
+        """
+        if self._revoking is not None:
+            return self._revoking
+        return await self._call(self._consumer.consumer_group_metadata)
 
     async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
@@ -261,29 +265,14 @@ class Source:
         self.assignment.update(tps)
         self.paused.difference_update(tps)
         log.info("partitions assigned", extra={"partitions": _fmt(tps)})
-        committed = self._committed(consumer, partitions)
+        committed = committed_metadata(consumer, partitions)
         self._on_loop(lambda: self._listener.on_assigned(tps, committed), self._callback_timeout_s)
-
-    def _committed(
-        self, consumer: Consumer, partitions: list[TopicPartition]
-    ) -> dict[PartitionKey, Commit]:
-        """Read the committed positions that carry metadata (none if the broker is slow)."""
-        if not partitions or not self.read_commit_metadata:
-            return {}
-        try:
-            found = consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S)
-        except KafkaException as exc:
-            log.warning("no commit metadata: redoing whole messages", extra={"error": str(exc)})
-            return {}
-        return {
-            (tp.topic, tp.partition): (tp.offset, tp.metadata)
-            for tp in found
-            if tp.error is None and tp.offset >= 0 and tp.metadata
-        }
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         started = time.monotonic()
+        if self.transactional:
+            self._revoking = consumer.consumer_group_metadata()
         try:
             positions = self._on_loop(
                 lambda: self._listener.on_revoked(tps),
@@ -292,6 +281,8 @@ class Source:
         except TimeoutError:
             log.warning("the pipeline did not answer a revoke in time: nothing committed for it")
             positions = {}
+        finally:
+            self._revoking = None
         if positions and self.commit_on_revoke:
             self._commit_on_revoke(consumer, positions)
         self._forget(tps)

@@ -44,7 +44,7 @@ from consumer.commits import CommitResult
 from consumer.committer import Committer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Awaitable, Callable, Iterable
 
     from confluent_kafka import Producer
 
@@ -143,7 +143,7 @@ class TransactionalCommitter(Committer):
         self,
         publisher: Publisher,
         releaser: Releaser,
-        group_metadata: Callable[[], object],
+        group_metadata: Callable[[], Awaitable[object]],
         failed: Callable[[BaseException], None],
         **committer: Any,  # noqa: ANN401 - Committer's own arguments, passed through
     ) -> None:
@@ -168,14 +168,16 @@ class TransactionalCommitter(Committer):
         timeout = timeout_s or self._timeout_s
         if self._stopped:
             return CommitResult(error=_error(KafkaError._FATAL, "the transaction was aborted"))  # noqa: SLF001
+        # Read before the round: during a revoke the consumer thread waits for the loop.
+        group = await self._group_metadata()
         async with self._round:
-            return await self._locked_round(timeout)
+            return await self._locked_round(group, timeout)
 
-    async def _locked_round(self, timeout: float) -> CommitResult:  # noqa: ASYNC109
+    async def _locked_round(self, group: object, timeout: float) -> CommitResult:  # noqa: ASYNC109
         releaser = self._releaser
         releaser.closed = True  # 1.
         try:
-            return await self._commit_round(timeout)
+            return await self._commit_round(group, timeout)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.retriable() and not error.txn_requires_abort() and not error.fatal():
@@ -187,7 +189,7 @@ class TransactionalCommitter(Committer):
             if self._committing is None and not self._stopped:
                 releaser.open()  # 5. (the next transaction has begun)
 
-    async def _commit_round(self, timeout_s: float) -> CommitResult:
+    async def _commit_round(self, group: object, timeout_s: float) -> CommitResult:
         producer = self._producer
         if self._committing is None:
             if await self._publisher.flush(timeout_s):  # 2.
@@ -204,9 +206,8 @@ class TransactionalCommitter(Committer):
             if not positions:
                 return CommitResult()
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-            metadata = self._group_metadata()
             await asyncio.to_thread(
-                producer.send_offsets_to_transaction, offsets, metadata, timeout_s
+                producer.send_offsets_to_transaction, offsets, group, timeout_s
             )  # 4.
             self._committing = positions
         await asyncio.to_thread(producer.commit_transaction, timeout_s)
