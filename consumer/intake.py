@@ -14,13 +14,12 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.chunks import Chunk
 from consumer.dispatcher import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS
 from consumer.resume import missing
-from consumer.source import message_error
 from consumer.splitter import WorkUnit, items_per_request, split
 from consumer.tracing import trace_context
 from schemas import InvalidMessage, Limits, ResultErrorKind, decode_batch_request
@@ -186,3 +185,11 @@ def _todo(chunk: Chunk, size: int) -> list[WorkUnit]:
         for start, end in missing(chunk.done, chunk.size)
         for unit in split(items[start:end], size)
     ]
+
+
+def message_error(msg: Message) -> KafkaError | None:
+    """Return the message's error unless it is an end-of-partition notice."""
+    err = msg.error()
+    if err is None or err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+        return None
+    return err

@@ -243,6 +243,8 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
+            if self._rewind_needed():
+                await self._rewind()
             # While the model's circuit is open nothing fetched could be sent: hold all
             # fetching (the lag stays in Kafka, for replicas whose circuit is closed).
             held = self.dispatcher.fetch_on_hold
@@ -270,6 +272,23 @@ class Pipeline:
                 timeout = 0.0
             for msg in await source.fetch(book.fetch_size(settings.poll_batch), timeout):
                 self.intake.take(msg)
+
+    def _rewind_needed(self) -> bool:
+        committer = self.committer
+        return isinstance(committer, TransactionalCommitter) and committer.rewind_needed.is_set()
+
+    async def _rewind(self) -> None:
+        """After an aborted transaction: redo every assigned partition from its commit."""
+        tps = sorted(self.source.assignment)
+        self.rebalance.drop(tps)  # chunks abandoned, unreleased records dropped
+        self.offsets.revoke(tps)
+        await self.source.rewind(tps)
+        self.offsets.assign(tps)
+        self.book.assign(tps)  # a new epoch: work of the old one is stale
+        self.watch.monitor.assign(tps, time.monotonic())
+        log.info("rewound to the committed offsets", extra={"partitions": len(tps)})
+        if isinstance(self.committer, TransactionalCommitter):
+            self.committer.rewound()
 
     # --- delivery reports (the writer's listener) ------------------------------------------
 

@@ -24,9 +24,15 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumer.commits import Commit, CommitResult, committed_metadata, topic_partition
+from consumer.commits import (
+    COMMITTED_TIMEOUT_S,
+    Commit,
+    CommitResult,
+    committed_metadata,
+    topic_partition,
+)
 from consumer.kafka_thread import ConsumerThread
 
 if TYPE_CHECKING:
@@ -200,6 +206,16 @@ class Source:
             return self._revoking
         return await self._call(self._consumer.consumer_group_metadata)
 
+    async def rewind(self, partitions: list[PartitionKey]) -> None:
+        """Fetch ``partitions`` again from their committed offsets (the earliest if none)."""
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        await self._call(lambda: self._seek_committed(tps))
+
+    def _seek_committed(self, partitions: list[TopicPartition]) -> None:
+        for tp in self._consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
     async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
         todo = [tp for tp in partitions if tp not in self.paused and tp in self.assignment]
@@ -331,11 +347,3 @@ def _fmt(tps: list[PartitionKey]) -> list[str]:
 
 def _fmt_positions(positions: Mapping[PartitionKey, int]) -> dict[str, int]:
     return {f"{t}[{p}]": o for (t, p), o in sorted(positions.items())}
-
-
-def message_error(msg: Message) -> KafkaError | None:
-    """Return the message's error unless it is an end-of-partition notice."""
-    err = msg.error()
-    if err is None or err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
-        return None
-    return err

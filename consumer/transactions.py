@@ -15,15 +15,19 @@ Two parts:
   1. close the releaser's gate (records finished meanwhile wait for the next transaction);
   2. flush the producer: every released record is acknowledged, so its message is done;
   3. if a released message will not be committed (its chunk was abandoned: a drain's
-     timeout, a lost partition), abort the transaction and stop the replica: the group
-     redoes everything since the last commit, and nothing of it was visible;
+     timeout, a lost partition), abort the transaction and rewind (below);
   4. send the done prefix to the transaction with the consumer group's metadata (KIP-447
      fencing: a replica that lost its partitions cannot commit for them) and commit;
   5. begin the next transaction and open the gate.
 
   A commit that fails with a retriable error is retried at the next round with the gate
   still closed (librdkafka requires ``commit_transaction`` again, with nothing produced
-  meanwhile); any other transaction error stops the replica.
+  meanwhile). One the transaction must be aborted for (a rebalance moved the group's
+  generation on: ``ILLEGAL_GENERATION``) is aborted, and the replica *rewinds*: every
+  assigned partition's work is dropped and fetching restarts at its committed offset, in
+  a new transaction (nothing of the aborted one was visible). Until the rewind is done
+  nothing is released or committed. A fatal error (the producer fenced) stops the
+  replica.
 
 The blocking transaction calls run in a worker thread, each bounded by a timeout; the
 loop keeps serving delivery reports meanwhile. Readers see the results once with
@@ -147,7 +151,11 @@ class TransactionalCommitter(Committer):
         failed: Callable[[BaseException], None],
         **committer: Any,  # noqa: ANN401 - Committer's own arguments, passed through
     ) -> None:
-        """Commit through ``publisher``'s transaction; ``failed`` stops the replica."""
+        """Commit through ``publisher``'s transaction; ``failed`` stops the replica.
+
+        After an abort :attr:`rewind_needed` is set: the fetch loop rewinds, then calls
+        :meth:`rewound`.
+        """
         super().__init__(**committer)
         self._publisher = publisher
         self._producer: Producer = publisher.producer
@@ -155,7 +163,8 @@ class TransactionalCommitter(Committer):
         self._group_metadata = group_metadata
         self._failed = failed
         self._committing: dict[PartitionKey, int] | None = None  # sent, commit not confirmed
-        self._stopped = False  # aborted: nothing more is produced or committed
+        self._stopped = False  # failed: nothing more is produced or committed
+        self.rewind_needed = asyncio.Event()  # aborted: nothing is committed until rewound
         self._round = asyncio.Lock()  # the periodic round and a revoke's never interleave
 
     async def start(self, timeout_s: float) -> None:
@@ -166,8 +175,9 @@ class TransactionalCommitter(Committer):
     async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
         """Run one transactional commit round (the steps in the module docstring)."""
         timeout = timeout_s or self._timeout_s
-        if self._stopped:
-            return CommitResult(error=_error(KafkaError._FATAL, "the transaction was aborted"))  # noqa: SLF001
+        if self._stopped or self.rewind_needed.is_set():
+            message = "the transaction was aborted: nothing is committed until a rewind"
+            return CommitResult(error=_error(KafkaError._STATE, message))  # noqa: SLF001
         # Read before the round: during a revoke the consumer thread waits for the loop.
         group = await self._group_metadata()
         async with self._round:
@@ -183,10 +193,13 @@ class TransactionalCommitter(Committer):
             if error.retriable() and not error.txn_requires_abort() and not error.fatal():
                 log.info("transaction commit failed; will retry", extra={"error": error.str()})
                 return CommitResult(error=error)
-            await self._abort(f"transaction failed: {error.str()}", timeout)
+            if error.txn_requires_abort() and not error.fatal():
+                await self._abort(f"transaction aborted: {error.str()}", timeout)
+            else:
+                await self._stop(f"transaction failed: {error.str()}", timeout)
             return CommitResult(error=error)
         finally:
-            if self._committing is None and not self._stopped:
+            if self._committing is None and not self._stopped and not self.rewind_needed.is_set():
                 releaser.open()  # 5. (the next transaction has begun)
 
     async def _commit_round(self, group: object, timeout_s: float) -> CommitResult:
@@ -198,7 +211,7 @@ class TransactionalCommitter(Committer):
             if self._releaser.released:  # 3.
                 reason = "results of an abandoned message are in the transaction"
                 await self._abort(reason, timeout_s)
-                return CommitResult(error=_error(KafkaError._FATAL, reason))  # noqa: SLF001
+                return CommitResult(error=_error(KafkaError._STATE, reason))  # noqa: SLF001
             assigned = self._target.assignment
             positions = {
                 tp: o for tp, o in self._offsets.commit_positions().items() if tp in assigned
@@ -224,15 +237,36 @@ class TransactionalCommitter(Committer):
         self._on_committed(committed)
 
     async def _abort(self, reason: str, timeout_s: float) -> None:
-        """Abort the transaction and stop the replica (the group redoes what was in it)."""
+        """Abort the transaction, begin the next, and ask for a rewind."""
+        self._committing = None
+        self.rewind_needed.set()
+        self._releaser.closed = True  # nothing is released until the rewind
+        try:
+            await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            await self._stop(f"{reason}; then aborting failed: {exc}", timeout_s)
+            return
+        log.warning("transaction aborted: rewinding to the committed offsets",
+                    extra={"reason": reason})  # fmt: skip
+
+    def rewound(self) -> None:
+        """Release and commit again: every partition's work restarts from its commit."""
+        self._releaser.released.clear()
+        self.rewind_needed.clear()
+        if not self._stopped:
+            self._releaser.open()
+
+    async def _stop(self, reason: str, timeout_s: float) -> None:
+        """Stop the replica without committing more (the group redoes what is uncommitted)."""
         self._committing = None
         self._stopped = True
-        self._releaser.closed = True  # nothing more is produced: the replica is stopping
+        self._releaser.closed = True
         try:
             await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
         except KafkaException as exc:
-            log.warning("aborting the transaction failed", extra={"error": str(exc)})
-        log.error("transaction aborted: stopping", extra={"reason": reason})
+            log.info("aborting the transaction failed", extra={"error": str(exc)})
+        log.error("transaction failed: stopping", extra={"reason": reason})
         self._failed(KafkaException(_error(KafkaError._STATE, reason)))  # noqa: SLF001
 
 
