@@ -44,7 +44,12 @@ from consumer.publisher import Publisher
 from consumer.rebalance import Rebalance
 from consumer.source import Source
 from consumer.status import ClientReports, StatusBoard
-from consumer.transactions import Releaser, TransactionalCommitter, transactional_config
+from consumer.transactions import (
+    Releaser,
+    TransactionalCommitter,
+    kafka_error,
+    transactional_config,
+)
 from consumer.writer import RecordWriter
 from schemas.errors import DeliveryError
 
@@ -243,8 +248,10 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
-            if self._rewind_needed():
-                await self._rewind()
+            committer = self.committer  # after an aborted transaction: redo from the commits
+            if isinstance(committer, TransactionalCommitter) and committer.rewind_needed.is_set():
+                await self.rebalance.rewind(sorted(source.assignment), source.rewind)
+                committer.rewound()
             # While the model's circuit is open nothing fetched could be sent: hold all
             # fetching (the lag stays in Kafka, for replicas whose circuit is closed).
             held = self.dispatcher.fetch_on_hold
@@ -273,23 +280,6 @@ class Pipeline:
             for msg in await source.fetch(book.fetch_size(settings.poll_batch), timeout):
                 self.intake.take(msg)
 
-    def _rewind_needed(self) -> bool:
-        committer = self.committer
-        return isinstance(committer, TransactionalCommitter) and committer.rewind_needed.is_set()
-
-    async def _rewind(self) -> None:
-        """After an aborted transaction: redo every assigned partition from its commit."""
-        tps = sorted(self.source.assignment)
-        self.rebalance.drop(tps)  # chunks abandoned, unreleased records dropped
-        self.offsets.revoke(tps)
-        await self.source.rewind(tps)
-        self.offsets.assign(tps)
-        self.book.assign(tps)  # a new epoch: work of the old one is stale
-        self.watch.monitor.assign(tps, time.monotonic())
-        log.info("rewound to the committed offsets", extra={"partitions": len(tps)})
-        if isinstance(self.committer, TransactionalCommitter):
-            self.committer.rewound()
-
     # --- delivery reports (the writer's listener) ------------------------------------------
 
     def chunk_delivered(self, chunk: Chunk) -> None:
@@ -307,7 +297,15 @@ class Pipeline:
             self.metrics.chunks.labels("dead_letter").inc()
 
     def delivery_failed(self, error: BaseException) -> None:
-        """Stop without committing anything more: a record could not be delivered."""
+        """Stop without committing anything more: a record could not be delivered.
+
+        In exactly-once mode a record refused for a reason that is not fatal aborts the
+        transaction instead, and the replica rewinds to its committed offsets.
+        """
+        committer, failure = self.committer, kafka_error(error)
+        if isinstance(committer, TransactionalCommitter) and not failure.fatal():
+            committer.abort_soon(f"a record was refused: {failure.str()}")
+            return
         if self._fatal is None:
             self._fatal = error
             log.error(

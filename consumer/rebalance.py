@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from consumer.resume import decode, describe
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from consumer.chunks import ChunkBook
     from consumer.commits import Commit
@@ -143,6 +143,20 @@ class Rebalance:
         """Forget lost partitions: their work is redone by whoever owns them now."""
         self._offsets.revoke(partitions)
         self.drop(partitions)
+
+    async def rewind(
+        self,
+        partitions: list[PartitionKey],
+        seek: Callable[[list[PartitionKey]], Awaitable[None]],
+    ) -> None:
+        """Drop the partitions' work and fetch them again from their commits (new epochs)."""
+        self.drop(partitions)  # chunks abandoned, unreleased records dropped
+        self._offsets.revoke(partitions)
+        await seek(partitions)
+        self._offsets.assign(partitions)
+        self._book.assign(partitions)  # a new epoch: work of the old one is stale
+        self._monitor.assign(partitions, time.monotonic())
+        log.info("rewound to the committed offsets", extra={"partitions": len(partitions)})
 
     def drop(self, partitions: list[PartitionKey]) -> None:
         """Forget the partitions' chunks, resume metadata and unreleased records."""

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ABORT_RETRY_S = 1.0  # between attempts to abort while the broker is away
+
 
 def transactional_config(settings: Settings) -> dict[str, Any]:
     """Return the producer options of a transactional replica (a fresh id per process).
@@ -165,6 +167,8 @@ class TransactionalCommitter(Committer):
         self._committing: dict[PartitionKey, int] | None = None  # sent, commit not confirmed
         self._stopped = False  # failed: nothing more is produced or committed
         self.rewind_needed = asyncio.Event()  # aborted: nothing is committed until rewound
+        self._aborting = False
+        self._tasks: set[asyncio.Task[None]] = set()
         self._round = asyncio.Lock()  # the periodic round and a revoke's never interleave
 
     async def start(self, timeout_s: float) -> None:
@@ -175,7 +179,7 @@ class TransactionalCommitter(Committer):
     async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
         """Run one transactional commit round (the steps in the module docstring)."""
         timeout = timeout_s or self._timeout_s
-        if self._stopped or self.rewind_needed.is_set():
+        if self._stopped or self._aborting or self.rewind_needed.is_set():
             message = "the transaction was aborted: nothing is committed until a rewind"
             return CommitResult(error=_error(KafkaError._STATE, message))  # noqa: SLF001
         # Read before the round: during a revoke the consumer thread waits for the loop.
@@ -199,8 +203,31 @@ class TransactionalCommitter(Committer):
                 await self._stop(f"transaction failed: {error.str()}", timeout)
             return CommitResult(error=error)
         finally:
-            if self._committing is None and not self._stopped and not self.rewind_needed.is_set():
+            if self._committing is None and not self._held:
                 releaser.open()  # 5. (the next transaction has begun)
+
+    @property
+    def _held(self) -> bool:
+        """Whether nothing may be released: stopped, aborting, or not rewound yet."""
+        return self._stopped or self._aborting or self.rewind_needed.is_set()
+
+    def abort_soon(self, reason: str) -> None:
+        """Abort the transaction (then rewind) instead of committing: a record was refused.
+
+        In a transaction a refused record (a broker away longer than the transaction
+        timeout) leaves it abortable, not lost: the work since the last commit is redone.
+        """
+        if self._held:
+            return
+        self._aborting = True
+        self._releaser.closed = True
+        task = asyncio.get_running_loop().create_task(self._abort_later(reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _abort_later(self, reason: str) -> None:
+        async with self._round:
+            await self._abort(reason, self._timeout_s)
 
     async def _commit_round(self, group: object, timeout_s: float) -> CommitResult:
         producer = self._producer
@@ -237,16 +264,24 @@ class TransactionalCommitter(Committer):
         self._on_committed(committed)
 
     async def _abort(self, reason: str, timeout_s: float) -> None:
-        """Abort the transaction, begin the next, and ask for a rewind."""
+        """Abort the transaction (retrying while the broker is away), begin, ask a rewind."""
         self._committing = None
-        self.rewind_needed.set()
+        self._aborting = True
         self._releaser.closed = True  # nothing is released until the rewind
-        try:
-            await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
-            self._producer.begin_transaction()
-        except KafkaException as exc:
-            await self._stop(f"{reason}; then aborting failed: {exc}", timeout_s)
-            return
+        while True:
+            try:
+                await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
+                self._producer.begin_transaction()
+                break
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal() or not error.retriable():
+                    await self._stop(f"{reason}; then aborting failed: {exc}", timeout_s)
+                    return
+                log.info("aborting the transaction: retrying", extra={"error": error.str()})
+                await asyncio.sleep(ABORT_RETRY_S)
+        self._aborting = False
+        self.rewind_needed.set()
         log.warning("transaction aborted: rewinding to the committed offsets",
                     extra={"reason": reason})  # fmt: skip
 
@@ -272,3 +307,10 @@ class TransactionalCommitter(Committer):
 
 def _error(code: int, message: str) -> KafkaError:
     return KafkaError(code, message)
+
+
+def kafka_error(error: BaseException) -> KafkaError:
+    """Return the Kafka error a failure carries (a fatal one if it carries none)."""
+    if isinstance(error, KafkaException) and isinstance(error.args[0], KafkaError):
+        return error.args[0]
+    return KafkaError(KafkaError._FATAL, str(error), fatal=True)  # noqa: SLF001
