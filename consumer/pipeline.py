@@ -249,8 +249,11 @@ class Pipeline:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
             committer = self.committer  # after an aborted transaction: redo from the commits
-            if isinstance(committer, TransactionalCommitter) and committer.rewind_needed.is_set():
-                await self.rebalance.rewind(sorted(source.assignment), source.rewind)
+            if (
+                isinstance(committer, TransactionalCommitter)
+                and committer.rewind_needed.is_set()
+                and await self.rebalance.rewind(sorted(source.assignment), source.rewind)
+            ):
                 committer.rewound()
             # While the model's circuit is open nothing fetched could be sent: hold all
             # fetching (the lag stays in Kafka, for replicas whose circuit is closed).

@@ -14,6 +14,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from confluent_kafka import KafkaException
+
 from consumer.resume import decode, describe
 
 if TYPE_CHECKING:
@@ -148,15 +150,25 @@ class Rebalance:
         self,
         partitions: list[PartitionKey],
         seek: Callable[[list[PartitionKey]], Awaitable[None]],
-    ) -> None:
-        """Drop the partitions' work and fetch them again from their commits (new epochs)."""
+    ) -> bool:
+        """Drop the partitions' work and fetch them again from their commits (new epochs).
+
+        Returns ``False`` when the committed offsets could not be read (the broker away):
+        the partitions stay without work (what is fetched meanwhile is left) until the
+        next attempt.
+        """
         self.drop(partitions)  # chunks abandoned, unreleased records dropped
         self._offsets.revoke(partitions)
-        await seek(partitions)
+        try:
+            await seek(partitions)
+        except KafkaException as exc:
+            log.warning("cannot rewind yet: will retry", extra={"error": str(exc)})
+            return False
         self._offsets.assign(partitions)
         self._book.assign(partitions)  # a new epoch: work of the old one is stale
         self._monitor.assign(partitions, time.monotonic())
         log.info("rewound to the committed offsets", extra={"partitions": len(partitions)})
+        return True
 
     def drop(self, partitions: list[PartitionKey]) -> None:
         """Forget the partitions' chunks, resume metadata and unreleased records."""

@@ -227,7 +227,8 @@ class TransactionalCommitter(Committer):
 
     async def _abort_later(self, reason: str) -> None:
         async with self._round:
-            await self._abort(reason, self._timeout_s)
+            if not self._stopped and not self.rewind_needed.is_set():  # not aborted meanwhile
+                await self._abort(reason, self._timeout_s)
 
     async def _commit_round(self, group: object, timeout_s: float) -> CommitResult:
         producer = self._producer
