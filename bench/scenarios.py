@@ -25,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.adaptive import adaptive_concurrency
 from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
+from bench.exactly_once import exactly_once_cost
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
@@ -540,4 +541,5 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "memory": bounded_memory,
     "scaling": replica_scaling,
     "adaptive": adaptive_concurrency,
+    "exactly-once": exactly_once_cost,
 }
