@@ -227,8 +227,10 @@ class TransactionalCommitter(Committer):
 
     async def _abort_later(self, reason: str) -> None:
         async with self._round:
-            if not self._stopped and not self.rewind_needed.is_set():  # not aborted meanwhile
-                await self._abort(reason, self._timeout_s)
+            if self._stopped or self.rewind_needed.is_set():  # aborted meanwhile
+                self._aborting = False
+                return
+            await self._abort(reason, self._timeout_s)
 
     async def _commit_round(self, group: object, timeout_s: float) -> CommitResult:
         producer = self._producer
