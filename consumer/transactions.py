@@ -20,9 +20,10 @@ Two parts:
      fencing: a replica that lost its partitions cannot commit for them) and commit;
   5. begin the next transaction and open the gate.
 
-  A commit that fails with a retriable error is retried at the next round with the gate
-  still closed (librdkafka requires ``commit_transaction`` again, with nothing produced
-  meanwhile). One the transaction must be aborted for (a rebalance moved the group's
+  A send or commit that fails with a retriable error is retried at the next round, alike
+  and with the gate still closed (librdkafka resumes a timed-out call only when called
+  again with the same arguments, and the transaction must hold nothing past the offsets
+  it commits). One the transaction must be aborted for (a rebalance moved the group's
   generation on: ``ILLEGAL_GENERATION``) is aborted, and the replica *rewinds*: every
   assigned partition's work is dropped and fetching restarts at its committed offset, in
   a new transaction (nothing of the aborted one was visible). Until the rewind is done
@@ -165,6 +166,8 @@ class TransactionalCommitter(Committer):
         self._group_metadata = group_metadata
         self._failed = failed
         self._committing: dict[PartitionKey, int] | None = None  # sent, commit not confirmed
+        # Being sent: librdkafka resumes a timed-out send only when called again alike.
+        self._sending: tuple[dict[PartitionKey, int], object] | None = None
         self._stopped = False  # failed: nothing more is produced or committed
         self.rewind_needed = asyncio.Event()  # aborted: nothing is committed until rewound
         self._aborting = False
@@ -203,7 +206,7 @@ class TransactionalCommitter(Committer):
                 await self._stop(f"transaction failed: {error.str()}", timeout)
             return CommitResult(error=error)
         finally:
-            if self._committing is None and not self._held:
+            if self._committing is None and self._sending is None and not self._held:
                 releaser.open()  # 5. (the next transaction has begun)
 
     @property
@@ -234,7 +237,7 @@ class TransactionalCommitter(Committer):
 
     async def _commit_round(self, group: object, timeout_s: float) -> CommitResult:
         producer = self._producer
-        if self._committing is None:
+        if self._committing is None and self._sending is None:
             if await self._publisher.flush(timeout_s):  # 2.
                 message = f"flushing the results took over {timeout_s:g}s"
                 return CommitResult(error=_error(KafkaError._TIMED_OUT, message))  # noqa: SLF001
@@ -248,13 +251,19 @@ class TransactionalCommitter(Committer):
             }
             if not positions:
                 return CommitResult()
+            self._sending = (positions, group)
+        if self._sending is not None:
+            positions, group = self._sending
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
             await asyncio.to_thread(
                 producer.send_offsets_to_transaction, offsets, group, timeout_s
             )  # 4.
-            self._committing = positions
+            self._committing, self._sending = positions, None
+        committed = self._committing
+        if committed is None:
+            return CommitResult()
         await asyncio.to_thread(producer.commit_transaction, timeout_s)
-        committed, self._committing = self._committing, None
+        self._committing = None
         producer.begin_transaction()  # 5.
         self._took(committed)
         return CommitResult(committed)
@@ -268,7 +277,7 @@ class TransactionalCommitter(Committer):
 
     async def _abort(self, reason: str, timeout_s: float) -> None:
         """Abort the transaction (retrying while the broker is away), begin, ask a rewind."""
-        self._committing = None
+        self._committing = self._sending = None
         self._aborting = True
         self._releaser.closed = True  # nothing is released until the rewind
         while True:
@@ -297,7 +306,7 @@ class TransactionalCommitter(Committer):
 
     async def _stop(self, reason: str, timeout_s: float) -> None:
         """Stop the replica without committing more (the group redoes what is uncommitted)."""
-        self._committing = None
+        self._committing = self._sending = None
         self._stopped = True
         self._releaser.closed = True
         try:
