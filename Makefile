@@ -2,8 +2,9 @@
 # uv is installed when missing (with pip, as .ci/run does), the dependencies are synced,
 # and what the local Kafka broker needs (java 17+, Maven for the first download) is
 # checked, saying what is missing.
-# `make unit` runs the fast tests: no Kafka broker, no model server processes, and
-# property tests with a tenth of their examples (BATCH_RUNNER_QUICK_TESTS=1).
+# `make unit` runs the fast tests: no Kafka broker, no model server processes, property
+# tests with a tenth of their examples (BATCH_RUNNER_QUICK_TESTS=1), in two pytest-xdist
+# workers (half of them wait on sockets and timers; `make test` stays one process).
 #
 # uv: on PATH, else where `pip install --user` puts it, else through pip's module.
 UV ?= $(shell command -v uv 2>/dev/null || { test -x "$(HOME)/.local/bin/uv" && echo "$(HOME)/.local/bin/uv"; } || echo "python3 -m uv")
@@ -50,7 +51,7 @@ test: install java
 	$(RUN) pytest
 
 unit: install
-	BATCH_RUNNER_QUICK_TESTS=1 $(RUN) pytest -m "not kafka and not servers"
+	BATCH_RUNNER_QUICK_TESTS=1 $(RUN) pytest -n 2 -m "not kafka and not servers"
 
 lint: install
 	$(RUN) ruff check .

@@ -11,9 +11,11 @@ is refused at collection.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import aiohttp
+import hypothesis
 import pytest
 from confluent_kafka.admin import AdminClient
 
@@ -27,6 +29,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from consumer.protocols import ProtocolName
+
+# ``make unit`` (BATCH_RUNNER_QUICK_TESTS=1) tries a fifth of hypothesis' 100 examples in
+# the property tests that keep its default; the others set theirs with helpers.examples.
+hypothesis.settings.register_profile("quick", max_examples=20)
+if os.environ.get("BATCH_RUNNER_QUICK_TESTS") == "1":
+    hypothesis.settings.load_profile("quick")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

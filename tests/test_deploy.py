@@ -7,6 +7,8 @@ image and runs the compose file for real.
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 import re
 import shutil
@@ -32,8 +34,14 @@ def resolved_compose(**variables: str) -> dict[str, Any]:
     """Return the compose file as ``docker-compose config`` resolves it.
 
     Only ``variables`` of the compose file's own are set, so the defaults users get are
-    what the tests see unless a test sets one.
+    what the tests see unless a test sets one. ``docker-compose`` runs once per set of
+    variables (half a second each); each caller gets a copy of its own.
     """
+    return copy.deepcopy(_resolved_compose(tuple(sorted(variables.items()))))
+
+
+@functools.cache
+def _resolved_compose(variables: tuple[tuple[str, str], ...]) -> dict[str, Any]:
     tool = shutil.which("docker-compose")
     assert tool is not None, "docker-compose is needed (Debian: apt-get install docker-compose)"
     env = {k: v for k, v in os.environ.items() if k not in COMPOSE_VARIABLES}
@@ -43,7 +51,7 @@ def resolved_compose(**variables: str) -> dict[str, Any]:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**env, **variables},
+        env={**env, **dict(variables)},
     )
     assert done.returncode == 0, done.stderr
     config: dict[str, Any] = yaml.safe_load(done.stdout)

@@ -122,18 +122,18 @@ async def test_an_outage_opens_the_circuit_and_becomes_a_wait_not_errors(
 ) -> None:
     """While the model is down, units wait on the open circuit without using their budget.
 
-    Each unit may make 2 attempts within 1 s; the outage lasts longer than that and
+    Each unit may make 2 attempts within 0.5 s; the outage lasts longer than that and
     longer than several probe intervals, yet every unit succeeds once the server is back.
     The server saw at most the requests sent before the circuit opened, plus one probe per
     interval; fetching is on hold while the circuit is open.
     """
-    probe_s = 0.2
+    probe_s = 0.1
     async with TestInferenceServer() as server:
         running = await started(
             server,
             concurrency="adaptive",
             max_attempts=2,
-            max_elapsed_s=1.0,
+            max_elapsed_s=0.5,
             circuit_failures=3,
             circuit_probe_interval_s=probe_s,
         )
@@ -144,7 +144,7 @@ async def test_an_outage_opens_the_circuit_and_becomes_a_wait_not_errors(
         assert running.dispatcher.fetch_on_hold
         assert DEFAULT_TARGET in running.dispatcher.open_circuits(time.monotonic())
         await until(lambda: server.stats().answers.get("down", 0) >= 13, "several probes")
-        await asyncio.sleep(1.5)  # longer than any unit's time budget
+        await asyncio.sleep(0.7)  # longer than any unit's time budget
         server.configure(outage=False)
         outage_s = time.monotonic() - down_at
         calls = server.stats().answers["down"]
@@ -190,7 +190,7 @@ async def test_a_model_that_refuses_everything_is_asked_once_per_interval(
 
     The circuit waits for the server's ``Retry-After`` before its probe.
     """
-    config = ServerConfig(script=(503,) * 25, retry_after_s=0.3)
+    config = ServerConfig(script=(503,) * 25, retry_after_s=0.15)
     async with TestInferenceServer(config) as server:
         running = await started(
             server, concurrency="adaptive", backoff_max_s=0.01, circuit_probe_interval_s=0.1
