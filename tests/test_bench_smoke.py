@@ -33,6 +33,12 @@ PROMISED = {
         "queue_adaptive_goodput_ratio",
         "alone_adaptive_vs_fixed48",
     },
+    "exactly-once": {
+        "sub_batched_eos_ratio",
+        "one_item_eos_ratio",
+        "sub_batched_eos_peak_rss_mib",
+        "one_item_eos_peak_rss_mib",
+    },
 }
 GOALS = {
     "concurrency": {"efficiency"},
@@ -53,6 +59,7 @@ GOALS = {
             for figure in ("halve_s", "restore_s", "outage_calls_per_replica_s", "recovery_s")
         ),
     },
+    "exactly-once": {"sub_batched_eos_ratio", "one_item_eos_ratio"},
 }
 
 
