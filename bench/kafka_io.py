@@ -168,6 +168,8 @@ class ResultReader:
                 "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
+                # Exactly-once runs count what a downstream reader sees: committed results.
+                "isolation.level": "read_committed",
             },
         )
         self._consumer.assign(

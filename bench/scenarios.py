@@ -25,6 +25,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench.adaptive import adaptive_concurrency
 from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
+from bench.exactly_once import exactly_once_cost
 from bench.fairness import poison_isolation, priority_share, small_beside_big
 from bench.jobs import jobs_cost
 from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
@@ -696,4 +697,5 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "fair-latency": small_beside_big,
     "priorities": priority_share,
     "jobs": jobs_cost,
+    "exactly-once": exactly_once_cost,
 }

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._listoffsets import OffsetSpec  # the package does not re-export it
 
@@ -108,6 +108,11 @@ class Ledger:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 50,
+                # What a downstream reader of committed results sees (exactly-once mode);
+                # the end notice says the last committed offset was read (a transaction's
+                # commit marker takes the topic's last offset, no record does).
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
                 **QUIET,
             },
         )
@@ -140,7 +145,11 @@ class Ledger:
                 batch = self._consumer.consume(num_messages=5000, timeout=0.2)
                 with self._lock:
                     for msg in batch:
-                        if msg.error() is None:
+                        error, partition, offset = msg.error(), msg.partition(), msg.offset()
+                        if error is not None and error.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+                            if partition is not None and offset is not None:
+                                self._seen[partition] = max(self._seen[partition], offset - 1)
+                        elif error is None:
                             self._count(msg.value() or b"", msg.timestamp()[1] / 1000)
                             partition, offset = msg.partition(), msg.offset()
                             if partition is not None and offset is not None:

@@ -132,6 +132,9 @@ def sigkill_storm(ctx: Context) -> dict[str, Any]:
         start_group(trial, ["r0", "r1", "r2"])
         rng = ctx.rng()
         kills: list[tuple[float, str, set[int]]] = []
+        commit_interval = float(ctx.overrides.get("commit_interval_s", 0.5))
+        answered_last_interval = at_risk = 0
+        control(server, "/_control/config", {"track_items": True})  # to count repeated calls
         storm_ends = time.monotonic() + ctx.size(120, 12)
         while time.monotonic() < storm_ends and not trial.complete():
             trial.sleep(rng.uniform(2.0, 4.0))
@@ -141,9 +144,20 @@ def sigkill_storm(ctx: Context) -> dict[str, Any]:
             victim = rng.choice(live)
             trial.fleet.refresh()
             owned = set(victim.owned)
+            # Items the victim answered in its last commit interval: what item-level
+            # resume may repeat at most (results not yet acknowledged or committed).
+            before = scrape(victim, "batch_runner_items_total")
+            trial.sleep(commit_interval)
+            after = scrape(victim, "batch_runner_items_total")
+            at_risk += scrape(victim, "batch_runner_uncommitted_items") or 0
             killed_at = time.time()
             trial.fleet.kill(victim)
-            trial.note("SIGKILL", incarnation=victim.name, owned=sorted(owned))
+            last_interval = (
+                max(0, after - before) if after is not None and before is not None else 0
+            )
+            answered_last_interval += last_interval
+            trial.note("SIGKILL", incarnation=victim.name, owned=sorted(owned),
+                       answered_last_interval=last_interval)  # fmt: skip
             kills.append((killed_at, victim.name, owned))
             trial.start(victim.member)
         figures = wind_down(ctx, trial, trial.begun, deadline=(420, 120))
@@ -170,13 +184,62 @@ def sigkill_storm(ctx: Context) -> dict[str, Any]:
             "kill_recovery_median_s": _round(fig.median(times)),
             "kill_recovery_max_s": _round(max((t for t in times if t is not None), default=None)),
         }
+        figures |= repeat_figures(server, figures, answered_last_interval, at_risk)
         trial.detail["kills"] = per_kill
         return finished_entry(
             trial,
             f"SIGKILL storm: 3 replicas, 6 partitions, {work.items:,} items, a kill every 2-4 s",
             figures,
-            [Goal("kill_recovery_median_s", "<=", 15.0), Goal("duplicate_results", "<=", 0)],
+            [
+                Goal("kill_recovery_median_s", "<=", 15.0),
+                Goal("duplicate_results", "<=", 0),
+                Goal("repeated_calls_per_last_interval", "<=", 1.0),
+                Goal("duplicates_per_last_interval", "<=", 1.0),
+            ],
         )
+
+
+def scrape(incarnation: Incarnation, metric: str) -> int | None:
+    """Return one of the replica's metrics (None when it does not answer)."""
+    incarnation.refresh()
+    if incarnation.ops_port is None:
+        return None
+    answer = http_get(incarnation.ops_port, "/metrics")
+    value = metric_value(answer[1], metric) if answer else None
+    return None if value is None else int(value)
+
+
+def repeat_figures(
+    server: Server, figures: dict[str, Any], answered_last_interval: int, at_risk: int
+) -> dict[str, Any]:
+    """Return how many inference calls were repeated, and their ratios to the kills' risk.
+
+    Repeated calls count items: every request for an item after its first (the storm
+    injects no model faults, so every repeat comes from a kill). The risk: the items the
+    victims published in the last commit interval before their kills, summed; and the
+    items they had published since their last successful commit (commits refused
+    during a rebalance make that longer than one interval).
+    """
+    stats = server_stats(server) or {}
+    attempts: dict[str, int] = stats.get("attempts") or {}
+    repeated = sum(n - 1 for n in attempts.values() if n > 1)
+    duplicates = figures.get("duplicate_results")
+    risk = answered_last_interval or None
+    return {
+        "repeated_item_calls": repeated if attempts else None,
+        "answered_last_interval": answered_last_interval,
+        "repeated_calls_per_last_interval": _ratio(repeated, risk) if attempts else None,
+        "duplicates_per_last_interval": _ratio(duplicates, risk),
+        "uncommitted_at_kills": at_risk,
+        "repeated_calls_per_uncommitted": _ratio(repeated, at_risk) if attempts else None,
+        "duplicates_per_uncommitted": _ratio(duplicates, at_risk),
+    }
+
+
+def _ratio(value: object, per: int | None) -> float | None:
+    if not isinstance(value, int | float) or not per:
+        return None
+    return round(value / per, 3)
 
 
 def sigterm_rolling(ctx: Context) -> dict[str, Any]:

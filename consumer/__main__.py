@@ -134,6 +134,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--commit-interval", dest="commit_interval_s", type=float, help="seconds (0.5)")
     add("--commit-timeout", dest="commit_timeout_s", type=float, help="seconds (10)")
+    add(
+        "--exactly-once",
+        action="store_true",
+        default=None,
+        help="results and offsets in one transaction; read with isolation.level=read_committed",
+    )
+    add(
+        "--transaction-timeout",
+        dest="transaction_timeout_s",
+        type=float,
+        help="exactly-once: seconds before the broker aborts a dead replica's transaction (10)",
+    )
+    add(
+        "--resume-metadata-bytes",
+        type=int,
+        help="room for done items in each commit's metadata (4000; 0: no item-level resume)",
+    )
     add("--drain-timeout", dest="drain_timeout_s", type=float, help="seconds (default 30)")
     add("--revoke-grace", dest="revoke_grace_s", type=float, help="seconds (default 10)")
     add("--group-protocol", choices=GROUP_PROTOCOLS, help="classic (default) or consumer")

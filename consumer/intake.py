@@ -15,14 +15,14 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from consumer.bisect import isolate, worth_bisecting
 from consumer.chunks import Chunk
 from consumer.limiter import Lane
 from consumer.outcome import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS
-from consumer.source import message_error
+from consumer.resume import missing
 from consumer.splitter import WorkUnit, items_per_request, split
 from consumer.tracing import trace_context
 from schemas import InvalidMessage, Limits, ResultErrorKind, decode_batch_request
@@ -36,9 +36,11 @@ if TYPE_CHECKING:
     from consumer.dispatcher import Dispatcher
     from consumer.endpoints import Endpoint
     from consumer.jobs import Jobs
+    from consumer.metrics import Metrics
     from consumer.offsets import OffsetTracker, PartitionKey
     from consumer.progress import ProgressMonitor
     from consumer.publisher import Headers
+    from consumer.resume import Resume
     from consumer.settings import Settings
     from consumer.writer import RecordWriter
     from schemas import BatchRequest
@@ -61,6 +63,7 @@ class Intake:
         failed: Callable[[BaseException], None],
         replica_header: tuple[str, bytes],
         jobs: Jobs,
+        metrics: Metrics,
     ) -> None:
         """Wire the rooms; ``failed`` stops the replica when a record cannot be written."""
         self._settings = settings
@@ -71,9 +74,13 @@ class Intake:
         self._dispatcher = dispatcher
         self._monitor = monitor
         self._failed = failed
+        self._metrics = metrics
         self._replica_header = replica_header
         self._jobs = jobs
         self.open = True  # closed when the replica drains: nothing more is taken
+        # What the commit metadata said was done after the committed offset, per partition
+        # assigned here (set on assignment, dropped on revoke).
+        self.resuming: dict[PartitionKey, Resume] = {}
 
     def _accept(self, tp: PartitionKey, offset: int) -> int | None:
         """Track a fetched message; return its assignment epoch, or None to leave it.
@@ -89,6 +96,8 @@ class Intake:
             tracked = self._offsets.add(tp[0], tp[1], offset)
         except ValueError:
             tracked = False  # redelivered below what is tracked (a seek): already in hand
+        if tracked:
+            self._writer.expect(tp, offset)
         return epoch if tracked else None
 
     def take(self, msg: Message) -> None:
@@ -107,6 +116,16 @@ class Intake:
         epoch = self._accept(tp, offset)
         if epoch is None:
             return
+        resume = self.resuming.get(tp)
+        if resume is not None and resume.finished(offset):
+            # A previous owner had every record of it acknowledged: nothing to redo.
+            self._offsets.done(topic, partition, offset)
+            self._metrics.chunks.labels("resumed").inc()
+            return
+        self._take_request(msg, tp, offset, epoch)
+
+    def _take_request(self, msg: Message, tp: PartitionKey, offset: int, epoch: int) -> None:
+        """Decode the message and start its work (only the items not answered yet)."""
         value = msg.value() or b""
         try:
             request = decode_batch_request(value, self._limits)
@@ -117,14 +136,23 @@ class Intake:
         trace = trace_context(msg)
         headers: Headers = [self._replica_header, *((k, v.encode()) for k, v in trace.items())]
         chunk = Chunk(tp, offset, request, headers, msg.timestamp()[1], epoch)
+        resume = self.resuming.get(tp)
+        progress = resume.partial.get(offset) if resume is not None else None
+        if progress is not None and progress.fits(chunk.size):
+            chunk.resume_from(progress)
+            self._metrics.resumed_items.inc(progress.count)
         self._book.register(chunk)
         self._jobs.taken(chunk)
+        if chunk.pending_items == 0:  # every result was acknowledged, the summary was not
+            self._writer.write_summary(chunk)
+            return
         settings = self._settings
         endpoint = settings.endpoint_for(request.target)
         if endpoint is None:
             message = f"target {request.target!r} is not configured on this consumer"
             outcome = Outcome(None, 0, 0.0, ResultErrorKind.UNKNOWN_TARGET, message)
-            self._writer.write_unit(chunk, WorkUnit(0, request.items), outcome)
+            for unit in _todo(chunk, chunk.size):
+                self._writer.write_unit(chunk, unit, outcome)
             return
         size = items_per_request(
             request.items_per_request,
@@ -133,7 +161,7 @@ class Intake:
         )
         if endpoint.protocol in ONE_ITEM_PROTOCOLS:
             size = 1  # these APIs take no list of bodies
-        for unit in split(request.items, size):
+        for unit in _todo(chunk, size):
             task = asyncio.create_task(self._process(chunk, endpoint, unit, trace or None))
             chunk.tasks.add(task)
             task.add_done_callback(chunk.tasks.discard)
@@ -206,3 +234,21 @@ class Intake:
             self._failed(exc)
             return
         self._monitor.moved(chunk.tp, time.monotonic())
+
+
+def _todo(chunk: Chunk, size: int) -> list[WorkUnit]:
+    """Cut the chunk's items not yet answered into units of ``size`` (all, unless resumed)."""
+    items = chunk.request.items
+    return [
+        WorkUnit(start + unit.offset, unit.items)
+        for start, end in missing(chunk.done, chunk.size)
+        for unit in split(items[start:end], size)
+    ]
+
+
+def message_error(msg: Message) -> KafkaError | None:
+    """Return the message's error unless it is an end-of-partition notice."""
+    err = msg.error()
+    if err is None or err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
+        return None
+    return err

@@ -157,6 +157,22 @@ class Metrics:
             buckets=E2E_BUCKETS,
             registry=r,
         )
+        self.resumed_items = Counter(
+            "batch_runner_resumed_items_total",
+            "Items not sent to the model again: a previous owner of the partition had their "
+            "results acknowledged (item-level resume from the commit metadata).",
+            registry=r,
+        )
+        # Results published, and how many of them the last successful commit covered:
+        # about what a crash now would repeat (item-level resume bounds it to this).
+        self.published = 0
+        self.published_committed = 0
+        self.uncommitted_items = Gauge(
+            "batch_runner_uncommitted_items",
+            "Results published since those the last successful commit covered.",
+            registry=r,
+        )
+        self.uncommitted_items.set_function(lambda: self.published - self.published_committed)
         self.commits = Counter(
             "batch_runner_commits_total",
             "Successful offset commits.",

@@ -26,11 +26,9 @@ the poll thread must hand their work to the loop.
 
 Room left for later work:
 
-* **Item-level resume** will add per-chunk progress (a done-item bitmap per pending offset,
-  serialised into the commit metadata, as Confluent Parallel Consumer does). It belongs
-  beside :class:`PartitionOffsets`, keyed by the same pending offsets, so that one object
-  per partition can serialise "committed up to N, and of the offsets after N these items
-  are done". Not built yet.
+* **Item-level resume** (:mod:`consumer.resume`) reads :meth:`PartitionOffsets.base` and
+  :attr:`PartitionOffsets.done_behind` to say, in the commit metadata, "committed up to
+  N, and of the offsets after N these are done".
 * **Exactly-once mode** feeds :meth:`OffsetTracker.commit_positions` to
   ``send_offsets_to_transaction`` instead of ``commit``; the bookkeeping is the same.
 """
@@ -179,6 +177,27 @@ class PartitionOffsets:
     def in_flight(self) -> int:
         """How many received messages are not done yet."""
         return len(self._pending)
+
+    @property
+    def done_behind(self) -> frozenset[int]:
+        """Done offsets held back by an earlier pending one (item-level resume lists them)."""
+        return frozenset(self._done)
+
+    @property
+    def last(self) -> int | None:
+        """The last offset received, or ``None``."""
+        return self._last
+
+    def base(self) -> int | None:
+        """Return the position a commit made now would name: committable, else the last committed.
+
+        With nothing done or committed yet, the oldest pending offset (what fetching
+        resumes from anyway). ``None`` when nothing was received or committed.
+        """
+        for position in (self.committable(), self._committed, self.oldest_pending):
+            if position is not None:
+                return position
+        return None
 
     @property
     def oldest_pending(self) -> int | None:

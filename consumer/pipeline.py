@@ -30,8 +30,9 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+from consumer.backpressure import apply_backpressure
 from consumer.chunks import ChunkBook
-from consumer.committer import Committer
+from consumer.committing import build_committer
 from consumer.connectivity import ClusterWatch
 from consumer.dispatcher import Dispatcher
 from consumer.drain import Drain
@@ -42,20 +43,25 @@ from consumer.offsets import OffsetTracker
 from consumer.ops import OpsServer
 from consumer.progress import ProgressMonitor, StallWatch
 from consumer.publisher import Publisher
+from consumer.rebalance import Rebalance
 from consumer.source import Source
 from consumer.status import ClientReports, StatusBoard
+from consumer.transactions import (
+    Releaser,
+    TransactionalCommitter,
+    kafka_error,
+    transactional_config,
+)
 from consumer.writer import RecordWriter
 from schemas.errors import DeliveryError
 
 if TYPE_CHECKING:
     from consumer.chunks import Chunk
+    from consumer.commits import Commit
     from consumer.offsets import PartitionKey
     from consumer.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# The longest poll while some partitions are paused for room and others are not.
-PAUSED_POLL_S = 0.05
 
 REPLICA_HEADER = "batch-runner-replica"
 PROGRESS_CHECK_S = 1.0  # how often partitions are checked for stalls
@@ -76,9 +82,11 @@ class Pipeline:
         self._kafka_log.addFilter(self.cluster)
         kafka_common = {"logger": self._kafka_log}
         reports = ClientReports(self.metrics, self.cluster)
+        exactly_once = settings.exactly_once
         self.publisher = Publisher(
             {
                 **settings.producer_config(),
+                **(transactional_config(settings) if exactly_once else {}),
                 **kafka_common,
                 "stats_cb": reports.producer_stats,
             },
@@ -110,13 +118,19 @@ class Pipeline:
             ),
             group_id=settings.group_id,
         )
-        self.committer = Committer(
+        self.releaser = Releaser(self.publisher.produce) if exactly_once else None
+        self.source.transactional = exactly_once
+        self.writer.releaser = self.releaser
+        self.committer = build_committer(
+            settings,
             self.source,
             self.offsets,
             self.metrics,
-            interval_s=settings.commit_interval_s,
-            timeout_s=settings.commit_timeout_s,
             on_committed=self._committed,
+            metadata_of=self._commit_metadata,
+            transactional=None
+            if self.releaser is None
+            else (self.publisher, self.releaser, self.delivery_failed),
         )
         self.watch = StallWatch(ProgressMonitor(settings.stall_timeout_s))
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}"
@@ -140,6 +154,7 @@ class Pipeline:
             failed=self.delivery_failed,
             replica_header=replica_header,
             jobs=self.jobs,
+            metrics=self.metrics,
         )
         self._stopping = asyncio.Event()
         self._fatal: BaseException | None = None
@@ -151,6 +166,19 @@ class Pipeline:
             committer=self.committer,
             timeout_s=settings.drain_timeout_s,
             failed=lambda: self._fatal is not None,
+        )
+        self.rebalance = Rebalance(
+            settings,
+            offsets=self.offsets,
+            book=self.book,
+            intake=self.intake,
+            monitor=self.watch.monitor,
+            committer=self.committer,
+            drain=self.drain,
+            releaser=self.releaser,
+            jobs=self.jobs,
+            stopped=lambda: self._fatal is not None,
+            forced=lambda: self._forced,
         )
         self.status = StatusBoard(
             source=self.source,
@@ -193,7 +221,11 @@ class Pipeline:
         await self.writer.fit_record_limits(
             {**settings.producer_config(), "logger": self._kafka_log}
         )
-        await self.jobs.start(settings.requests_topic)
+        if isinstance(self.committer, TransactionalCommitter):
+            await self.committer.start(settings.commit_timeout_s)
+            log.warning("exactly-once mode keeps no batch status records yet (status scans)")
+        else:
+            await self.jobs.start(settings.requests_topic)
         await self.dispatcher.start()
         if self.ops is not None:
             await self.ops.start()
@@ -228,34 +260,20 @@ class Pipeline:
     async def _fetch_loop(self) -> None:
         settings, source, book = self.settings, self.source, self.book
         while not self._stopping.is_set():
-            # While the model's circuit is open nothing fetched could be sent: hold all
-            # fetching (the lag stays in Kafka, for replicas whose circuit is closed).
-            held = self.dispatcher.fetch_on_hold
-            to_pause: list[PartitionKey]
-            to_resume: list[PartitionKey]
-            if held:
-                to_pause, to_resume = sorted(source.assignment - source.paused), []
-            else:
-                to_pause, to_resume = book.pause_plan(
-                    source.assignment, source.paused, self.status.has_backlog
-                )
-            if to_pause:
-                await source.pause(to_pause)
-                extra = {"buffered_items": book.buffered_items, "circuit_open": held}
-                log.debug("paused fetching", extra=extra)
-            if to_resume:
-                await source.resume(to_resume)
-                log.debug("resumed fetching", extra={"buffered_items": book.buffered_items})
-            timeout = settings.poll_timeout_s
-            if source.assignment and source.paused >= source.assignment:
-                # All paused: wait for room on the loop (woken the moment a chunk completes),
-                # and still poll now and then so that the replica stays in its group.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(book.room.wait(), settings.poll_timeout_s)
-                timeout = 0.0
-            elif source.paused:
-                # Some wait for room while others fetch: poll briefly, to resume them soon.
-                timeout = min(timeout, PAUSED_POLL_S)
+            committer = self.committer  # after an aborted transaction: redo from the commits
+            if (
+                isinstance(committer, TransactionalCommitter)
+                and committer.rewind_needed.is_set()
+                and await self.rebalance.rewind(sorted(source.assignment), source.rewind)
+            ):
+                committer.rewound()
+            timeout = await apply_backpressure(
+                source,
+                book,
+                held=self.dispatcher.fetch_on_hold,
+                has_backlog=self.status.has_backlog,
+                poll_timeout_s=settings.poll_timeout_s,
+            )
             for msg in await source.fetch(book.fetch_size(settings.poll_batch), timeout):
                 self.intake.take(msg)
 
@@ -270,16 +288,26 @@ class Pipeline:
         """Mark the chunk's message done, unless a delivery failed or its epoch is over."""
         if self._fatal is None and self.book.complete(chunk):
             self.offsets.done(chunk.tp[0], chunk.tp[1], chunk.offset)
+            self.writer.done(chunk.tp, chunk.offset)
             self.metrics.chunks.labels("done").inc()
 
     def dead_letter_delivered(self, tp: PartitionKey, offset: int, epoch: int) -> None:
         """Mark a dead-lettered message done, unless a delivery failed or its epoch is over."""
         if self._fatal is None and self.book.current(tp, epoch):
             self.offsets.done(tp[0], tp[1], offset)
+            self.writer.done(tp, offset)
             self.metrics.chunks.labels("dead_letter").inc()
 
     def delivery_failed(self, error: BaseException) -> None:
-        """Stop without committing anything more: a record could not be delivered."""
+        """Stop without committing anything more: a record could not be delivered.
+
+        In exactly-once mode a record refused for a reason that is not fatal aborts the
+        transaction instead, and the replica rewinds to its committed offsets.
+        """
+        committer, failure = self.committer, kafka_error(error)
+        if isinstance(committer, TransactionalCommitter) and not failure.fatal():
+            committer.abort_soon(f"a record was refused: {failure.str()}")
+            return
         if self._fatal is None:
             self._fatal = error
             log.error(
@@ -289,6 +317,9 @@ class Pipeline:
         self.stop()
 
     # --- progress --------------------------------------------------------------------------
+
+    def _commit_metadata(self, tp: PartitionKey) -> Commit | None:
+        return self.rebalance.commit_metadata(tp) if self.rebalance.resume else None
 
     def _committed(self, positions: dict[PartitionKey, int]) -> None:
         self.cluster.answered()
@@ -301,38 +332,18 @@ class Pipeline:
             await asyncio.sleep(PROGRESS_CHECK_S)
             self.status.check_progress(time.monotonic(), self.settings.stall_timeout_s)
 
-    # --- rebalance (called on the loop by the source) --------------------------------------
+    # --- rebalance (called on the loop by the source; consumer.rebalance answers) ---------
 
-    async def on_assigned(self, partitions: list[PartitionKey]) -> None:
-        """Start bookkeeping for newly assigned partitions, each in a new epoch."""
-        await self.jobs.assign([p for t, p in partitions if t == self.settings.requests_topic])
-        self.offsets.assign(partitions)
-        self.book.assign(partitions)
-        self.watch.monitor.assign(partitions, time.monotonic())
+    async def on_assigned(
+        self, partitions: list[PartitionKey], committed: dict[PartitionKey, Commit]
+    ) -> None:
+        """Start bookkeeping for newly assigned partitions (see :class:`Rebalance`)."""
+        await self.rebalance.on_assigned(partitions, committed)
 
-    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
-        """Let started work of ``partitions`` finish briefly; return what to commit.
-
-        Chunks with nothing published yet are handed back at once; the others get
-        ``revoke_grace_s`` capped at a quarter of ``max.poll.interval.ms`` (the group's
-        rebalance timeout), and while draining at the drain's time left.
-        """
-        grace = 0.0 if self._forced else self.settings.effective_revoke_grace_s
-        if self.drain.started:
-            grace = min(grace, self.drain.time_left())
-        self.book.hand_back_untouched(partitions)
-        if grace > 0:
-            await self.book.wait_idle(partitions, grace)
-        positions = self.offsets.revoke(partitions)
-        await self._drop(partitions)
-        return {} if self._forced or self._fatal is not None else positions
+    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, Commit]:
+        """Let started work finish briefly; return what to commit (see :class:`Rebalance`)."""
+        return await self.rebalance.on_revoked(partitions)
 
     async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Forget lost partitions: their work is redone by whoever owns them now."""
-        self.offsets.revoke(partitions)
-        await self._drop(partitions)
-
-    async def _drop(self, partitions: list[PartitionKey]) -> None:
-        self.watch.monitor.forget(partitions)
-        self.book.drop(partitions)
-        await self.jobs.revoke([p for _, p in partitions])
+        await self.rebalance.on_lost(partitions)

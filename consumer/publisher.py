@@ -77,6 +77,11 @@ class Publisher:
             return
         log.warning("Kafka client error", extra={"error": error.str(), "fatal": error.fatal()})
 
+    @property
+    def producer(self) -> Producer:
+        """The underlying producer (exactly-once mode drives its transactions)."""
+        return self._producer
+
     def produce(
         self,
         topic: str,

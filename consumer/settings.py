@@ -100,6 +100,14 @@ class Settings:
     # Commits and shutdown.
     commit_interval_s: float = 0.5
     commit_timeout_s: float = 10.0
+    # Item-level resume: each commit's metadata says which items after the committed
+    # offset are done, in at most this many bytes (the broker's offset.metadata.max.bytes
+    # is 4096 by default); 0 turns it off (a taken-over message is redone whole).
+    resume_metadata_bytes: int = 4000
+    # Exactly-once: results and offsets in one transaction per commit (consumer.transactions);
+    # a killed replica's open transaction is aborted by the broker after this long.
+    exactly_once: bool = False
+    transaction_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     revoke_grace_s: float = 10.0
     # Group membership. ``classic`` (cooperative-sticky) with a short session timeout
@@ -149,6 +157,7 @@ class Settings:
             _positive(name, getattr(self, name))
         for name in ("poll_timeout_s", "max_message_bytes", "max_result_bytes"):
             _positive(name, getattr(self, name))
+        _positive("transaction_timeout_s", self.transaction_timeout_s)
         self._check_dispatch()
         if self.items_per_request > self.max_items_per_request:
             raise ConfigError("items_per_request must not exceed max_items_per_request")
@@ -202,6 +211,8 @@ class Settings:
         for name in ("commit_timeout_s", "session_timeout_s", "heartbeat_interval_s"):
             _positive(name, getattr(self, name))
         _positive("stall_timeout_s", self.stall_timeout_s)
+        if self.resume_metadata_bytes < 0:
+            raise ConfigError("resume_metadata_bytes must be >= 0 (0: no item-level resume)")
         if self.group_protocol not in GROUP_PROTOCOLS:
             raise ConfigError(
                 f"group_protocol {self.group_protocol!r}: use {' or '.join(GROUP_PROTOCOLS)}",
@@ -340,6 +351,8 @@ def _positive(name: str, value: float) -> None:
 
 def _coerce(name: str, raw: str, annotation: object) -> object:
     kind = str(annotation)
+    if kind == "bool" and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+        return raw.lower() in {"1", "true", "yes", "on"}
     try:
         if kind == "int":
             return int(raw)

@@ -22,11 +22,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from consumer.commits import (
+    COMMITTED_TIMEOUT_S,
+    Commit,
+    CommitResult,
+    committed_metadata,
+    topic_partition,
+)
 from consumer.kafka_thread import ConsumerThread
 
 if TYPE_CHECKING:
@@ -40,27 +46,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Commit errors that mean "not now" (a rebalance, a coordinator move, a broker away):
-# the positions stay uncommitted and the next round commits them again.
-RETRIABLE_COMMIT_ERRORS = frozenset(
-    {
-        KafkaError.REBALANCE_IN_PROGRESS,
-        KafkaError.ILLEGAL_GENERATION,
-        KafkaError.UNKNOWN_MEMBER_ID,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError.STALE_MEMBER_EPOCH,
-        KafkaError._TRANSPORT,  # noqa: SLF001 - librdkafka's own codes
-        KafkaError._WAIT_COORD,  # noqa: SLF001
-        KafkaError._TIMED_OUT,  # noqa: SLF001
-        KafkaError._STATE,  # noqa: SLF001
-        KafkaError._DESTROY,  # noqa: SLF001
-        KafkaError._ASSIGNMENT_LOST,  # noqa: SLF001
-        KafkaError._NO_OFFSET,  # noqa: SLF001
-    },
-)
 # How long a resume may wait for the metadata request that wakes the fetcher.
 WAKE_TIMEOUT_S = 0.25
 
@@ -68,27 +53,16 @@ WAKE_TIMEOUT_S = 0.25
 class RebalanceListener(Protocol):
     """What the pipeline does when partitions come and go (all run on the loop)."""
 
-    async def on_assigned(self, partitions: list[PartitionKey]) -> None:
-        """Partitions were assigned (incrementally)."""
+    async def on_assigned(
+        self, partitions: list[PartitionKey], committed: dict[PartitionKey, tuple[int, str]]
+    ) -> None:
+        """Partitions were assigned (incrementally); ``committed``: their position, metadata."""
 
-    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, int]:
+    async def on_revoked(self, partitions: list[PartitionKey]) -> dict[PartitionKey, Commit]:
         """Partitions are about to be revoked: return the positions to commit for them."""
 
     async def on_lost(self, partitions: list[PartitionKey]) -> None:
         """Partitions were lost (no commit possible): forget their state."""
-
-
-@dataclass(frozen=True, slots=True)
-class CommitResult:
-    """What the broker said about one commit: the positions it took, and the first error."""
-
-    committed: dict[PartitionKey, int] = field(default_factory=dict)
-    error: KafkaError | None = None
-
-    @property
-    def retriable(self) -> bool:
-        """Whether the failure is one that the next commit round may get past."""
-        return self.error is None or self.error.code() in RETRIABLE_COMMIT_ERRORS
 
 
 class Source:
@@ -118,6 +92,8 @@ class Source:
         self._pending_commits: dict[frozenset[tuple[str, int, int]], asyncio.Future[CommitResult]]
         self._pending_commits = {}
         self.commit_on_revoke = True
+        self.transactional = False  # exactly-once: a revoke reads the group metadata first
+        self._revoking: object | None = None
         self.joined = False
         self.paused: set[PartitionKey] = set()
         self.assignment: set[PartitionKey] = set()
@@ -166,8 +142,13 @@ class Source:
         await self.pause(sorted(self.assignment))
         await self.fetch(1, timeout_s)
 
-    async def commit(self, positions: Mapping[PartitionKey, int], timeout_s: float) -> CommitResult:
-        """Commit ``positions``; wait up to ``timeout_s`` for the broker's answer.
+    async def commit(
+        self,
+        positions: Mapping[PartitionKey, int],
+        timeout_s: float,
+        metadata: Mapping[PartitionKey, str] | None = None,
+    ) -> CommitResult:
+        """Commit ``positions`` (with ``metadata``); wait up to ``timeout_s`` for the answer.
 
         The commit is asynchronous on the consumer thread, which keeps polling (and so
         serving rebalances) meanwhile. A timeout is a retriable failure.
@@ -179,7 +160,10 @@ class Source:
         future = self._pending_commits.get(key)
         if future is None:
             future = self._pending_commits[key] = loop.create_future()
-            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+            texts = metadata or {}
+            offsets = [
+                topic_partition(t, p, o, texts.get((t, p), "")) for (t, p), o in positions.items()
+            ]
             try:
                 await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=True))
             except KafkaException as exc:
@@ -211,6 +195,26 @@ class Source:
             future.set_result(result)
         elif future is None:  # its caller gave up waiting: the next round commits again
             log.debug("late commit answer", extra={"error": first and first.str()})
+
+    async def group_metadata(self) -> object:
+        """Return the group's metadata for a transactional offset commit.
+
+        Read on the consumer thread (the client takes no calls from two threads at once);
+        inside a revoke callback, the one read there, before the loop was asked.
+        """
+        if self._revoking is not None:
+            return self._revoking
+        return await self._call(self._consumer.consumer_group_metadata)
+
+    async def rewind(self, partitions: list[PartitionKey]) -> None:
+        """Fetch ``partitions`` again from their committed offsets (the earliest if none)."""
+        tps = [TopicPartition(t, p) for t, p in partitions]
+        await self._call(lambda: self._seek_committed(tps))
+
+    def _seek_committed(self, partitions: list[TopicPartition]) -> None:
+        for tp in self._consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_S):
+            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            self._consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
 
     async def pause(self, partitions: list[PartitionKey]) -> None:
         """Stop fetching from ``partitions`` (the group membership stays alive)."""
@@ -277,11 +281,14 @@ class Source:
         self.assignment.update(tps)
         self.paused.difference_update(tps)
         log.info("partitions assigned", extra={"partitions": _fmt(tps)})
-        self._on_loop(lambda: self._listener.on_assigned(tps), self._callback_timeout_s)
+        committed = committed_metadata(consumer, partitions)
+        self._on_loop(lambda: self._listener.on_assigned(tps, committed), self._callback_timeout_s)
 
     def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(tp.topic, tp.partition) for tp in partitions]
         started = time.monotonic()
+        if self.transactional:
+            self._revoking = consumer.consumer_group_metadata()
         try:
             positions = self._on_loop(
                 lambda: self._listener.on_revoked(tps),
@@ -290,6 +297,8 @@ class Source:
         except TimeoutError:
             log.warning("the pipeline did not answer a revoke in time: nothing committed for it")
             positions = {}
+        finally:
+            self._revoking = None
         if positions and self.commit_on_revoke:
             self._commit_on_revoke(consumer, positions)
         self._forget(tps)
@@ -298,7 +307,7 @@ class Source:
             extra={"partitions": _fmt(tps), "took_s": round(time.monotonic() - started, 3)},
         )
 
-    def _commit_on_revoke(self, consumer: Consumer, positions: dict[PartitionKey, int]) -> None:
+    def _commit_on_revoke(self, consumer: Consumer, positions: dict[PartitionKey, Commit]) -> None:
         """Commit what is done of revoked partitions, synchronously, inside the callback.
 
         Inside the callback the member's generation is still the current one: a commit
@@ -307,11 +316,11 @@ class Source:
         synchronous commit could block the thread for long: then nothing is committed
         (the new owner redoes the work; nothing is lost).
         """
-        extra = {"positions": _fmt_positions(positions)}
+        extra = {"positions": _fmt_positions({tp: o for tp, (o, _) in positions.items()})}
         if not self._reachable():
             log.warning("the cluster is unreachable: not committing before revoke", extra=extra)
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        offsets = [topic_partition(t, p, o, text) for (t, p), (o, text) in positions.items()]
         try:
             consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
@@ -338,11 +347,3 @@ def _fmt(tps: list[PartitionKey]) -> list[str]:
 
 def _fmt_positions(positions: Mapping[PartitionKey, int]) -> dict[str, int]:
     return {f"{t}[{p}]": o for (t, p), o in sorted(positions.items())}
-
-
-def message_error(msg: Message) -> KafkaError | None:
-    """Return the message's error unless it is an end-of-partition notice."""
-    err = msg.error()
-    if err is None or err.code() == KafkaError._PARTITION_EOF:  # noqa: SLF001
-        return None
-    return err

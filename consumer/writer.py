@@ -18,20 +18,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaException
 
-from consumer.annotations import annotate
 from consumer.publisher import topic_record_limits, usable_record_bytes
+from consumer.unit_records import encode_unit
 from schemas import (
     InvalidMessage,
-    OkResultEncoder,
     ResultErrorKind,
     dead_letter_headers,
-    encode_error_result,
-    encode_ok_result,
     encode_summary,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
     from confluent_kafka import KafkaError, Message
 
@@ -42,7 +39,7 @@ if TYPE_CHECKING:
     from consumer.outcome import Outcome
     from consumer.publisher import DeliveryCallback, Produce
     from consumer.splitter import WorkUnit
-    from schemas import BatchRequest
+    from consumer.transactions import Record, Releaser
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +55,6 @@ class WriterListener(Protocol):
 
     def delivery_failed(self, error: BaseException) -> None:
         """Take a refused record: nothing after it may be committed."""
-
-
-def _indexes(request: BatchRequest, unit: WorkUnit) -> Sequence[int]:
-    """Return the batch indexes of the unit's items (a retry's items carry theirs)."""
-    if request.indexes is not None:
-        return request.indexes[unit.offset : unit.offset + len(unit.items)]
-    first = request.start + unit.offset
-    return range(first, first + len(unit.items))
 
 
 class RecordWriter:
@@ -94,6 +83,7 @@ class RecordWriter:
         self.dlq_topic = dlq_topic
         self.record_limits = dict(record_limits)
         self._group_id = group_id
+        self.releaser: Releaser | None = None  # exactly-once mode: set by the pipeline
 
     async def fit_record_limits(self, producer_config: dict[str, Any]) -> None:
         """Lower the record limits to what the results and dead-letter topics accept.
@@ -122,20 +112,23 @@ class RecordWriter:
         """Produce one result per item of ``unit`` and, after the chunk's last, its summary."""
         request = chunk.request
         count = len(unit.items)
-        values, errors = self._encode(request, unit, outcome)
+        limit = self.record_limits[self.results_topic]
+        values, errors, notes = encode_unit(request, unit, outcome, limit)
+        if notes is not None:
+            self._count_tokens(notes)
         if outcome.error_kind == ResultErrorKind.CANCELLED:
             chunk.cancelled_count += count
         elif outcome.error_kind == ResultErrorKind.EXPIRED:
             chunk.expired_count += count
-        on_delivery = self._delivery_callback(chunk)
-        produce, topic, key = self._produce, self.results_topic, request.batch_id
-        headers = chunk.trace_headers
+        on_delivery = self._unit_callback(chunk, unit.offset, count, errors)
+        topic, key, headers = self.results_topic, request.batch_id, chunk.trace_headers
         chunk.unacked += count
         for value in values:
-            produce(topic, value, key, on_delivery, headers)
+            self._emit(chunk.tp, chunk.offset, (topic, value, key, on_delivery, headers))
         chunk.ok_count += count - errors
         chunk.error_count += errors
         metrics = self._metrics
+        metrics.published += count
         if errors < count:
             metrics.items_ok.inc(count - errors)
         if errors:
@@ -144,111 +137,47 @@ class RecordWriter:
             metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
         chunk.pending_items -= count
         if chunk.pending_items == 0:
-            summary = encode_summary(
-                request,
-                chunk.ok_count,
-                chunk.error_count,
-                cancelled=chunk.cancelled_count,
-                expired=chunk.expired_count,
-                source=(chunk.tp[1], chunk.offset),
-            )
-            chunk.unacked += 1
-            chunk.summary_sent = True
-            produce(topic, summary, key, on_delivery, headers)
+            self.write_summary(chunk)
 
-    def _encode(
-        self, request: BatchRequest, unit: WorkUnit, outcome: Outcome
-    ) -> tuple[list[bytes], int]:
-        """Return the unit's result records, and how many of them are errors."""
-        count = len(unit.items)
-        at = _indexes(request, unit)
-        notes = annotate(unit.items, outcome.predictions)
-        if outcome.predictions is not None and notes is not None:
-            values = [
-                encode_ok_result(
-                    request,
-                    at[i],
-                    p,
-                    outcome.attempts,
-                    outcome.latency_ms,
-                    outcome.queue_ms,
-                    custom_id=notes[i].custom_id,
-                    usage=notes[i].usage,
-                )
-                for i, p in enumerate(outcome.predictions)
-            ]
-            errors = self._replace_oversized(request, at, values, outcome, notes)
-            self._count_tokens(notes)
-        elif outcome.predictions is not None and count == 1:
-            # One item: encoded at once (the shared parts are worth cutting out for more).
-            values = [
-                encode_ok_result(
-                    request,
-                    at[0],
-                    outcome.predictions[0],
-                    outcome.attempts,
-                    outcome.latency_ms,
-                    outcome.queue_ms,
-                )
-            ]
-            errors = self._replace_oversized(request, at, values, outcome)
-        elif outcome.predictions is not None:
-            encode = OkResultEncoder(
-                request, outcome.attempts, outcome.latency_ms, outcome.queue_ms
-            )
-            values = [encode(at[i], p) for i, p in enumerate(outcome.predictions)]
-            errors = self._replace_oversized(request, at, values, outcome)
-        else:
-            values = [
-                encode_error_result(
-                    request,
-                    at[i],
-                    outcome.error_kind or ResultErrorKind.BAD_RESPONSE,
-                    outcome.error_message or "",
-                    outcome.http_status,
-                    outcome.attempts,
-                    outcome.latency_ms,
-                    outcome.queue_ms,
-                    custom_id=None if notes is None else notes[i].custom_id,
-                )
-                for i in range(count)
-            ]
-            errors = count
-        return values, errors
+    def write_summary(self, chunk: Chunk) -> None:
+        """Produce the summary of a chunk whose items all have results.
 
-    def _replace_oversized(
-        self,
-        request: BatchRequest,
-        at: Sequence[int],
-        values: list[bytes],
-        outcome: Outcome,
-        notes: list[Annotation] | None = None,
-    ) -> int:
-        """Turn results over the record limit into ``result_too_large`` errors; count them.
-
-        The results topic would refuse such a record, and a refused record stops the
-        replica: an error result tells the user instead, and the batch goes on.
+        Its counts include the items a previous owner answered, on a resume: the summary
+        accounts for every item of the chunk, whoever wrote their results.
         """
-        limit = self.record_limits[self.results_topic]
-        replaced = 0
-        for i, value in enumerate(values):
-            if len(value) > limit:
-                values[i] = encode_error_result(
-                    request,
-                    at[i],
-                    ResultErrorKind.RESULT_TOO_LARGE,
-                    f"the prediction makes a result record of {len(value)} bytes, over the "
-                    f"{limit}-byte limit (BATCH_RUNNER_MAX_RESULT_BYTES, or less if the "
-                    "results topic's max.message.bytes leaves less room)",
-                    None,
-                    outcome.attempts,
-                    outcome.latency_ms,
-                    outcome.queue_ms,
-                    custom_id=None if notes is None else notes[i].custom_id,
-                    usage=None if notes is None else notes[i].usage,  # tokens were spent
-                )
-                replaced += 1
-        return replaced
+        request = chunk.request
+        summary = encode_summary(
+            request,
+            chunk.ok_count,
+            chunk.error_count,
+            cancelled=chunk.cancelled_count,
+            expired=chunk.expired_count,
+            source=(chunk.tp[1], chunk.offset),
+        )
+        chunk.unacked += 1
+        chunk.summary_sent = True
+        on_delivery = self._delivery_callback(chunk)
+        record = (self.results_topic, summary, request.batch_id, on_delivery, chunk.trace_headers)
+        self._emit(chunk.tp, chunk.offset, record)
+        if self.releaser is not None:
+            self.releaser.finish(chunk.tp, chunk.offset, lambda: not chunk.abandoned)
+
+    def _emit(self, tp: PartitionKey, offset: int, record: Record) -> None:
+        """Produce a record now, or hold it for its message's turn (exactly-once mode)."""
+        if self.releaser is None:
+            self._produce(*record)
+        else:
+            self.releaser.add(tp, offset, record)
+
+    def expect(self, tp: PartitionKey, offset: int) -> None:
+        """Note a received message (exactly-once mode releases records in offset order)."""
+        if self.releaser is not None:
+            self.releaser.expect(tp, offset)
+
+    def done(self, tp: PartitionKey, offset: int) -> None:
+        """Note that the message's records are acknowledged and its offset done."""
+        if self.releaser is not None:
+            self.releaser.done(tp, offset)
 
     def _count_tokens(self, notes: list[Annotation]) -> None:
         """Add the answers' token usage to the metric (``kind``: prompt or completion)."""
@@ -261,6 +190,20 @@ class RecordWriter:
             self._metrics.tokens.labels("prompt").inc(prompt)
         if completion:
             self._metrics.tokens.labels("completion").inc(completion)
+
+    def _unit_callback(self, chunk: Chunk, start: int, count: int, errors: int) -> DeliveryCallback:
+        """Report the unit's results; once all are acknowledged, its items are done."""
+        chunk_callback = self._delivery_callback(chunk)
+        left = count
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            nonlocal left
+            left -= 1
+            if err is None and left == 0:
+                chunk.acked(start, start + count, errors)
+            chunk_callback(err, msg)
+
+        return on_delivery
 
     def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
         listener = self._listener
@@ -326,4 +269,6 @@ class RecordWriter:
             else:
                 listener.dead_letter_delivered(tp, offset, epoch)
 
-        self._produce(self.dlq_topic, value, key, on_delivery, [*headers])
+        self._emit(tp, offset, (self.dlq_topic, value, key, on_delivery, [*headers]))
+        if self.releaser is not None:
+            self.releaser.finish(tp, offset, lambda: True)  # a revoke drops it unreleased

@@ -80,6 +80,9 @@ class TopicReader:
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
                 "fetch.wait.max.ms": 50,
+                # Results of an exactly-once consumer are visible once their transaction
+                # commits (aborted ones never); records written without one are always.
+                "isolation.level": "read_committed",
                 **(kafka_options or {}),
             },
         )

@@ -56,6 +56,12 @@ PROMISED = {
         "status_ratio",
         "collect_ratio",
     },
+    "exactly-once": {
+        "sub_batched_eos_ratio",
+        "one_item_eos_ratio",
+        "sub_batched_eos_peak_rss_mib",
+        "one_item_eos_peak_rss_mib",
+    },
 }
 GOALS = {
     "concurrency": {"efficiency", "pipeline_vs_bare", "cpu_vs_bare"},
@@ -86,6 +92,7 @@ GOALS = {
     "fair-latency": {"max_ms", "p50_vs_idle", "big_throughput_loss"},
     "priorities": {"share_error", "low_longest_gap_s"},
     "jobs": {"status_ratio", "collect_ratio"},
+    "exactly-once": {"sub_batched_eos_ratio", "one_item_eos_ratio"},
 }
 
 

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError
 from consumer.chunks import Chunk, ChunkBook
 from consumer.metrics import Metrics
 from consumer.outcome import Outcome
+from consumer.resume import ChunkProgress
 from consumer.splitter import WorkUnit
 from consumer.writer import RecordWriter
 from schemas import (
@@ -374,3 +375,57 @@ def test_a_partition_holding_nothing_fetches_even_when_the_buffer_is_full() -> N
     fifo.assign([P0, P1])
     fifo.register(make_chunk(P0, 0, 100))
     assert fifo.pause_plan([P0, P1], set(), lambda _: False) == ([P0, P1], [])
+
+
+def test_acknowledged_units_become_done_ranges_with_their_ok_and_error_counts() -> None:
+    """What item-level resume commits: only units whose results are all acknowledged."""
+    writer, sink, _ = make_writer()
+    chunk = make_chunk(P0, 3, 6)
+    items = chunk.request.items
+    writer.write_unit(chunk, WorkUnit(4, items[4:]), ok([b"4", b"5"]))
+    failed = Outcome(None, 1, 1.0, ResultErrorKind.BAD_ITEM, "bad")
+    writer.write_unit(chunk, WorkUnit(0, items[:2]), failed)
+    first, *rest = sink.records
+    sink.records = rest
+    first.on_delivery(None, Landed(0))  # type: ignore[arg-type] # what the writer reads
+    assert chunk.done == ()  # one of the unit's two results is still unacknowledged
+    sink.deliver()
+    progress = chunk.progress
+    assert progress is not None
+    assert (progress.done, progress.ok, progress.error) == (((0, 2), (4, 6)), 2, 2)
+
+
+def test_a_resumed_chunk_summary_counts_the_previous_owners_items() -> None:
+    """A chunk resumed with 4 items answered elsewhere (1 error) summarises all 6 items."""
+    writer, sink, listener = make_writer()
+    chunk = make_chunk(P0, 3, 6)
+    chunk.resume_from(ChunkProgress(((0, 3), (5, 6)), 3, 1))
+    items = chunk.request.items
+    writer.write_unit(chunk, WorkUnit(3, items[3:5]), ok([b"3", b"4"]))
+    records = decoded(sink.records)
+    assert [r.index for r in records if isinstance(r, Result)] == [3, 4]
+    summary = records[-1]
+    assert isinstance(summary, ChunkSummary)
+    assert (summary.count, summary.ok, summary.error) == (6, 5, 1)
+    sink.deliver()
+    assert listener.chunks == [chunk]
+    progress = chunk.progress
+    assert progress is not None
+    assert (progress.done, progress.ok, progress.error) == (((0, 6),), 5, 1)
+
+
+def test_a_resumed_chunk_keeps_where_the_previous_owners_results_start() -> None:
+    """The batch status names the chunk's results range from the previous owner's first."""
+    writer, sink, _ = make_writer()
+    chunk = make_chunk(P0, 3, 6)
+    chunk.resume_from(ChunkProgress(((0, 3),), 3, 0, (0, 7)))
+    items = chunk.request.items
+    writer.write_unit(chunk, WorkUnit(3, items[3:]), ok([b"3", b"4", b"5"]))
+    sink.delivered = 10  # the new owner's records land after the previous owner's
+    sink.deliver()
+    assert (chunk.results_partition, chunk.first_offset) == (0, 7)
+    assert chunk.last_offset is not None
+    assert chunk.last_offset >= 7
+    progress = chunk.progress
+    assert progress is not None
+    assert progress.results == (0, 7)

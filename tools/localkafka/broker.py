@@ -221,6 +221,9 @@ def broker_properties(
         "transaction.state.log.replication.factor": "1",
         "transaction.state.log.min.isr": "1",
         "transaction.state.log.num.partitions": "1",
+        # A killed transactional producer's open transaction is aborted within a second
+        # of its timeout (10 s by default), not ten: read_committed readers wait less.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "share.coordinator.state.topic.num.partitions": "1",

@@ -1,0 +1,62 @@
+"""Backpressure on fetching: pause partitions while the buffer is full or the model is away.
+
+One step of the fetch loop: pause and resume partitions as the chunk book's plan says
+(each partition with work gets its share of the buffer), or pause every partition while
+the model's circuit is open (nothing fetched could be sent: the lag stays in Kafka, for
+replicas whose circuit is closed). Returns how long the next poll may wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from consumer.chunks import ChunkBook
+    from consumer.offsets import PartitionKey
+    from consumer.source import Source
+
+log = logging.getLogger(__name__)
+
+# The longest poll while some partitions are paused for room and others are not.
+PAUSED_POLL_S = 0.05
+
+
+async def apply_backpressure(
+    source: Source,
+    book: ChunkBook,
+    *,
+    held: bool,
+    has_backlog: Callable[[PartitionKey], bool],
+    poll_timeout_s: float,
+) -> float:
+    """Pause or resume partitions (all of them while ``held``); return the poll timeout.
+
+    With every partition paused it waits for room on the loop (woken the moment a chunk
+    completes) for up to ``poll_timeout_s`` and returns 0: the replica still polls now
+    and then, so that it stays in its group.
+    """
+    to_pause: list[PartitionKey]
+    to_resume: list[PartitionKey]
+    if held:
+        to_pause, to_resume = sorted(source.assignment - source.paused), []
+    else:
+        to_pause, to_resume = book.pause_plan(source.assignment, source.paused, has_backlog)
+    if to_pause:
+        await source.pause(to_pause)
+        extra = {"buffered_items": book.buffered_items, "circuit_open": held}
+        log.debug("paused fetching", extra=extra)
+    if to_resume:
+        await source.resume(to_resume)
+        log.debug("resumed fetching", extra={"buffered_items": book.buffered_items})
+    if source.assignment and source.paused >= source.assignment:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(book.room.wait(), poll_timeout_s)
+        return 0.0
+    if source.paused:  # some wait for room while others fetch: poll briefly, resume soon
+        return min(poll_timeout_s, PAUSED_POLL_S)
+    return poll_timeout_s

@@ -1,0 +1,53 @@
+"""Which committer a replica runs: offsets with resume metadata, or inside transactions."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from consumer.committer import Committer
+from consumer.transactions import TransactionalCommitter
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from consumer.commits import Commit
+    from consumer.metrics import Metrics
+    from consumer.offsets import OffsetTracker, PartitionKey
+    from consumer.publisher import Publisher
+    from consumer.settings import Settings
+    from consumer.source import Source
+    from consumer.transactions import Releaser
+
+Transactional = tuple["Publisher", "Releaser", "Callable[[BaseException], None]"]
+"""Exactly-once mode: the transactional publisher, its releaser, what stops the replica."""
+
+
+def build_committer(  # noqa: PLR0913 - the collaborators, each named
+    settings: Settings,
+    source: Source,
+    offsets: OffsetTracker,
+    metrics: Metrics,
+    *,
+    on_committed: Callable[[dict[PartitionKey, int]], None],
+    metadata_of: Callable[[PartitionKey], Commit | None],
+    transactional: Transactional | None,
+) -> Committer:
+    """Return the replica's committer: every ``commit_interval_s``, answers bounded."""
+    timing: dict[str, Any] = {
+        "interval_s": settings.commit_interval_s,
+        "timeout_s": settings.commit_timeout_s,
+        "on_committed": on_committed,
+    }
+    if transactional is None:
+        return Committer(source, offsets, metrics, **timing, metadata_of=metadata_of)
+    publisher, releaser, failed = transactional
+    return TransactionalCommitter(
+        publisher,
+        releaser,
+        source.group_metadata,
+        failed,
+        target=source,
+        offsets=offsets,
+        metrics=metrics,
+        **timing,
+    )
