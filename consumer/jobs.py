@@ -45,6 +45,7 @@ from schemas import (
     progress_key,
 )
 from schemas.errors import ConfigError
+from schemas.jobs import BATCH_STATES
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -319,14 +320,5 @@ class Jobs:
             return
         gauge = self._metrics.batches
         counts = self.book.states()
-        for state in (
-            "submitted",
-            "in_progress",
-            "completed",
-            "completed_with_errors",
-            "cancelling",
-            "cancelled",
-            "expired",
-            "failed",
-        ):
+        for state in BATCH_STATES:
             gauge.labels(state).set(counts.get(state, 0))

@@ -48,6 +48,7 @@ from consumer.kafka_config import (
     kafka_options,
 )
 from consumer.retry import RetryPolicy
+from consumer.setting_values import check_choices, coerce, positive
 from schemas import DLQ_TOPIC, REQUESTS_TOPIC, RESULTS_TOPIC, STATUS_TOPIC
 from schemas.errors import ConfigError
 
@@ -150,14 +151,14 @@ class Settings:
                 "(or --endpoint URL) and/or BATCH_RUNNER_TARGETS (or --target NAME=PROTOCOL:URL)",
             )
         for name in ("items_per_request", "max_items_per_request", "max_in_flight"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
         for name in ("max_buffered_items", "poll_batch", "max_response_bytes"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
         for name in ("request_timeout_s", "connect_timeout_s", "commit_interval_s"):
-            _positive(name, getattr(self, name))
+            positive(name, getattr(self, name))
         for name in ("poll_timeout_s", "max_message_bytes", "max_result_bytes"):
-            _positive(name, getattr(self, name))
-        _positive("transaction_timeout_s", self.transaction_timeout_s)
+            positive(name, getattr(self, name))
+        positive("transaction_timeout_s", self.transaction_timeout_s)
         self._check_dispatch()
         if self.items_per_request > self.max_items_per_request:
             raise ConfigError("items_per_request must not exceed max_items_per_request")
@@ -171,13 +172,13 @@ class Settings:
                 )
         if not -1 <= self.metrics_port <= 65535:
             raise ConfigError(f"metrics_port {self.metrics_port}: use 0-65535, or -1 for none")
-        _check_choices(self, {"log_format": ("json", "text"), "event_loop": LOOPS})
+        check_choices(self, {"log_format": ("json", "text"), "event_loop": LOOPS})
         self._check_group()
         self.retry_policy()  # validates the retry settings
 
     def _check_dispatch(self) -> None:
         """Check the concurrency, circuit breaker and bisection settings."""
-        _check_choices(
+        check_choices(
             self, {"concurrency": ("fixed", "adaptive"), "fairness": ("batches", "partitions")}
         )
         if self.max_bisect_calls < 0:
@@ -209,8 +210,8 @@ class Settings:
     def _check_group(self) -> None:
         """Check the group membership and liveness settings."""
         for name in ("commit_timeout_s", "session_timeout_s", "heartbeat_interval_s"):
-            _positive(name, getattr(self, name))
-        _positive("stall_timeout_s", self.stall_timeout_s)
+            positive(name, getattr(self, name))
+        positive("stall_timeout_s", self.stall_timeout_s)
         if self.resume_metadata_bytes < 0:
             raise ConfigError("resume_metadata_bytes must be >= 0 (0: no item-level resume)")
         if self.group_protocol not in GROUP_PROTOCOLS:
@@ -327,7 +328,7 @@ class Settings:
                 continue
             raw = env.get(f"BATCH_RUNNER_{f.name.upper()}")
             if raw is not None:
-                values[f.name] = _coerce(f.name, raw, f.type)
+                values[f.name] = coerce(f.name, raw, f.type)
         values.update({k: v for k, v in given.items() if k in names})
         values["bootstrap_servers"] = given.get("bootstrap_servers") or env.get(
             "KAFKA_BOOTSTRAP_SERVERS",
@@ -336,28 +337,3 @@ class Settings:
         values["kafka_options"] = kafka_options(env, given.get("kafka_option") or ())
         values["endpoints"] = endpoints_from_env(env, given)
         return cls(**values)
-
-
-def _check_choices(settings: Settings, choices: Mapping[str, tuple[str, ...]]) -> None:
-    for name, allowed in choices.items():
-        if getattr(settings, name) not in allowed:
-            raise ConfigError(f"{name} {getattr(settings, name)!r}: use {' or '.join(allowed)}")
-
-
-def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name} must be > 0 (got {value})")
-
-
-def _coerce(name: str, raw: str, annotation: object) -> object:
-    kind = str(annotation)
-    if kind == "bool" and raw.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
-        return raw.lower() in {"1", "true", "yes", "on"}
-    try:
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-    except ValueError:
-        raise ConfigError(f"BATCH_RUNNER_{name.upper()}={raw!r} is not a number") from None
-    return raw

@@ -19,7 +19,13 @@ from confluent_kafka.admin import AdminClient
 
 from consumer.kafka_config import kafka_options
 from producer.inputs import FORMATS, read_items
-from producer.jobs_cli import collect_from_record, parse_duration, status_from_record
+from producer.jobs_cli import (
+    add_kafka_arguments,
+    bootstrap_of,
+    collect_from_record,
+    parse_duration,
+    status_from_record,
+)
 from producer.openai_batch import output_line, read_batch_file
 from producer.results import (
     BatchState,
@@ -47,7 +53,6 @@ from schemas.errors import (
     EXIT_OK,
     BadInputError,
     BatchRunnerError,
-    ConfigError,
     exit_code_for,
 )
 
@@ -64,15 +69,6 @@ OPENAI_BATCH = "openai-batch"
 
 def _err(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-
-
-def _bootstrap(args: argparse.Namespace) -> str:
-    value = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not value:
-        raise ConfigError(
-            "no Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap-servers",
-        )
-    return str(value)
 
 
 def _kafka_options(args: argparse.Namespace) -> dict[str, str]:
@@ -161,7 +157,7 @@ def _submit(args: argparse.Namespace) -> int:  # noqa: C901 - progress display, 
     try:
         report = submit(
             items,
-            bootstrap_servers=_bootstrap(args),
+            bootstrap_servers=bootstrap_of(args),
             topic=args.topic,
             batch_id=args.batch_id,
             chunk_size=args.chunk_size,
@@ -226,7 +222,7 @@ def _pretty(record: Result | ChunkSummary) -> str:
 def _tail(args: argparse.Namespace) -> int:
     batch_filter = args.until_complete or args.batch_id
     start = parse_start(args.from_ or ("beginning" if args.until_complete else "now"))
-    reader = TopicReader(_bootstrap(args), args.topic, start, kafka_options=_kafka_options(args))
+    reader = TopicReader(bootstrap_of(args), args.topic, start, kafka_options=_kafka_options(args))
     state = BatchState(args.until_complete) if args.until_complete else None
     deadline = time.monotonic() + args.timeout if args.timeout else None
     as_json = args.json or not sys.stdout.isatty()
@@ -288,7 +284,7 @@ def _collect_read(args: argparse.Namespace) -> BatchState:
     state = None if args.scan else collect_from_record(args)
     if state is None:
         state = read_batch(
-            _bootstrap(args),
+            bootstrap_of(args),
             args.topic,
             args.batch_id,
             wait_s=args.wait,
@@ -472,7 +468,7 @@ def _status(args: argparse.Namespace) -> int:
     answered = None if args.scan else status_from_record(args)
     if answered is not None:
         return answered
-    bootstrap = _bootstrap(args)
+    bootstrap = bootstrap_of(args)
     options = _kafka_options(args)
     total = _submitted(bootstrap, args.requests_topic, args.batch_id, options)
     state = read_batch(bootstrap, args.results_topic, args.batch_id, kafka_options=options)
@@ -551,14 +547,7 @@ def _print_status(args: argparse.Namespace, report: dict[str, Any]) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS")
-    parser.add_argument(
-        "-X",
-        dest="kafka_option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="librdkafka option (like KAFKA_* env vars), repeatable",
-    )
+    add_kafka_arguments(parser)
 
 
 def register_submit(subparsers: Subparsers) -> None:

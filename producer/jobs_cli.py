@@ -52,7 +52,20 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def _bootstrap(args: argparse.Namespace) -> str:
+def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--bootstrap-servers`` and the repeatable ``-X KEY=VALUE`` librdkafka option."""
+    parser.add_argument("--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS")
+    parser.add_argument(
+        "-X",
+        dest="kafka_option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="librdkafka option (like KAFKA_* env vars), repeatable",
+    )
+
+
+def bootstrap_of(args: argparse.Namespace) -> str:
+    """Return the cluster ``--bootstrap-servers`` or ``KAFKA_BOOTSTRAP_SERVERS`` names."""
     value = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not value:
         raise ConfigError(
@@ -95,7 +108,7 @@ def print_status(status: BatchStatus) -> None:
 def status_from_record(args: argparse.Namespace) -> int | None:
     """Answer ``status`` from the batch's status record; None when it has none."""
     status, exists = read_status(
-        _bootstrap(args), args.status_topic, args.batch_id, kafka_options=_options(args)
+        bootstrap_of(args), args.status_topic, args.batch_id, kafka_options=_options(args)
     )
     if status is None:
         where = "no status record" if exists else f"no status topic {args.status_topic}"
@@ -113,7 +126,7 @@ def collect_from_record(args: argparse.Namespace) -> BatchState | None:
 
     With ``--wait``, waits for the final status first.
     """
-    bootstrap, options = _bootstrap(args), _options(args)
+    bootstrap, options = bootstrap_of(args), _options(args)
     status, exists = read_status(
         bootstrap,
         args.status_topic,
@@ -133,7 +146,7 @@ def _wait(args: argparse.Namespace) -> int:
     try:
         timeout = parse_duration(args.timeout) if args.timeout else 365 * 86400.0
         status, exists = read_status(
-            _bootstrap(args),
+            bootstrap_of(args),
             args.status_topic,
             args.batch_id,
             kafka_options=_options(args),
@@ -159,7 +172,7 @@ def _wait(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     try:
-        bootstrap, options = _bootstrap(args), _options(args)
+        bootstrap, options = bootstrap_of(args), _options(args)
         status, _ = read_status(bootstrap, args.status_topic, args.batch_id, kafka_options=options)
         if status is not None and status.final:
             print(f"error: {args.batch_id} is already {status.state}", file=sys.stderr)
@@ -176,16 +189,9 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("batch_id", help="the batch")
-    parser.add_argument("--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS")
+    add_kafka_arguments(parser)
     parser.add_argument("--status-topic", default=STATUS_TOPIC)
     parser.add_argument("--results-topic", default=RESULTS_TOPIC)
-    parser.add_argument(
-        "-X",
-        dest="kafka_option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="librdkafka option (like KAFKA_* env vars), repeatable",
-    )
 
 
 def register_wait(subparsers: Subparsers) -> None:

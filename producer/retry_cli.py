@@ -26,7 +26,8 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from consumer.kafka_config import kafka_options
 from producer.jobs import read_results_range, read_status
-from producer.submit import plan_chunks
+from producer.jobs_cli import add_kafka_arguments, bootstrap_of
+from producer.submit import plan_chunks, write_submitted
 from schemas import (
     BATCH_STATUS_V1,
     REQUESTS_TOPIC,
@@ -35,10 +36,8 @@ from schemas import (
     BatchRequest,
     BatchStatus,
     InvalidMessage,
-    batch_partition,
     decode_batch_request,
     encode_batch_request,
-    encode_status_record,
 )
 from schemas.errors import BatchRunnerError, ConfigError, IncompleteError, KafkaUnavailableError
 
@@ -177,8 +176,6 @@ def _submit_attempt(  # noqa: PLR0913 - the batch, the attempt and its items
     producer = Producer(
         {"bootstrap.servers": bootstrap, "enable.idempotence": True, **(options or {})}
     )
-    count = len(producer.list_topics(status_topic, timeout=15).topics[status_topic].partitions)
-    partition = batch_partition(status.batch_id, count)
     now = time.time()
     submitted = BatchStatus(
         schema=BATCH_STATUS_V1,
@@ -197,20 +194,16 @@ def _submit_attempt(  # noqa: PLR0913 - the batch, the attempt and its items
     )
     plan = plan_chunks(items, chunk_size=CHUNK_SIZE, max_message_bytes=1_000_000)
     submitted = msgspec.structs.replace(submitted, chunks=len(plan))
+    partition = write_submitted(producer, status_topic, requests_topic, submitted, 15)
+    if partition < 0:
+        msg = f"{status_topic} is not co-partitioned with {requests_topic}: cannot retry"
+        raise ConfigError(msg)
     errors: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             errors.append(err.str())
 
-    producer.produce(
-        status_topic,
-        value=encode_status_record(submitted),
-        key=status.batch_id,
-        partition=partition,
-        on_delivery=delivered,
-    )
-    producer.flush(15)
     for chunk in plan:
         value = encode_batch_request(
             batch_id=status.batch_id,
@@ -274,13 +267,8 @@ def verify_batch(
 
 
 def _args(args: argparse.Namespace) -> tuple[str, tuple[str, str, str], dict[str, str]]:
-    bootstrap = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bootstrap:
-        raise ConfigError(
-            "no Kafka cluster: set KAFKA_BOOTSTRAP_SERVERS or pass --bootstrap-servers"
-        )
     names = (args.requests_topic, args.results_topic, args.status_topic)
-    return str(bootstrap), names, kafka_options(os.environ, args.kafka_option or ())
+    return bootstrap_of(args), names, kafka_options(os.environ, args.kafka_option or ())
 
 
 def _retry(args: argparse.Namespace) -> int:
@@ -314,17 +302,10 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("batch_id", help="the batch")
-    parser.add_argument("--bootstrap-servers", help="default: KAFKA_BOOTSTRAP_SERVERS")
+    add_kafka_arguments(parser)
     parser.add_argument("--requests-topic", default=REQUESTS_TOPIC)
     parser.add_argument("--results-topic", default=RESULTS_TOPIC)
     parser.add_argument("--status-topic", default=STATUS_TOPIC)
-    parser.add_argument(
-        "-X",
-        dest="kafka_option",
-        action="append",
-        metavar="KEY=VALUE",
-        help="librdkafka option (like KAFKA_* env vars), repeatable",
-    )
 
 
 def register_retry(subparsers: Subparsers) -> None:

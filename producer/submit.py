@@ -193,7 +193,7 @@ def submit(  # noqa: PLR0913, PLR0915, C901 - the options a batch can carry, key
         timeout_s=timeout_s,
     )
     submitted_at = time.time()
-    partition = _write_submitted(
+    partition = write_submitted(
         producer,
         status_topic,
         topic,
@@ -298,7 +298,7 @@ def _producer_config(
     }
 
 
-def _write_submitted(
+def write_submitted(
     producer: Producer,
     status_topic: str | None,
     topic: str,

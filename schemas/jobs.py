@@ -21,7 +21,7 @@ Two record types share the topic (``batch-status.v1.json``, ``batch-control.v1.j
 from __future__ import annotations
 
 import zlib
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 import msgspec
 
@@ -53,6 +53,8 @@ BatchStateName = Literal[
     "expired",
     "failed",
 ]
+BATCH_STATES: Final[tuple[str, ...]] = get_args(BatchStateName)
+"""Every state, in lifecycle order."""
 FINAL_STATES: Final[frozenset[str]] = frozenset(
     {"completed", "completed_with_errors", "cancelled", "expired", "failed"}
 )
