@@ -126,14 +126,16 @@ class Chunk:
 class ChunkBook:
     """Chunks in flight per partition, the buffered item count, and assignment epochs."""
 
-    def __init__(self, max_buffered_items: int, *, newcomers: bool = True) -> None:
-        """Start empty; the buffer holds at most ``max_buffered_items`` before it is full.
+    def __init__(
+        self, max_buffered_items: int, *, newcomers: bool = True, resume: bool = False
+    ) -> None:
+        """Start empty, holding at most ``max_buffered_items`` before the buffer is full.
 
-        With ``newcomers``, a partition holding nothing is never paused for a full buffer
-        (see :meth:`pause_plan`).
+        ``newcomers``: see :meth:`pause_plan`; ``resume``: see :meth:`hand_back_untouched`.
         """
         self.max_buffered_items = max_buffered_items
         self.newcomers = newcomers
+        self.resume = resume
         self.buffered_items = 0
         self._buffered: dict[PartitionKey, int] = {}  # items per partition
         self.room = asyncio.Event()  # set while the buffer is below the resume threshold
@@ -206,18 +208,17 @@ class ChunkBook:
         self._forget(chunk)
 
     def hand_back_untouched(self, tps: Iterable[PartitionKey]) -> int:
-        """Drop, per partition, every chunk from the first one nothing was published for.
+        """Drop the chunks nothing was published for; return the number of items handed back.
 
-        Such a chunk is never committed, so the group redoes it and everything after it;
-        finishing the chunks after it would only publish results that are repeated then.
-        Chunks before it (partly published) are left to finish, so that what was published
-        is committed instead of repeated. Returns the number of items handed back.
+        Without item-level resume every chunk from the first untouched one goes (the group
+        redoes all after it); with ``resume`` only untouched ones: the commit metadata says
+        what is done after an unfinished message, so touched chunks finish instead.
         """
         handed = 0
         for tp in tps:
             cut = False
             for chunk in self.in_flight(tp):
-                cut = cut or not chunk.touched
+                cut = (cut and not self.resume) or not chunk.touched
                 if cut:
                     handed += chunk.size
                     self.abandon(chunk)

@@ -13,9 +13,9 @@ Delivery rules (the README's "Delivery semantics"):
 2. Only the contiguous done prefix of each partition is committed: a later message
    finishing first never moves the committed offset past an unfinished one.
 3. A failed delivery report stops the replica without marking its message done.
-4. On revoke, chunks nothing was published for are handed back, the others get
-   ``revoke_grace_s`` (capped inside ``max.poll.interval.ms``); work that outlives its
-   partition's assignment is stale and never marks an offset done.
+4. On revoke, chunks nothing was published for are handed back (without item-level resume
+   all after the first such), the others get ``revoke_grace_s`` (capped inside
+   ``max.poll.interval.ms``); work outliving its assignment never marks an offset done.
 5. Nothing waits without a bound; a drain keeps polling (its partitions paused) so that
    rebalances finish and commits are answered.
 """
@@ -106,7 +106,8 @@ class Pipeline:
             reachable=lambda: self.cluster.reachable,
         )
         self.offsets = OffsetTracker()
-        self.book = ChunkBook(settings.max_buffered_items, newcomers=settings.fairness == "batches")
+        fair, resume = settings.fairness == "batches", settings.item_resume
+        self.book = ChunkBook(settings.max_buffered_items, newcomers=fair, resume=resume)
         self.writer = RecordWriter(
             self.publisher.produce,
             self,

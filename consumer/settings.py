@@ -269,6 +269,11 @@ class Settings:
         return self.max_poll_interval_s / 2
 
     @property
+    def item_resume(self) -> bool:
+        """Whether commits carry item-level resume metadata (not in exactly-once mode)."""
+        return self.resume_metadata_bytes > 0 and not self.exactly_once
+
+    @property
     def effective_revoke_grace_s(self) -> float:
         """``revoke_grace_s``, capped at a quarter of ``max.poll.interval.ms``."""
         return min(self.revoke_grace_s, self.max_poll_interval_s / 4)

@@ -261,6 +261,25 @@ def test_handing_back_drops_every_chunk_from_the_first_untouched_one() -> None:
     assert book.buffered_items == 4
 
 
+def test_with_resume_handing_back_drops_only_the_untouched_chunks() -> None:
+    """With item-level resume a touched chunk after an untouched one stays to finish.
+
+    The commit metadata vouches for it (finished, or its acknowledged items): dropping it
+    made the next owner repeat the results it had published.
+    """
+    book = ChunkBook(max_buffered_items=100, resume=True)
+    book.assign([P0])
+    chunks = [make_chunk(P0, offset, 2) for offset in range(4)]
+    chunks[0].pending_items = 1  # results published: touched
+    chunks[2].pending_items = 0  # touched, after an untouched one
+    for chunk in chunks:
+        book.register(chunk)
+    assert book.hand_back_untouched([P0]) == 4
+    assert book.in_flight(P0) == [chunks[0], chunks[2]]
+    assert [c.abandoned for c in chunks] == [False, True, False, True]
+    assert book.buffered_items == 4
+
+
 async def test_waiting_for_a_partition_to_go_idle() -> None:
     """wait_idle returns True once the partition's chunks complete, False at the timeout.
 
