@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -83,3 +84,45 @@ def committed_metadata(
         for tp in found
         if tp.error is None and tp.offset >= 0 and tp.metadata
     }
+
+
+def timed_out(timeout_s: float) -> CommitResult:
+    """Return the retriable failure of a commit whose answer did not come in time."""
+    message = f"no answer to the commit within {timeout_s:g}s"
+    return CommitResult(error=KafkaError(KafkaError._TIMED_OUT, message))  # noqa: SLF001
+
+
+CommitKey = frozenset[tuple[str, int, int]]
+"""What a commit commits: (topic, partition, position) of each of its partitions."""
+
+
+class PendingCommits:
+    """Commits sent and not answered yet: the futures their callers wait on."""
+
+    def __init__(self) -> None:
+        """Start with none."""
+        self._futures: dict[CommitKey, asyncio.Future[CommitResult]] = {}
+
+    def waiting(self, key: CommitKey) -> asyncio.Future[CommitResult] | None:
+        """Return the future of the same commit already sent, if one is."""
+        return self._futures.get(key)
+
+    def add(self, key: CommitKey) -> asyncio.Future[CommitResult]:
+        """Register a commit about to be sent (before it is: its answer may come first)."""
+        future = self._futures[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    def settle(self, key: CommitKey, result: CommitResult) -> None:
+        """Answer a commit's callers without the broker (it was not sent)."""
+        future = self._futures.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    def answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Take the broker's answer to a commit (on the loop) to its callers."""
+        key = frozenset((tp.topic, tp.partition, tp.offset) for tp in partitions)
+        committed = {(tp.topic, tp.partition): tp.offset for tp in partitions if tp.error is None}
+        first = err or next((tp.error for tp in partitions if tp.error is not None), None)
+        if key not in self._futures:  # its caller gave up waiting: the next round commits again
+            log.debug("late commit answer", extra={"error": first and first.str()})
+        self.settle(key, CommitResult(committed if err is None else {}, first))

@@ -30,7 +30,9 @@ from consumer.commits import (
     COMMITTED_TIMEOUT_S,
     Commit,
     CommitResult,
+    PendingCommits,
     committed_metadata,
+    timed_out,
     topic_partition,
 )
 from consumer.kafka_thread import ConsumerThread
@@ -89,14 +91,14 @@ class Source:
         self._callback_timeout_s = callback_timeout_s
         self._thread = ConsumerThread("kafka-consumer")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending_commits: dict[frozenset[tuple[str, int, int]], asyncio.Future[CommitResult]]
-        self._pending_commits = {}
+        self._pending = PendingCommits()
         self.commit_on_revoke = True
         self.transactional = False  # exactly-once: a revoke reads the group metadata first
         self._revoking: object | None = None
         self.joined = False
         self.paused: set[PartitionKey] = set()
         self.assignment: set[PartitionKey] = set()
+        self._revokes: dict[PartitionKey, int] = {}  # revokes and losses so far, per partition
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.wrap_future(self._thread.submit(fn))
@@ -155,46 +157,42 @@ class Source:
         """
         if not positions:
             return CommitResult()
-        loop = asyncio.get_running_loop()
         key = frozenset((t, p, o) for (t, p), o in positions.items())
-        future = self._pending_commits.get(key)
+        future = self._pending.waiting(key)
         if future is None:
-            future = self._pending_commits[key] = loop.create_future()
+            future = self._pending.add(key)
             texts = metadata or {}
-            offsets = [
-                topic_partition(t, p, o, texts.get((t, p), "")) for (t, p), o in positions.items()
-            ]
+            offsets = [topic_partition(t, p, o, texts.get((t, p), "")) for t, p, o in key]
+            revokes = {tp: self._revokes.get(tp, 0) for tp in positions}
             try:
-                await self._call(lambda: self._consumer.commit(offsets=offsets, asynchronous=True))
+                sent = await self._call(lambda: self._commit_unless_revoked(offsets, revokes))
             except KafkaException as exc:
-                self._pending_commits.pop(key, None)
+                self._pending.settle(key, CommitResult(error=exc.args[0]))
                 return CommitResult(error=exc.args[0])
+            if not sent:
+                self._pending.settle(key, CommitResult())
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:
-            return CommitResult(
-                error=KafkaError(
-                    KafkaError._TIMED_OUT,  # noqa: SLF001 - librdkafka's own code
-                    f"no answer to the commit within {timeout_s:g}s",
-                ),
-            )
+            return timed_out(timeout_s)
+
+    def _commit_unless_revoked(
+        self, offsets: list[TopicPartition], revokes: Mapping[PartitionKey, int]
+    ) -> bool:
+        """Send the commit unless a partition of it was revoked since it was asked for.
+
+        It waited behind a poll that may have committed a later position on revoke.
+        """
+        if any(self._revokes.get(tp, 0) != n for tp, n in revokes.items()):
+            return False
+        self._consumer.commit(offsets=offsets, asynchronous=True)
+        return True
 
     def _commit_cb(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """Take a commit's answer (on the consumer thread) to the loop."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._commit_answered, err, partitions)
-
-    def _commit_answered(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        key = frozenset((tp.topic, tp.partition, tp.offset) for tp in partitions)
-        committed = {(tp.topic, tp.partition): tp.offset for tp in partitions if tp.error is None}
-        first = err or next((tp.error for tp in partitions if tp.error is not None), None)
-        result = CommitResult(committed if err is None else {}, first)
-        future = self._pending_commits.pop(key, None)
-        if future is not None and not future.done():
-            future.set_result(result)
-        elif future is None:  # its caller gave up waiting: the next round commits again
-            log.debug("late commit answer", extra={"error": first and first.str()})
+            loop.call_soon_threadsafe(self._pending.answered, err, partitions)
 
     async def group_metadata(self) -> object:
         """Return the group's metadata for a transactional offset commit.
@@ -337,6 +335,8 @@ class Source:
             self._forget(tps)
 
     def _forget(self, tps: list[PartitionKey]) -> None:
+        for tp in tps:
+            self._revokes[tp] = self._revokes.get(tp, 0) + 1
         self.assignment.difference_update(tps)
         self.paused.difference_update(tps)
 
