@@ -14,9 +14,9 @@ if TYPE_CHECKING:
     from consumer.metrics import Metrics
     from consumer.offsets import OffsetTracker, PartitionKey
     from consumer.publisher import Publisher
+    from consumer.releaser import Releaser
     from consumer.settings import Settings
     from consumer.source import Source
-    from consumer.transactions import Releaser
 
 Transactional = tuple["Publisher", "Releaser", "Callable[[BaseException], None]"]
 """Exactly-once mode: the transactional publisher, its releaser, what stops the replica."""
@@ -46,6 +46,8 @@ def build_committer(  # noqa: PLR0913 - the collaborators, each named
         releaser,
         source.group_metadata,
         failed,
+        stuck_s=settings.transaction_timeout_s,
+        fence_topics=(settings.results_topic, settings.dlq_topic),
         target=source,
         offsets=offsets,
         metrics=metrics,
