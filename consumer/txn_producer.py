@@ -44,6 +44,7 @@ class TransactionalProducer:
         self._publisher = publisher
         self._topics = fence_topics
         self._call: asyncio.Future[object] | None = None  # the blocking call under way
+        self._counts: dict[str, int] = {}  # partitions of each fenced topic, as last read
 
     @property
     def producer(self) -> Producer:
@@ -87,8 +88,14 @@ class TransactionalProducer:
         """
         producer = self.producer
         for topic in self._topics:
-            count = await asyncio.to_thread(self._publisher.partition_count, topic, timeout_s)
-            for partition in range(count or 0):
+            try:
+                found = await asyncio.to_thread(self._publisher.partition_count, topic, timeout_s)
+            except KafkaException as exc:  # the broker away: the count known before will do
+                if topic not in self._counts:
+                    raise _retriable(f"no partition count of {topic}: {exc}") from exc
+            else:
+                self._counts[topic] = found or 0
+            for partition in range(self._counts[topic]):
                 producer.produce(topic, value=b"", partition=partition, headers=[FENCE_HEADER])
         await self._publisher.flush(timeout_s)
         await self.call(producer.abort_transaction, timeout_s)
@@ -99,6 +106,10 @@ def _retrieve(call: asyncio.Future[object]) -> None:
     """Take a blocking call's outcome (its waiter may be gone: a cancelled round)."""
     if not call.cancelled():
         call.exception()
+
+
+def _retriable(message: str) -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._TIMED_OUT, message, retriable=True))  # noqa: SLF001
 
 
 def kafka_error(error: BaseException) -> KafkaError:
