@@ -269,7 +269,7 @@ class Pipeline:
                 book,
                 held=self.dispatcher.fetch_on_hold,
                 has_backlog=self.status.has_backlog,
-                poll_timeout_s=settings.poll_timeout_s,
+                poll_timeout_s=min(settings.poll_timeout_s, committer.poll_budget()),
             )
             for msg in await source.fetch(book.fetch_size(settings.poll_batch), timeout):
                 self.intake.take(msg)
