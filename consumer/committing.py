@@ -32,9 +32,11 @@ def build_committer(  # noqa: PLR0913 - the collaborators, each named
     metadata_of: Callable[[PartitionKey], Commit | None],
     transactional: Transactional | None,
 ) -> Committer:
-    """Return the replica's committer: every ``commit_interval_s``, answers bounded."""
+    """Return the replica's committer: rounds every commit (or transaction) interval."""
     timing: dict[str, Any] = {
-        "interval_s": settings.commit_interval_s,
+        "interval_s": settings.transaction_interval_s
+        if transactional is not None
+        else settings.commit_interval_s,
         "timeout_s": settings.commit_timeout_s,
         "on_committed": on_committed,
     }
