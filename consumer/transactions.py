@@ -275,6 +275,7 @@ class TransactionalCommitter(Committer):
         log.warning("renewing the transactional producer", extra={"reason": reason})
         await self._txn.idle(timeout_s)
         await self._publisher.renew()
+        self._txn.forget()
         while True:
             try:
                 await self._blocking(self._producer.init_transactions, timeout_s)

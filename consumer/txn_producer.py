@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from consumer.settings import Settings
 
 FENCE_HEADER = ("batch-runner-fence", b"1")  # on the records of a fencing transaction
+CALL_GRACE_S = 2.0  # beyond a blocking call's own timeout, before it counts as timed out
 
 
 def transactional_config(settings: Settings) -> dict[str, Any]:
@@ -51,6 +52,10 @@ class TransactionalProducer:
         """The producer now (a renewal replaces it)."""
         return self._publisher.producer
 
+    def forget(self) -> None:
+        """Stop waiting for a call still running on a replaced producer."""
+        self._call = None
+
     async def idle(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for a blocking call under way (its waiter may be gone)."""
         previous = self._call
@@ -61,14 +66,22 @@ class TransactionalProducer:
         """Run one blocking transaction call in a thread, never two at once.
 
         librdkafka refuses a call while another runs ("simultaneous ... not allowed"): a
-        call whose waiter was cancelled (a drain cancels the periodic round) is awaited
-        first, at most ``timeout_s``.
+        call still running (its waiter was cancelled, or gave up) is awaited first, at
+        most ``timeout_s``; a call is waited for ``timeout_s`` (and a grace) at most, then
+        fails retriably (it may run on: the next call waits for it, a renewal drops it).
         """
         await self.idle(timeout_s)
+        previous = self._call
+        if previous is not None and not previous.done():
+            raise _retriable("an earlier transaction call has not returned yet")
         call: asyncio.Future[object] = asyncio.ensure_future(asyncio.to_thread(fn, timeout_s))
         call.add_done_callback(_retrieve)
         self._call = call
-        await asyncio.shield(call)
+        try:  # librdkafka bounds its calls by timeout_s, except in some states: so do we
+            await asyncio.wait_for(asyncio.shield(call), timeout_s + CALL_GRACE_S)
+        except TimeoutError:
+            message = f"a transaction call did not return within {timeout_s:g}s"
+            raise _retriable(message) from None
 
     async def start(self, timeout_s: float) -> None:
         """Register the transactional id (fencing an older producer of it) and begin."""
