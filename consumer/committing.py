@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from consumer.settings import Settings
     from consumer.source import Source
 
-Transactional = tuple["Publisher", "Releaser", "Callable[[BaseException], None]"]
-"""Exactly-once mode: the transactional publisher, its releaser, what stops the replica."""
+Transactional = tuple[
+    "Publisher", "Releaser", "Callable[[BaseException], None]", "Callable[[], int]"
+]
+"""Exactly-once mode: the transactional publisher, its releaser, what stops the replica,
+how many outages of the cluster there were."""
 
 
 def build_committer(  # noqa: PLR0913 - the collaborators, each named
@@ -42,13 +45,14 @@ def build_committer(  # noqa: PLR0913 - the collaborators, each named
     }
     if transactional is None:
         return Committer(source, offsets, metrics, **timing, metadata_of=metadata_of)
-    publisher, releaser, failed = transactional
+    publisher, releaser, failed, outages = transactional
     return TransactionalCommitter(
         publisher,
         releaser,
         source.group_metadata,
         failed,
         stuck_s=settings.transaction_timeout_s,
+        outages=outages,
         fence_topics=(settings.results_topic, settings.dlq_topic),
         target=source,
         offsets=offsets,

@@ -81,12 +81,14 @@ class TransactionalCommitter(Committer):
         failed: Callable[[BaseException], None],
         *,
         stuck_s: float,
+        outages: Callable[[], int] = lambda: 0,
         fence_topics: tuple[str, ...] = (),
         **committer: Any,  # noqa: ANN401 - Committer's own arguments, passed through
     ) -> None:
         """Commit through ``publisher``'s transaction; ``failed`` stops the replica.
 
-        A transaction failing to commit for ``stuck_s`` gets a new producer. After an
+        A transaction failing to commit for ``stuck_s`` gets a new producer, and so does
+        one aborted after an outage of the cluster (``outages()`` counts them). After an
         abort or a renewal :attr:`rewind_needed` is set: the fetch loop rewinds, then
         calls :meth:`rewound`.
         """
@@ -96,6 +98,8 @@ class TransactionalCommitter(Committer):
         self._group_metadata = group_metadata
         self._failed = failed
         self._stuck_s = stuck_s
+        self._outages = outages
+        self._outages_seen = outages()  # by the last commit or renewal
         self._txn = TransactionalProducer(publisher, fence_topics)
         self._committing: dict[PartitionKey, int] | None = None  # sent, commit not confirmed
         # Being sent: librdkafka resumes a timed-out send only when called again alike.
@@ -221,6 +225,7 @@ class TransactionalCommitter(Committer):
 
     def _took(self, committed: dict[PartitionKey, int]) -> None:
         self.renewals = 0
+        self._outages_seen = self._outages()
         self._offsets.mark_committed(committed)
         self._metrics.commits.inc()
         for (topic, partition), position in committed.items():
@@ -231,8 +236,13 @@ class TransactionalCommitter(Committer):
         """Abort the transaction (retrying while the broker is away), begin, ask a rewind.
 
         An abort that fails for good, or still fails after ``stuck_s``, renews the
-        producer instead.
+        producer instead, and so does an abort after an outage of the cluster: a producer
+        that lived through a broker restart may abort, then keep failing to get its
+        producer id back (``CONCURRENT_TRANSACTIONS``) for long.
         """
+        if self._outages() != self._outages_seen:
+            await self._renew(f"{reason} (after an outage of the cluster)", timeout_s)
+            return
         self._committing = self._sending = None
         self._aborting = True
         self._releaser.closed = True  # nothing is released until the rewind
@@ -276,6 +286,7 @@ class TransactionalCommitter(Committer):
         await self._txn.idle(timeout_s)
         await self._publisher.renew()
         self._txn.forget()
+        self._outages_seen = self._outages()
         while True:
             try:
                 await self._blocking(self._producer.init_transactions, timeout_s)
