@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_GAP_S = 0.05  # between the end of a round and the start of the next, at least
+RECHECK_S = 0.1  # how often a waiting round looks at its interval again
 ROUND_POLL_S = 0.02  # the consumer thread's longest poll while a round is due or under way
 
 
@@ -92,10 +93,18 @@ class Committer:
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            self.next_round_at = max(started + self._interval_s, loop.time() + MIN_GAP_S)
-            await asyncio.sleep(self.next_round_at - loop.time())
+            while True:  # the interval may shorten meanwhile (exactly-once: work ran out)
+                self.next_round_at = max(started + self.interval(), loop.time() + MIN_GAP_S)
+                wait = self.next_round_at - loop.time()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(min(wait, RECHECK_S))
             started = loop.time()
             await self.commit_now()
+
+    def interval(self) -> float:
+        """Seconds from one round's start to the next."""
+        return self._interval_s
 
     def poll_budget(self) -> float:
         """How long the consumer thread may poll now and still be free for the next round.

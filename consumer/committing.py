@@ -10,7 +10,9 @@ from consumer.transactions import TransactionalCommitter
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from consumer.chunks import ChunkBook
     from consumer.commits import Commit
+    from consumer.connectivity import ClusterWatch
     from consumer.metrics import Metrics
     from consumer.offsets import OffsetTracker, PartitionKey
     from consumer.publisher import Publisher
@@ -19,10 +21,10 @@ if TYPE_CHECKING:
     from consumer.source import Source
 
 Transactional = tuple[
-    "Publisher", "Releaser", "Callable[[BaseException], None]", "Callable[[], int]"
+    "Publisher", "Releaser", "Callable[[BaseException], None]", "ClusterWatch", "ChunkBook"
 ]
 """Exactly-once mode: the transactional publisher, its releaser, what stops the replica,
-how many outages of the cluster there were."""
+the cluster's outages (an abort after one renews the producer), the buffer (idle or not)."""
 
 
 def build_committer(  # noqa: PLR0913 - the collaborators, each named
@@ -45,14 +47,15 @@ def build_committer(  # noqa: PLR0913 - the collaborators, each named
     }
     if transactional is None:
         return Committer(source, offsets, metrics, **timing, metadata_of=metadata_of)
-    publisher, releaser, failed, outages = transactional
+    publisher, releaser, failed, cluster, book = transactional
     return TransactionalCommitter(
         publisher,
         releaser,
         source.group_metadata,
         failed,
         stuck_s=settings.transaction_timeout_s,
-        outages=outages,
+        outages=lambda: cluster.outages,
+        idle=(settings.commit_interval_s, lambda: book.buffered_items == 0),
         fence_topics=(settings.results_topic, settings.dlq_topic),
         target=source,
         offsets=offsets,

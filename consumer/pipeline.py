@@ -127,7 +127,7 @@ class Pipeline:
             metadata_of=self._commit_metadata,
             transactional=None
             if self.releaser is None
-            else (self.publisher, self.releaser, self.failed, lambda: self.cluster.outages),
+            else (self.publisher, self.releaser, self.failed, self.cluster, self.book),
         )
         self.watch = StallWatch(ProgressMonitor(settings.stall_timeout_s))
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}"

@@ -81,12 +81,15 @@ class TransactionalCommitter(Committer):
         failed: Callable[[BaseException], None],
         *,
         stuck_s: float,
+        idle: tuple[float, Callable[[], bool]] = (0.0, lambda: False),
         outages: Callable[[], int] = lambda: 0,
         fence_topics: tuple[str, ...] = (),
         **committer: Any,  # noqa: ANN401 - Committer's own arguments, passed through
     ) -> None:
         """Commit through ``publisher``'s transaction; ``failed`` stops the replica.
 
+        ``idle``: a shorter interval, and whether it applies now (nothing is buffered: the
+        last transaction need not wait the long interval to become visible).
         A transaction failing to commit for ``stuck_s`` gets a new producer, and so does
         one aborted after an outage of the cluster (``outages()`` counts them). After an
         abort or a renewal :attr:`rewind_needed` is set: the fetch loop rewinds, then
@@ -98,6 +101,7 @@ class TransactionalCommitter(Committer):
         self._group_metadata = group_metadata
         self._failed = failed
         self._stuck_s = stuck_s
+        self._idle = idle
         self._outages = outages
         self._outages_seen = outages()  # by the last commit or renewal
         self._txn = TransactionalProducer(publisher, fence_topics)
@@ -111,6 +115,11 @@ class TransactionalCommitter(Committer):
         self._round = asyncio.Lock()  # the periodic round and a revoke's never interleave
         self._last_ok = time.monotonic()  # the last round that failed nothing
         self.renewals = 0  # in a row: reset by a commit
+
+    def interval(self) -> float:
+        """Return the transaction interval, or the idle one while nothing is buffered."""
+        idle_s, idle = self._idle
+        return min(self._interval_s, idle_s) if idle_s > 0 and idle() else self._interval_s
 
     @property
     def _producer(self) -> Producer:
