@@ -91,16 +91,17 @@ class Committer:
         ``MIN_GAP_S`` after the previous round ended.
         """
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = ended = loop.time()
         while True:
             while True:  # the interval may shorten meanwhile (exactly-once: work ran out)
-                self.next_round_at = max(started + self.interval(), loop.time() + MIN_GAP_S)
+                self.next_round_at = max(started + self.interval(), ended + MIN_GAP_S)
                 wait = self.next_round_at - loop.time()
                 if wait <= 0:
                     break
                 await asyncio.sleep(min(wait, RECHECK_S))
             started = loop.time()
             await self.commit_now()
+            ended = loop.time()
 
     def interval(self) -> float:
         """Seconds from one round's start to the next."""
