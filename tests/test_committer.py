@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from consumer.commits import CommitResult
-from consumer.committer import ROUND_POLL_S, Committer
+from consumer.committer import MIN_GAP_S, ROUND_POLL_S, Committer
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker
 
@@ -26,6 +26,7 @@ class Target:
         """Own one partition."""
         self.assignment: set[PartitionKey] = {TP}
         self.commits: list[dict[PartitionKey, int]] = []
+        self.committed = asyncio.Event()
 
     async def commit(
         self,
@@ -36,6 +37,7 @@ class Target:
         """Take ``positions`` as they are."""
         del timeout_s, metadata
         self.commits.append(dict(positions))
+        self.committed.set()
         return CommitResult(dict(positions))
 
 
@@ -44,7 +46,7 @@ async def test_rounds_keep_coming_and_each_commits_what_was_done_by_then() -> No
 
     Offsets finish one by one while the committer runs; every position done is committed
     by a later round, in order, and the consumer thread's poll budget stays within the
-    interval (or the short poll while a round is due).
+    interval and the gap after a round (or the short poll while a round is due).
     """
     target, offsets = Target(), OffsetTracker()
     offsets.assign([TP])
@@ -58,8 +60,9 @@ async def test_rounds_keep_coming_and_each_commits_what_was_done_by_then() -> No
             offsets.done(*TP, offset)
             async with asyncio.timeout(10):
                 while not target.commits or target.commits[-1][TP] != offset + 1:
-                    await asyncio.sleep(0.005)
-            assert committer.poll_budget() <= max(0.01, ROUND_POLL_S) + 0.001
+                    target.committed.clear()
+                    await target.committed.wait()
+            assert committer.poll_budget() <= max(0.01, ROUND_POLL_S) + MIN_GAP_S
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
