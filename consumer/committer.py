@@ -88,7 +88,9 @@ class Committer:
 
         The interval runs from one round's start to the next (a round that waited for the
         broker's answer does not push the next one back), but never less than
-        ``MIN_GAP_S`` after the previous round ended.
+        ``MIN_GAP_S`` after the previous round ended. A round that raises is logged and
+        counted, and the next round tries again: a committer task that died would leave
+        the replica working with nothing committed.
         """
         loop = asyncio.get_running_loop()
         started = ended = loop.time()
@@ -100,7 +102,11 @@ class Committer:
                     break
                 await asyncio.sleep(min(wait, RECHECK_S))
             started = loop.time()
-            await self.commit_now()
+            try:
+                await self.commit_now()
+            except Exception:
+                self._metrics.commit_round_errors.inc()
+                log.exception("commit round failed; the next round retries")
             ended = loop.time()
 
     def interval(self) -> float:
