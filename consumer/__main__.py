@@ -141,6 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="results and offsets in one transaction; read with isolation.level=read_committed",
     )
     add(
+        "--transaction-interval",
+        dest="transaction_interval_s",
+        type=float,
+        help="exactly-once: seconds between transaction commits (2)",
+    )
+    add(
         "--transaction-timeout",
         dest="transaction_timeout_s",
         type=float,

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MIN_GAP_S = 0.05  # between the end of a round and the start of the next, at least
+RECHECK_S = 0.1  # how often a waiting round looks at its interval again
+ROUND_POLL_S = 0.02  # the consumer thread's longest poll while a round is due or under way
+
 
 class CommitTarget(Protocol):
     """What the committer commits through (the source, or a fake one in tests)."""
@@ -77,20 +81,45 @@ class Committer:
         self._on_committed = on_committed
         self._metadata_of = metadata_of
         self._sent: dict[PartitionKey, Commit] = {}  # last commit the broker took
+        self.next_round_at = 0.0  # loop time the next round starts at (0: not running)
 
     async def run(self) -> None:
-        """Commit on the interval until cancelled.
+        """Commit on the interval until cancelled: a round starts every ``interval_s``.
 
-        A round that raises is logged and counted, and the next round tries again: a
-        committer task that died would leave the replica working with nothing committed.
+        The interval runs from one round's start to the next (a round that waited for the
+        broker's answer does not push the next one back), but never less than
+        ``MIN_GAP_S`` after the previous round ended. A round that raises is logged and
+        counted, and the next round tries again: a committer task that died would leave
+        the replica working with nothing committed.
         """
+        loop = asyncio.get_running_loop()
+        started = ended = loop.time()
         while True:
-            await asyncio.sleep(self._interval_s)
+            while True:  # the interval may shorten meanwhile (exactly-once: work ran out)
+                self.next_round_at = max(started + self.interval(), ended + MIN_GAP_S)
+                wait = self.next_round_at - loop.time()
+                if wait <= 0:
+                    break
+                await asyncio.sleep(min(wait, RECHECK_S))
+            started = loop.time()
             try:
                 await self.commit_now()
             except Exception:
                 self._metrics.commit_round_errors.inc()
                 log.exception("commit round failed; the next round retries")
+            ended = loop.time()
+
+    def interval(self) -> float:
+        """Seconds from one round's start to the next."""
+        return self._interval_s
+
+    def poll_budget(self) -> float:
+        """How long the consumer thread may poll now and still be free for the next round.
+
+        The fetch loop polls at most this long (never less than ``ROUND_POLL_S``), so a
+        round's commit waits for no long poll: it goes out when the round starts.
+        """
+        return max(ROUND_POLL_S, self.next_round_at - asyncio.get_running_loop().time())
 
     async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
         """Run one commit round (the steps in the module docstring); return its result."""

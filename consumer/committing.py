@@ -10,16 +10,21 @@ from consumer.transactions import TransactionalCommitter
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from consumer.chunks import ChunkBook
     from consumer.commits import Commit
+    from consumer.connectivity import ClusterWatch
     from consumer.metrics import Metrics
     from consumer.offsets import OffsetTracker, PartitionKey
     from consumer.publisher import Publisher
+    from consumer.releaser import Releaser
     from consumer.settings import Settings
     from consumer.source import Source
-    from consumer.transactions import Releaser
 
-Transactional = tuple["Publisher", "Releaser", "Callable[[BaseException], None]"]
-"""Exactly-once mode: the transactional publisher, its releaser, what stops the replica."""
+Transactional = tuple[
+    "Publisher", "Releaser", "Callable[[BaseException], None]", "ClusterWatch", "ChunkBook"
+]
+"""Exactly-once mode: the transactional publisher, its releaser, what stops the replica,
+the cluster's outages (an abort after one renews the producer), the buffer (idle or not)."""
 
 
 def build_committer(  # noqa: PLR0913 - the collaborators, each named
@@ -32,20 +37,26 @@ def build_committer(  # noqa: PLR0913 - the collaborators, each named
     metadata_of: Callable[[PartitionKey], Commit | None],
     transactional: Transactional | None,
 ) -> Committer:
-    """Return the replica's committer: every ``commit_interval_s``, answers bounded."""
+    """Return the replica's committer: rounds every commit (or transaction) interval."""
     timing: dict[str, Any] = {
-        "interval_s": settings.commit_interval_s,
+        "interval_s": settings.transaction_interval_s
+        if transactional is not None
+        else settings.commit_interval_s,
         "timeout_s": settings.commit_timeout_s,
         "on_committed": on_committed,
     }
     if transactional is None:
         return Committer(source, offsets, metrics, **timing, metadata_of=metadata_of)
-    publisher, releaser, failed = transactional
+    publisher, releaser, failed, cluster, book = transactional
     return TransactionalCommitter(
         publisher,
         releaser,
         source.group_metadata,
         failed,
+        stuck_s=settings.transaction_timeout_s,
+        outages=lambda: cluster.outages,
+        idle=(settings.commit_interval_s, lambda: book.buffered_items == 0),
+        fence_topics=(settings.results_topic, settings.dlq_topic),
         target=source,
         offsets=offsets,
         metrics=metrics,

@@ -64,6 +64,7 @@ class ClusterWatch(logging.Filter):
         self._clock = clock
         self._lock = threading.Lock()
         self.down_since: float | None = None
+        self.outages = 0  # how many times the cluster became unreachable
         self._failures = 0
         self._since_summary = 0
         self._last_summary = 0.0
@@ -100,6 +101,7 @@ class ClusterWatch(logging.Filter):
             if self.down_since is None:
                 self.down_since = self._last_summary = now
                 self._since_summary = 0
+                self.outages += 1
                 log.error("the Kafka cluster is unreachable: retrying", extra={"reason": reason})
                 return
             if now - self._last_summary < self._summary_every_s:

@@ -104,7 +104,14 @@ class Drain:
         the polling between attempts lets the member rejoin, and the next one succeeds.
         """
         while not self._failed():
-            result = await self.polling(self._committer.commit_now(self.time_left(floor_s=1.0)))
+            left = self.time_left(floor_s=1.0)
+            try:  # bounded: an exactly-once round may be renewing its producer meanwhile
+                result = await self.polling(
+                    asyncio.wait_for(self._committer.commit_now(left), left + 1.0)
+                )
+            except TimeoutError:
+                log.warning("no last commit within the drain timeout")
+                return
             if result.error is None or not result.retriable or self.time_left() <= 0:
                 return
             await self._source.poll_paused(POLL_S)

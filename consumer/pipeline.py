@@ -44,14 +44,11 @@ from consumer.ops import OpsServer
 from consumer.progress import ProgressMonitor, StallWatch
 from consumer.publisher import Publisher
 from consumer.rebalance import Rebalance
+from consumer.releaser import Releaser
 from consumer.source import Source
 from consumer.status import ClientReports, StatusBoard
-from consumer.transactions import (
-    Releaser,
-    TransactionalCommitter,
-    kafka_error,
-    transactional_config,
-)
+from consumer.transactions import TransactionalCommitter
+from consumer.txn_producer import kafka_error, transactional_config
 from consumer.writer import RecordWriter
 from schemas.errors import DeliveryError
 
@@ -131,7 +128,7 @@ class Pipeline:
             metadata_of=self._commit_metadata,
             transactional=None
             if self.releaser is None
-            else (self.publisher, self.releaser, self.delivery_failed),
+            else (self.publisher, self.releaser, self.failed, self.cluster, self.book),
         )
         self.watch = StallWatch(ProgressMonitor(settings.stall_timeout_s))
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}"
@@ -273,7 +270,7 @@ class Pipeline:
                 book,
                 held=self.dispatcher.fetch_on_hold,
                 has_backlog=self.status.has_backlog,
-                poll_timeout_s=settings.poll_timeout_s,
+                poll_timeout_s=min(settings.poll_timeout_s, committer.poll_budget()),
             )
             for msg in await source.fetch(book.fetch_size(settings.poll_batch), timeout):
                 self.intake.take(msg)
@@ -302,19 +299,20 @@ class Pipeline:
     def delivery_failed(self, error: BaseException) -> None:
         """Stop without committing anything more: a record could not be delivered.
 
-        In exactly-once mode a record refused for a reason that is not fatal aborts the
-        transaction instead, and the replica rewinds to its committed offsets.
+        In exactly-once mode a refused record aborts the transaction instead (renewing the
+        producer if its error is fatal), and the replica rewinds to its committed offsets.
         """
         committer, failure = self.committer, kafka_error(error)
-        if isinstance(committer, TransactionalCommitter) and not failure.fatal():
-            committer.abort_soon(f"a record was refused: {failure.str()}")
-            return
+        if isinstance(committer, TransactionalCommitter):
+            committer.abort_soon(f"a record was refused: {failure.str()}", renew=failure.fatal())
+        else:
+            self.failed(error, "a record could not be delivered: stopping without committing it")
+
+    def failed(self, error: BaseException, message: str = "stopping") -> None:
+        """Stop without committing anything more (the first error is the exit's reason)."""
         if self._fatal is None:
             self._fatal = error
-            log.error(
-                "a record could not be delivered: stopping without committing it",
-                extra={"error": str(error)},
-            )
+            log.error(message, extra={"error": str(error)})
         self.stop()
 
     # --- progress --------------------------------------------------------------------------

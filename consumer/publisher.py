@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import re
+import threading
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -48,6 +50,8 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.002
 # How long one wait for room in a full local queue lasts (served inside librdkafka).
 FULL_QUEUE_WAIT_S = 0.005
+# How long a renewal serves the old producer's purged records' reports.
+RENEW_DRAIN_S = 1.0
 
 
 class Publisher:
@@ -67,7 +71,8 @@ class Publisher:
         self._errors: collections.deque[KafkaError] = collections.deque(maxlen=20)
         self._cluster = cluster
         self._refused = refused
-        self._producer = Producer({**config, "error_cb": self._on_error})
+        self._config = {**config, "error_cb": self._on_error}
+        self._producer = Producer(self._config)
         self._wakeup = asyncio.Event()
         self._queued: list[_Record] = []  # produced during this pass of the loop
 
@@ -81,6 +86,25 @@ class Publisher:
     def producer(self) -> Producer:
         """The underlying producer (exactly-once mode drives its transactions)."""
         return self._producer
+
+    async def renew(self) -> None:
+        """Replace the producer with a new one of the same configuration (exactly-once).
+
+        The old one's records are purged, their (failed) delivery reports served here on
+        the loop, and it is closed in a thread of its own (closing may wait for a broker).
+        """
+        old, self._queued = self._producer, []
+        with contextlib.suppress(KafkaException):
+            old.purge()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RENEW_DRAIN_S
+        while True:
+            old.poll(0)
+            if len(old) == 0 or loop.time() >= deadline:
+                break
+            await asyncio.sleep(POLL_INTERVAL_S)
+        self._producer = Producer(self._config)
+        threading.Thread(target=_close, args=(old,), name="old-producer", daemon=True).start()
 
     def produce(
         self,
@@ -211,6 +235,14 @@ class Publisher:
                     "create them first (batch-runner submit --create-topic, or kafka-topics.sh)",
                 ),
             )
+
+
+def _close(producer: Producer) -> None:
+    """Close a replaced producer (its transaction is over: a failure to abort it is not news)."""
+    try:
+        producer.close()
+    except KafkaException as exc:
+        log.debug("closing the replaced producer", extra={"error": str(exc)})
 
 
 # Producer-only settings an admin client (a producer instance inside librdkafka) must not

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from consumer.jobs import Jobs
     from consumer.offsets import OffsetTracker, PartitionKey
     from consumer.progress import ProgressMonitor
+    from consumer.releaser import Releaser
     from consumer.settings import Settings
-    from consumer.transactions import Releaser
 
 log = logging.getLogger(__name__)
 

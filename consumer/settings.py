@@ -105,9 +105,11 @@ class Settings:
     # offset are done, in at most this many bytes (the broker's offset.metadata.max.bytes
     # is 4096 by default); 0 turns it off (a taken-over message is redone whole).
     resume_metadata_bytes: int = 4000
-    # Exactly-once: results and offsets in one transaction per commit (consumer.transactions);
-    # a killed replica's open transaction is aborted by the broker after this long.
+    # Exactly-once: results and offsets in one transaction per commit (consumer.transactions),
+    # one every transaction_interval_s (not commit_interval_s: each round costs a flush and
+    # a commit marker); a killed replica's open transaction is aborted after the timeout.
     exactly_once: bool = False
+    transaction_interval_s: float = 2.0
     transaction_timeout_s: float = 10.0
     drain_timeout_s: float = 30.0
     revoke_grace_s: float = 10.0
@@ -159,6 +161,9 @@ class Settings:
         for name in ("poll_timeout_s", "max_message_bytes", "max_result_bytes"):
             positive(name, getattr(self, name))
         positive("transaction_timeout_s", self.transaction_timeout_s)
+        positive("transaction_interval_s", self.transaction_interval_s)
+        if self.exactly_once and self.transaction_interval_s >= self.transaction_timeout_s:
+            raise ConfigError("transaction_interval_s must be below transaction_timeout_s")
         self._check_dispatch()
         if self.items_per_request > self.max_items_per_request:
             raise ConfigError("items_per_request must not exceed max_items_per_request")

@@ -1,37 +1,43 @@
 """Exactly-once mode: a chunk's records and its offset commit in one Kafka transaction.
 
-Two parts:
+:class:`TransactionalCommitter` replaces the consumer's offset commits; the records wait
+in a :class:`~consumer.releaser.Releaser` until their message's turn. Each round, in order:
 
-* :class:`Releaser` holds each request message's records (results and summary, or its
-  dead letter) until the message is finished *and* every earlier message of its
-  partition has been released, then hands them to the producer. So a transaction only
-  ever holds the records of a contiguous run of messages per partition, and committing
-  the done prefix with it covers every record in it: nothing in a committed transaction
-  is redone by the next owner, nothing redone was in a committed transaction. Records
-  wait in memory only while their message counts against ``--max-buffered-items``.
-* :class:`TransactionalCommitter` replaces the consumer's offset commits. Each round,
-  in order:
+1. close the releaser's gate (records finished meanwhile wait for the next transaction);
+2. flush the producer: every released record is acknowledged, so its message is done;
+3. if a released message will not be committed (its chunk was abandoned: a drain's
+   timeout, a lost partition), abort the transaction and rewind (below);
+4. send the done prefix to the transaction with the consumer group's metadata (KIP-447
+   fencing: a replica that lost its partitions cannot commit for them) and commit;
+5. begin the next transaction and open the gate.
 
-  1. close the releaser's gate (records finished meanwhile wait for the next transaction);
-  2. flush the producer: every released record is acknowledged, so its message is done;
-  3. if a released message will not be committed (its chunk was abandoned: a drain's
-     timeout, a lost partition), abort the transaction and rewind (below);
-  4. send the done prefix to the transaction with the consumer group's metadata (KIP-447
-     fencing: a replica that lost its partitions cannot commit for them) and commit;
-  5. begin the next transaction and open the gate.
+What a failure leads to (librdkafka's three kinds of transactional errors):
 
-  A send or commit that fails with a retriable error is retried at the next round, alike
-  and with the gate still closed (librdkafka resumes a timed-out call only when called
-  again with the same arguments, and the transaction must hold nothing past the offsets
-  it commits). One the transaction must be aborted for (a rebalance moved the group's
-  generation on: ``ILLEGAL_GENERATION``) is aborted, and the replica *rewinds*: every
-  assigned partition's work is dropped and fetching restarts at its committed offset, in
-  a new transaction (nothing of the aborted one was visible). Until the rewind is done
-  nothing is released or committed. A fatal error (the producer fenced) stops the
-  replica.
+* *retriable* (a timeout, the coordinator moving): the send or commit is retried at the
+  next round, alike and with the gate still closed (librdkafka resumes a timed-out call
+  only when called again with the same arguments, and the transaction must hold nothing
+  past the offsets it commits);
+* *abortable* (``txn_requires_abort()``: a rebalance moved the group's generation on,
+  records refused, sequence numbers lost with a restarted broker): the transaction is
+  aborted and the replica *rewinds*: every assigned partition's work is dropped and
+  fetching restarts at its committed offset, in a new transaction (nothing of the
+  aborted one was visible). Until the rewind is done nothing is released or committed;
+* *fatal* (the producer fenced: the broker aborted the transaction after
+  ``--transaction-timeout`` and bumped its epoch, as after a broker restart), or any
+  other error a producer cannot get past: the producer is *renewed*, closed and created
+  again with the same ``transactional.id``, ``init_transactions()`` retried until the
+  coordinator answers (it finishes or aborts what the old producer left open), and the
+  replica rewinds.
 
-The blocking transaction calls run in a worker thread, each bounded by a timeout; the
-loop keeps serving delivery reports meanwhile. Readers see the results once with
+A transaction that has not committed for ``--transaction-timeout`` while rounds fail
+(the broker aborts such a transaction anyway; a producer stuck re-acquiring its id after
+a broker restart) is renewed the same way, so a replica never waits without an end.
+After ``RENEW_LIMIT`` renewals with no commit between them the replica stops (exit 1)
+and its orchestrator restarts it.
+
+The blocking transaction calls run in a worker thread, each bounded by a timeout and one
+at a time (a call whose waiter was cancelled is awaited before the next); the loop keeps
+serving delivery reports meanwhile. Readers see the results once with
 ``isolation.level=read_committed`` (``tail``, ``collect`` and ``status`` use it).
 """
 
@@ -39,132 +45,66 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from dataclasses import dataclass, field
+import time
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from consumer.commits import CommitResult
 from consumer.committer import Committer
+from consumer.txn_producer import TransactionalProducer
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterable
+    from collections.abc import Awaitable, Callable
 
     from confluent_kafka import Producer
 
     from consumer.offsets import PartitionKey
-    from consumer.publisher import DeliveryCallback, Headers, Produce, Publisher
-    from consumer.settings import Settings
-
-    Record = tuple[str, bytes, bytes | str | None, DeliveryCallback, Headers | None]
+    from consumer.publisher import Publisher
+    from consumer.releaser import Releaser
 
 log = logging.getLogger(__name__)
 
 ABORT_RETRY_S = 1.0  # between attempts to abort while the broker is away
-
-
-def transactional_config(settings: Settings) -> dict[str, Any]:
-    """Return the producer options of a transactional replica (a fresh id per process).
-
-    With static membership the id is the member's own, so a restarted replica fences its
-    predecessor's open transaction at once; otherwise the broker aborts it after
-    ``transaction_timeout_s``.
-    """
-    suffix = settings.group_instance_id or uuid.uuid4().hex[:16]
-    return {
-        "transactional.id": f"batch-runner-{settings.group_id}-{suffix}",
-        "transaction.timeout.ms": int(settings.transaction_timeout_s * 1000),
-    }
-
-
-@dataclass(slots=True)
-class _Slot:
-    records: list[Record] = field(default_factory=list)
-    alive: Callable[[], bool] | None = None  # set when the message is finished
-
-
-class Releaser:
-    """Records per message, released to the producer in offset order per partition."""
-
-    def __init__(self, produce: Produce) -> None:
-        """Release through ``produce`` (the publisher's)."""
-        self._produce = produce
-        self._slots: dict[PartitionKey, dict[int, _Slot]] = {}
-        self.released: set[tuple[PartitionKey, int]] = set()  # released, not done yet
-        self.closed = False
-
-    def expect(self, tp: PartitionKey, offset: int) -> None:
-        """Note a received message: later offsets of ``tp`` wait for it."""
-        self._slots.setdefault(tp, {})[offset] = _Slot()
-
-    def add(self, tp: PartitionKey, offset: int, record: Record) -> None:
-        """Hold one record of the message at ``offset``."""
-        self._slots[tp][offset].records.append(record)
-
-    def finish(self, tp: PartitionKey, offset: int, alive: Callable[[], bool]) -> None:
-        """Mark the message complete: release it in its turn, if ``alive()`` then."""
-        slots = self._slots.get(tp)
-        if slots is not None and offset in slots:
-            slots[offset].alive = alive
-            self._pump(tp)
-
-    def done(self, tp: PartitionKey, offset: int) -> None:
-        """Every released record of the message is acknowledged and its offset done."""
-        self.released.discard((tp, offset))
-
-    def drop(self, tps: Iterable[PartitionKey]) -> None:
-        """Forget what was not released for ``tps`` (never produced: the next owner redoes it)."""
-        for tp in tps:
-            self._slots.pop(tp, None)
-
-    def open(self) -> None:
-        """Open the gate and release what waited."""
-        self.closed = False
-        for tp in list(self._slots):
-            self._pump(tp)
-
-    @property
-    def held(self) -> int:
-        """How many records wait to be released."""
-        return sum(len(s.records) for slots in self._slots.values() for s in slots.values())
-
-    def _pump(self, tp: PartitionKey) -> None:
-        slots = self._slots.get(tp)
-        while slots and not self.closed:
-            offset, slot = next(iter(slots.items()))
-            if slot.alive is None:
-                return
-            del slots[offset]
-            if not slot.alive():
-                continue  # abandoned: its partition is going, the next owner redoes it
-            self.released.add((tp, offset))
-            for topic, value, key, on_delivery, headers in slot.records:
-                self._produce(topic, value, key, on_delivery, headers)
+INIT_RETRY_S = 1.0  # between attempts of a renewed producer's init_transactions
+RENEW_LIMIT = 5  # renewals in a row (no commit between them) before the replica stops
 
 
 class TransactionalCommitter(Committer):
     """Commits the done prefix inside the results producer's transaction."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the collaborators, each named
         self,
         publisher: Publisher,
         releaser: Releaser,
         group_metadata: Callable[[], Awaitable[object]],
         failed: Callable[[BaseException], None],
+        *,
+        stuck_s: float,
+        idle: tuple[float, Callable[[], bool]] = (0.0, lambda: False),
+        outages: Callable[[], int] = lambda: 0,
+        fence_topics: tuple[str, ...] = (),
         **committer: Any,  # noqa: ANN401 - Committer's own arguments, passed through
     ) -> None:
         """Commit through ``publisher``'s transaction; ``failed`` stops the replica.
 
-        After an abort :attr:`rewind_needed` is set: the fetch loop rewinds, then calls
-        :meth:`rewound`.
+        ``idle``: a shorter interval, and whether it applies now (nothing is buffered: the
+        last transaction need not wait the long interval to become visible).
+        A transaction failing to commit for ``stuck_s`` gets a new producer, and so does
+        one aborted after an outage of the cluster (``outages()`` counts them). After an
+        abort or a renewal :attr:`rewind_needed` is set: the fetch loop rewinds, then
+        calls :meth:`rewound`.
         """
         super().__init__(**committer)
         self._publisher = publisher
-        self._producer: Producer = publisher.producer
         self._releaser = releaser
         self._group_metadata = group_metadata
         self._failed = failed
+        self._stuck_s = stuck_s
+        self._idle = idle
+        self._outages = outages
+        self._outages_seen = outages()  # by the last commit or renewal
+        self._txn = TransactionalProducer(publisher, fence_topics)
         self._committing: dict[PartitionKey, int] | None = None  # sent, commit not confirmed
         # Being sent: librdkafka resumes a timed-out send only when called again alike.
         self._sending: tuple[dict[PartitionKey, int], object] | None = None
@@ -173,16 +113,29 @@ class TransactionalCommitter(Committer):
         self._aborting = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._round = asyncio.Lock()  # the periodic round and a revoke's never interleave
+        self._last_ok = time.monotonic()  # the last round that failed nothing
+        self.renewals = 0  # in a row: reset by a commit
+
+    def interval(self) -> float:
+        """Return the transaction interval, or the idle one while nothing is buffered."""
+        idle_s, idle = self._idle
+        return min(self._interval_s, idle_s) if idle_s > 0 and idle() else self._interval_s
+
+    @property
+    def _producer(self) -> Producer:
+        return self._publisher.producer
+
+    async def _blocking(self, fn: Callable[[float], object], timeout_s: float) -> None:
+        await self._txn.call(fn, timeout_s)
 
     async def start(self, timeout_s: float) -> None:
         """Register the transactional id (fencing an older producer of it) and begin."""
-        await asyncio.to_thread(self._producer.init_transactions, timeout_s)
-        self._producer.begin_transaction()
+        await self._txn.start(timeout_s)
 
     async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
         """Run one transactional commit round (the steps in the module docstring)."""
         timeout = timeout_s or self._timeout_s
-        if self._stopped or self._aborting or self.rewind_needed.is_set():
+        if self._held:
             message = "the transaction was aborted: nothing is committed until a rewind"
             return CommitResult(error=_error(KafkaError._STATE, message))  # noqa: SLF001
         # Read before the round: during a revoke the consumer thread waits for the loop.
@@ -194,49 +147,59 @@ class TransactionalCommitter(Committer):
         releaser = self._releaser
         releaser.closed = True  # 1.
         try:
-            return await self._commit_round(group, timeout)
+            result = await self._commit_round(group, timeout)
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if error.retriable() and not error.txn_requires_abort() and not error.fatal():
                 log.info("transaction commit failed; will retry", extra={"error": error.str()})
-                return CommitResult(error=error)
-            if error.txn_requires_abort() and not error.fatal():
+                result = CommitResult(error=error)
+            elif error.txn_requires_abort() and not error.fatal():
                 await self._abort(f"transaction aborted: {error.str()}", timeout)
+                return CommitResult(error=error)
             else:
-                await self._stop(f"transaction failed: {error.str()}", timeout)
-            return CommitResult(error=error)
+                await self._renew(f"transaction failed: {error.str()}", timeout)
+                return CommitResult(error=error)
         finally:
             if self._committing is None and self._sending is None and not self._held:
                 releaser.open()  # 5. (the next transaction has begun)
+        now = time.monotonic()
+        if result.error is None:
+            self._last_ok = now
+        elif now - self._last_ok > self._stuck_s:
+            reason = f"no transaction committed for {now - self._last_ok:.0f}s"
+            await self._renew(f"{reason}: {result.error.str()}", timeout)
+        return result
 
     @property
     def _held(self) -> bool:
         """Whether nothing may be released: stopped, aborting, or not rewound yet."""
         return self._stopped or self._aborting or self.rewind_needed.is_set()
 
-    def abort_soon(self, reason: str) -> None:
+    def abort_soon(self, reason: str, *, renew: bool = False) -> None:
         """Abort the transaction (then rewind) instead of committing: a record was refused.
 
         In a transaction a refused record (a broker away longer than the transaction
         timeout) leaves it abortable, not lost: the work since the last commit is redone.
+        With ``renew`` (the producer's error is fatal) the producer is renewed instead.
         """
         if self._held:
             return
         self._aborting = True
         self._releaser.closed = True
-        task = asyncio.get_running_loop().create_task(self._abort_later(reason))
+        task = asyncio.get_running_loop().create_task(self._abort_later(reason, renew=renew))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _abort_later(self, reason: str) -> None:
+    async def _abort_later(self, reason: str, *, renew: bool) -> None:
         async with self._round:
             if self._stopped or self.rewind_needed.is_set():  # aborted meanwhile
                 self._aborting = False
-                return
-            await self._abort(reason, self._timeout_s)
+            elif renew:
+                await self._renew(reason, self._timeout_s)
+            else:
+                await self._abort(reason, self._timeout_s)
 
     async def _commit_round(self, group: object, timeout_s: float) -> CommitResult:
-        producer = self._producer
         if self._committing is None and self._sending is None:
             if await self._publisher.flush(timeout_s):  # 2.
                 message = f"flushing the results took over {timeout_s:g}s"
@@ -255,20 +218,23 @@ class TransactionalCommitter(Committer):
         if self._sending is not None:
             positions, group = self._sending
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-            await asyncio.to_thread(
-                producer.send_offsets_to_transaction, offsets, group, timeout_s
+            producer = self._producer
+            await self._blocking(
+                lambda t: producer.send_offsets_to_transaction(offsets, group, t), timeout_s
             )  # 4.
             self._committing, self._sending = positions, None
         committed = self._committing
         if committed is None:
             return CommitResult()
-        await asyncio.to_thread(producer.commit_transaction, timeout_s)
+        await self._blocking(self._producer.commit_transaction, timeout_s)
         self._committing = None
-        producer.begin_transaction()  # 5.
+        self._producer.begin_transaction()  # 5.
         self._took(committed)
         return CommitResult(committed)
 
     def _took(self, committed: dict[PartitionKey, int]) -> None:
+        self.renewals = 0
+        self._outages_seen = self._outages()
         self._offsets.mark_committed(committed)
         self._metrics.commits.inc()
         for (topic, partition), position in committed.items():
@@ -276,26 +242,73 @@ class TransactionalCommitter(Committer):
         self._on_committed(committed)
 
     async def _abort(self, reason: str, timeout_s: float) -> None:
-        """Abort the transaction (retrying while the broker is away), begin, ask a rewind."""
+        """Abort the transaction (retrying while the broker is away), begin, ask a rewind.
+
+        An abort that fails for good, or still fails after ``stuck_s``, renews the
+        producer instead, and so does an abort after an outage of the cluster: a producer
+        that lived through a broker restart may abort, then keep failing to get its
+        producer id back (``CONCURRENT_TRANSACTIONS``) for long.
+        """
+        if self._outages() != self._outages_seen:
+            await self._renew(f"{reason} (after an outage of the cluster)", timeout_s)
+            return
         self._committing = self._sending = None
         self._aborting = True
         self._releaser.closed = True  # nothing is released until the rewind
+        started = time.monotonic()
         while True:
             try:
-                await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
+                await self._blocking(self._producer.abort_transaction, timeout_s)
+                self._producer.begin_transaction()
+                await self._txn.fence(timeout_s)
+                break
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal() or not error.retriable():
+                    await self._renew(f"{reason}; then aborting failed: {error.str()}", timeout_s)
+                    return
+                if time.monotonic() - started > self._stuck_s:
+                    await self._renew(f"{reason}; aborting still fails: {error.str()}", timeout_s)
+                    return
+                log.info("aborting the transaction: retrying", extra={"error": error.str()})
+                await asyncio.sleep(ABORT_RETRY_S)
+        self._aborting = False
+        self._last_ok = time.monotonic()
+        self.rewind_needed.set()
+        log.warning("transaction aborted: rewinding to the committed offsets",
+                    extra={"reason": reason})  # fmt: skip
+
+    async def _renew(self, reason: str, timeout_s: float) -> None:
+        """Replace the producer (same transactional id), begin, ask a rewind; or stop.
+
+        Its unacknowledged records are purged (their messages are redone after the
+        rewind); ``init_transactions`` is retried while the coordinator is not ready.
+        """
+        self._committing = self._sending = None
+        self._aborting = True
+        self._releaser.closed = True
+        self.renewals += 1
+        if self.renewals > RENEW_LIMIT:
+            await self._stop(f"{reason} ({RENEW_LIMIT} new producers did not help)", timeout_s)
+            return
+        log.warning("renewing the transactional producer", extra={"reason": reason})
+        await self._txn.idle(timeout_s)
+        await self._publisher.renew()
+        self._txn.forget()
+        self._outages_seen = self._outages()
+        while True:
+            try:
+                await self._blocking(self._producer.init_transactions, timeout_s)
                 self._producer.begin_transaction()
                 break
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
                 if error.fatal() or not error.retriable():
-                    await self._stop(f"{reason}; then aborting failed: {exc}", timeout_s)
+                    await self._stop(f"{reason}; then a new producer failed: {exc}", timeout_s)
                     return
-                log.info("aborting the transaction: retrying", extra={"error": error.str()})
-                await asyncio.sleep(ABORT_RETRY_S)
-        self._aborting = False
-        self.rewind_needed.set()
-        log.warning("transaction aborted: rewinding to the committed offsets",
-                    extra={"reason": reason})  # fmt: skip
+                log.info("new transactional producer: retrying", extra={"error": error.str()})
+                await asyncio.sleep(INIT_RETRY_S)
+        await self._abort(f"{reason}; the producer was renewed", timeout_s)
 
     def rewound(self) -> None:
         """Release and commit again: every partition's work restarts from its commit."""
@@ -310,19 +323,12 @@ class TransactionalCommitter(Committer):
         self._stopped = True
         self._releaser.closed = True
         try:
-            await asyncio.to_thread(self._producer.abort_transaction, timeout_s)
+            await self._blocking(self._producer.abort_transaction, timeout_s)
         except KafkaException as exc:
             log.info("aborting the transaction failed", extra={"error": str(exc)})
         log.error("transaction failed: stopping", extra={"reason": reason})
-        self._failed(KafkaException(_error(KafkaError._STATE, reason)))  # noqa: SLF001
+        self._failed(KafkaException(KafkaError(KafkaError._FATAL, reason, fatal=True)))  # noqa: SLF001
 
 
 def _error(code: int, message: str) -> KafkaError:
     return KafkaError(code, message)
-
-
-def kafka_error(error: BaseException) -> KafkaError:
-    """Return the Kafka error a failure carries (a fatal one if it carries none)."""
-    if isinstance(error, KafkaException) and isinstance(error.args[0], KafkaError):
-        return error.args[0]
-    return KafkaError(KafkaError._FATAL, str(error), fatal=True)  # noqa: SLF001

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from consumer.offsets import PartitionKey
     from consumer.outcome import Outcome
     from consumer.publisher import DeliveryCallback, Produce
+    from consumer.releaser import Record, Releaser
     from consumer.splitter import WorkUnit
-    from consumer.transactions import Record, Releaser
 
 log = logging.getLogger(__name__)
 

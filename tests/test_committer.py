@@ -1,4 +1,4 @@
-"""The periodic committer outlives a round that raises: the next round commits."""
+"""The periodic committer: its rounds keep coming, and outlive a round that raises."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import contextlib
 from typing import TYPE_CHECKING
 
 from consumer.commits import CommitResult
-from consumer.committer import Committer
+from consumer.committer import MIN_GAP_S, ROUND_POLL_S, Committer
 from consumer.metrics import Metrics
 from consumer.offsets import OffsetTracker, PartitionKey
 
@@ -72,3 +72,54 @@ async def test_a_round_that_raises_is_counted_and_the_next_round_commits() -> No
     assert seen == [{TP: 3}]
     errors = metrics.registry.get_sample_value("batch_runner_commit_round_errors_total")
     assert errors == 2
+
+
+class Target:
+    """Takes every commit at once and remembers it."""
+
+    def __init__(self) -> None:
+        """Own one partition."""
+        self.assignment: set[PartitionKey] = {TP}
+        self.commits: list[dict[PartitionKey, int]] = []
+        self.committed = asyncio.Event()
+
+    async def commit(
+        self,
+        positions: Mapping[PartitionKey, int],
+        timeout_s: float,
+        metadata: Mapping[PartitionKey, str] | None = None,
+    ) -> CommitResult:
+        """Take ``positions`` as they are."""
+        del timeout_s, metadata
+        self.commits.append(dict(positions))
+        self.committed.set()
+        return CommitResult(dict(positions))
+
+
+async def test_rounds_keep_coming_and_each_commits_what_was_done_by_then() -> None:
+    """Round after round commits the done prefix: the loop never stalls between rounds.
+
+    Offsets finish one by one while the committer runs; every position done is committed
+    by a later round, in order, and the consumer thread's poll budget stays within the
+    interval and the gap after a round (or the short poll while a round is due).
+    """
+    target, offsets = Target(), OffsetTracker()
+    offsets.assign([TP])
+    committer = Committer(
+        target, offsets, Metrics(), interval_s=0.01, timeout_s=1.0, on_committed=lambda _: None
+    )
+    task = asyncio.create_task(committer.run())
+    try:
+        for offset in range(5):
+            offsets.add(*TP, offset)
+            offsets.done(*TP, offset)
+            async with asyncio.timeout(10):
+                while not target.commits or target.commits[-1][TP] != offset + 1:
+                    target.committed.clear()
+                    await target.committed.wait()
+            assert committer.poll_budget() <= max(0.01, ROUND_POLL_S) + MIN_GAP_S
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert [c[TP] for c in target.commits] == sorted({c[TP] for c in target.commits})

@@ -101,6 +101,11 @@ def test_settings_targets_from_env_and_flags() -> None:
         (BASE_ENV, {"min_in_flight": 0}, "min_in_flight must be between 1"),
         (BASE_ENV, {"circuit_error_share": 2.0}, "circuit breaker: error_share"),
         (BASE_ENV, {"circuit_probe_interval_s": 0}, "circuit breaker: probe_interval_s"),
+        (
+            BASE_ENV,
+            {"exactly_once": True, "transaction_interval_s": 10.0},
+            "transaction_interval_s must be below transaction_timeout_s",
+        ),
     ],
 )
 def test_bad_configuration_fails_with_a_clear_message(

@@ -21,9 +21,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.kafka
 
 
-def read_committed(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[bytes]:
-    """Read ``topic`` (one partition) as a read_committed reader, to its end offset."""
-    end = end_offsets(bootstrap, topic, 1)[0]
+def read_committed(
+    bootstrap: str, topic: str, timeout_s: float = 60.0, *, partition: int = 0
+) -> list[bytes]:
+    """Read one partition of ``topic`` as a read_committed reader, to its end offset."""
+    end = end_offsets(bootstrap, topic, partition + 1)[partition]
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -33,8 +35,11 @@ def read_committed(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[
             "enable.auto.commit": False,
         }
     )
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
     values: list[bytes] = []
+    if end == 0:
+        consumer.close()
+        return values
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:

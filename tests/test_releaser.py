@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.transactions import Releaser
+from consumer.releaser import Releaser
 
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
