@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Mapping, Sequence
 
     from consumer.endpoints import Endpoint
-    from consumer.limiter import Limiter
+    from consumer.limiter import Limiter, Place, Start
     from consumer.retry import RetryPolicy
     from consumer.settings import Settings
 
@@ -126,7 +126,7 @@ class Dispatcher:
             await self._session.close()
         self._session = None
 
-    async def run(
+    async def run(  # noqa: PLR0913 - the unit, its headers, where it queues, its place
         self,
         endpoint: Endpoint,
         items: Sequence[bytes],
@@ -134,12 +134,14 @@ class Dispatcher:
         *,
         fair_key: Hashable = None,
         lane: Lane | None = None,
+        held: Place | None = None,
     ) -> Outcome:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget.
 
         Units of different lanes (by default ``fair_key``, the partition they came from;
         the pipeline's are batches weighted by priority) share request places by weight,
-        so none waits behind all the others' backlog.
+        so none waits behind all the others' backlog. ``held``: the place :meth:`submit`
+        gave the unit, for its first attempt.
         """
         lane = lane or Lane(fair_key, fair_key)
         codec = self._codecs[endpoint.name]
@@ -157,7 +159,7 @@ class Dispatcher:
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = await self._enter(guard, pacer, lane, clock)
+            ticket = await self._enter(guard, pacer, lane, clock, held)
             pacer.in_flight += 1
             try:
                 answer = await self._post(url, body, request_headers, pacer)
@@ -194,6 +196,7 @@ class Dispatcher:
         pacer: RateLimitPacer,
         lane: Lane,
         clock: UnitClock,
+        held: Place | None = None,
     ) -> Ticket:
         """Take a place through the endpoint's guard once the endpoint's pace lets it start.
 
@@ -203,7 +206,7 @@ class Dispatcher:
         """
         paced = False
         while True:
-            ticket = await guard.enter(lane.key, lane.weight)
+            ticket = await guard.enter(lane.key, lane.weight, held)
             now = time.monotonic()
             pause = pacer.paused_for(now) if paced else pacer.delay(now)
             if pause <= 0:
@@ -213,6 +216,14 @@ class Dispatcher:
             clock.gave_back(ticket)
             paced = True
             await self._wait(pause, lane.partition)
+
+    def submit(self, endpoint: Endpoint, lane: Lane, start: Start) -> None:
+        """Call ``start`` once a unit of ``lane`` may take a place of ``endpoint``'s limit.
+
+        ``start`` gets the place (see :meth:`Limiter.submit`) and hands it to :meth:`run`
+        as ``held`` through a :class:`~consumer.limiter.Place`.
+        """
+        self.guards[endpoint.name].limiter.submit(start, lane.key, lane.weight)
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
         """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
