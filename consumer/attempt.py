@@ -82,7 +82,7 @@ async def post_once(  # noqa: PLR0913 - the request and what reads its answer
         async with session.post(url, data=body, headers=headers) as response:
             status = response.status
             pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
-            metrics.http_code(str(status)).inc()
+            metrics.http_code(status).inc()
             metrics.inference_latency.observe(time.monotonic() - started)
             if 200 <= status < 300:
                 try:

@@ -88,9 +88,11 @@ class Dispatcher:
         }
         self._session = session
         self._owns_session = session is None
+        # sock_connect bounds opening a connection without a timer per request (connect
+        # would also time the wait for a pooled one, which the limit keeps at zero).
         self._timeout = aiohttp.ClientTimeout(
             total=settings.request_timeout_s,
-            connect=settings.connect_timeout_s,
+            sock_connect=settings.connect_timeout_s,
         )
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
@@ -155,7 +157,8 @@ class Dispatcher:
         if headers:
             request_headers = {**request_headers, **headers}
         guard = self.guards[endpoint.name]
-        started = time.monotonic()
+        # A unit given its place before it ran has waited for it since then (queue_ms).
+        started = held.since if held is not None and held.held else time.monotonic()
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
@@ -218,11 +221,7 @@ class Dispatcher:
             await self._wait(pause, lane.partition)
 
     def submit(self, endpoint: Endpoint, lane: Lane, start: Start) -> None:
-        """Call ``start`` once a unit of ``lane`` may take a place of ``endpoint``'s limit.
-
-        ``start`` gets the place (see :meth:`Limiter.submit`) and hands it to :meth:`run`
-        as ``held`` through a :class:`~consumer.limiter.Place`.
-        """
+        """Call ``start`` holding a place of ``endpoint``'s limit (see ``Limiter.submit``)."""
         self.guards[endpoint.name].limiter.submit(start, lane.key, lane.weight)
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
