@@ -173,7 +173,13 @@ async def test_submitted_starts_share_turns_with_waiters_and_may_decline_their_p
     assert limiter.in_use == 1
     limiter.release()
     unused = Place(limiter, 0.0)
-    limiter.submit(lambda: setattr(unused, "held", True) or True, "c")
+
+    def hold() -> bool:
+        unused.held = True
+        return True
+
+    limiter.submit(hold, "c")
+    assert limiter.in_use == 1
     unused.release()
     unused.release()
     assert (limiter.in_use, limiter.waiting) == (0, 0)
