@@ -43,6 +43,7 @@ import aiohttp
 
 from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
+from consumer.deadlines import Deadlines
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
 from consumer.limiter import Lane
 from consumer.metrics import Metrics
@@ -88,12 +89,11 @@ class Dispatcher:
         }
         self._session = session
         self._owns_session = session is None
-        # sock_connect bounds opening a connection without a timer per request (connect
-        # would also time the wait for a pooled one, which the limit keeps at zero).
-        self._timeout = aiohttp.ClientTimeout(
-            total=settings.request_timeout_s,
-            sock_connect=settings.connect_timeout_s,
-        )
+        # The attempt's whole time is bounded by the deadlines (one check per tick for
+        # all requests); sock_connect bounds opening a connection, without a timer per
+        # request (connect would also time the wait for a pooled one: none, by the limit).
+        self._deadlines = Deadlines(settings.request_timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
         # Units waiting out a retry's backoff, by fair key (the stall check reads it).
@@ -305,7 +305,7 @@ class Dispatcher:
         try:
             answer = await post_once(
                 session, url, body, headers, pacer=pacer, metrics=self._metrics,
-                timeout_s=settings.request_timeout_s, max_bytes=settings.max_response_bytes,
+                deadlines=self._deadlines, max_bytes=settings.max_response_bytes,
             )  # fmt: skip
         except AttemptFailure as failure:
             self.unanswered = self.unanswered + 1 if failure.unanswered else 0
