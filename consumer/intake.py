@@ -170,8 +170,24 @@ class Intake:
         limiter = dispatcher.guards[endpoint.name].limiter
         since = time.monotonic()
         for unit in _todo(chunk, size):
-            start = partial(self._start, chunk, route, unit, Place(limiter, since))
-            dispatcher.submit(endpoint, route.lane, start)
+            queued = _Queued(self, chunk, route, unit, place=Place(limiter, since))
+            dispatcher.submit(endpoint, route.lane, queued)
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """Stop a cancelled batch's units: running ones are cancelled, queued ones answered.
+
+        The units still queued for a place get their cancelled results at once (they
+        would otherwise wait for places behind other batches' units just to write them).
+        """
+        self._book.cancel_batch(batch_id)
+        for guard in self._dispatcher.guards.values():
+            for queued in guard.limiter.withdraw(
+                lambda start: isinstance(start, _Queued) and start.batch_id == batch_id
+            ):
+                assert isinstance(queued, _Queued)  # noqa: S101 - what withdraw selected
+                outcome = self._stopped(queued.chunk.request)
+                if outcome is not None:
+                    self._write(queued.chunk, [(queued.unit, outcome)])
 
     def _lane(self, chunk: Chunk) -> Lane:
         """Return where the chunk's units queue: their batch by priority, or the partition."""
@@ -256,6 +272,31 @@ class Intake:
             self._failed(exc)
             return
         self._monitor.moved(chunk.tp, time.monotonic())
+
+
+class _Queued:
+    """A unit queued for a place of its endpoint's limit: starts its task when given one."""
+
+    __slots__ = ("chunk", "intake", "place", "route", "unit")
+
+    def __init__(
+        self, intake: Intake, chunk: Chunk, route: _Route, unit: WorkUnit, *, place: Place
+    ) -> None:
+        """Queue ``unit`` of ``chunk`` for ``route``, waiting for ``place``."""
+        self.intake = intake
+        self.chunk = chunk
+        self.route = route
+        self.unit = unit
+        self.place = place
+
+    @property
+    def batch_id(self) -> str:
+        """The batch the unit belongs to."""
+        return self.chunk.request.batch_id
+
+    def __call__(self) -> bool:
+        """Start the unit holding the place given (False: its chunk was abandoned)."""
+        return self.intake._start(self.chunk, self.route, self.unit, self.place)  # noqa: SLF001
 
 
 class _Route(NamedTuple):

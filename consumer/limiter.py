@@ -130,6 +130,29 @@ class Limiter:
             return
         self._enqueue(key, weight, start)
 
+    def withdraw(self, which: Callable[[Start], bool]) -> list[Start]:
+        """Take the queued starts that ``which`` selects out of the queues; return them.
+
+        They never run (a cancelled batch's units, answered at once instead); blocked
+        acquires stay queued.
+        """
+        taken: list[Start] = []
+        for key, queue in list(self._queues.items()):
+            keep: collections.deque[asyncio.Future[None] | Start] = collections.deque()
+            for waiter in queue:
+                if not isinstance(waiter, asyncio.Future) and which(waiter):
+                    taken.append(waiter)
+                else:
+                    keep.append(waiter)
+            if len(keep) == len(queue):
+                continue
+            self._waiting -= len(queue) - len(keep)
+            if keep:
+                self._queues[key] = keep
+            else:
+                self._drop(key)  # its turn in the heap is skipped from now on
+        return taken
+
     def _enqueue(self, key: Hashable, weight: float, waiter: asyncio.Future[None] | Start) -> None:
         self._weights[key] = weight
         queue = self._queues.get(key)

@@ -183,3 +183,34 @@ async def test_submitted_starts_share_turns_with_waiters_and_may_decline_their_p
     unused.release()
     unused.release()
     assert (limiter.in_use, limiter.waiting) == (0, 0)
+
+
+async def test_withdrawn_starts_never_run_and_the_others_keep_their_turns() -> None:
+    """Withdrawing some queued starts leaves blocked acquires and the other starts in order."""
+    limiter = Limiter(1)
+    await limiter.acquire()
+    started: list[str] = []
+
+    def start(name: str) -> Callable[[], bool]:
+        def run() -> bool:
+            started.append(name)
+            return True
+
+        run.__name__ = name
+        return run
+
+    for name, key in (("x1", "x"), ("y1", "y"), ("x2", "x"), ("y2", "y")):
+        limiter.submit(start(name), key)
+    waiter = asyncio.create_task(limiter.acquire("x"))
+    await asyncio.sleep(0)
+    taken = limiter.withdraw(lambda s: s.__name__.startswith("x"))
+    assert [s.__name__ for s in taken] == ["x1", "x2"]
+    assert limiter.waiting == 3  # y1, y2 and the blocked acquire
+    for _ in range(3):
+        limiter.release()
+        await asyncio.sleep(0)
+    await waiter
+    assert started == ["y1", "y2"]
+    assert limiter.withdraw(lambda _: True) == []
+    limiter.release()
+    assert (limiter.in_use, limiter.waiting) == (0, 0)
