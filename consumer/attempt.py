@@ -9,6 +9,7 @@ with the endpoint's codec. Retrying, limits and clocks are the dispatcher's.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from schemas.error_kinds import ResultErrorKind
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from consumer.deadlines import Deadlines
     from consumer.metrics import Metrics
     from consumer.ratelimits import RateLimitPacer
 
@@ -73,16 +75,21 @@ async def post_once(  # noqa: PLR0913 - the request and what reads its answer
     *,
     pacer: RateLimitPacer,
     metrics: Metrics,
-    timeout_s: float,
+    deadlines: Deadlines,
     max_bytes: int,
 ) -> bytes:
-    """POST once; return the body of a 2xx answer or raise :class:`AttemptFailure`."""
+    """POST once; return the body of a 2xx answer or raise :class:`AttemptFailure`.
+
+    The whole attempt (connecting, sending, the answer and its body) has
+    ``deadlines.timeout_s``; a cancel from elsewhere goes through as a cancel.
+    """
     started = time.monotonic()
+    task = deadlines.start()
     try:
         async with session.post(url, data=body, headers=headers) as response:
             status = response.status
             pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
-            metrics.http_code(str(status)).inc()
+            metrics.http_code(status).inc()
             metrics.inference_latency.observe(time.monotonic() - started)
             if 200 <= status < 300:
                 try:
@@ -99,9 +106,18 @@ async def post_once(  # noqa: PLR0913 - the request and what reads its answer
                 retry_after_s(response.headers, time.time()),
                 snippet,
             )
-    except TimeoutError:
+    except asyncio.CancelledError:
+        if not deadlines.expired(task):
+            raise
         metrics.http_code("timeout").inc()
-        raise AttemptFailure(ResultErrorKind.TIMEOUT, f"no answer within {timeout_s:g}s") from None
+        message = f"no answer within {deadlines.timeout_s:g}s"
+        raise AttemptFailure(ResultErrorKind.TIMEOUT, message) from None
+    except TimeoutError:  # connecting (sock_connect), or a session with its own timeout
+        metrics.http_code("timeout").inc()
+        message = f"no answer within {deadlines.timeout_s:g}s"
+        raise AttemptFailure(ResultErrorKind.TIMEOUT, message) from None
     except (aiohttp.ClientError, OSError) as exc:
         metrics.http_code("connection").inc()
         raise AttemptFailure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+    finally:
+        deadlines.stop(task)

@@ -43,6 +43,7 @@ import aiohttp
 
 from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
+from consumer.deadlines import Deadlines
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
 from consumer.limiter import Lane
 from consumer.metrics import Metrics
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from collections.abc import Hashable, Mapping, Sequence
 
     from consumer.endpoints import Endpoint
-    from consumer.limiter import Limiter
+    from consumer.limiter import Limiter, Place, Start
     from consumer.retry import RetryPolicy
     from consumer.settings import Settings
 
@@ -88,10 +89,11 @@ class Dispatcher:
         }
         self._session = session
         self._owns_session = session is None
-        self._timeout = aiohttp.ClientTimeout(
-            total=settings.request_timeout_s,
-            connect=settings.connect_timeout_s,
-        )
+        # The attempt's whole time is bounded by the deadlines (one check per tick for
+        # all requests); sock_connect bounds opening a connection, without a timer per
+        # request (connect would also time the wait for a pooled one: none, by the limit).
+        self._deadlines = Deadlines(settings.request_timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
         # Units waiting out a retry's backoff, by fair key (the stall check reads it).
@@ -126,7 +128,7 @@ class Dispatcher:
             await self._session.close()
         self._session = None
 
-    async def run(
+    async def run(  # noqa: PLR0913 - the unit, its headers, where it queues, its place
         self,
         endpoint: Endpoint,
         items: Sequence[bytes],
@@ -134,12 +136,14 @@ class Dispatcher:
         *,
         fair_key: Hashable = None,
         lane: Lane | None = None,
+        held: Place | None = None,
     ) -> Outcome:
         """Send ``items`` to ``endpoint`` until it answers, a permanent error, or the budget.
 
         Units of different lanes (by default ``fair_key``, the partition they came from;
         the pipeline's are batches weighted by priority) share request places by weight,
-        so none waits behind all the others' backlog.
+        so none waits behind all the others' backlog. ``held``: the place :meth:`submit`
+        gave the unit, for its first attempt.
         """
         lane = lane or Lane(fair_key, fair_key)
         codec = self._codecs[endpoint.name]
@@ -153,11 +157,12 @@ class Dispatcher:
         if headers:
             request_headers = {**request_headers, **headers}
         guard = self.guards[endpoint.name]
-        started = time.monotonic()
+        # A unit given its place before it ran has waited for it since then (queue_ms).
+        started = held.since if held is not None and held.held else time.monotonic()
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = await self._enter(guard, pacer, lane, clock)
+            ticket = await self._enter(guard, pacer, lane, clock, held)
             pacer.in_flight += 1
             try:
                 answer = await self._post(url, body, request_headers, pacer)
@@ -194,6 +199,7 @@ class Dispatcher:
         pacer: RateLimitPacer,
         lane: Lane,
         clock: UnitClock,
+        held: Place | None = None,
     ) -> Ticket:
         """Take a place through the endpoint's guard once the endpoint's pace lets it start.
 
@@ -203,7 +209,7 @@ class Dispatcher:
         """
         paced = False
         while True:
-            ticket = await guard.enter(lane.key, lane.weight)
+            ticket = await guard.enter(lane.key, lane.weight, held)
             now = time.monotonic()
             pause = pacer.paused_for(now) if paced else pacer.delay(now)
             if pause <= 0:
@@ -213,6 +219,10 @@ class Dispatcher:
             clock.gave_back(ticket)
             paced = True
             await self._wait(pause, lane.partition)
+
+    def submit(self, endpoint: Endpoint, lane: Lane, start: Start) -> None:
+        """Call ``start`` holding a place of ``endpoint``'s limit (see ``Limiter.submit``)."""
+        self.guards[endpoint.name].limiter.submit(start, lane.key, lane.weight)
 
     async def _wait(self, delay: float, fair_key: Hashable) -> None:
         """Wait out a retry's backoff or the endpoint's pace, counted in :attr:`retrying`."""
@@ -295,7 +305,7 @@ class Dispatcher:
         try:
             answer = await post_once(
                 session, url, body, headers, pacer=pacer, metrics=self._metrics,
-                timeout_s=settings.request_timeout_s, max_bytes=settings.max_response_bytes,
+                deadlines=self._deadlines, max_bytes=settings.max_response_bytes,
             )  # fmt: skip
         except AttemptFailure as failure:
             self.unanswered = self.unanswered + 1 if failure.unanswered else 0

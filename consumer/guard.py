@@ -34,6 +34,7 @@ from consumer.limiter import Limiter
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
+    from consumer.limiter import Place
     from consumer.metrics import Metrics
     from consumer.settings import Settings
 
@@ -97,28 +98,38 @@ class EndpointGuard:
         """The state of the endpoint's circuit."""
         return self.breaker.state
 
-    async def enter(self, key: Hashable = None, weight: float = 1.0) -> Ticket:
+    async def enter(
+        self, key: Hashable = None, weight: float = 1.0, held: Place | None = None
+    ) -> Ticket:
         """Wait until a request may be sent to the endpoint; return the place taken.
 
         ``key`` (the batch the unit came from, or its partition) is the limiter's fairness
-        key: places are shared across keys by ``weight``, whatever the limit is.
+        key: places are shared across keys by ``weight``, whatever the limit is. ``held``
+        is a place the unit was given before it ran (:meth:`Limiter.submit`): it is used
+        instead of waiting for one, unless the endpoint makes the unit wait first (the
+        place is then given back meanwhile).
         """
         self.used = True
         endpoint_wait = queue_wait = 0.0
+        if held is not None and held.held:
+            queue_wait = time.monotonic() - held.since  # its wait for that place
         while True:
             started = time.monotonic()
             pause = self._pause_left(started)
             admission = self.breaker.admit(started) if pause <= 0 else None
             if admission is None or not admission.send:
+                if held is not None:
+                    held.release()  # no place is kept while the endpoint is waited for
                 await self._wait_for_change(pause if admission is None else admission.wait_s)
                 endpoint_wait += time.monotonic() - started
                 continue
-            try:
-                await self.limiter.acquire(key, weight)
-            except BaseException:
-                if admission.probe:
-                    self._abandon_probe()
-                raise
+            if held is None or not held.take():
+                try:
+                    await self.limiter.acquire(key, weight)
+                except BaseException:
+                    if admission.probe:
+                        self._abandon_probe()
+                    raise
             sent_at = time.monotonic()
             queue_wait += sent_at - started
             if admission.probe or self.breaker.state is Circuit.CLOSED:

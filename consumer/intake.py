@@ -4,7 +4,9 @@ For every message the pipeline fetches, :class:`Intake` decides whether to take 
 partition is assigned here, the replica is not draining, it is not already in hand),
 decodes it (an invalid one goes to the dead-letter topic through the writer), registers
 it in the chunk book, splits its items into work units and starts one task per unit:
-dispatch, then write the unit's results.
+dispatch, then write the unit's results. A unit becomes a task only when its endpoint's
+limit has a place for it (:meth:`~consumer.limiter.Limiter.submit`): a chunk of 500 items
+queues 500 small entries, not 500 tasks.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import asyncio
 import logging
 import time
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer.bisect import isolate, worth_bisecting
 from consumer.chunks import Chunk
-from consumer.limiter import Lane
+from consumer.limiter import Lane, Place
 from consumer.outcome import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS
 from consumer.resume import missing
@@ -161,11 +163,48 @@ class Intake:
         )
         if endpoint.protocol in ONE_ITEM_PROTOCOLS:
             size = 1  # these APIs take no list of bodies
+        # Each unit waits for a place in its endpoint's limit as a queued start, and
+        # becomes a task holding that place only when its turn comes.
+        route = _Route(endpoint, self._lane(chunk), trace or None)
+        dispatcher = self._dispatcher
+        limiter = dispatcher.guards[endpoint.name].limiter
+        since = time.monotonic()
         for unit in _todo(chunk, size):
-            task = asyncio.create_task(self._process(chunk, endpoint, unit, trace or None))
-            chunk.tasks.add(task)
-            task.add_done_callback(chunk.tasks.discard)
-            task.add_done_callback(partial(self._unit_cancelled, chunk, unit))
+            queued = _Queued(self, chunk, route, unit, place=Place(limiter, since))
+            dispatcher.submit(endpoint, route.lane, queued)
+
+    def cancel_batch(self, batch_id: str) -> None:
+        """Stop a cancelled batch's units: running ones are cancelled, queued ones answered.
+
+        The units still queued for a place get their cancelled results at once (they
+        would otherwise wait for places behind other batches' units just to write them).
+        """
+        self._book.cancel_batch(batch_id)
+        for guard in self._dispatcher.guards.values():
+            for queued in guard.limiter.withdraw(
+                lambda start: isinstance(start, _Queued) and start.batch_id == batch_id
+            ):
+                assert isinstance(queued, _Queued)  # noqa: S101 - what withdraw selected
+                outcome = self._stopped(queued.chunk.request)
+                if outcome is not None:
+                    self._write(queued.chunk, [(queued.unit, outcome)])
+
+    def _lane(self, chunk: Chunk) -> Lane:
+        """Return where the chunk's units queue: their batch by priority, or the partition."""
+        if self._settings.fairness == "batches":
+            request = chunk.request
+            return Lane(chunk.tp, (chunk.tp, request.batch_id), request.priority or 1)
+        return Lane(chunk.tp, chunk.tp)
+
+    def _start(self, chunk: Chunk, route: _Route, unit: WorkUnit, place: Place) -> bool:
+        """Start the unit's task, holding ``place``; decline it if the chunk was abandoned."""
+        if chunk.abandoned:
+            return False
+        place.held = True
+        task = asyncio.create_task(self._process(chunk, route, unit, place))
+        chunk.tasks.add(task)
+        task.add_done_callback(partial(self._unit_done, chunk, unit, place))
+        return True
 
     def _stopped(self, request: BatchRequest) -> Outcome | None:
         """Return the outcome of a unit that must not be sent (cancelled, expired), or None."""
@@ -178,29 +217,23 @@ class Intake:
             message = "the request's deadline passed before this item was sent"
         return Outcome(None, 0, 0.0, kind, message)
 
-    async def _process(
-        self,
-        chunk: Chunk,
-        endpoint: Endpoint,
-        unit: WorkUnit,
-        headers: dict[str, str] | None,
-    ) -> None:
+    async def _process(self, chunk: Chunk, route: _Route, unit: WorkUnit, place: Place) -> None:
         stopped = self._stopped(chunk.request)
         if stopped is not None:
+            place.release()
             self._write(chunk, [(unit, stopped)])
             return
         dispatcher = self._dispatcher
-        lane = Lane(chunk.tp, chunk.tp)
-        if self._settings.fairness == "batches":
-            request = chunk.request
-            lane = Lane(chunk.tp, (chunk.tp, request.batch_id), request.priority or 1)
-
-        async def send(items: Sequence[bytes]) -> Outcome:
-            return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)
-
-        outcome = await send(unit.items)
+        endpoint, lane, headers = route
+        outcome = await dispatcher.run(
+            endpoint, unit.items, headers, fair_key=chunk.tp, lane=lane, held=place
+        )
         parts = [(unit, outcome)]
         if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
+
+            async def send(items: Sequence[bytes]) -> Outcome:
+                return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)
+
             isolation = await isolate(unit, outcome, send, self._settings.max_bisect_calls)
             metrics = dispatcher.metrics
             metrics.bisections.inc(isolation.splits)
@@ -209,13 +242,18 @@ class Intake:
             parts = isolation.parts
         self._write(chunk, parts)
 
-    def _unit_cancelled(self, chunk: Chunk, unit: WorkUnit, task: asyncio.Task[None]) -> None:
-        """Write cancelled results for a unit whose task a cancel of its batch stopped.
+    def _unit_done(
+        self, chunk: Chunk, unit: WorkUnit, place: Place, task: asyncio.Task[None]
+    ) -> None:
+        """Forget a finished unit task; give its place back if it never used it.
 
-        The book cancels the batch's unit tasks (waiting for a request slot, in flight, or
-        not started yet); any other cancel (a revoke, a forced stop) abandons the chunk
-        first, and then nothing is written.
+        A unit whose task a cancel of its batch stopped gets cancelled results: the book
+        cancels the batch's unit tasks (waiting, in flight, or not started yet; units
+        still queued for a place see the cancel when they start); any other cancel (a
+        revoke, a forced stop) abandons the chunk first, and then nothing is written.
         """
+        chunk.tasks.discard(task)
+        place.release()
         if not task.cancelled() or chunk.abandoned:
             return
         outcome = self._stopped(chunk.request)
@@ -234,6 +272,39 @@ class Intake:
             self._failed(exc)
             return
         self._monitor.moved(chunk.tp, time.monotonic())
+
+
+class _Queued:
+    """A unit queued for a place of its endpoint's limit: starts its task when given one."""
+
+    __slots__ = ("chunk", "intake", "place", "route", "unit")
+
+    def __init__(
+        self, intake: Intake, chunk: Chunk, route: _Route, unit: WorkUnit, *, place: Place
+    ) -> None:
+        """Queue ``unit`` of ``chunk`` for ``route``, waiting for ``place``."""
+        self.intake = intake
+        self.chunk = chunk
+        self.route = route
+        self.unit = unit
+        self.place = place
+
+    @property
+    def batch_id(self) -> str:
+        """The batch the unit belongs to."""
+        return self.chunk.request.batch_id
+
+    def __call__(self) -> bool:
+        """Start the unit holding the place given (False: its chunk was abandoned)."""
+        return self.intake._start(self.chunk, self.route, self.unit, self.place)  # noqa: SLF001
+
+
+class _Route(NamedTuple):
+    """Where a chunk's units go: the endpoint, their lane in its limit, the trace headers."""
+
+    endpoint: Endpoint
+    lane: Lane
+    headers: dict[str, str] | None
 
 
 def _todo(chunk: Chunk, size: int) -> list[WorkUnit]:

@@ -17,6 +17,12 @@ The share is kept by stride scheduling (Waldspurger and Weihl, 1995): each key h
 its pass moves on by ``1 / weight``. A key that starts waiting joins one stride after
 the last key served (so it neither jumps the queue nor waits behind others' backlog),
 and a key that has no waiters is forgotten.
+
+A waiter is either a task blocked in :meth:`Limiter.acquire`, or a *start*
+(:meth:`Limiter.submit`): a callback that is given the place when its turn comes and
+starts the work that holds it. The pipeline submits each work unit so, so that a unit
+becomes a task only once it may send, instead of thousands of tasks each waiting on a
+future of its own (a task per unit costs its creation, a wake-up and garbage collection).
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
-    from collections.abc import Hashable
+    from collections.abc import Callable, Hashable
+
+    # A submitted start: called with the place taken; False declines it (given back).
+    Start = Callable[[], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +66,7 @@ class Limiter:
         self._waiting = 0
         # One queue of waiters per key; each key's pass, weight and current turn number;
         # the turns as a heap of (pass, turn, key), stale entries skipped when popped.
-        self._queues: dict[Hashable, collections.deque[asyncio.Future[None]]] = {}
+        self._queues: dict[Hashable, collections.deque[asyncio.Future[None] | Start]] = {}
         self._passes: dict[Hashable, tuple[float, int]] = {}
         self._weights: dict[Hashable, float] = {}
         self._turns: list[tuple[float, int, Hashable]] = []
@@ -94,13 +103,7 @@ class Limiter:
             self._held += 1
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._weights[key] = weight
-        queue = self._queues.get(key)
-        if queue is None:
-            queue = self._queues[key] = collections.deque()
-            self._schedule(key, self._clock + 1.0 / weight)
-        queue.append(waiter)
-        self._waiting += 1
+        self._enqueue(key, weight, waiter)
         try:
             await waiter
         except asyncio.CancelledError:
@@ -109,6 +112,55 @@ class Limiter:
             elif self._forget(key, waiter):
                 self._waiting -= 1
             raise
+
+    def submit(self, start: Start, key: Hashable = None, weight: float = 1.0) -> None:
+        """Call ``start`` holding a place: now if one is free, else when its turn comes.
+
+        ``start`` runs synchronously (inside a later :meth:`release`: it must not block,
+        nor release or acquire here itself); it returns False to decline the place (its
+        work was abandoned meanwhile), which then goes to the next waiter. Otherwise
+        the place is held until released. Turns are shared as for :meth:`acquire`.
+        """
+        if weight <= 0:
+            raise ValueError("weight must be > 0")
+        if self._held < self._limit and not self._waiting:
+            self._held += 1
+            if not start():
+                self._held -= 1
+            return
+        self._enqueue(key, weight, start)
+
+    def withdraw(self, which: Callable[[Start], bool]) -> list[Start]:
+        """Take the queued starts that ``which`` selects out of the queues; return them.
+
+        They never run (a cancelled batch's units, answered at once instead); blocked
+        acquires stay queued.
+        """
+        taken: list[Start] = []
+        for key, queue in list(self._queues.items()):
+            keep: collections.deque[asyncio.Future[None] | Start] = collections.deque()
+            for waiter in queue:
+                if not isinstance(waiter, asyncio.Future) and which(waiter):
+                    taken.append(waiter)
+                else:
+                    keep.append(waiter)
+            if len(keep) == len(queue):
+                continue
+            self._waiting -= len(queue) - len(keep)
+            if keep:
+                self._queues[key] = keep
+            else:
+                self._drop(key)  # its turn in the heap is skipped from now on
+        return taken
+
+    def _enqueue(self, key: Hashable, weight: float, waiter: asyncio.Future[None] | Start) -> None:
+        self._weights[key] = weight
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+            self._schedule(key, self._clock + 1.0 / weight)
+        queue.append(waiter)
+        self._waiting += 1
 
     def release(self) -> None:
         """Give a place back."""
@@ -154,7 +206,11 @@ class Limiter:
                 self._schedule(key, when + 1.0 / self._weights[key])
             else:
                 self._drop(key)
-            if not waiter.done():
+            if not isinstance(waiter, asyncio.Future):
+                self._held += 1
+                if not waiter():
+                    self._held -= 1
+            elif not waiter.done():
                 self._held += 1
                 waiter.set_result(None)
 
@@ -170,6 +226,33 @@ class Limiter:
     async def __aexit__(self, *_: object) -> None:
         """Release the place."""
         self.release()
+
+
+class Place:
+    """A place taken for a submitted unit before its task ran (see :meth:`Limiter.submit`).
+
+    Whoever uses it first takes it (:meth:`take`); whatever ends the unit gives it back
+    if nobody did (:meth:`release`), so a unit cancelled before it ran leaks no place.
+    """
+
+    __slots__ = ("held", "limiter", "since")
+
+    def __init__(self, limiter: Limiter, since: float) -> None:
+        """Stand for a place of ``limiter`` that the unit started waiting for at ``since``."""
+        self.limiter = limiter
+        self.since = since
+        self.held = False
+
+    def take(self) -> bool:
+        """Return whether the place was still held (it now belongs to the caller)."""
+        held, self.held = self.held, False
+        return held
+
+    def release(self) -> None:
+        """Give the place back unless it was taken or given back already."""
+        if self.held:
+            self.held = False
+            self.limiter.release()
 
 
 class _Hold:

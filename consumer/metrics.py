@@ -7,15 +7,12 @@ Names follow Prometheus conventions: a ``batch_runner_`` prefix, base units (sec
 
 from __future__ import annotations
 
-import bisect
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import HistogramMetricFamily
 
-if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+from consumer.loop_metrics import LoopCounter, LoopCounterChild, LoopHistogram
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 QUEUE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -29,10 +26,10 @@ class Metrics:
         """Create the metrics in a fresh registry."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.items = Counter(
+        self.items = LoopCounter(
             "batch_runner_items_total",
             "Items whose result was published, by status.",
-            ["status"],
+            "status",
             registry=r,
         )
         self.chunks = Counter(
@@ -41,10 +38,10 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        self.http_requests = Counter(
+        self.http_requests = LoopCounter(
             "batch_runner_http_requests_total",
             "Inference HTTP requests by outcome: the status code, or timeout/connection.",
-            ["code"],
+            "code",
             registry=r,
         )
         self.tokens = Counter(
@@ -212,20 +209,19 @@ class Metrics:
             ["broker"],
             registry=r,
         )
-        # Children used on every work unit, looked up once (labels() takes a lock and
-        # builds a key each time).
+        # Children used on every work unit, looked up once.
         self.items_ok = self.items.labels("ok")
         self.items_error = self.items.labels("error")
-        self._http_codes: dict[str, Counter] = {}
+        self._http_codes: dict[int | str, LoopCounterChild] = {}
         # Per (topic, partition): messages past the consumer's position (not yet fetched),
         # from the latest statistics; the stall check reads it.
         self.unfetched: dict[tuple[str, int], int] = {}
 
-    def http_code(self, code: str) -> Counter:
+    def http_code(self, code: int | str) -> LoopCounterChild:
         """Return the ``http_requests`` counter of ``code`` (a status, timeout, connection)."""
         child = self._http_codes.get(code)
         if child is None:
-            child = self._http_codes[code] = self.http_requests.labels(code)
+            child = self._http_codes[code] = self.http_requests.labels(str(code))
         return child
 
     def consumer_stats(self, text: str) -> dict[str, Any]:
@@ -268,50 +264,6 @@ class Metrics:
         if isinstance(count, int):
             self.producer_queue.set(count)
         return stats
-
-
-class LoopHistogram:
-    """A histogram observed on the event loop only: no lock, one bisect per observation.
-
-    It reads like ``prometheus_client.Histogram`` at a scrape (the same samples, built
-    then) but costs a fraction per observation: the work units observe three of them
-    each, thousands of times a second.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        *,
-        buckets: Sequence[float],
-        registry: CollectorRegistry,
-    ) -> None:
-        """Register histogram ``name`` (without ``_bucket``/``_sum``/``_count``) in ``registry``."""
-        self._name = name
-        self._documentation = documentation
-        self._bounds = tuple(float(b) for b in buckets)
-        self._counts = [0] * (len(self._bounds) + 1)  # the last one: above every bound
-        self._sum = 0.0
-        registry.register(self)
-
-    def observe(self, amount: float) -> None:
-        """Count one observation of ``amount``."""
-        self._counts[bisect.bisect_left(self._bounds, amount)] += 1
-        self._sum += amount
-
-    def describe(self) -> list[HistogramMetricFamily]:
-        """Return the metric's family, without samples (for the registry's name check)."""
-        return [HistogramMetricFamily(self._name, self._documentation)]
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        """Yield the histogram's cumulative buckets, sum and count."""
-        family = HistogramMetricFamily(self._name, self._documentation)
-        buckets, total = [], 0
-        for bound, count in zip((*self._bounds, float("inf")), self._counts, strict=True):
-            total += count
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), float(total)))
-        family.add_metric([], buckets, self._sum)
-        yield family
 
 
 def _valid(offset: object) -> int | None:

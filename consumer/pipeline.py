@@ -139,7 +139,7 @@ class Pipeline:
             publisher=self.publisher,
             metrics=self.metrics,
             failed=self.delivery_failed,
-            on_cancel=self.book.cancel_batch,
+            on_cancel=lambda batch_id: self.intake.cancel_batch(batch_id),  # noqa: PLW0108 - intake comes later
             replica_header=replica_header,
         )
         self.intake = Intake(

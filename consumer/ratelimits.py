@@ -44,6 +44,14 @@ _DURATION: Final = re.compile(
 )
 _SECONDS: Final = re.compile(r"\d+(?:\.\d+)?")
 _UNITS: Final = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# Per budget: the names of its remaining, limit and reset headers (read on every answer).
+_BUDGET_HEADERS: Final = tuple(
+    (
+        dimension,
+        tuple(f"x-ratelimit-{kind}-{dimension}" for kind in ("remaining", "limit", "reset")),
+    )
+    for dimension in ("requests", "tokens")
+)
 
 
 def parse_duration(text: str | None) -> float | None:
@@ -110,13 +118,13 @@ class RateLimitPacer:
         ``in_flight`` is how many other requests to the endpoint are on the wire: they
         will spend some of what is left.
         """
-        for dimension in ("requests", "tokens"):
-            stated = _count(headers.get(f"x-ratelimit-remaining-{dimension}"))
+        for dimension, (remaining_name, limit_name, reset_name) in _BUDGET_HEADERS:
+            stated = _count(headers.get(remaining_name))
             if stated is None:
                 continue
             remaining = stated - in_flight if dimension == "requests" else stated
-            limit = _count(headers.get(f"x-ratelimit-limit-{dimension}"))
-            reset = parse_duration(headers.get(f"x-ratelimit-reset-{dimension}"))
+            limit = _count(headers.get(limit_name))
+            reset = parse_duration(headers.get(reset_name))
             reset = min(self.default_reset_s if reset is None else reset, self.max_wait_s)
             if remaining <= 0:
                 self.pause_until = max(self.pause_until, now + reset)

@@ -192,16 +192,26 @@ class RecordWriter:
             self._metrics.tokens.labels("completion").inc(completion)
 
     def _unit_callback(self, chunk: Chunk, start: int, count: int, errors: int) -> DeliveryCallback:
-        """Report the unit's results; once all are acknowledged, its items are done."""
-        chunk_callback = self._delivery_callback(chunk)
+        """Report the unit's results; once all are acknowledged, its items are done.
+
+        One callback per record does the unit's and the chunk's bookkeeping (as
+        :meth:`_delivery_callback` does for the chunk's other records).
+        """
+        listener = self._listener
         left = count
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
             nonlocal left
             left -= 1
-            if err is None and left == 0:
+            chunk.unacked -= 1
+            if err is not None:
+                listener.delivery_failed(KafkaException(err))
+                return
+            if left == 0:
                 chunk.acked(start, start + count, errors)
-            chunk_callback(err, msg)
+            chunk.landed(msg.partition(), msg.offset())
+            if chunk.unacked == 0 and chunk.summary_sent:
+                listener.chunk_delivered(chunk)
 
         return on_delivery
 

@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumer.__main__ import loop_factory
-from consumer.metrics import LATENCY_BUCKETS, LoopHistogram
+from consumer.loop_metrics import LoopCounter, LoopHistogram
+from consumer.metrics import LATENCY_BUCKETS
 from consumer.publisher import Publisher
 from consumer.settings import Settings
 from schemas.errors import ConfigError
@@ -102,6 +103,29 @@ def test_loop_histogram_exports_what_a_prometheus_histogram_would() -> None:
         }
 
     assert samples(ours) == samples(theirs)
+
+
+def test_loop_counter_exports_what_a_prometheus_counter_would() -> None:
+    """Same name, labels and values as a labelled ``prometheus_client.Counter``."""
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    fast = LoopCounter("t_total", "t", "code", registry=ours)
+    plain = Counter("t_total", "t", ["code"], registry=theirs)
+    for code, amount in (("200", 1), ("200", 3), ("503", 1), ("timeout", 2.5)):
+        fast.labels(code).inc(amount)
+        plain.labels(code).inc(amount)
+    with pytest.raises(ValueError, match="only grows"):
+        fast.labels("200").inc(-1)
+
+    def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
+        return {
+            (s.name, s.labels.get("code", "")): s.value
+            for family in registry.collect()
+            for s in family.samples
+            if not s.name.endswith("_created")
+        }
+
+    assert samples(ours) == samples(theirs)
+    assert samples(ours)[("t_total", "200")] == 4
 
 
 def test_the_event_loop_setting() -> None:

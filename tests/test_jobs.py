@@ -236,6 +236,39 @@ def test_cancel_mid_batch_stops_calls_marks_summaries_and_moves_the_offsets_on(
     assert server.stats().items == served  # nothing more was sent
 
 
+def test_a_cancelled_batch_queued_behind_a_hung_request_is_answered_at_once(
+    make_service: MakeService, server: TestInferenceServer, tmp_path: Path
+) -> None:
+    """Units still waiting for a request place get their cancelled results at once.
+
+    The replica's one request place is held by another batch's request that hangs for
+    the 60 s request timeout; the cancelled batch's 30 units wait behind it. The cancel
+    answers them without waiting for the place: ``cancelled`` within 30 s, all 30 items
+    counted, none sent to the model.
+    """
+    svc = make_service(
+        BATCH_RUNNER_MAX_IN_FLIGHT="1",
+        BATCH_RUNNER_REQUEST_TIMEOUT_S="60",
+        BATCH_RUNNER_DRAIN_TIMEOUT_S="2",
+    )
+    submit_cli(svc, write_items(tmp_path, [{"fail": "hang"}]), "hold-1")
+    submit_cli(svc, write_items(tmp_path, [{"x": i} for i in range(30)]), "cancel-2")
+    svc.start()
+    wait_for(lambda: server.stats().requests >= 1, timeout_s=60, what="the hung request")
+    cancelled = cli(
+        "cancel", "cancel-2", "--status-topic", svc.topics.status, bootstrap=svc.bootstrap
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    waited = cli(
+        "wait", "cancel-2", "--status-topic", svc.topics.status, "--timeout", "30s",
+        bootstrap=svc.bootstrap, timeout=60,
+    )  # fmt: skip
+    assert waited.returncode == 3, waited.stderr
+    report = json.loads(waited.stdout)
+    assert (report["state"], report["cancelled"], report["ok"]) == ("cancelled", 30, 0)
+    assert server.stats().requests == 1  # only the hung one
+
+
 def test_items_not_started_by_the_deadline_expire(
     make_service: MakeService, server: TestInferenceServer, tmp_path: Path
 ) -> None:

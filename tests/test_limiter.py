@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.limiter import Limiter
+from consumer.limiter import Limiter, Place
 from tests.helpers import examples
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 async def test_places_go_round_robin_across_keys_and_in_order_within_one() -> None:
@@ -125,3 +129,88 @@ async def test_a_weight_must_be_positive() -> None:
     limiter = Limiter(1)
     with pytest.raises(ValueError, match="weight"):
         await limiter.acquire("a", 0)
+
+
+async def test_submitted_starts_share_turns_with_waiters_and_may_decline_their_place() -> None:
+    """A start runs at once while a place is free, else at its key's turn, holding a place.
+
+    Starts and blocked acquires of other keys are served round-robin; a start that
+    declines (its work was abandoned) passes the place on to the next in turn; a
+    :class:`Place` given back twice, or after it was taken, releases nothing more.
+    """
+    limiter = Limiter(1)
+    started: list[str] = []
+
+    def start(name: str, *, accept: bool = True) -> Callable[[], bool]:
+        def run() -> bool:
+            started.append(name)
+            return accept
+
+        return run
+
+    limiter.submit(start("now"), "a")
+    assert (started, limiter.in_use) == (["now"], 1)
+    limiter.submit(start("a1"), "a")
+    limiter.submit(start("a2-declines", accept=False), "a")
+    limiter.submit(start("a3"), "a")
+    waiter = asyncio.create_task(limiter.acquire("b"))
+    await asyncio.sleep(0)
+    assert limiter.waiting == 4
+    limiter.release()  # "now" is done: a's turn
+    assert started[-1] == "a1"
+    assert limiter.in_use == 1
+    limiter.release()  # a1 is done: b's turn
+    await waiter
+    assert started[-1] == "a1"
+    limiter.release()  # b is done: a2 declines, a3 gets the place
+    assert started[-2:] == ["a2-declines", "a3"]
+    assert (limiter.in_use, limiter.waiting) == (1, 0)
+    place = Place(limiter, 0.0)
+    place.held = True  # a3's place, handed to its work
+    assert place.take()
+    assert not place.take()
+    place.release()  # taken: gives nothing back
+    assert limiter.in_use == 1
+    limiter.release()
+    unused = Place(limiter, 0.0)
+
+    def hold() -> bool:
+        unused.held = True
+        return True
+
+    limiter.submit(hold, "c")
+    assert limiter.in_use == 1
+    unused.release()
+    unused.release()
+    assert (limiter.in_use, limiter.waiting) == (0, 0)
+
+
+async def test_withdrawn_starts_never_run_and_the_others_keep_their_turns() -> None:
+    """Withdrawing some queued starts leaves blocked acquires and the other starts in order."""
+    limiter = Limiter(1)
+    await limiter.acquire()
+    started: list[str] = []
+
+    def start(name: str) -> Callable[[], bool]:
+        def run() -> bool:
+            started.append(name)
+            return True
+
+        run.__name__ = name
+        return run
+
+    for name, key in (("x1", "x"), ("y1", "y"), ("x2", "x"), ("y2", "y")):
+        limiter.submit(start(name), key)
+    waiter = asyncio.create_task(limiter.acquire("x"))
+    await asyncio.sleep(0)
+    taken = limiter.withdraw(lambda s: s.__name__.startswith("x"))
+    assert [s.__name__ for s in taken] == ["x1", "x2"]
+    assert limiter.waiting == 3  # y1, y2 and the blocked acquire
+    for _ in range(3):
+        limiter.release()
+        await asyncio.sleep(0)
+    await waiter
+    assert started == ["y1", "y2"]
+    assert limiter.withdraw(lambda _: True) == []
+    limiter.release()
+    assert (limiter.in_use, limiter.waiting) == (0, 0)

@@ -1,0 +1,87 @@
+"""Request deadlines: one check per tick for all requests, timeouts apart from other cancels."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from consumer.deadlines import Deadlines
+
+
+async def _request(deadlines: Deadlines, wait: asyncio.Event) -> str:
+    """Stand for one attempt: wait on the 'wire', say how it ended."""
+    task = deadlines.start()
+    try:
+        await wait.wait()
+    except asyncio.CancelledError:
+        if deadlines.expired(task):
+            return "timeout"
+        raise
+    finally:
+        deadlines.stop(task)
+    return "answered"
+
+
+async def test_a_request_past_its_deadline_times_out_and_the_others_are_answered() -> None:
+    """Past its timeout a request ends as a timeout, within a tick; an answer in time wins."""
+    deadlines = Deadlines(0.05, tick_s=0.01)
+    never, soon = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    slow = asyncio.create_task(_request(deadlines, never))
+    fast = asyncio.create_task(_request(deadlines, soon))
+    await asyncio.sleep(0)
+    soon.set()
+    assert await fast == "answered"
+    assert await slow == "timeout"
+    assert loop.time() - started >= 0.05
+    assert not slow.cancelling()  # the timeout's cancel was undone
+
+
+async def test_a_cancel_from_elsewhere_stays_a_cancel_even_at_the_deadline() -> None:
+    """A revoke's cancel is never mistaken for a timeout, alone or at the same moment."""
+    deadlines = Deadlines(0.05, tick_s=0.01)
+    alone = asyncio.create_task(_request(deadlines, asyncio.Event()))
+    await asyncio.sleep(0)
+    alone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await alone
+    both = asyncio.create_task(_request(deadlines, asyncio.Event()))
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    # The deadline fires, and a revoke cancels the task before it runs again.
+    deadlines._due[both] = loop.time()
+    deadlines._check(loop)
+    both.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await both
+    assert not deadlines._due  # nothing left on the wire
+
+
+async def test_a_timeout_turned_into_another_error_leaves_no_cancel_behind() -> None:
+    """If the client turns the timeout's cancel into its own error, the cancel is undone."""
+    deadlines = Deadlines(0.02, tick_s=0.01)
+
+    async def client_that_converts() -> None:
+        task = deadlines.start()
+        try:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ConnectionResetError from None
+        finally:
+            deadlines.stop(task)
+
+    task = asyncio.create_task(client_that_converts())
+    with pytest.raises(ConnectionResetError):
+        await task
+    assert not task.cancelling()
+
+
+def test_the_timeout_and_tick_must_be_positive() -> None:
+    """A zero timeout or tick is refused."""
+    with pytest.raises(ValueError, match="must be > 0"):
+        Deadlines(0)
+    with pytest.raises(ValueError, match="must be > 0"):
+        Deadlines(1, tick_s=0)
