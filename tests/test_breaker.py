@@ -90,9 +90,9 @@ def test_failed_probes_double_the_interval_up_to_the_cap_and_a_new_outage_starts
         now += wait
         assert breaker.admit(now).probe
         breaker.record(Verdict.DOWN, now, probe=True)
-    assert gaps == [1.0, 2.0, 4.0, 4.0]
-    assert breaker.admit(now + 4.0).probe
-    breaker.record(Verdict.UP, now + 4.0, probe=True)
+    assert gaps == [1.0, 2.0, 3.0, 3.0]
+    assert breaker.admit(now + 3.0).probe
+    breaker.record(Verdict.UP, now + 3.0, probe=True)
     breaker.record(Verdict.DOWN, now + 5.0)
     assert breaker.admit(now + 5.0).wait_s == 1.0
 
