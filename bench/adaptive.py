@@ -329,7 +329,10 @@ def timeline_run(  # noqa: PLR0913 - a measurement's knobs
             )
             with StatsSampler(server, start) as sampler:
                 _sleep_until(start + line.warmup_s, fleet)
-                pids = {"consumer": [r.process.pid for r in fleet], "server": server.pids()}
+                pids: dict[str, Sequence[int]] = {
+                    "consumer": [r.process.pid for r in fleet],
+                    "server": server.pids(),
+                }
                 meter = CpuMeter(pids)
                 _sleep_until(start + min(line.halve_at, line.end_at), fleet)
                 used = meter.read()
