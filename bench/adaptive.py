@@ -30,6 +30,12 @@ Figures, per overload mode and concurrency (``reject_adaptive_...``):
   ``outage_open_calls_per_replica_s`` the same from one second into the outage (the
   burst before a circuit opens is over by then); ``recovery_s``: from the outage's end
   until three one-second windows in a row reach 0.9 of the steady phase's goodput.
+* ``server_mean_ratio``: the mean time of a 200 in the server ÷ L in the steady phase
+  (above 1 where nothing queues: the server's 20 ms ends late on a busy machine, and its
+  capacity is then K per that time, not per L).
+* What the steady phase cost the machine: ``machine_busy_cores`` (all processes, other
+  sessions' included), ``server_cores`` and ``consumer_cores_per_replica``, and the CPU
+  per ok answer of the server and of all replicas together (``..._cpu_us_per_ok``).
 * ``series``: the server's counters once a second (t, requests, 200s, 429s, resets).
 """
 
