@@ -79,10 +79,18 @@ class Committer:
         self._sent: dict[PartitionKey, Commit] = {}  # last commit the broker took
 
     async def run(self) -> None:
-        """Commit on the interval until cancelled."""
+        """Commit on the interval until cancelled.
+
+        A round that raises is logged and counted, and the next round tries again: a
+        committer task that died would leave the replica working with nothing committed.
+        """
         while True:
             await asyncio.sleep(self._interval_s)
-            await self.commit_now()
+            try:
+                await self.commit_now()
+            except Exception:
+                self._metrics.commit_round_errors.inc()
+                log.exception("commit round failed; the next round retries")
 
     async def commit_now(self, timeout_s: float | None = None) -> CommitResult:
         """Run one commit round (the steps in the module docstring); return its result."""

@@ -178,6 +178,11 @@ class Metrics:
             "Successful offset commits.",
             registry=r,
         )
+        self.commit_round_errors = Counter(
+            "batch_runner_commit_round_errors_total",
+            "Commit rounds that raised (logged with their traceback); the next round retries.",
+            registry=r,
+        )
         self.committed_offset = Gauge(
             "batch_runner_committed_offset",
             "Last offset committed by this replica, per partition.",

@@ -120,6 +120,26 @@ def _items_for(
     return items, source
 
 
+def _read_batch(  # noqa: PLR0913 - where, which batch, and what the caller needs
+    bootstrap: str,
+    names: tuple[str, str, str],
+    batch_id: str,
+    options: Mapping[str, str] | None,
+    need: str,
+    *,
+    final: bool = False,
+) -> tuple[BatchStatus, BatchState]:
+    """Return the batch's status and the results its range names (refuse when none)."""
+    _, results_topic, status_topic = names
+    status, exists = read_status(bootstrap, status_topic, batch_id, kafka_options=options)
+    if status is None:
+        where = "no status record" if exists else f"no status topic {status_topic}"
+        raise IncompleteError(f"{batch_id}: {where}: {need}")
+    if final and not status.final:
+        raise IncompleteError(f"{batch_id} is {status.state}: retry once it is final")
+    return status, read_results_range(bootstrap, results_topic, status, kafka_options=options)
+
+
 def retry_batch(
     bootstrap: str,
     names: tuple[str, str, str],
@@ -128,14 +148,10 @@ def retry_batch(
     options: Mapping[str, str] | None = None,
 ) -> tuple[int, int]:
     """Resubmit the batch's failed items as a new attempt; return (attempt, items)."""
-    requests_topic, results_topic, status_topic = names
-    status, exists = read_status(bootstrap, status_topic, batch_id, kafka_options=options)
-    if status is None:
-        where = "no status record" if exists else f"no status topic {status_topic}"
-        raise IncompleteError(f"{batch_id}: {where}: retry needs the batch's status")
-    if not status.final:
-        raise IncompleteError(f"{batch_id} is {status.state}: retry once it is final")
-    state = read_results_range(bootstrap, results_topic, status, kafka_options=options)
+    requests_topic = names[0]
+    status, state = _read_batch(
+        bootstrap, names, batch_id, options, "retry needs the batch's status", final=True
+    )
     failed = failed_indexes(state)
     if not failed:
         return status.attempt, 0
@@ -239,11 +255,7 @@ def verify_batch(
     options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the outcome counts of every index, the missing ones, and whether all is clean."""
-    _, results_topic, status_topic = names
-    status, _ = read_status(bootstrap, status_topic, batch_id, kafka_options=options)
-    if status is None:
-        raise IncompleteError(f"{batch_id}: no status record to verify against")
-    state = read_results_range(bootstrap, results_topic, status, kafka_options=options)
+    status, state = _read_batch(bootstrap, names, batch_id, options, "nothing to verify against")
     counts = {"ok": 0, "error": 0, "cancelled": 0, "expired": 0}
     for result in state.results.values():
         kind = result.error.kind if result.error is not None else None

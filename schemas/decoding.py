@@ -1,6 +1,8 @@
 """What every decoder does: its limits, its one error, and the checks msgspec does not make.
 
-A decoder (:mod:`schemas.requests`, :mod:`schemas.results`) goes through the same steps:
+A decoder (:mod:`schemas.requests`, :mod:`schemas.results`, :mod:`schemas.jobs`) goes
+through the same steps (:func:`record_type` begins them for a topic of several record
+types, :func:`check_raw` ends them for a record without raw items):
 
 1. :func:`check_size` before anything is parsed (``too_large``);
 2. :func:`parse` runs a msgspec decoder, validating types, ranges and the version in one
@@ -149,6 +151,34 @@ def parse(decoder: msgspec.json.Decoder[_T], data: bytes, versions: str) -> _T:
         raise InvalidMessage("not_json", f"message: {exc}") from None
     except RecursionError:
         raise InvalidMessage("limits", "message: nested too deeply to parse") from None
+
+
+class _Tag(msgspec.Struct):
+    schema: str | msgspec.UnsetType = msgspec.UNSET
+
+
+_tag_decoder: Final = msgspec.json.Decoder(_Tag)
+
+
+def record_type(data: bytes, limits: Limits, known: Sequence[str], versions: str) -> str:
+    """Return the ``schema`` of a topic that carries several record types, one of ``known``.
+
+    Step 1 (:func:`check_size`) and the version check of step 2, before the record's own
+    decoder runs: ``version`` when ``schema`` is missing or not one of ``known``.
+    """
+    check_size(data, limits)
+    version = parse(_tag_decoder, data, versions).schema
+    if version is msgspec.UNSET:
+        raise InvalidMessage("version", f"schema: missing ({versions})")
+    if version not in known:
+        raise InvalidMessage("version", f"schema: unknown record type {version!r} ({versions})")
+    return version
+
+
+def check_raw(data: bytes, versions: str) -> None:
+    """Run steps 3 and 4 for a record without raw items: UTF-8, no top-level key twice."""
+    check_utf8(data)
+    check_duplicates(data, parse(top_level_decoder, data, versions))
 
 
 def check_size(data: bytes, limits: Limits) -> None:

@@ -29,11 +29,9 @@ from schemas.decoding import (
     DEFAULT_LIMITS,
     InvalidMessage,
     Limits,
-    check_duplicates,
-    check_size,
-    check_utf8,
+    check_raw,
     parse,
-    top_level_decoder,
+    record_type,
 )
 from schemas.fields import (
     BATCH_CONTROL_V1,
@@ -120,13 +118,8 @@ class BatchControl(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     last_offset: NonNegative | None = None
 
 
-class _Tag(msgspec.Struct):
-    schema: str | msgspec.UnsetType = msgspec.UNSET
-
-
 _status_decoder: Final = msgspec.json.Decoder(BatchStatus)
 _control_decoder: Final = msgspec.json.Decoder(BatchControl)
-_tag_decoder: Final = msgspec.json.Decoder(_Tag)
 _encoder: Final = msgspec.json.Encoder()
 _VERSIONS: Final = f"this reader understands {BATCH_STATUS_V1} and {BATCH_CONTROL_V1}"
 
@@ -181,19 +174,13 @@ def decode_status_record(
     data: bytes, limits: Limits = DEFAULT_LIMITS
 ) -> BatchStatus | BatchControl:
     """Decode one record of the status topic; raise :class:`InvalidMessage` if it is none."""
-    check_size(data, limits)
-    version = parse(_tag_decoder, data, _VERSIONS).schema
+    known = (BATCH_STATUS_V1, BATCH_CONTROL_V1)
     record: BatchStatus | BatchControl
-    if version == BATCH_STATUS_V1:
+    if record_type(data, limits, known, _VERSIONS) == BATCH_STATUS_V1:
         record = parse(_status_decoder, data, _VERSIONS)
-    elif version == BATCH_CONTROL_V1:
-        record = parse(_control_decoder, data, _VERSIONS)
-    elif version is msgspec.UNSET:
-        raise InvalidMessage("version", f"schema: missing ({_VERSIONS})")
     else:
-        raise InvalidMessage("version", f"schema: unknown record type {version!r} ({_VERSIONS})")
-    check_utf8(data)
-    check_duplicates(data, parse(top_level_decoder, data, _VERSIONS))
+        record = parse(_control_decoder, data, _VERSIONS)
+    check_raw(data, _VERSIONS)
     if isinstance(record, BatchStatus):
         _check_status(record)
     else:

@@ -15,11 +15,9 @@ from schemas.decoding import (
     DEFAULT_LIMITS,
     InvalidMessage,
     Limits,
-    check_duplicates,
-    check_size,
-    check_utf8,
+    check_raw,
     parse,
-    top_level_decoder,
+    record_type,
 )
 from schemas.error_kinds import ResultErrorKind  # noqa: TC001 - msgspec reads it at run time
 from schemas.fields import (
@@ -110,13 +108,8 @@ class ChunkSummary(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     source_offset: NonNegative | None = None
 
 
-class _Tag(msgspec.Struct):
-    schema: str | msgspec.UnsetType = msgspec.UNSET
-
-
 _result_decoder: Final = msgspec.json.Decoder(Result)
 _summary_decoder: Final = msgspec.json.Decoder(ChunkSummary)
-_tag_decoder: Final = msgspec.json.Decoder(_Tag)
 _encoder: Final = msgspec.json.Encoder()
 _RESULTS_VERSIONS: Final = f"this reader understands {RESULT_V1} and {CHUNK_SUMMARY_V1}"
 
@@ -156,21 +149,13 @@ def decode_results_record(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Resul
     (size, JSON, UTF-8, types, duplicate keys; no depth limit on predictions beyond what
     can be parsed), plus ``prediction`` iff ``ok`` and summaries whose counts add up.
     """
-    check_size(data, limits)
-    version = parse(_tag_decoder, data, _RESULTS_VERSIONS).schema
+    known = (RESULT_V1, CHUNK_SUMMARY_V1)
     record: Result | ChunkSummary
-    if version == RESULT_V1:
+    if record_type(data, limits, known, _RESULTS_VERSIONS) == RESULT_V1:
         record = parse(_result_decoder, data, _RESULTS_VERSIONS)
-    elif version == CHUNK_SUMMARY_V1:
-        record = parse(_summary_decoder, data, _RESULTS_VERSIONS)
-    elif version is msgspec.UNSET:
-        raise InvalidMessage("version", f"schema: missing ({_RESULTS_VERSIONS})")
     else:
-        raise InvalidMessage(
-            "version", f"schema: unknown record type {version!r} ({_RESULTS_VERSIONS})"
-        )
-    check_utf8(data)
-    check_duplicates(data, parse(top_level_decoder, data, _RESULTS_VERSIONS))
+        record = parse(_summary_decoder, data, _RESULTS_VERSIONS)
+    check_raw(data, _RESULTS_VERSIONS)
     if isinstance(record, Result):
         _check_result(record)
     else:

@@ -436,7 +436,7 @@ def test_job_commands_answer_bad_input_and_missing_pieces_clearly(
     assert "no status record" in retried.stderr
     verified = cli("verify", "nobody", *topics, bootstrap=svc.bootstrap)
     assert verified.returncode == 1
-    assert "no status record to verify against" in verified.stderr
+    assert "no status record: nothing to verify against" in verified.stderr
     submit_cli(svc, path, "done-1")
     svc.start()
     final_status(svc.bootstrap, svc.topics.status, "done-1")
