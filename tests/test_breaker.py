@@ -80,7 +80,7 @@ def test_open_circuit_sends_nothing_then_admits_one_probe_per_interval() -> None
 
 
 def test_failed_probes_double_the_interval_up_to_the_cap_and_a_new_outage_starts_over() -> None:
-    """Probes after 1, 2, 4, 4 s (cap 4x); once closed, the next opening waits 1 s again."""
+    """Probes after 1, 2, 3, 3 s (cap 3x); once closed, the next opening waits 1 s again."""
     breaker = CircuitBreaker(BreakerConfig(failures=1, probe_interval_s=1.0))
     breaker.record(Verdict.DOWN, 0.0)
     now, gaps = 0.0, []
