@@ -30,6 +30,12 @@ Figures, per overload mode and concurrency (``reject_adaptive_...``):
   ``outage_open_calls_per_replica_s`` the same from one second into the outage (the
   burst before a circuit opens is over by then); ``recovery_s``: from the outage's end
   until three one-second windows in a row reach 0.9 of the steady phase's goodput.
+* ``server_mean_ratio``: the mean time of a 200 in the server ÷ L in the steady phase
+  (above 1 where nothing queues: the server's 20 ms ends late on a busy machine, and its
+  capacity is then K per that time, not per L).
+* What the steady phase cost the machine: ``machine_busy_cores`` (all processes, other
+  sessions' included), ``server_cores`` and ``consumer_cores_per_replica``, and the CPU
+  per ok answer of the server and of all replicas together (``..._cpu_us_per_ok``).
 * ``series``: the server's counters once a second (t, requests, 200s, 429s, resets).
 """
 
@@ -45,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Self
 import requests
 
 from bench.kafka_io import Backlog, make_topics, produce
-from bench.procs import inference_server, start_replica, stop_all
+from bench.procs import CpuMeter, inference_server, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
 
 if TYPE_CHECKING:
@@ -202,6 +208,14 @@ def latency_percentile(samples: Sequence[Sample], start: float, end: float, pct:
     return float(max(counts))
 
 
+def latency_mean(samples: Sequence[Sample], start: float, end: float) -> float:
+    """Return the mean (ms, whole milliseconds rounded down) of the 200s' time in the server."""
+    a, b = at(samples, start), at(samples, end)
+    counts = {ms: n - a.latency_ms.get(ms, 0) for ms, n in b.latency_ms.items()}
+    total = sum(counts.values())
+    return sum(ms * n for ms, n in counts.items()) / total if total > 0 else 0.0
+
+
 def settle_time(
     samples: Sequence[Sample],
     start: float,
@@ -252,6 +266,7 @@ def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict
         "ok_items_per_s": steady_ok,
         "share_429": steady_429,
         "p99_ratio": latency_percentile(samples, line.warmup_s, line.halve_at, 99) / LATENCY_MS,
+        "server_mean_ratio": latency_mean(samples, line.warmup_s, line.halve_at) / LATENCY_MS,
         "halve_s": settle_time(samples, line.halve_at, line.restore_at, close_to(CAPACITY // 2)),
         "restore_s": settle_time(samples, line.restore_at, line.outage_at, close_to(CAPACITY)),
         "outage_calls_per_replica_s": outage_calls / replicas / line.outage_s,
@@ -319,6 +334,14 @@ def timeline_run(  # noqa: PLR0913 - a measurement's knobs
                 else []
             )
             with StatsSampler(server, start) as sampler:
+                _sleep_until(start + line.warmup_s, fleet)
+                pids: dict[str, Sequence[int]] = {
+                    "consumer": [r.process.pid for r in fleet],
+                    "server": server.pids(),
+                }
+                meter = CpuMeter(pids)
+                _sleep_until(start + min(line.halve_at, line.end_at), fleet)
+                used = meter.read()
                 for when, changes in script:
                     _sleep_until(start + when, fleet)
                     configure(server, **changes)
@@ -327,11 +350,26 @@ def timeline_run(  # noqa: PLR0913 - a measurement's knobs
             stop_all(fleet)
     figures = figures_of(sampler.samples, line, replicas)
     figures["load_average_1m"] = load
+    figures.update(_cpu_figures(used, line.halve_at - line.warmup_s, figures, replicas))
     figures["series"] = [  # one sample a second: t, requests, 200s, 429s, resets
         [round(x.t, 2), x.requests, x.ok, x.refused, x.down]
         for x in sampler.samples[:: round(1 / SAMPLE_S)]
     ]
     return figures
+
+
+def _cpu_figures(
+    used: dict[str, float], span_s: float, figures: dict[str, Any], replicas: int
+) -> dict[str, float]:
+    """Return the steady phase's CPU: cores busy, and per process kind (cores, µs per answer)."""
+    answers = max(figures["ok_items_per_s"] * span_s, 1.0)
+    return {
+        "machine_busy_cores": used["machine_busy_cores"],
+        "server_cores": used["server_cpu_s"] / span_s,
+        "consumer_cores_per_replica": used["consumer_cpu_s"] / span_s / replicas,
+        "server_cpu_us_per_ok": used["server_cpu_s"] * 1e6 / answers,
+        "consumer_cpu_us_per_ok": used["consumer_cpu_s"] * 1e6 / answers,
+    }
 
 
 def _sleep_until(deadline: float, fleet: Sequence[Replica]) -> None:
@@ -374,7 +412,8 @@ def adaptive_concurrency(ctx: Context) -> dict[str, Any]:
     for name, run in runs.items():
         keys = [key for key in run if key not in {"load_average_1m", "series"}]
         if name.startswith("alone"):
-            keys = ["goodput_ratio", "ok_items_per_s", "share_429"]
+            keys = ["goodput_ratio", "ok_items_per_s", "share_429", "server_mean_ratio"]
+            keys += [key for key in run if "cores" in key or "cpu" in key]
         figures.update({f"{name}_{key}": run[key] for key in keys})
     for overload in OVERLOADS:
         adaptive = runs[f"{overload}_adaptive"]

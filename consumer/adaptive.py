@@ -27,15 +27,20 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   ``rtt_window_s`` (two half windows, so a model that legitimately becomes slower is
   learnt again within that time). Answers are gathered in rounds of ``limit`` answers
   (one round trip at full use); when even the *fastest* answer of a round took more than
-  ``tolerance`` x the no-load time, every request waited: a standing queue in the server
-  (the signal CoDel reads: the minimum over an interval ignores a burst and the noise of
-  a busy machine, which lift the mean but leave some answers fast). The limit the round
-  was measured at is then scaled by ``no-load / fastest`` (halved at most): by Little's
-  law that is the share of the server's capacity this replica's requests actually
-  occupy, so every replica seeing the same queue steps back to its share and the queue
-  drains. A replica that never saw the server unloaded (it joined while others kept a
-  queue) takes the queued time for the no-load time: the queue then stays at most
-  ``tolerance`` times longer than it would, but does not grow without bound.
+  ``tolerance`` x the no-load time, every request waited (the signal CoDel reads: the
+  minimum over an interval ignores a burst and the noise of a busy machine, which lift
+  the mean but leave some answers fast). Outside slow start only two such rounds in a
+  row make a standing queue in the server: a stall of the replica's process or of a
+  busy machine delays every answer of one round, then passes, while a queue persists
+  (CoDel too acts on a delay only once it has lasted an interval); between the two the
+  limit does not grow. The limit the round was measured at is then scaled by
+  ``no-load / fastest`` (the faster of the two rounds; to ``MAX_DELAY_CUT`` of it at
+  most): by Little's law that is the share of the server's capacity this replica's
+  requests actually occupy, so every replica seeing the same queue steps back to its
+  share and the queue drains. A replica that never saw the server unloaded (it joined
+  while others kept a queue) takes the queued time for the no-load time: the queue then
+  stays at most ``tolerance`` times longer than it would, but does not grow without
+  bound.
 * **Additive increase** otherwise: ``probe`` per round (``probe / limit`` per successful
   answer), and only while the limit is in use (at least half of it in flight), so an idle
   replica does not grow a limit it never tested.
@@ -137,6 +142,8 @@ class AdaptiveLimit:
         self._round_fastest = math.inf
         self._round_first_sent = math.inf
         self._round_size = max(self.limit, MIN_ROUND_SAMPLES)
+        # The fastest answer of the last round, if it was above tolerance (inf: it was not).
+        self._queued_round = math.inf
 
     @property
     def limit(self) -> int:
@@ -199,23 +206,45 @@ class AdaptiveLimit:
             valid = self._round_first_sent >= self._last_decrease
             measured = min(self._value, float(self._round_size))  # the level the round saw
             self._new_round()
-            no_load = self.no_load_rtt
-            if valid and no_load is not None and fastest > self.config.tolerance * no_load:
-                self._decrease(measured * max(MAX_DELAY_CUT, no_load / fastest), now)
+            if self._judge_round(fastest, measured, now, valid=valid):
                 return
-        if in_flight * 2 < self.limit:
-            return
+        if in_flight * 2 < self.limit or not math.isinf(self._queued_round):
+            return  # not in use, or a queue may be forming: no growth
         top = float(self.config.max_limit)
         if now < self._ceiling_until:
             top = min(top, self._ceiling)
         step = 1.0 if self.slow_start else self.config.probe / self._value
         self._value = max(self._value, min(self._value + step, top))
 
+    def _judge_round(self, fastest: float, measured: float, now: float, *, valid: bool) -> bool:
+        """Cut the limit if this round and the one before both saw a standing queue.
+
+        Return whether it was cut. A round above tolerance is remembered; the next one
+        confirms it (a queue in the server persists, a stall of this busy process or of
+        the machine passes). In slow start one round is enough: the limit doubled into
+        the queue, which grows fast, and a stall that ends slow start early costs little.
+        """
+        no_load = self.no_load_rtt
+        tolerance = self.config.tolerance
+        if not valid:  # sent partly under the limit before the last cut: no verdict
+            return False
+        if no_load is None or fastest <= tolerance * no_load:
+            self._queued_round = math.inf
+            return False
+        seen = min(fastest, self._queued_round)
+        if math.isinf(self._queued_round) and not self.slow_start:
+            self._queued_round = fastest
+            return False
+        self._queued_round = math.inf
+        self._decrease(measured * max(MAX_DELAY_CUT, no_load / seen), now)
+        return True
+
     def _decrease(self, value: float, now: float) -> None:
         self._value = max(value, float(self.config.min_limit))
         self._last_decrease = now
         self.decreases += 1
         self.slow_start = False
+        self._queued_round = math.inf
         self._new_round()
 
     def _new_round(self) -> None:

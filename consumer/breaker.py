@@ -13,8 +13,10 @@ the server with :meth:`CircuitBreaker.record`. Three states, as in resilience4j:
   the probe and the circuit is half-open. Each failed probe doubles the interval, up to
   ``probe_backoff_cap`` times ``probe_interval_s`` (resilience4j's exponential wait in
   the open state): a long outage costs the server a request every few seconds per
-  replica, the requests on the wire when it began included, and recovery is noticed
-  within that cap.
+  replica, and recovery is noticed within that cap. Three times rather than more: the
+  requests on the wire when an outage begins already cost about half a call per replica
+  per second of a 30 s outage, and each second of the cap is a second a replica may
+  still wait after the model is back.
 * **half-open**: only the probe is on the wire; everyone else waits. An answer that shows
   a working server closes the circuit; a refusal or no answer opens it again for another
   interval. So a server that is down gets at most one request per ``probe_interval_s``
@@ -81,7 +83,7 @@ class BreakerConfig:
     """Time between probes while the circuit is open."""
     max_retry_after_s: float = 120.0
     """Longest ``Retry-After`` that keeps the circuit open."""
-    probe_backoff_cap: float = 4.0
+    probe_backoff_cap: float = 3.0
     """Failed probes double the interval up to this many times ``probe_interval_s``."""
 
     def __post_init__(self) -> None:

@@ -6,7 +6,10 @@ test server's overload modes, and follows a change of capacity. Each client has 
 endless backlog and sends whenever it has fewer requests in flight than its limit; the
 server serves ``capacity`` requests at once for ``latency`` seconds each (plus a seeded
 random jitter) and either refuses the rest at once (``reject``: a 429 with
-``Retry-After``) or queues them first come, first served (``queue``).
+``Retry-After``) or queues them first come, first served (``queue``). ``client_lag`` adds
+a seeded random delay, up to that many seconds, between the server's answer and the
+client reading it: a busy machine's event loops, which lengthen the client's round trip
+without holding a place in the server.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
 
 Overload = Literal["reject", "queue"]
 NETWORK_RTT = 0.0002  # what a refusal costs: the round trip of an immediate answer
+SERVED = "served"  # the event of the server finishing a request
+STALL_CHANCE = 0.02  # with client_stall: the chance that an answer finds its client stalled
 
 
 @dataclass
@@ -48,6 +53,7 @@ class Totals:
 class _Client:
     limit: AdaptiveLimit
     in_flight: int = 0
+    stalled_until: float = 0.0  # the client reads nothing before this time
     waking: bool = False  # a wake-up event is scheduled
 
 
@@ -65,6 +71,8 @@ class Simulation:
         overload: Overload = "reject",
         retry_after: float | None = 1.0,
         seed: int = 0,
+        client_lag: float = 0.0,
+        client_stall: float = 0.0,
     ) -> None:
         """Start ``clients`` clients at time 0 against a server of ``capacity``."""
         self.capacity = capacity
@@ -72,11 +80,14 @@ class Simulation:
         self.jitter = jitter
         self.overload = overload
         self.retry_after = retry_after
+        self.client_lag = client_lag
+        self.client_stall = client_stall
         self.now = 0.0
         self.clients = [_Client(AdaptiveLimit(config)) for _ in range(clients)]
         self._random = random.Random(seed)  # noqa: S311 - simulated jitter
-        # (when, tie-break, client, sent_at, signal); a signal of None wakes a paused client.
-        self._events: list[tuple[float, int, int, float, Signal | None]] = []
+        # (when, tie-break, client, sent_at, signal); a signal of None wakes a paused client,
+        # SERVED frees the server's place (the client reads the answer after its lag).
+        self._events: list[tuple[float, int, int, float, Signal | str | None]] = []
         self._sequence = 0
         self._serving = 0
         self._queue: collections.deque[tuple[int, float]] = collections.deque()
@@ -99,12 +110,14 @@ class Simulation:
             if signal is None:
                 self.clients[client].waking = False
                 self._fill(client)
+            elif signal == SERVED:
+                self._served(client, sent_at)
             else:
                 self._answer(client, sent_at, signal)
         self.now = end
         return self._totals
 
-    def _push(self, when: float, client: int, sent_at: float, signal: Signal | None) -> None:
+    def _push(self, when: float, client: int, sent_at: float, signal: Signal | str | None) -> None:
         self._sequence += 1
         heapq.heappush(self._events, (when, self._sequence, client, sent_at, signal))
 
@@ -130,20 +143,28 @@ class Simulation:
     def _serve(self, client: int, sent_at: float) -> None:
         self._serving += 1
         took = self.latency + self._random.uniform(0.0, self.jitter)
-        self._push(self.now + took, client, sent_at, Signal.OK)
+        self._push(self.now + took, client, sent_at, SERVED)
 
-    def _answer(self, index: int, sent_at: float, signal: Signal) -> None:
+    def _served(self, client: int, sent_at: float) -> None:
+        self._serving -= 1
+        while self._queue and self._serving < self.capacity:
+            self._serve(*self._queue.popleft())
+        reader = self.clients[client]
+        if self.client_stall and self._random.random() < STALL_CHANCE:
+            stall = self._random.uniform(0.0, self.client_stall)
+            reader.stalled_until = max(reader.stalled_until, self.now + stall)
+        lag = self._random.uniform(0.0, self.client_lag) if self.client_lag else 0.0
+        self._push(max(self.now, reader.stalled_until) + lag, client, sent_at, Signal.OK)
+
+    def _answer(self, index: int, sent_at: float, signal: Signal | str) -> None:
         client = self.clients[index]
         if signal is Signal.OK:
-            self._serving -= 1
             self._totals.ok += 1
             self._totals.latencies.append(self.now - sent_at)
-            while self._queue and self._serving < self.capacity:
-                self._serve(*self._queue.popleft())
         else:
             self._totals.refused += 1
         client.limit.record(
-            signal,
+            Signal(signal),
             sent_at=sent_at,
             now=self.now,
             in_flight=client.in_flight,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from consumer.adaptive import MAX_DELAY_CUT, AdaptiveConfig, AdaptiveLimit, Signal
+from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
 from tests.capacity_sim import Simulation
 from tests.helpers import examples
 
@@ -96,28 +96,6 @@ def test_refused_at_the_minimum_the_endpoint_pauses_instead() -> None:
     assert limit.resume_at == 5.6
     limit.record(Signal.OVERLOAD, sent_at=0.7, now=0.7, in_flight=2)
     assert limit.resume_at == 5.6  # never brought forward
-
-
-def test_queueing_delay_scales_the_limit_to_its_share_of_the_server() -> None:
-    """A round whose fastest round trip is above tolerance x no-load scales the limit down.
-
-    No-load 20 ms; a round at 50 ms means 40% of this replica's requests are being served:
-    the limit goes from 40 toward 16, but one round cuts it to ``MAX_DELAY_CUT`` of it at
-    most (here 32). A round with one fast answer shows no standing queue and cuts nothing.
-    """
-    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=40, tolerance=1.5))
-    for _ in range(40):  # a round of no-load samples; app-limited, so no growth either
-        limit.record(Signal.OK, sent_at=0.0, now=L, in_flight=1)
-    assert limit.no_load_rtt == pytest.approx(L)
-    assert limit.limit == 40
-    assert answer_round(limit, 1.0, 0.050) == int(40 * MAX_DELAY_CUT)  # 40 x max(0.8, 0.4)
-    assert not limit.slow_start
-    before = limit.limit
-    assert answer_round(limit, 2.0, 0.026) >= before  # 1.3 x no-load is within tolerance
-    for _ in range(before - 1):  # slow answers but one fast: a burst, not a standing queue
-        limit.record(Signal.OK, sent_at=3.0, now=3.0 + 0.050, in_flight=before)
-    limit.record(Signal.OK, sent_at=3.0, now=3.0 + L, in_flight=before)
-    assert limit.limit >= before
 
 
 def test_a_round_started_before_a_cut_is_not_judged() -> None:

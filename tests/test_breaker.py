@@ -80,7 +80,7 @@ def test_open_circuit_sends_nothing_then_admits_one_probe_per_interval() -> None
 
 
 def test_failed_probes_double_the_interval_up_to_the_cap_and_a_new_outage_starts_over() -> None:
-    """Probes after 1, 2, 4, 4 s (cap 4x); once closed, the next opening waits 1 s again."""
+    """Probes after 1, 2, 3, 3 s (cap 3x); once closed, the next opening waits 1 s again."""
     breaker = CircuitBreaker(BreakerConfig(failures=1, probe_interval_s=1.0))
     breaker.record(Verdict.DOWN, 0.0)
     now, gaps = 0.0, []
@@ -90,9 +90,9 @@ def test_failed_probes_double_the_interval_up_to_the_cap_and_a_new_outage_starts
         now += wait
         assert breaker.admit(now).probe
         breaker.record(Verdict.DOWN, now, probe=True)
-    assert gaps == [1.0, 2.0, 4.0, 4.0]
-    assert breaker.admit(now + 4.0).probe
-    breaker.record(Verdict.UP, now + 4.0, probe=True)
+    assert gaps == [1.0, 2.0, 3.0, 3.0]
+    assert breaker.admit(now + 3.0).probe
+    breaker.record(Verdict.UP, now + 3.0, probe=True)
     breaker.record(Verdict.DOWN, now + 5.0)
     assert breaker.admit(now + 5.0).wait_s == 1.0
 
