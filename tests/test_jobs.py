@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -194,6 +194,21 @@ def test_status_and_collect_scan_with_a_note_for_a_batch_without_a_status_record
     assert "submitted 2 items" in status.stdout
 
 
+def cancel_and_wait(svc: Service, batch_id: str, timeout: str) -> dict[str, Any]:
+    """Cancel the batch with the CLI, wait for it (exit 3: cancelled); return the report."""
+    cancelled = cli(
+        "cancel", batch_id, "--status-topic", svc.topics.status, bootstrap=svc.bootstrap
+    )
+    assert cancelled.returncode == 0, cancelled.stderr
+    waited = cli(
+        "wait", batch_id, "--status-topic", svc.topics.status, "--timeout", timeout,
+        bootstrap=svc.bootstrap, timeout=120,
+    )  # fmt: skip
+    assert waited.returncode == 3, waited.stderr
+    report: dict[str, Any] = json.loads(waited.stdout)
+    return report
+
+
 def test_cancel_mid_batch_stops_calls_marks_summaries_and_moves_the_offsets_on(
     make_service: MakeService, server: TestInferenceServer, tmp_path: Path
 ) -> None:
@@ -211,16 +226,7 @@ def test_cancel_mid_batch_stops_calls_marks_summaries_and_moves_the_offsets_on(
     submit_cli(svc, write_items(tmp_path, items), "cancel-1", "--chunk-size", "10")
     svc.start()
     wait_for(lambda: server.stats().items >= 5, timeout_s=60, what="a few answers")
-    cancelled = cli(
-        "cancel", "cancel-1", "--status-topic", svc.topics.status, bootstrap=svc.bootstrap
-    )
-    assert cancelled.returncode == 0, cancelled.stderr
-    waited = cli(
-        "wait", "cancel-1", "--status-topic", svc.topics.status, "--timeout", "90s",
-        bootstrap=svc.bootstrap, timeout=120,
-    )  # fmt: skip
-    assert waited.returncode == 3, waited.stderr
-    report = json.loads(waited.stdout)
+    report = cancel_and_wait(svc, "cancel-1", "90s")
     assert report["state"] == "cancelled"
     assert report["ok"] + report["errors"] == 60
     assert report["cancelled"] == report["errors"] > 0
@@ -255,16 +261,7 @@ def test_a_cancelled_batch_queued_behind_a_hung_request_is_answered_at_once(
     submit_cli(svc, write_items(tmp_path, [{"x": i} for i in range(30)]), "cancel-2")
     svc.start()
     wait_for(lambda: server.stats().requests >= 1, timeout_s=60, what="the hung request")
-    cancelled = cli(
-        "cancel", "cancel-2", "--status-topic", svc.topics.status, bootstrap=svc.bootstrap
-    )
-    assert cancelled.returncode == 0, cancelled.stderr
-    waited = cli(
-        "wait", "cancel-2", "--status-topic", svc.topics.status, "--timeout", "30s",
-        bootstrap=svc.bootstrap, timeout=60,
-    )  # fmt: skip
-    assert waited.returncode == 3, waited.stderr
-    report = json.loads(waited.stdout)
+    report = cancel_and_wait(svc, "cancel-2", "30s")
     assert (report["state"], report["cancelled"], report["ok"]) == ("cancelled", 30, 0)
     assert server.stats().requests == 1  # only the hung one
 
