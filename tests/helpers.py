@@ -75,15 +75,38 @@ def create_topic(admin: AdminClient, name: str, partitions: int = 1, **config: s
     return name
 
 
+# The group coordinator is still loading or moving (a broker just started or restarted):
+# asking again shortly gets the answer.
+_COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """Return the group's committed offset per partition as the broker holds it (-1001: none)."""
+    """Return the group's committed offset per partition as the broker holds it (-1001: none).
+
+    A coordinator not ready yet is asked again for up to 30 s; any other error is raised.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    deadline = time.monotonic() + 30
     try:
-        tps = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)],
-            timeout=10,
-        )
-        return {tp.partition: tp.offset for tp in tps}
+        while True:
+            try:
+                tps = consumer.committed(
+                    [TopicPartition(topic, p) for p in range(partitions)],
+                    timeout=10,
+                )
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            return {tp.partition: tp.offset for tp in tps}
     finally:
         consumer.close()
 
