@@ -4,17 +4,16 @@ For every message the pipeline fetches, :class:`Intake` decides whether to take 
 partition is assigned here, the replica is not draining, it is not already in hand),
 decodes it (an invalid one goes to the dead-letter topic through the writer), registers
 it in the chunk book, splits its items into work units and starts one task per unit:
-dispatch, then write the unit's results. A unit becomes a task only when its endpoint's
-limit has a place for it (:meth:`~consumer.limiter.Limiter.submit`): a chunk of 500 items
-queues 500 small entries, not 500 tasks.
+dispatch, then write the unit's results. A unit runs only when its endpoint's limit has a
+place for it (:meth:`~consumer.limiter.Limiter.submit`): a chunk of 500 items queues 500
+small entries, not 500 tasks; a unit given its place runs in the task of the unit that
+handed it on, where it can (:mod:`consumer.units`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from functools import partial
 from typing import TYPE_CHECKING, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException
@@ -27,9 +26,11 @@ from consumer.protocols import ONE_ITEM_PROTOCOLS
 from consumer.resume import missing
 from consumer.splitter import WorkUnit, items_per_request, split
 from consumer.tracing import trace_context
+from consumer.units import UnitTasks
 from schemas import InvalidMessage, Limits, ResultErrorKind, decode_batch_request
 
 if TYPE_CHECKING:
+    import asyncio
     from collections.abc import Callable, Sequence
 
     from confluent_kafka import Message
@@ -80,6 +81,7 @@ class Intake:
         self._replica_header = replica_header
         self._jobs = jobs
         self.open = True  # closed when the replica drains: nothing more is taken
+        self._units: UnitTasks[_Queued] = UnitTasks(self._process, self._unit_done)
         # What the commit metadata said was done after the committed offset, per partition
         # assigned here (set on assignment, dropped on revoke).
         self.resuming: dict[PartitionKey, Resume] = {}
@@ -196,14 +198,12 @@ class Intake:
             return Lane(chunk.tp, (chunk.tp, request.batch_id), request.priority or 1)
         return Lane(chunk.tp, chunk.tp)
 
-    def _start(self, chunk: Chunk, route: _Route, unit: WorkUnit, place: Place) -> bool:
-        """Start the unit's task, holding ``place``; decline it if the chunk was abandoned."""
-        if chunk.abandoned:
+    def _start(self, queued: _Queued) -> bool:
+        """Run the unit holding its place; decline the place if the chunk was abandoned."""
+        if queued.chunk.abandoned:
             return False
-        place.held = True
-        task = asyncio.create_task(self._process(chunk, route, unit, place))
-        chunk.tasks.add(task)
-        task.add_done_callback(partial(self._unit_done, chunk, unit, place))
+        queued.place.held = True
+        self._units.start(queued)
         return True
 
     def _stopped(self, request: BatchRequest) -> Outcome | None:
@@ -217,7 +217,8 @@ class Intake:
             message = "the request's deadline passed before this item was sent"
         return Outcome(None, 0, 0.0, kind, message)
 
-    async def _process(self, chunk: Chunk, route: _Route, unit: WorkUnit, place: Place) -> None:
+    async def _process(self, queued: _Queued) -> None:
+        chunk, route, unit, place = queued.chunk, queued.route, queued.unit, queued.place
         stopped = self._stopped(chunk.request)
         if stopped is not None:
             place.release()
@@ -242,18 +243,17 @@ class Intake:
             parts = isolation.parts
         self._write(chunk, parts)
 
-    def _unit_done(
-        self, chunk: Chunk, unit: WorkUnit, place: Place, task: asyncio.Task[None]
-    ) -> None:
-        """Forget a finished unit task; give its place back if it never used it.
+    def _unit_done(self, queued: _Queued, task: asyncio.Task[None]) -> None:
+        """Forget a finished unit task; give its last unit's place back if it never used it.
 
         A unit whose task a cancel of its batch stopped gets cancelled results: the book
         cancels the batch's unit tasks (waiting, in flight, or not started yet; units
         still queued for a place see the cancel when they start); any other cancel (a
         revoke, a forced stop) abandons the chunk first, and then nothing is written.
         """
+        chunk, unit = queued.chunk, queued.unit
         chunk.tasks.discard(task)
-        place.release()
+        queued.place.release()
         if not task.cancelled() or chunk.abandoned:
             return
         outcome = self._stopped(chunk.request)
@@ -296,7 +296,7 @@ class _Queued:
 
     def __call__(self) -> bool:
         """Start the unit holding the place given (False: its chunk was abandoned)."""
-        return self.intake._start(self.chunk, self.route, self.unit, self.place)  # noqa: SLF001
+        return self.intake._start(self)  # noqa: SLF001
 
 
 class _Route(NamedTuple):
