@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from consumer.chunks import Chunk
+    from consumer.chunk import Chunk
     from consumer.limiter import Place
 
 
