@@ -153,6 +153,7 @@ class Dispatcher:
             url = route(codec, endpoint.url, items)
         except BadItem as exc:
             return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc), final=True)
+        session = self.session
         request_headers = self._headers[endpoint.name]
         if headers:
             request_headers = {**request_headers, **headers}
@@ -165,8 +166,12 @@ class Dispatcher:
             ticket = await self._enter(guard, pacer, lane, clock, held)
             pacer.in_flight += 1
             try:
-                answer = await self._post(url, body, request_headers, pacer)
+                answer = await post_once(
+                    session, url, body, request_headers, pacer=pacer, metrics=self._metrics,
+                    deadlines=self._deadlines, max_bytes=self._settings.max_response_bytes,
+                )  # fmt: skip
             except AttemptFailure as failure:
+                self.unanswered = self.unanswered + 1 if failure.unanswered else 0  # silent ones
                 timed_out = failure.kind == ResultErrorKind.TIMEOUT
                 guard.leave(
                     ticket, failure.status, timed_out=timed_out, retry_after_s=failure.retry_after
@@ -176,6 +181,7 @@ class Dispatcher:
                 guard.cancelled(ticket)
                 raise
             else:
+                self.unanswered = 0
                 guard.leave(ticket, 200)
                 result = decode_answer(codec, answer, len(items))
             finally:
@@ -209,7 +215,9 @@ class Dispatcher:
         """
         paced = False
         while True:
-            ticket = await guard.enter(lane.key, lane.weight, held)
+            ticket = guard.enter_held(held) if held is not None else None
+            if ticket is None:
+                ticket = await guard.enter(lane.key, lane.weight, held)
             now = time.monotonic()
             pause = pacer.paused_for(now) if paced else pacer.delay(now)
             if pause <= 0:
@@ -294,24 +302,12 @@ class Dispatcher:
             final=failure.final,
         )
 
-    async def _post(
-        self, url: str, body: bytes, headers: Mapping[str, str], pacer: RateLimitPacer
-    ) -> bytes:
-        """POST once (:func:`~consumer.attempt.post_once`), counting silent endpoints."""
-        session = self._session
-        if session is None:
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared HTTP session (:meth:`start` opens it)."""
+        if self._session is None:
             raise RuntimeError("Dispatcher.start() was not called")
-        settings = self._settings
-        try:
-            answer = await post_once(
-                session, url, body, headers, pacer=pacer, metrics=self._metrics,
-                deadlines=self._deadlines, max_bytes=settings.max_response_bytes,
-            )  # fmt: skip
-        except AttemptFailure as failure:
-            self.unanswered = self.unanswered + 1 if failure.unanswered else 0
-            raise
-        self.unanswered = 0
-        return answer
+        return self._session
 
     @property
     def limiter(self) -> Limiter:

@@ -139,6 +139,22 @@ class EndpointGuard:
                 return Ticket(admission.probe, sent_at, endpoint_wait, queue_wait)
             self.limiter.release()  # the circuit opened while this unit waited for a place
 
+    def enter_held(self, held: Place) -> Ticket | None:
+        """Return the ticket of a unit's held place when nothing makes it wait, else None.
+
+        :meth:`enter` without a coroutine for what it does at once: the endpoint is not
+        paused and its circuit is closed, so the place the unit was given is used as it
+        is. ``None``: call :meth:`enter`, which waits as the endpoint says.
+        """
+        if not held.held or self.breaker.state is not Circuit.CLOSED:
+            return None
+        now = time.monotonic()
+        if self.adaptive is not None and self.adaptive.resume_at > now:
+            return None
+        held.take()
+        self.used = True
+        return Ticket(probe=False, sent_at=now, endpoint_wait_s=0.0, queue_wait_s=now - held.since)
+
     def cancelled(self, ticket: Ticket) -> None:
         """Give the place back without an outcome (the unit was cancelled)."""
         self.limiter.release()

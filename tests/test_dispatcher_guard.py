@@ -19,6 +19,7 @@ from consumer.breaker import BreakerConfig, Circuit
 from consumer.dispatcher import Dispatcher
 from consumer.endpoints import DEFAULT_TARGET
 from consumer.guard import EndpointGuard
+from consumer.limiter import Place
 from consumer.metrics import Metrics
 from tests.test_dispatcher import settings_for
 from tools.testservers.inference import ServerConfig, TestInferenceServer
@@ -267,3 +268,36 @@ async def test_a_large_change_of_the_limit_is_logged_once_per_interval(
         "batch_runner_in_flight_limit", {"endpoint": "default"}
     )
     assert gauge == 2
+
+
+async def test_a_held_place_is_used_at_once_only_while_nothing_makes_the_unit_wait() -> None:
+    """``enter_held``: the ticket of the held place on a closed circuit, else None.
+
+    On a closed circuit the place is taken and its wait counted from when the unit got
+    it; with the circuit open the place stays held and ``enter`` decides (it waits).
+    """
+    guard = EndpointGuard(
+        "default",
+        max_in_flight=2,
+        adaptive=None,
+        breaker=BreakerConfig(failures=1),
+        metrics=Metrics(),
+    )
+    place = Place(guard.limiter, time.monotonic() - 0.5)
+    guard.limiter.submit(lambda: True)  # the place the limiter gave the unit
+    place.held = True
+    ticket = guard.enter_held(place)
+    assert ticket is not None
+    assert not place.held
+    assert not ticket.probe
+    assert ticket.queue_wait_s >= 0.5
+    assert guard.used
+    guard.leave(ticket, None)  # no answer: the circuit opens
+    assert guard.circuit is Circuit.OPEN
+    guard.limiter.submit(lambda: True)
+    place = Place(guard.limiter, time.monotonic())
+    place.held = True
+    assert guard.enter_held(place) is None
+    assert place.held
+    place.release()
+    assert guard.limiter.in_use == 0
