@@ -40,6 +40,7 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
@@ -81,10 +82,13 @@ class Dispatcher:
             for name, endpoint in settings.endpoints.items()
         }
         self._pacers = {name: RateLimitPacer() for name in settings.endpoints}
-        # Each endpoint's request headers, built once (per-message trace headers are added
-        # to a copy only when a message carries them).
-        self._headers: dict[str, dict[str, str]] = {
-            name: {"Content-Type": self._codecs[name].content_type, **endpoint.headers}
+        # Each endpoint's request headers, built once as aiohttp keeps them (a plain dict
+        # would be copied into a CIMultiDict per request); per-message trace headers are
+        # added to a copy only when a message carries them.
+        self._headers: dict[str, Mapping[str, str]] = {
+            name: CIMultiDictProxy(
+                CIMultiDict({"Content-Type": self._codecs[name].content_type, **endpoint.headers})
+            )
             for name, endpoint in settings.endpoints.items()
         }
         self._session = session
