@@ -9,10 +9,13 @@ later than asked it ran (on ``time.monotonic()``, not the loop's clock: uvloop's
 is read once per loop pass, so a callback late within a pass would look punctual).
 
 A request takes a :meth:`LoopLag.mark` when it is sent and asks :meth:`LoopLag.since`
-when its answer is in: the mean lateness of the ticks in between (or of the last tick
-before it, for a request shorter than a tick), which the adaptive limit discounts from
-that answer's round trip. The timer runs only while requests use it: a tick with no
-mark or reading since the one before is the last, and the next mark starts it again.
+when its answer is in: the *least* lateness of the ticks in between (of the last tick
+before it, for a request shorter than a tick). That is the lag the loop had all through
+the request's life, which every answer then waiting shared; a lag that came and went
+delayed some answers and not others, and the adaptive limit, which judges a round by
+its fastest answer, already looks past it. The timer runs only while requests use it:
+a tick with no mark or reading since the one before is the last, and the next mark
+starts it again.
 
 A tick costs a timer callback (100 a second at the default 10 ms); an idle loop's timer
 fires within about a millisecond of its time (uvloop's timers have millisecond
@@ -23,17 +26,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Final, NamedTuple
 
 TICK_S: Final = 0.010
 """How often the loop's lateness is measured while requests are on the wire."""
+RECENT: Final = 64
+"""How many ticks are remembered: a request's lag is read over its last 64 ticks at most."""
 
 
 class LagMark(NamedTuple):
     """The probe's counters when a request was sent (see :meth:`LoopLag.mark`)."""
 
     ticks: int
-    total_s: float
 
 
 class LoopLag:
@@ -45,8 +50,8 @@ class LoopLag:
             raise ValueError(f"tick_s must be > 0, got {tick_s}")
         self.tick_s = tick_s
         self.ticks = 0  # ticks measured so far
-        self.total_s = 0.0  # their lateness, summed
         self.last_s = 0.0  # the last tick's lateness
+        self._recent: deque[float] = deque(maxlen=RECENT)  # the last ticks' lateness
         self._due: float | None = None  # when the pending tick should run (None: no timer)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the timer is on
         self._used = False  # a mark or a reading since the last tick
@@ -58,18 +63,18 @@ class LoopLag:
         if self._due is None or loop is not self._loop:
             self.last_s = 0.0  # the loop was idle (or is another): the last tick is stale
             self._schedule(loop)
-        return LagMark(self.ticks, self.total_s)
+        return LagMark(self.ticks)
 
     def since(self, mark: LagMark) -> float:
-        """Return the mean lateness (seconds) of the ticks after ``mark``, or the last one's.
+        """Return the least lateness (seconds) of the ticks after ``mark``.
 
         With no tick since ``mark`` (a request shorter than a tick), the last tick's; 0
         if the timer has stopped meanwhile (nothing was sent or answered for a tick).
         """
         self._used = True
-        ticks = self.ticks - mark.ticks
+        ticks = min(self.ticks - mark.ticks, len(self._recent))
         if ticks > 0:
-            return (self.total_s - mark.total_s) / ticks
+            return min(self._recent[-n] for n in range(1, ticks + 1))
         return self.last_s if self._due is not None else 0.0  # stopped: the loop was idle
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -83,7 +88,7 @@ class LoopLag:
         due, self._due = self._due, None
         self.last_s = max(time.monotonic() - due, 0.0)
         self.ticks += 1
-        self.total_s += self.last_s
+        self._recent.append(self.last_s)
         if self._used and not loop.is_closed():
             self._used = False
             self._schedule(loop)

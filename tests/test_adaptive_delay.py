@@ -170,3 +170,29 @@ def test_a_negative_or_non_finite_loop_lag_is_refused(lag: float) -> None:
     limit = AdaptiveLimit(AdaptiveConfig())
     with pytest.raises(ValueError, match="loop_lag_s"):
         limit.record(Signal.OK, sent_at=0.0, now=L, in_flight=1, loop_lag_s=lag)
+
+
+def test_the_round_discounts_the_lag_all_its_answers_shared_not_each_answers_own() -> None:
+    """A round's discount is the least lag reported with its answers.
+
+    Every answer took 50 ms for a 20 ms no-load time (tolerance 1.5): a queue. All but
+    one were reported with 30 ms of loop lag, one with none: the loop was not late all
+    round, so the fastest answer's 50 ms stands and two such rounds cut the limit. (Taking
+    each answer's own lag off would have read 20 ms, no queue.) With 30 ms reported for
+    every answer the same rounds are the replica's lag, and the limit is not cut.
+    """
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=20, tolerance=1.5))
+    no_load_round(limit)
+    limit.slow_start = False
+    for n in range(2):
+        count = limit.limit
+        for k in range(count):
+            lag = 0.0 if k == count // 2 else 0.030
+            limit.record(Signal.OK, sent_at=1.0 + n, now=1.05 + n, in_flight=count, loop_lag_s=lag)
+    assert limit.decreases == 1
+    shared = AdaptiveLimit(AdaptiveConfig(initial_limit=20, tolerance=1.5))
+    no_load_round(shared)
+    shared.slow_start = False
+    for n in range(2):
+        lagged_round(shared, 1.0 + n, 0.050, 0.030)
+    assert shared.decreases == 0
