@@ -15,112 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-from consumer.resume import ChunkProgress, Ranges, add_range
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
+    from consumer.chunk import Chunk
     from consumer.offsets import PartitionKey
-    from consumer.publisher import Headers
-    from schemas import BatchRequest
 
 # Paused partitions resume once the item buffer is below this share of its cap.
 RESUME_FRACTION = 0.75
 # Weight of the newest message in the running average of items per message.
 _AVERAGE_WEIGHT = 0.1
-
-
-@dataclass(slots=True, eq=False)
-class Chunk:
-    """Progress of one request message: items still to answer, records still unacknowledged.
-
-    ``epoch`` is the assignment epoch of its partition when it was received; ``tasks`` the
-    work units still running for it. ``done`` holds the item ranges whose results are
-    acknowledged (a previous owner's included, on a resume) and ``acked_ok`` /
-    ``acked_error`` how many of them are ``ok`` and ``error``: what the commit metadata
-    says of the chunk (:mod:`consumer.resume`).
-    """
-
-    tp: PartitionKey
-    offset: int
-    request: BatchRequest
-    trace_headers: Headers
-    created_ms: int
-    epoch: int
-    pending_items: int = field(init=False)
-    unacked: int = 0
-    ok_count: int = 0
-    error_count: int = 0
-    cancelled_count: int = 0
-    expired_count: int = 0
-    summary_sent: bool = False
-    # Where its records landed on the results topic (from the delivery reports).
-    results_partition: int | None = None
-    first_offset: int | None = None
-    last_offset: int | None = None
-    abandoned: bool = False
-    done: Ranges = ()
-    acked_ok: int = 0
-    acked_error: int = 0
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def __post_init__(self) -> None:
-        """Every item is still to be answered."""
-        self.pending_items = len(self.request.items)
-
-    @property
-    def size(self) -> int:
-        """How many items the chunk holds."""
-        return len(self.request.items)
-
-    @property
-    def touched(self) -> bool:
-        """Whether any record was published for it (handing it back would repeat them)."""
-        return self.pending_items < self.size or self.unacked > 0
-
-    def landed(self, partition: int | None, offset: int | None) -> None:
-        """Note where one of its records was written."""
-        if partition is None or offset is None or offset < 0:
-            return
-        self.results_partition = partition
-        if self.first_offset is None or offset < self.first_offset:
-            self.first_offset = offset
-        if self.last_offset is None or offset > self.last_offset:
-            self.last_offset = offset
-
-    def resume_from(self, progress: ChunkProgress) -> None:
-        """Count the items a previous owner answered (their results are acknowledged)."""
-        self.done = progress.done
-        if progress.results is not None:
-            self.landed(*progress.results)
-        self.ok_count = self.acked_ok = progress.ok
-        self.error_count = self.acked_error = progress.error
-        self.pending_items -= progress.count
-
-    def acked(self, start: int, end: int, errors: int) -> None:
-        """Record that the results of items ``[start, end)`` are all acknowledged."""
-        self.done = add_range(self.done, start, end)
-        self.acked_ok += end - start - errors
-        self.acked_error += errors
-
-    @property
-    def progress(self) -> ChunkProgress | None:
-        """The acknowledged items, for the commit metadata (``None``: none yet)."""
-        if not self.done:
-            return None
-        results = None
-        if self.results_partition is not None and self.first_offset is not None:
-            results = (self.results_partition, self.first_offset)
-        return ChunkProgress(self.done, self.acked_ok, self.acked_error, results)
-
-    def cancel(self) -> None:
-        """Mark it abandoned and cancel its running units."""
-        self.abandoned = True
-        for task in self.tasks:
-            task.cancel()
 
 
 class ChunkBook:

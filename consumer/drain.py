@@ -12,6 +12,10 @@
 4. Flush the results and commit what is done, retrying through a rebalance, still polling.
 
 Leaving the group (the consumer's close) comes after, in the time that is left.
+
+Every wait on the consumer thread is bounded by the time left: should the thread stop
+answering (a librdkafka call that does not return), the drain stops polling, finishes
+the steps that need no poll, and the replica exits; what was not committed is redone.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ T = TypeVar("T")
 RESERVE_FRACTION = 0.2
 RESERVE_MAX_S = 5.0
 POLL_S = 0.1  # how long each poll of a draining replica waits
+ANSWER_GRACE_S = 1.0  # past the deadline, how long a poll's answer is still waited for
 
 
 class Drain:
@@ -59,6 +64,7 @@ class Drain:
         self._timeout_s = timeout_s
         self._failed = failed
         self._deadline: float | None = None
+        self._stuck = False  # the consumer thread stopped answering polls
 
     @property
     def started(self) -> bool:
@@ -87,7 +93,8 @@ class Drain:
                     extra={"buffered_items": book.buffered_items},
                 )
                 break
-            await self._source.poll_paused(POLL_S)
+            if not await self.poll():
+                break
         book.cancel_all()
         if forced():
             return
@@ -103,7 +110,7 @@ class Drain:
         A rebalance under way (others leaving too) refuses a commit of the old generation;
         the polling between attempts lets the member rejoin, and the next one succeeds.
         """
-        while not self._failed():
+        while not self._failed() and not self._stuck:
             left = self.time_left(floor_s=1.0)
             try:  # bounded: an exactly-once round may be renewing its producer meanwhile
                 result = await self.polling(
@@ -114,11 +121,38 @@ class Drain:
                 return
             if result.error is None or not result.retriable or self.time_left() <= 0:
                 return
-            await self._source.poll_paused(POLL_S)
+            if not await self.poll():
+                return
+
+    async def poll(self) -> bool:
+        """Poll once, paused; return whether the consumer thread answered in time.
+
+        In time: within the time left plus ``ANSWER_GRACE_S`` (a rebalance callback may
+        use the time left). A thread that does not answer is not asked again: every later
+        call would queue behind the stuck one.
+        """
+        if self._stuck:
+            return False
+        bound = self.time_left() + ANSWER_GRACE_S
+        try:
+            await asyncio.wait_for(self._source.poll_paused(POLL_S), bound)
+        except TimeoutError:
+            self._stuck = True
+            log.warning(
+                "the consumer did not answer a poll during the drain: not polling any more",
+                extra={"waited_s": round(bound, 3)},
+            )
+            return False
+        return True
 
     async def polling(self, work: Awaitable[T]) -> T:
-        """Await ``work`` while polling (paused), so commits are answered and rebalances served."""
+        """Await ``work`` while polling (paused), so commits are answered and rebalances served.
+
+        ``work`` must end on its own (it is bounded): once polls stop being answered it is
+        awaited without them.
+        """
         task: asyncio.Future[T] = asyncio.ensure_future(work)
         while not task.done():
-            await self._source.poll_paused(POLL_S)
+            if not await self.poll():
+                return await task
         return task.result()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer.bisect import isolate, worth_bisecting
-from consumer.chunks import Chunk
+from consumer.chunk import Chunk
 from consumer.limiter import Lane, Place
 from consumer.outcome import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS

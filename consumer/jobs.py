@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from confluent_kafka import KafkaError, Message
 
-    from consumer.chunks import Chunk
+    from consumer.chunk import Chunk
     from consumer.metrics import Metrics
     from consumer.publisher import Publisher
     from schemas import BatchRequest

@@ -53,7 +53,7 @@ from consumer.writer import RecordWriter
 from schemas.errors import DeliveryError
 
 if TYPE_CHECKING:
-    from consumer.chunks import Chunk
+    from consumer.chunk import Chunk
     from consumer.commits import Commit
     from consumer.offsets import PartitionKey
     from consumer.settings import Settings

@@ -23,11 +23,15 @@ Offsets are written as the gap since the end of the previous entry (the first on
 the committed position), so that neighbours cost one digit. An entry is either
 ``<gap>*<count>``: ``count`` consecutive finished offsets (offsets never received, holes
 left by transactions or compaction, may be among them: nothing is ever read there), or
-``<gap>=<ok>.<error>.<start>+<length>,<start>+<length>...[@<partition>.<offset>]``: one
-partly done message, its acknowledged item ranges (``start`` as the gap since the previous
-range's end) and, when known, where its first result landed on the results topic (the
+``<gap>=<ok>.<error>.<start>+<length>,<start>+<length>...[@<partition>.<offset>][!<cancelled>.<expired>]``:
+one partly done message, its acknowledged item ranges (``start`` as the gap since the
+previous range's end), when known where its first result landed on the results topic (the
 batch's status names the offset range its results span: the new owner's range must
-start there, not at its own first record).
+start there, not at its own first record) and, when any, how many of its ``error`` items
+were ``cancelled`` and ``expired`` (the chunk summary counts those apart). The last part
+is only written when it is not zero, so a replica of an older version, which reads it as
+unreadable (and redoes the partition's messages), only meets it after a cancel or a
+deadline.
 """
 
 from __future__ import annotations
@@ -47,20 +51,25 @@ Ranges = tuple[tuple[int, int], ...]
 """Sorted, disjoint, non-adjacent half-open ``(start, end)`` ranges of item indices."""
 
 _FINISHED = re.compile(r"(\d+)\*(\d+)")
-_PARTIAL = re.compile(r"(\d+)=(\d+)\.(\d+)\.((?:\d+\+\d+)(?:,\d+\+\d+)*)(?:@(\d+)\.(\d+))?")
+_PARTIAL = re.compile(
+    r"(\d+)=(\d+)\.(\d+)\.((?:\d+\+\d+)(?:,\d+\+\d+)*)(?:@(\d+)\.(\d+))?(?:!(\d+)\.(\d+))?"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class ChunkProgress:
     """The acknowledged items of one message: their ranges, how many were ok/error.
 
-    ``results``: the results partition and offset of its first acknowledged record, if known.
+    ``results``: the results partition and offset of its first acknowledged record, if known;
+    ``cancelled`` and ``expired``: how many of the ``error`` items were those.
     """
 
     done: Ranges
     ok: int
     error: int
     results: tuple[int, int] | None = None
+    cancelled: int = 0
+    expired: int = 0
 
     @property
     def count(self) -> int:
@@ -75,6 +84,9 @@ class ChunkProgress:
             and self.ok >= 0
             and self.error >= 0
             and self.ok + self.error == self.count
+            and self.cancelled >= 0
+            and self.expired >= 0
+            and self.cancelled + self.expired <= self.error
         )
 
 
@@ -159,6 +171,8 @@ def encode(
         body = f"={progress.ok}.{progress.error}.{','.join(ranges)}"
         if progress.results is not None:
             body += f"@{progress.results[0]}.{progress.results[1]}"
+        if progress.cancelled or progress.expired:
+            body += f"!{progress.cancelled}.{progress.expired}"
         entries.append((offset, offset + 1, body))
     entries.sort()
     out, size, at = [PREFIX], len(PREFIX), position
@@ -204,7 +218,10 @@ def decode(position: int, metadata: str | None) -> Resume:
             ranges = tuple((s, e) for s, e in done if s < e)
             if ranges and all(a[1] < b[0] for a, b in itertools.pairwise(ranges)):
                 results = None if match[5] is None else (int(match[5]), int(match[6]))
-                partial[offset] = ChunkProgress(ranges, int(match[2]), int(match[3]), results)
+                stopped = (0, 0) if match[7] is None else (int(match[7]), int(match[8]))
+                partial[offset] = ChunkProgress(
+                    ranges, int(match[2]), int(match[3]), results, *stopped
+                )
             at = offset + 1
         else:
             return Resume()

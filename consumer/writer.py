@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
     from consumer.annotations import Annotation
-    from consumer.chunks import Chunk
+    from consumer.chunk import Chunk
     from consumer.metrics import Metrics
     from consumer.offsets import PartitionKey
     from consumer.outcome import Outcome
@@ -116,11 +116,14 @@ class RecordWriter:
         values, errors, notes = encode_unit(request, unit, outcome, limit)
         if notes is not None:
             self._count_tokens(notes)
+        stopped = (0, 0)
         if outcome.error_kind == ResultErrorKind.CANCELLED:
             chunk.cancelled_count += count
+            stopped = (count, 0)
         elif outcome.error_kind == ResultErrorKind.EXPIRED:
             chunk.expired_count += count
-        on_delivery = self._unit_callback(chunk, unit.offset, count, errors)
+            stopped = (0, count)
+        on_delivery = self._unit_callback(chunk, unit.offset, count, (errors, stopped))
         topic, key, headers = self.results_topic, request.batch_id, chunk.trace_headers
         chunk.unacked += count
         for value in values:
@@ -191,8 +194,12 @@ class RecordWriter:
         if completion:
             self._metrics.tokens.labels("completion").inc(completion)
 
-    def _unit_callback(self, chunk: Chunk, start: int, count: int, errors: int) -> DeliveryCallback:
+    def _unit_callback(
+        self, chunk: Chunk, start: int, count: int, errors: tuple[int, tuple[int, int]]
+    ) -> DeliveryCallback:
         """Report the unit's results; once all are acknowledged, its items are done.
+
+        ``errors``: how many results are errors, and of those how many (cancelled, expired).
 
         One callback per record does the unit's and the chunk's bookkeeping (as
         :meth:`_delivery_callback` does for the chunk's other records).
@@ -208,7 +215,7 @@ class RecordWriter:
                 listener.delivery_failed(KafkaException(err))
                 return
             if left == 0:
-                chunk.acked(start, start + count, errors)
+                chunk.acked(start, start + count, *errors)
             chunk.landed(msg.partition(), msg.offset())
             if chunk.unacked == 0 and chunk.summary_sent:
                 listener.chunk_delivered(chunk)

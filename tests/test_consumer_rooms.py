@@ -15,7 +15,8 @@ import orjson
 import pytest
 from confluent_kafka import KafkaError
 
-from consumer.chunks import Chunk, ChunkBook
+from consumer.chunk import Chunk
+from consumer.chunks import ChunkBook
 from consumer.metrics import Metrics
 from consumer.outcome import Outcome
 from consumer.resume import ChunkProgress
@@ -431,6 +432,28 @@ def test_a_resumed_chunk_summary_counts_the_previous_owners_items() -> None:
     progress = chunk.progress
     assert progress is not None
     assert (progress.done, progress.ok, progress.error) == (((0, 6),), 5, 1)
+
+
+def test_a_resumed_chunk_summary_keeps_the_previous_owners_cancelled_and_expired() -> None:
+    """Cancelled and expired items answered elsewhere stay counted as such, not as errors.
+
+    The previous owner's progress travels in the commit metadata; its cancelled and
+    expired items are part of its errors, and the summary counts them apart as usual.
+    """
+    writer, sink, _ = make_writer()
+    chunk = make_chunk(P0, 3, 6)
+    chunk.resume_from(ChunkProgress(((0, 4),), 1, 3, None, 2, 1))
+    items = chunk.request.items
+    cancelled = Outcome(None, 0, 0.0, ResultErrorKind.CANCELLED, "batch cancelled")
+    writer.write_unit(chunk, WorkUnit(4, items[4:]), cancelled)
+    summary = decoded(sink.records)[-1]
+    assert isinstance(summary, ChunkSummary)
+    assert (summary.count, summary.ok, summary.error) == (6, 1, 5)
+    assert (summary.cancelled, summary.expired) == (4, 1)
+    sink.deliver()
+    progress = chunk.progress
+    assert progress is not None
+    assert (progress.ok, progress.error, progress.cancelled, progress.expired) == (1, 5, 4, 1)
 
 
 def test_a_resumed_chunk_keeps_where_the_previous_owners_results_start() -> None:

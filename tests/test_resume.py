@@ -38,7 +38,9 @@ def progress(draw: st.DrawFn) -> ChunkProgress:
     total = sum(e - s for s, e in ranges)
     ok = draw(st.integers(0, total))
     results = draw(st.none() | st.tuples(st.integers(0, 99), st.integers(0, 10**12)))
-    return ChunkProgress(ranges, ok, total - ok, results)
+    cancelled = draw(st.integers(0, total - ok))
+    expired = draw(st.integers(0, total - ok - cancelled))
+    return ChunkProgress(ranges, ok, total - ok, results, cancelled, expired)
 
 
 @st.composite
@@ -129,6 +131,21 @@ def test_where_the_first_result_landed_travels_with_a_partial_entry() -> None:
     assert dict(decode(8, text).partial) == partial
 
 
+def test_cancelled_and_expired_counts_travel_with_a_partial_entry() -> None:
+    """Of the error items, how many were cancelled and expired read back as written.
+
+    The part is written only when not zero: a text without it (an older replica's, or
+    a message with neither) reads as none of either.
+    """
+    partial = {9: ChunkProgress(((0, 6),), 1, 5, (2, 70), 3, 1)}
+    text = encode(8, set(), partial)
+    assert text == "r1/1=1.5.0+6@2.70!3.1"
+    assert dict(decode(8, text).partial) == partial
+    assert encode(8, set(), {9: ChunkProgress(((0, 6),), 1, 5)}) == "r1/1=1.5.0+6"
+    assert decode(8, "r1/1=1.5.0+6").partial[9].cancelled == 0
+    assert decode(8, "r1/1=1.5.0+6!2.0").partial[9].cancelled == 2
+
+
 def test_offsets_at_or_below_the_position_are_left_out() -> None:
     """The position vouches for what is below it; only offsets at or after it are described."""
     partial = {5: ChunkProgress(((0, 2),), 2, 0), 9: ChunkProgress(((1, 3),), 1, 1)}
@@ -163,3 +180,5 @@ def test_progress_that_does_not_fit_the_message_is_not_trusted() -> None:
     assert not good.fits(5)
     assert not ChunkProgress(((0, 2),), 3, 0).fits(10)
     assert not ChunkProgress((), 0, 0).fits(10)
+    assert ChunkProgress(((0, 4),), 1, 3, None, 2, 1).fits(4)
+    assert not ChunkProgress(((0, 4),), 1, 3, None, 2, 2).fits(4), "more stopped than errors"
