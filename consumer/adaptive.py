@@ -41,6 +41,17 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   while others kept a queue) takes the queued time for the no-load time: the queue then
   stays at most ``tolerance`` times longer than it would, but does not grow without
   bound.
+* **The replica's own lateness is not the server's.** A busy or CPU-starved replica
+  notices answers late: its event loop is still running other callbacks, or its process
+  is not scheduled. The dispatcher passes with each answer the lag its event loop had
+  all through the request's life (:mod:`consumer.looplag`); the smallest such lag of a
+  round, which every answer of the round shared, is taken off the round's fastest
+  answer before it is compared with the no-load time, so a starved replica does not
+  read its own lag as a queue in the server and cut its limit. (Taking each answer's
+  own lag off would pick, as the fastest, answers that waited less than their estimate:
+  the queue would be underestimated.) The no-load time itself is learnt from the whole
+  round trips: an overestimated lag can only make the rule slower to see a queue,
+  never see one that is not there.
 * **Additive increase** otherwise: ``probe`` per round (``probe / limit`` per successful
   answer), and only while the limit is in use (at least half of it in flight), so an idle
   replica does not grow a limit it never tested.
@@ -140,6 +151,7 @@ class AdaptiveLimit:
         # The current round of successful answers.
         self._round_count = 0
         self._round_fastest = math.inf
+        self._round_lag = math.inf
         self._round_first_sent = math.inf
         self._round_size = max(self.limit, MIN_ROUND_SAMPLES)
         # The fastest answer of the last round, if it was above tolerance (inf: it was not).
@@ -156,7 +168,7 @@ class AdaptiveLimit:
         best = min(self._rtt_min_now, self._rtt_min_before)
         return None if math.isinf(best) else best
 
-    def record(
+    def record(  # noqa: PLR0913 - one answer: its signal, times, load, server and loop hints
         self,
         signal: Signal,
         *,
@@ -164,18 +176,23 @@ class AdaptiveLimit:
         now: float,
         in_flight: int,
         retry_after_s: float | None = None,
+        loop_lag_s: float = 0.0,
     ) -> int:
         """Take one answer into account; return the new limit.
 
         ``sent_at`` and ``now`` are readings of one monotonic clock (the request's send
         time and its answer's arrival), ``in_flight`` the requests on the wire when the
         answer came (this one included), ``retry_after_s`` the server's ``Retry-After``
-        in seconds, if it sent one.
+        in seconds, if it sent one, ``loop_lag_s`` how late the replica's event loop
+        ran all through the request's life (:meth:`consumer.looplag.LoopLag.since`):
+        that much of the round trip is the replica's, not the server's.
         """
         if now < sent_at:
             raise ValueError(f"an answer cannot come before its request ({now} < {sent_at})")
+        if not (math.isfinite(loop_lag_s) and loop_lag_s >= 0):
+            raise ValueError(f"loop_lag_s must be a finite number >= 0, got {loop_lag_s}")
         if signal is Signal.OK:
-            self._on_success(now - sent_at, sent_at, now, in_flight)
+            self._on_success(now - sent_at, loop_lag_s, sent_at, now, in_flight)
         elif signal in {Signal.OVERLOAD, Signal.TIMEOUT}:
             self._on_overload(sent_at, now, retry_after_s)
         return self.limit
@@ -196,13 +213,16 @@ class AdaptiveLimit:
             self._decrease(self._value * config.backoff, now)
         self._ceiling_until = max(self._ceiling_until, now + hold)
 
-    def _on_success(self, rtt: float, sent_at: float, now: float, in_flight: int) -> None:
+    def _on_success(
+        self, rtt: float, lag: float, sent_at: float, now: float, in_flight: int
+    ) -> None:
         self._remember_rtt(rtt, now)
         self._round_count += 1
         self._round_fastest = min(self._round_fastest, rtt)
+        self._round_lag = min(self._round_lag, lag)
         self._round_first_sent = min(self._round_first_sent, sent_at)
         if self._round_count >= self._round_size:
-            fastest = self._round_fastest
+            fastest = max(self._round_fastest - self._round_lag, 0.0)
             valid = self._round_first_sent >= self._last_decrease
             measured = min(self._value, float(self._round_size))  # the level the round saw
             self._new_round()
@@ -251,6 +271,7 @@ class AdaptiveLimit:
         """Start a round of as many answers as the limit allows requests (one round trip)."""
         self._round_count = 0
         self._round_fastest = math.inf
+        self._round_lag = math.inf  # the least loop lag reported with the round's answers
         self._round_first_sent = math.inf
         self._round_size = max(self.limit, MIN_ROUND_SAMPLES)
 

@@ -15,7 +15,8 @@ The dispatcher calls :meth:`EndpointGuard.enter` before each HTTP request and
 The first two waits are the endpoint's, not the work unit's: the dispatcher does not
 count them against the unit's time budget, and a failed probe costs its unit no attempt.
 A unit that got a place while the circuit opened gives it back and waits again. ``leave``
-tells the adaptive limit and the breaker what the answer said, and logs what changed.
+tells the adaptive limit and the breaker what the answer said (the adaptive limit also how
+late the replica's event loop ran meanwhile: :mod:`consumer.looplag`), and logs what changed.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING
 from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
 from consumer.breaker import BreakerConfig, Circuit, CircuitBreaker, verdict_of
 from consumer.limiter import Limiter
+from consumer.looplag import LagMark, LoopLag
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -61,12 +63,14 @@ class Ticket:
     """Time spent waiting while the endpoint was paused or its circuit open."""
     queue_wait_s: float
     """Time spent waiting for a place in the limiter."""
+    lag_mark: LagMark | None = None
+    """The loop-lag probe's counters when it was sent (adaptive limits only)."""
 
 
 class EndpointGuard:
     """The limit and the circuit of one endpoint of one replica."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the endpoint, its limit, breaker, metrics and probe
         self,
         name: str,
         *,
@@ -74,10 +78,16 @@ class EndpointGuard:
         adaptive: AdaptiveConfig | None,
         breaker: BreakerConfig,
         metrics: Metrics,
+        loop_lag: LoopLag | None = None,
     ) -> None:
-        """Guard endpoint ``name``: a fixed limit, or an adaptive one with ``adaptive``."""
+        """Guard endpoint ``name``: a fixed limit, or an adaptive one with ``adaptive``.
+
+        An adaptive limit discounts the event loop's lateness, measured by ``loop_lag``
+        (one probe may serve every endpoint of a replica; one of its own by default).
+        """
         self.name = name
         self.adaptive = None if adaptive is None else AdaptiveLimit(adaptive)
+        self.loop_lag = None if adaptive is None else loop_lag or LoopLag()
         start = max_in_flight if self.adaptive is None else self.adaptive.limit
         self.limiter = Limiter(start)
         self.breaker = CircuitBreaker(breaker)
@@ -136,7 +146,8 @@ class EndpointGuard:
                 if admission.probe:
                     self._probes += 1
                     self._circuit_gauge.set(CIRCUIT_GAUGE[Circuit.HALF_OPEN])
-                return Ticket(admission.probe, sent_at, endpoint_wait, queue_wait)
+                mark = None if self.loop_lag is None else self.loop_lag.mark()
+                return Ticket(admission.probe, sent_at, endpoint_wait, queue_wait, mark)
             self.limiter.release()  # the circuit opened while this unit waited for a place
 
     def enter_held(self, held: Place) -> Ticket | None:
@@ -182,12 +193,16 @@ class EndpointGuard:
             self._circuit_changed(before, now, since, answer)
         if self.adaptive is not None:
             paused_before = self.adaptive.resume_at
+            lag = ticket.lag_mark
             self.adaptive.record(
                 _signal(status, timed_out=timed_out),
                 sent_at=ticket.sent_at,
                 now=now,
                 in_flight=in_flight,
                 retry_after_s=retry_after_s,
+                loop_lag_s=0.0
+                if lag is None or self.loop_lag is None
+                else self.loop_lag.since(lag),
             )
             self._limit_changed(self.adaptive.limit, now)
             if self.adaptive.resume_at != paused_before:
@@ -268,6 +283,7 @@ class EndpointGuard:
 def guards_for(settings: Settings, metrics: Metrics) -> dict[str, EndpointGuard]:
     """Return a guard per configured endpoint, as ``settings`` describe them."""
     adaptive, breaker = settings.adaptive_config(), settings.breaker_config()
+    loop_lag = None if adaptive is None else LoopLag()  # one probe for the replica's loop
     return {
         name: EndpointGuard(
             name,
@@ -275,6 +291,7 @@ def guards_for(settings: Settings, metrics: Metrics) -> dict[str, EndpointGuard]
             adaptive=adaptive,
             breaker=breaker,
             metrics=metrics,
+            loop_lag=loop_lag,
         )
         for name in settings.endpoints
     }

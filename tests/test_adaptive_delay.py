@@ -95,3 +95,104 @@ def test_against_a_queueing_server_the_limit_settles_at_its_share_not_below() ->
         seen.append(limit.limit)
     assert share <= min(seen[-100:])
     assert max(seen[-100:]) <= 1.5 * share
+
+
+# --- the replica's own event-loop lag ---------------------------------------------------------
+
+
+def lagged_round(limit: AdaptiveLimit, start: float, rtt: float, lag: float) -> int:
+    """Like :func:`answer_round`, each answer reported with ``lag`` of the replica's loop."""
+    count = limit.limit
+    for _ in range(count):
+        limit.record(Signal.OK, sent_at=start, now=start + rtt, in_flight=count, loop_lag_s=lag)
+    return limit.limit
+
+
+def test_a_starved_replicas_own_loop_lag_is_not_read_as_a_queue() -> None:
+    """Rounds 25 ms late because the replica's loop was 25 ms late do not cut the limit.
+
+    The server answers in its no-load 20 ms; the replica notices every answer 25 ms
+    later (2.25x no-load, far above tolerance). Told the loop's lag, the limit keeps
+    growing; not told (the behaviour before the lag probe), it reads a queue and cuts.
+    """
+    told = AdaptiveLimit(AdaptiveConfig(initial_limit=20, max_limit=256, tolerance=1.3))
+    blind = AdaptiveLimit(AdaptiveConfig(initial_limit=20, max_limit=256, tolerance=1.3))
+    for limit in (told, blind):
+        no_load_round(limit)
+        limit.slow_start = False
+    for n in range(10):
+        lagged_round(told, 1.0 + n, L + 0.025, 0.025)
+        lagged_round(blind, 1.0 + n, L + 0.025, 0.0)
+    assert told.decreases == 0
+    assert told.limit > 20
+    assert blind.decreases > 0
+    assert blind.limit < 20
+
+
+def test_a_real_queue_is_still_seen_through_the_loop_lag() -> None:
+    """A queue in the server (50 ms for a 20 ms no-load) on top of 15 ms of lag still cuts.
+
+    The cut is the server's share: 40 x 20/50 (to ``MAX_DELAY_CUT`` of 40 at most), the
+    lag taken off the round trip before the ratio, not 40 x 20/65; with a mild queue
+    (22 ms, tolerance 1.05) the cut is 40 x 20/22 = 36, not the 32 the lag would make it.
+    """
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=40, tolerance=1.5))
+    no_load_round(limit)
+    limit.slow_start = False
+    assert lagged_round(limit, 1.0, 0.050 + 0.015, 0.015) == 40  # the first slow round
+    assert lagged_round(limit, 1.1, 0.050 + 0.015, 0.015) == int(40 * MAX_DELAY_CUT)
+    queue = AdaptiveLimit(AdaptiveConfig(initial_limit=40, tolerance=1.05))
+    no_load_round(queue)
+    queue.slow_start = False
+    lagged_round(queue, 1.0, 0.022 + 0.015, 0.015)
+    assert lagged_round(queue, 1.1, 0.022 + 0.015, 0.015) == int(40 * 0.020 / 0.022)
+
+
+def test_an_overestimated_lag_does_not_lower_the_no_load_time() -> None:
+    """The no-load time is learnt from whole round trips, so a lag larger than them is harmless.
+
+    Answers in 20 ms reported with 30 ms of lag leave the no-load time at 20 ms (not 0),
+    and later rounds at 24 ms (within tolerance) with no lag are not a queue.
+    """
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=20, tolerance=1.3))
+    limit.slow_start = False
+    for _ in range(40):
+        limit.record(Signal.OK, sent_at=0.0, now=L, in_flight=1, loop_lag_s=0.030)
+    assert limit.no_load_rtt == pytest.approx(L)
+    for n in range(10):
+        answer_round(limit, 1.0 + n, 0.024)
+    assert limit.decreases == 0
+
+
+@pytest.mark.parametrize("lag", [-0.001, float("nan"), float("inf")])
+def test_a_negative_or_non_finite_loop_lag_is_refused(lag: float) -> None:
+    """``loop_lag_s`` is a duration: negative, NaN or infinite is a caller's bug."""
+    limit = AdaptiveLimit(AdaptiveConfig())
+    with pytest.raises(ValueError, match="loop_lag_s"):
+        limit.record(Signal.OK, sent_at=0.0, now=L, in_flight=1, loop_lag_s=lag)
+
+
+def test_the_round_discounts_the_lag_all_its_answers_shared_not_each_answers_own() -> None:
+    """A round's discount is the least lag reported with its answers.
+
+    Every answer took 50 ms for a 20 ms no-load time (tolerance 1.5): a queue. All but
+    one were reported with 30 ms of loop lag, one with none: the loop was not late all
+    round, so the fastest answer's 50 ms stands and two such rounds cut the limit. (Taking
+    each answer's own lag off would have read 20 ms, no queue.) With 30 ms reported for
+    every answer the same rounds are the replica's lag, and the limit is not cut.
+    """
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=20, tolerance=1.5))
+    no_load_round(limit)
+    limit.slow_start = False
+    for n in range(2):
+        count = limit.limit
+        for k in range(count):
+            lag = 0.0 if k == count // 2 else 0.030
+            limit.record(Signal.OK, sent_at=1.0 + n, now=1.05 + n, in_flight=count, loop_lag_s=lag)
+    assert limit.decreases == 1
+    shared = AdaptiveLimit(AdaptiveConfig(initial_limit=20, tolerance=1.5))
+    no_load_round(shared)
+    shared.slow_start = False
+    for n in range(2):
+        lagged_round(shared, 1.0 + n, 0.050, 0.030)
+    assert shared.decreases == 0

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bench.adaptive import Sample, Timeline, figures_of, latency_percentile, rates, settle_time
+from bench.adaptive import (
+    Sample,
+    Timeline,
+    figures_of,
+    latency_percentile,
+    planned_runs,
+    rates,
+    settle_time,
+)
 
 LINE = Timeline(warmup_s=1, halve_at=5, restore_at=10, outage_at=15, outage_s=4, end_at=25)
 
@@ -71,3 +79,15 @@ def test_figures_of_a_run_that_follows_capacity_and_waits_out_the_outage() -> No
     assert figures["outage_calls_per_replica_s"] == pytest.approx(1.0, rel=0.1)
     assert figures["recovery_s"] is not None
     assert figures["recovery_s"] <= 1.5
+
+
+def test_the_smoke_run_leaves_out_the_tuned_and_the_queue_mode_fixed_runs() -> None:
+    """Smoke: adaptive in both modes and the fixed 256 in reject mode; full: all six runs."""
+    assert [(o, label) for o, label, _, _ in planned_runs(smoke=True)] == [
+        ("reject", "fixed"),
+        ("reject", "adaptive"),
+        ("queue", "adaptive"),
+    ]
+    full = planned_runs(smoke=False)
+    assert len(full) == 6
+    assert ("queue", "tuned", "fixed", 16) in full
