@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 TAIL_POLL_S = 0.2  # how long one read of the owned status partitions waits
 RESTORE_TIMEOUT_S = 20.0  # bound on reading one assignment's status partitions
+RETRY_S = 0.5  # pause before asking again a cluster that could not answer
 
 
 class StatusLog:
@@ -62,33 +63,64 @@ class StatusLog:
 
     def _restore_blocking(self, partitions: list[int]) -> tuple[list[Message], list[Message]]:
         consumer, topic = self._consumer, self.topic
-        marks = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)
-            for p in partitions
-        }
-        ends = {p: high for p, (_, high) in marks.items()}
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        ends = self._ends(partitions, deadline)
         consumer.incremental_assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         )
-        pending = {p for p, (low, high) in marks.items() if high > low}
+        pending = set(ends)
         restored: list[Message] = []
         others: list[Message] = []
-        deadline = time.monotonic() + RESTORE_TIMEOUT_S
         while pending and time.monotonic() < deadline:
-            for msg in consumer.consume(500, 0.1):
-                if msg.error() is not None:
-                    continue
-                partition = msg.partition()
-                (restored if partition in ends else others).append(msg)
-            positions = consumer.position([TopicPartition(topic, p) for p in pending])
+            try:
+                for msg in consumer.consume(500, 0.1):
+                    if msg.error() is not None:
+                        continue
+                    partition = msg.partition()
+                    (restored if partition in partitions else others).append(msg)
+                positions = consumer.position([TopicPartition(topic, p) for p in pending])
+            except KafkaException as exc:  # the cluster busy or moving: ask again
+                log.info("status partitions not readable yet", extra={"error": str(exc)})
+                time.sleep(RETRY_S)
+                continue
             pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-        if pending:
+        unread = sorted(pending | (set(partitions) - set(ends)))
+        if unread:
             log.warning(
                 "status partitions not read to their end in time: their batches' counts "
                 "restart from what was read",
-                extra={"partitions": sorted(pending)},
+                extra={"partitions": unread},
             )
         return restored, others
+
+    def _ends(self, partitions: list[int], deadline: float) -> dict[int, int]:
+        """Return the end offset of each partition with records (asked again until ``deadline``).
+
+        A broker that is busy or has just moved a partition answers "unknown partition"
+        for a while; a partition still unanswered at the deadline is left out (not waited
+        for), as one not read to its end in time.
+        """
+        ends: dict[int, int] = {}
+        todo = list(partitions)
+        while todo:
+            p = todo[0]
+            left = deadline - time.monotonic()
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(self.topic, p), timeout=max(0.1, min(10.0, left))
+                )
+            except KafkaException as exc:
+                if left <= RETRY_S:
+                    return ends
+                log.info("no end offset yet: asking again", extra={"error": str(exc)})
+                time.sleep(RETRY_S)
+                with contextlib.suppress(KafkaException):  # what the cluster knows now
+                    self._consumer.list_topics(self.topic, timeout=max(0.1, min(5.0, left)))
+                continue
+            todo.pop(0)
+            if high > low:
+                ends[p] = high
+        return ends
 
     async def unassign(self, partitions: list[int]) -> None:
         """Stop reading ``partitions``."""
