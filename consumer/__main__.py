@@ -46,7 +46,7 @@ log = logging.getLogger("consumer")
 
 GC_YOUNG = 50_000  # allocations between collections of the youngest generation
 
-EXIT_FATAL = EXIT_FAILED  # a record could not be delivered (DeliveryError)
+EXIT_FATAL = EXIT_FAILED  # a record not delivered (DeliveryError), a client error once running
 EXIT_CONFIG = EXIT_BAD_INPUT  # unusable configuration (ConfigError) or cluster, at start-up
 EXIT_FORCED = EXIT_INTERRUPTED
 
@@ -221,6 +221,9 @@ async def serve(settings: Settings) -> int:
         return EXIT_FATAL
     except (KafkaException, ConfigError) as exc:
         reason = exc.args[0].str() if isinstance(exc.args[0], KafkaError) else str(exc)
+        if pipeline.source.joined:  # it ran: a failure, not a configuration to fix
+            log.exception("stopped after a Kafka client error", extra={"error": reason})
+            return EXIT_FATAL
         log.error("cannot start", extra={"error": reason})  # noqa: TRY400 - no traceback needed
         return EXIT_CONFIG
     finally:
