@@ -153,9 +153,8 @@ class EndpointGuard:
     def enter_held(self, held: Place) -> Ticket | None:
         """Return the ticket of a unit's held place when nothing makes it wait, else None.
 
-        :meth:`enter` without a coroutine for what it does at once: the endpoint is not
-        paused and its circuit is closed, so the place the unit was given is used as it
-        is. ``None``: call :meth:`enter`, which waits as the endpoint says.
+        :meth:`enter` without a coroutine, when the endpoint is not paused and its circuit
+        is closed. ``None``: call :meth:`enter`, which waits as the endpoint says.
         """
         if not held.held or self.breaker.state is not Circuit.CLOSED:
             return None
@@ -164,7 +163,9 @@ class EndpointGuard:
             return None
         held.take()
         self.used = True
-        return Ticket(probe=False, sent_at=now, endpoint_wait_s=0.0, queue_wait_s=now - held.since)
+        mark = None if self.loop_lag is None else self.loop_lag.mark()
+        return Ticket(probe=False, sent_at=now, endpoint_wait_s=0.0,
+                      queue_wait_s=now - held.since, lag_mark=mark)  # fmt: skip
 
     def cancelled(self, ticket: Ticket) -> None:
         """Give the place back without an outcome (the unit was cancelled)."""

@@ -301,3 +301,25 @@ async def test_a_held_place_is_used_at_once_only_while_nothing_makes_the_unit_wa
     assert place.held
     place.release()
     assert guard.limiter.in_use == 0
+
+
+async def test_a_held_place_used_at_once_carries_the_loop_lag_mark_of_an_adaptive_limit() -> None:
+    """The fast path keeps what ``enter`` gives an adaptive limit: the loop-lag mark.
+
+    Without it the answer's round trip would not be discounted for the replica's own
+    event-loop lag (:mod:`consumer.looplag`) on most requests.
+    """
+    guard = EndpointGuard(
+        "default",
+        max_in_flight=8,
+        adaptive=AdaptiveConfig(min_limit=1, max_limit=8, initial_limit=2),
+        breaker=BreakerConfig(),
+        metrics=Metrics(),
+    )
+    guard.limiter.submit(lambda: True)
+    place = Place(guard.limiter, time.monotonic())
+    place.held = True
+    ticket = guard.enter_held(place)
+    assert ticket is not None
+    assert ticket.lag_mark is not None
+    guard.leave(ticket, 200)
