@@ -50,6 +50,7 @@ from tools.ci_checks.docker.images import (
     ensure_kafka_image,
     ensure_python_base,
     prune_old,
+    remove_containers,
     size_bytes,
 )
 from tools.localkafka.broker import free_port
@@ -562,6 +563,8 @@ def run(args: argparse.Namespace, workdir: Path, figures: Figures) -> None:
     """Run steps 1 to 8."""
     say("docker check")
     with docker_engine(workdir / "dockerd.log", say) as engine:
+        if engine.started and (stale := remove_containers(engine.env)):
+            say(f"  removed {stale} containers an interrupted earlier check left")
         base = ensure_python_base(engine.env, workdir, say)
         figures["python_base_build_s"] = "cached" if base.cached else round(base.seconds, 1)
         kafka = ensure_kafka_image(engine.env, base.tag, workdir, say)

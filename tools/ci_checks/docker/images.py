@@ -327,3 +327,16 @@ def prune_old(env: Mapping[str, str], days: int = 7) -> None:
     """
     with contextlib.suppress(ImageError):
         _docker(env, "image", "prune", "--force", "--filter", f"until={days * 24}h", timeout_s=300)
+
+
+def remove_containers(env: Mapping[str, str]) -> int:
+    """Remove every container, running or not; return how many there were.
+
+    Only for the private daemon: its containers are all this check's, and any there at
+    the start were left by an earlier check that was interrupted (they would be taken
+    for containers this run's tests left behind).
+    """
+    ids = _docker(env, "ps", "--all", "--quiet").split()
+    if ids:
+        _docker(env, "rm", "--force", "--volumes", *ids, timeout_s=300)
+    return len(ids)
