@@ -64,7 +64,7 @@ class StatusLog:
     def _restore_blocking(self, partitions: list[int]) -> tuple[list[Message], list[Message]]:
         consumer, topic = self._consumer, self.topic
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
-        ends = self._ends(partitions, deadline)
+        ends, unanswered = self._ends(partitions, deadline)
         consumer.incremental_assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         )
@@ -84,7 +84,7 @@ class StatusLog:
                 time.sleep(RETRY_S)
                 continue
             pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition]}
-        unread = sorted(pending | (set(partitions) - set(ends)))
+        unread = sorted(pending | set(unanswered))
         if unread:
             log.warning(
                 "status partitions not read to their end in time: their batches' counts "
@@ -93,12 +93,12 @@ class StatusLog:
             )
         return restored, others
 
-    def _ends(self, partitions: list[int], deadline: float) -> dict[int, int]:
-        """Return the end offset of each partition with records (asked again until ``deadline``).
+    def _ends(self, partitions: list[int], deadline: float) -> tuple[dict[int, int], list[int]]:
+        """Return the end offset of each partition with records, and those unanswered.
 
         A broker that is busy or has just moved a partition answers "unknown partition"
-        for a while; a partition still unanswered at the deadline is left out (not waited
-        for), as one not read to its end in time.
+        for a while: it is asked again until ``deadline``. A partition still unanswered
+        then is not waited for, as one not read to its end in time.
         """
         ends: dict[int, int] = {}
         todo = list(partitions)
@@ -111,7 +111,7 @@ class StatusLog:
                 )
             except KafkaException as exc:
                 if left <= RETRY_S:
-                    return ends
+                    return ends, todo
                 log.info("no end offset yet: asking again", extra={"error": str(exc)})
                 time.sleep(RETRY_S)
                 with contextlib.suppress(KafkaException):  # what the cluster knows now
@@ -120,7 +120,7 @@ class StatusLog:
             todo.pop(0)
             if high > low:
                 ends[p] = high
-        return ends
+        return ends, []
 
     async def unassign(self, partitions: list[int]) -> None:
         """Stop reading ``partitions``."""

@@ -7,6 +7,7 @@ again instead of raising out of the rebalance callback (which ended the replica)
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -71,3 +72,22 @@ async def test_a_partition_the_cluster_does_not_know_yet_is_restored_once_it_doe
     assert b"on-0" in [m.value() for m in restored]
     assert sorted(v or b"" for v in values) == [b"on-0", b"on-1"]
     assert others == []
+
+
+async def test_empty_status_partitions_are_restored_without_a_warning(
+    kafka_bootstrap: str,
+    make_topic: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Partitions with no record are read to their (empty) end: nothing to warn about."""
+    topic = make_topic(partitions=2)
+    produce(kafka_bootstrap, topic, 0, b"on-0")
+    caplog.set_level(logging.INFO, logger="consumer.statuslog")
+    reader = StatusLog({"bootstrap.servers": kafka_bootstrap, "group.id": "empty"}, topic)
+    try:
+        restored, _ = await reader.restore([0, 1])
+    finally:
+        await reader.close()
+    assert [m.value() for m in restored] == [b"on-0"]
+    warned = [r for r in caplog.records if r.name == "consumer.statuslog"]
+    assert not [r for r in warned if r.levelno >= logging.WARNING], warned
