@@ -81,6 +81,27 @@ class Signal(StrEnum):
     """An answer that says nothing about capacity."""
 
 
+class Cause(StrEnum):
+    """Why the limit was cut (:attr:`AdaptiveLimit.last_cut`)."""
+
+    OVERLOAD = "overload"
+    """A 429 or 503 to a request sent after the last cut."""
+    TIMEOUT = "timeout"
+    """A request sent after the last cut got no answer in time."""
+    QUEUE = "queue"
+    """A standing queue in the server: the fastest answers of a round were slow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """One cut of the limit: why, when, and from what to what."""
+
+    cause: Cause
+    at: float
+    was: int
+    limit: int
+
+
 @dataclass(frozen=True, slots=True)
 class AdaptiveConfig:
     """The knobs of :class:`AdaptiveLimit`; validated on construction (``ValueError``)."""
@@ -138,6 +159,7 @@ class AdaptiveLimit:
         self._value = float(min(max(config.initial_limit, config.min_limit), config.max_limit))
         self.slow_start = True
         self.decreases = 0  # how many times the limit was cut
+        self.last_cut: Cut | None = None  # the latest cut, for metrics and logs
         # Refused while at min_limit: no new request should be sent before this time.
         self.resume_at = -math.inf
         self._last_decrease = -math.inf  # when the limit was last cut
@@ -194,10 +216,13 @@ class AdaptiveLimit:
         if signal is Signal.OK:
             self._on_success(now - sent_at, loop_lag_s, sent_at, now, in_flight)
         elif signal in {Signal.OVERLOAD, Signal.TIMEOUT}:
-            self._on_overload(sent_at, now, retry_after_s)
+            cause = Cause.TIMEOUT if signal is Signal.TIMEOUT else Cause.OVERLOAD
+            self._on_overload(sent_at, now, retry_after_s, cause)
         return self.limit
 
-    def _on_overload(self, sent_at: float, now: float, retry_after_s: float | None) -> None:
+    def _on_overload(
+        self, sent_at: float, now: float, retry_after_s: float | None, cause: Cause
+    ) -> None:
         config = self.config
         hold = config.plateau_s
         if retry_after_s is not None and retry_after_s > 0:
@@ -210,7 +235,7 @@ class AdaptiveLimit:
             if now < self._ceiling_until:
                 ceiling = min(ceiling, self._ceiling)
             self._ceiling = ceiling
-            self._decrease(self._value * config.backoff, now)
+            self._decrease(self._value * config.backoff, now, cause)
         self._ceiling_until = max(self._ceiling_until, now + hold)
 
     def _on_success(
@@ -256,11 +281,13 @@ class AdaptiveLimit:
             self._queued_round = fastest
             return False
         self._queued_round = math.inf
-        self._decrease(measured * max(MAX_DELAY_CUT, no_load / seen), now)
+        self._decrease(measured * max(MAX_DELAY_CUT, no_load / seen), now, Cause.QUEUE)
         return True
 
-    def _decrease(self, value: float, now: float) -> None:
+    def _decrease(self, value: float, now: float, cause: Cause) -> None:
+        was = self.limit
         self._value = max(value, float(self.config.min_limit))
+        self.last_cut = Cut(cause, now, was, self.limit)
         self._last_decrease = now
         self.decreases += 1
         self.slow_start = False

@@ -193,7 +193,7 @@ class EndpointGuard:
             answer = "timeout" if timed_out else "no answer" if status is None else f"HTTP {status}"
             self._circuit_changed(before, now, since, answer)
         if self.adaptive is not None:
-            paused_before = self.adaptive.resume_at
+            paused_before, cuts_before = self.adaptive.resume_at, self.adaptive.decreases
             lag = ticket.lag_mark
             self.adaptive.record(
                 _signal(status, timed_out=timed_out),
@@ -205,6 +205,8 @@ class EndpointGuard:
                 if lag is None or self.loop_lag is None
                 else self.loop_lag.since(lag),
             )
+            if self.adaptive.decreases != cuts_before:
+                self._limit_cut()
             self._limit_changed(self.adaptive.limit, now)
             if self.adaptive.resume_at != paused_before:
                 self._wake()
@@ -227,6 +229,27 @@ class EndpointGuard:
         self._wake()
 
     # --- what changed ----------------------------------------------------------------------
+
+    def _limit_cut(self) -> None:
+        """Count the adaptive limit's latest cut by its cause; log it at debug level."""
+        cut = self.adaptive.last_cut if self.adaptive is not None else None
+        if cut is None:
+            return
+        self._metrics.in_flight_limit_cuts.labels(self.name, cut.cause.value).inc()
+        if log.isEnabledFor(logging.DEBUG):
+            no_load = self.adaptive.no_load_rtt if self.adaptive is not None else None
+            log.debug(
+                "concurrency limit cut",
+                extra={
+                    "endpoint": self.name,
+                    "cause": cut.cause.value,
+                    "was": cut.was,
+                    "limit": cut.limit,
+                    "in_flight": self.limiter.in_use,
+                    "no_load_ms": None if no_load is None else round(no_load * 1000, 2),
+                    "t": round(cut.at, 4),
+                },
+            )
 
     def _limit_changed(self, limit: int, now: float) -> None:
         if limit == self.limiter.limit:

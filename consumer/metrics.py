@@ -85,6 +85,13 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.in_flight_limit_cuts = Counter(
+            "batch_runner_in_flight_limit_cuts_total",
+            "Times the adaptive limit was cut, per endpoint and cause: overload (429/503), "
+            "timeout, queue (a standing queue in the server).",
+            ["endpoint", "cause"],
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "batch_runner_circuit_state",
             "Each endpoint's circuit: 0 closed, 1 half-open (a probe on the wire), 2 open.",

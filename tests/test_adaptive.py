@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
+from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Cause, Cut, Signal
 from tests.capacity_sim import Simulation
 from tests.helpers import examples
 
@@ -308,3 +308,19 @@ def test_any_number_of_replicas_uses_most_of_any_capacity(
     totals = sim.run(6.0)
     assert totals.ok / 6.0 >= 0.85 * capacity / (L + 0.001), sim.limits
     assert totals.refused_share <= 0.10, sim.limits
+
+
+def test_each_cut_records_its_cause_and_the_limit_before_and_after() -> None:
+    """``last_cut`` says why the limit was last cut: overload, timeout or a queue."""
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=20, backoff=0.5, max_limit=64))
+    cuts = [limit.last_cut]
+    limit.record(Signal.OVERLOAD, sent_at=0.0, now=0.001, in_flight=20)
+    cuts.append(limit.last_cut)
+    limit.record(Signal.TIMEOUT, sent_at=0.01, now=1.0, in_flight=10)
+    cuts.append(limit.last_cut)
+    assert cuts == [None, Cut(Cause.OVERLOAD, 0.001, 20, 10), Cut(Cause.TIMEOUT, 1.0, 10, 5)]
+    limit.record(Signal.OK, sent_at=1.5, now=1.5 + L, in_flight=5)  # the no-load time
+    for n in range(3):  # whole rounds whose fastest answer took 3 x that: a queue
+        answer_round(limit, 2.0 + n, 3 * L)
+    assert limit.last_cut is not None
+    assert limit.last_cut.cause is Cause.QUEUE

@@ -323,3 +323,37 @@ async def test_a_held_place_used_at_once_carries_the_loop_lag_mark_of_an_adaptiv
     assert ticket is not None
     assert ticket.lag_mark is not None
     guard.leave(ticket, 200)
+
+
+async def test_each_cut_of_the_adaptive_limit_is_counted_by_cause_and_logged_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``batch_runner_in_flight_limit_cuts_total{cause}`` counts cuts; a debug line each.
+
+    Two refusals (each of a request sent after the last cut) and a timeout: three cuts,
+    two for overload and one for the timeout, each line with the limit before and after.
+    """
+    metrics = Metrics()
+    guard = EndpointGuard(
+        "default",
+        max_in_flight=64,
+        adaptive=AdaptiveConfig(min_limit=1, max_limit=64, initial_limit=20),
+        breaker=BreakerConfig(),
+        metrics=metrics,
+    )
+    caplog.set_level(logging.DEBUG, logger="consumer.guard")
+    guard.leave(await guard.enter(), 429)
+    guard.leave(await guard.enter(), 503)
+    guard.leave(await guard.enter(), None, timed_out=True)
+
+    def cuts(cause: str) -> float | None:
+        labels = {"endpoint": "default", "cause": cause}
+        return metrics.registry.get_sample_value("batch_runner_in_flight_limit_cuts_total", labels)
+
+    assert (cuts("overload"), cuts("timeout")) == (2, 1)
+    lines = [r.__dict__ for r in caplog.records if r.getMessage() == "concurrency limit cut"]
+    assert [(x["cause"], x["was"], x["limit"]) for x in lines] == [
+        ("overload", 20, 18),
+        ("overload", 18, 16),
+        ("timeout", 16, 14),
+    ]
