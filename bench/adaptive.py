@@ -346,6 +346,8 @@ def timeline_run(  # noqa: PLR0913 - a measurement's knobs
                 _sleep_until(start + min(line.halve_at, line.end_at), fleet)
                 used = meter.read()
                 for when, changes in script:
+                    if when >= line.end_at:  # a timeline cut short (bench.adaptive_trace)
+                        break
                     _sleep_until(start + when, fleet)
                     configure(server, **changes)
                 _sleep_until(start + line.end_at, fleet)

@@ -3,7 +3,8 @@
 ``python -m bench.adaptive_trace --runs reject:adaptive,reject:tuned --repeat 2 --logs DIR``
 runs the named timeline runs of :mod:`bench.adaptive` (``overload:label``, labels as in
 :data:`bench.adaptive.RUNS`) in turn, ``--repeat`` times alternating, and prints each run's
-figures and the 1-minute load average at its start. With ``--debug`` the replicas log at
+figures and the 1-minute load average at its start (``--short``: the timeline ends where
+the outage would begin, at 80 s). With ``--debug`` the replicas log at
 debug level, which includes a line per cut of the adaptive limit (its cause: 429/503,
 timeout or a queue; the limit before and after): the run's replica logs stay under
 ``--logs`` and :func:`cuts_of` reads them into a per-replica time series, printed as
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -70,10 +72,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--logs", type=Path, required=True)
     parser.add_argument("--debug", action="store_true")
+    parser.add_argument("--short", action="store_true", help="end before the outage (at 80 s)")
     args = parser.parse_args()
     limits = {label: (mode, limit) for label, mode, limit in adaptive.RUNS}
     runs = [tuple(run.split(":")) for run in args.runs.split(",")]
     line = adaptive.Timeline.sized(smoke=False)
+    if args.short:
+        line = dataclasses.replace(line, outage_at=line.outage_at, end_at=line.outage_at)
     overrides = {"log_level": "DEBUG"} if args.debug else {}
     with kafka_cluster() as bootstrap:
         for n in range(args.repeat):
