@@ -32,20 +32,30 @@ PHASES = (("steady", "warmup_s", "halve_at"), ("halved", "halve_at", "restore_at
 
 
 def cuts_of(log: Path, start: float) -> list[dict[str, Any]]:
-    """Return a replica log's limit cuts: t (s from ``start``, monotonic), cause, was, limit."""
+    """Return a replica log's limit cuts (t from ``start``, cause, was, limit) and samples.
+
+    A sample (the limit at most every 0.25 s while it moves) has the cause ``sample``.
+    """
     cuts = []
     for line in log.read_text(errors="replace").splitlines():
-        if '"concurrency limit cut"' not in line:
-            continue
-        event = orjson.loads(line)
-        cuts.append({
-            "t": round(event["t"] - start, 3),
-            "cause": event["cause"],
-            "was": event["was"],
-            "limit": event["limit"],
-            "in_flight": event["in_flight"],
-            "no_load_ms": event["no_load_ms"],
-        })  # fmt: skip
+        if '"concurrency limit cut"' in line:
+            event = orjson.loads(line)
+            cuts.append({
+                "t": round(event["t"] - start, 3),
+                "cause": event["cause"],
+                "was": event["was"],
+                "limit": event["limit"],
+                "in_flight": event["in_flight"],
+                "no_load_ms": event["no_load_ms"],
+            })  # fmt: skip
+        elif '"concurrency limit now"' in line:
+            event = orjson.loads(line)
+            cuts.append({
+                "t": round(event["t"] - start, 3),
+                "cause": "sample",
+                "limit": event["limit"],
+                "in_flight": event["in_flight"],
+            })  # fmt: skip
     return cuts
 
 
@@ -54,11 +64,13 @@ def summary(cuts: list[dict[str, Any]], line: adaptive.Timeline) -> dict[str, An
     out: dict[str, Any] = {}
     for name, begin, end in PHASES:
         lo, hi = getattr(line, begin), getattr(line, end)
-        inside = [c for c in cuts if lo <= c["t"] < hi]
+        samples = [c["limit"] for c in cuts if lo <= c["t"] < hi and c["cause"] == "sample"]
+        inside = [c for c in cuts if lo <= c["t"] < hi and c["cause"] != "sample"]
         causes = collections.Counter(c["cause"] for c in inside)
         out[name] = {
             "cuts": dict(causes),
             "per_s": round(len(inside) / max(hi - lo, 1e-9), 2),
+            "mean_limit": round(sum(samples) / len(samples), 1) if samples else None,
             "mean_was": round(sum(c["was"] for c in inside) / len(inside), 1) if inside else None,
             "mean_to": round(sum(c["limit"] for c in inside) / len(inside), 1) if inside else None,
         }

@@ -50,6 +50,8 @@ LOG_LIMIT_MIN_STEP = 2
 # ... at most once per this many seconds (a limit swinging around a busy server's capacity
 # would otherwise log a line a second; the line says how low and high it went meanwhile).
 LOG_LIMIT_EVERY_S = 10.0
+# At debug level the limit is also logged every this many seconds when it changed (a trace).
+TRACE_LIMIT_EVERY_S = 0.25
 CIRCUIT_GAUGE = {Circuit.CLOSED: 0, Circuit.HALF_OPEN: 1, Circuit.OPEN: 2}
 
 
@@ -95,6 +97,7 @@ class EndpointGuard:
         self._changed = asyncio.Event()
         self._logged_limit = start
         self._logged_at = -LOG_LIMIT_EVERY_S
+        self._traced_at = -TRACE_LIMIT_EVERY_S
         self._low = self._high = start  # the limit's range since the last line
         self._probes = 0
         self._metrics = metrics
@@ -257,6 +260,13 @@ class EndpointGuard:
         self.limiter.limit = limit
         self._limit_gauge.set(limit)
         self._low, self._high = min(self._low, limit), max(self._high, limit)
+        if now - self._traced_at >= TRACE_LIMIT_EVERY_S and log.isEnabledFor(logging.DEBUG):
+            self._traced_at = now
+            log.debug(
+                "concurrency limit now",
+                extra={"endpoint": self.name, "limit": limit, "in_flight": self.limiter.in_use,
+                       "t": round(now, 4)},
+            )  # fmt: skip
         step = abs(limit - self._logged_limit)
         if now - self._logged_at < LOG_LIMIT_EVERY_S or step < max(
             LOG_LIMIT_MIN_STEP, LOG_LIMIT_CHANGE * self._logged_limit
