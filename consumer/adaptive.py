@@ -122,6 +122,8 @@ class AdaptiveConfig:
     """After an overload answer, how long the limit stays below the level refused."""
     max_hold_s: float = 10.0
     """Longest ``Retry-After`` that extends that plateau."""
+    refusals_rule_s: float = 5.0
+    """After a 429 or 503, how long the queueing-delay rule stands aside (refusals rule)."""
 
     def __post_init__(self) -> None:
         """Check every field."""
@@ -135,7 +137,7 @@ class AdaptiveConfig:
             raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
         if not (math.isfinite(self.tolerance) and self.tolerance > 1.0):
             raise ValueError(f"tolerance must be a finite number > 1, got {self.tolerance}")
-        for name in ("probe", "rtt_window_s", "plateau_s"):
+        for name in ("probe", "rtt_window_s", "plateau_s", "refusals_rule_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value}")
@@ -166,6 +168,7 @@ class AdaptiveLimit:
         # After an overload answer: no increase beyond _ceiling before _ceiling_until.
         self._ceiling = math.inf
         self._ceiling_until = -math.inf
+        self._refused_at = -math.inf  # the last 429 or 503 (timeouts are not counted)
         # The no-load round trip: minimum of the current and the previous half window.
         self._rtt_min_now = math.inf
         self._rtt_min_before = math.inf
@@ -217,6 +220,8 @@ class AdaptiveLimit:
             self._on_success(now - sent_at, loop_lag_s, sent_at, now, in_flight)
         elif signal in {Signal.OVERLOAD, Signal.TIMEOUT}:
             cause = Cause.TIMEOUT if signal is Signal.TIMEOUT else Cause.OVERLOAD
+            if cause is Cause.OVERLOAD:
+                self._refused_at = max(self._refused_at, now)
             self._on_overload(sent_at, now, retry_after_s, cause)
         return self.limit
 
@@ -272,6 +277,9 @@ class AdaptiveLimit:
         no_load = self.no_load_rtt
         tolerance = self.config.tolerance
         if not valid:  # sent partly under the limit before the last cut: no verdict
+            return False
+        if now - self._refused_at < self.config.refusals_rule_s:
+            self._queued_round = math.inf  # the server states its capacity: refusals rule
             return False
         if no_load is None or fastest <= tolerance * no_load:
             self._queued_round = math.inf

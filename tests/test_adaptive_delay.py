@@ -196,3 +196,33 @@ def test_the_round_discounts_the_lag_all_its_answers_shared_not_each_answers_own
     for n in range(2):
         lagged_round(shared, 1.0 + n, 0.050, 0.030)
     assert shared.decreases == 0
+
+
+def test_while_the_server_refuses_its_refusals_set_the_limit_not_the_round_trip_times() -> None:
+    """Within ``refusals_rule_s`` of a 429 or 503, slow rounds do not cut the limit.
+
+    A server that refuses beyond its capacity (reject mode) has no queue: rounds slower
+    than tolerance are then the busy machine's, not the server's. In scenario 7 (3
+    replicas against a rejecting K = 48 on 2 cores) every replica cut its limit by a fifth
+    two times a second for such rounds (bench/adaptive_trace). After the window the rule
+    is back; a timeout is not a refusal and does not set it aside.
+    """
+    config = AdaptiveConfig(initial_limit=40, tolerance=1.5, refusals_rule_s=5.0, probe=0.1)
+    limit = AdaptiveLimit(config)
+    no_load_round(limit)
+    limit.record(Signal.OVERLOAD, sent_at=0.5, now=0.5, in_flight=40)
+    refused = limit.decreases
+    t = 1.0
+    while t < 5.4:  # rounds at 2.5 x no-load, for the 5 s after the refusal
+        answer_round(limit, t, 0.050)
+        t += 0.1
+    assert limit.decreases == refused
+    answer_round(limit, 5.6, 0.050)
+    answer_round(limit, 5.7, 0.050)
+    assert limit.decreases == refused + 1  # the window is over: a queue cuts again
+    timed_out = AdaptiveLimit(config)
+    no_load_round(timed_out)
+    timed_out.record(Signal.TIMEOUT, sent_at=0.5, now=0.5, in_flight=40)
+    answer_round(timed_out, 1.0, 0.050)
+    answer_round(timed_out, 1.1, 0.050)
+    assert timed_out.decreases == 2  # the timeout, then the queue
