@@ -41,6 +41,14 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   while others kept a queue) takes the queued time for the no-load time: the queue then
   stays at most ``tolerance`` times longer than it would, but does not grow without
   bound.
+* **Refusals rule while there are any.** Within ``refusals_rule_s`` of a 429 or 503 the
+  queueing-delay rule stands aside: a server that refuses what it cannot serve states
+  its capacity and keeps no queue to measure, so rounds slower than tolerance are then
+  the delay of a busy machine (the replica's CPU, the kernel, the server's own event
+  loop), and cutting for them only leaves capacity unused. The client-side throttling
+  of Google's SRE book likewise lets the server's rejections, not latency, say how much
+  to send. A timeout is no such statement and leaves the rule on; a server that never
+  refuses (it queues) is left to the delay rule.
 * **The replica's own lateness is not the server's.** A busy or CPU-starved replica
   notices answers late: its event loop is still running other callbacks, or its process
   is not scheduled. The dispatcher passes with each answer the lag its event loop had
