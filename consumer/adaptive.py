@@ -20,7 +20,14 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   and stays there for ``plateau_s`` (or until the moment the server's ``Retry-After``
   names, capped at ``max_hold_s``, if that is later) before it probes beyond: replicas
   sharing a server sit just under its capacity instead of bumping into it every few
-  round trips. Refused while already at ``min_limit``, the endpoint sends nothing new
+  round trips. Beyond that level it probes as CUBIC does after its plateau: slowly at
+  first, faster with time, at most ``(t / plateau_s) ** 3`` above it ``t`` seconds after
+  the plateau (1 after a second, 8 after two): replicas sharing a server creep past the
+  level where it refused, so the next refusal finds their sum one or two over its
+  capacity and cuts one replica once, where a growth of one per round trip (what it
+  had) put every replica over within a few round trips and each cut two or three times
+  in a burst of refusals. A capacity that grew is still found within seconds.
+  Refused while already at ``min_limit``, the endpoint sends nothing new
   for that time (:attr:`AdaptiveLimit.resume_at`): a limit cannot go lower, so the pace
   must.
 * **Queueing delay.** The no-load round trip time is the smallest seen within the last
@@ -271,6 +278,10 @@ class AdaptiveLimit:
         top = float(self.config.max_limit)
         if now < self._ceiling_until:
             top = min(top, self._ceiling)
+        elif not math.isinf(self._ceiling):  # beyond the level refused: slowly, then faster
+            top = min(
+                top, self._ceiling + ((now - self._ceiling_until) / self.config.plateau_s) ** 3
+            )
         step = 1.0 if self.slow_start else self.config.probe / self._value
         self._value = max(self._value, min(self._value + step, top))
 

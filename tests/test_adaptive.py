@@ -65,7 +65,8 @@ def test_after_an_overload_the_limit_regrows_only_below_the_refused_level_for_a_
         t += 0.05
         answer_round(limit, t, L)
     assert limit.limit == 19
-    answer_round(limit, 3.1, L)
+    for n in range(10):
+        answer_round(limit, 4.5 + n * L, L)
     assert limit.limit > 19  # past the Retry-After, it probes beyond
 
 
@@ -75,8 +76,31 @@ def test_a_retry_after_is_capped_by_max_hold() -> None:
     limit = AdaptiveLimit(config)
     limit.record(Signal.OVERLOAD, sent_at=0.0, now=0.0, in_flight=20, retry_after_s=3600.0)
     for n in range(10):
-        answer_round(limit, 2.0 + n * L, L)
+        answer_round(limit, 3.5 + n * L, L)
     assert limit.limit > 19
+
+
+def test_beyond_the_level_refused_the_probe_starts_slowly_and_grows_with_time() -> None:
+    """After the plateau the limit passes the refused level by ``(t / plateau_s)**3`` at most.
+
+    As CUBIC's window after its plateau: replicas sharing a server creep past the level
+    where it refused, so the next refusal finds the sum one or two over the server's
+    capacity, not every replica a round's growth over it; a capacity that grew is still
+    found within seconds. Refused at 20 (the ceiling 19), the plateau ending at 1 s.
+    """
+    config = AdaptiveConfig(initial_limit=20, backoff=0.5, plateau_s=1.0, probe=20.0)
+    limit = AdaptiveLimit(config)
+    limit.record(Signal.OVERLOAD, sent_at=0.0, now=0.0, in_flight=20)
+    seen = {}
+    t = 0.0
+    while t < 4.0:
+        t += 0.025
+        seen[round(t, 3)] = answer_round(limit, t, L)
+    assert seen[1.0] == 19  # the plateau: just below the level refused
+    assert seen[1.5] == 19  # 0.5 s after it: 19.125 at most
+    assert seen[2.0] == 20  # 1 s: 20
+    assert seen[3.0] <= 27  # 2 s: 27
+    assert seen[4.0] >= 40  # 3 s: 46, growing faster with time
 
 
 def test_refused_at_the_minimum_the_endpoint_pauses_instead() -> None:
