@@ -137,7 +137,7 @@ class AdaptiveConfig:
     """After an overload answer, how long the limit stays below the level refused."""
     max_hold_s: float = 10.0
     """Longest ``Retry-After`` that extends that plateau."""
-    refusals_rule_s: float = 5.0
+    refusals_rule_s: float = 30.0
     """After a 429 or 503, how long the queueing-delay rule stands aside (refusals rule)."""
 
     def __post_init__(self) -> None:

@@ -336,7 +336,8 @@ def test_any_number_of_replicas_uses_most_of_any_capacity(
 
 def test_each_cut_records_its_cause_and_the_limit_before_and_after() -> None:
     """``last_cut`` says why the limit was last cut: overload, timeout or a queue."""
-    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=20, backoff=0.5, max_limit=64))
+    config = AdaptiveConfig(initial_limit=20, backoff=0.5, max_limit=64, refusals_rule_s=5.0)
+    limit = AdaptiveLimit(config)
     cuts = [limit.last_cut]
     limit.record(Signal.OVERLOAD, sent_at=0.0, now=0.001, in_flight=20)
     cuts.append(limit.last_cut)
