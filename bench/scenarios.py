@@ -586,12 +586,22 @@ def versus_peer(ctx: Context) -> dict[str, Any]:
                     preload=True, max_in_flight=64,
                 )  # fmt: skip
                 runs["peer_1"] = _peer_runs(ctx, peer, server, single, 1)
+                runs["bare_aiohttp_1"] = baseline(
+                    server, "bare", loop=ctx.loop, items=single, concurrency=64
+                )
+            runs["bare_kafka_1"] = kafka_baseline(ctx, Backlog(single, chunk_size=500))
             with ctx.server(5.0) as server:
                 runs["pipeline_100"] = pipeline_run(
                     ctx, server, Backlog(batched, chunk_size=1000, items_per_request=100),
                     label="peer100", preload=True, max_in_flight=64,
                 )  # fmt: skip
                 runs["peer_100"] = _peer_runs(ctx, peer, server, batched, 100)
+                runs["bare_aiohttp_100"] = baseline(
+                    server, "bare", loop=ctx.loop, items=batched, concurrency=64, per_request=100
+                )
+            runs["bare_kafka_100"] = kafka_baseline(
+                ctx, Backlog(batched, chunk_size=1000, items_per_request=100)
+            )
         finally:
             peer.close()
     figures: dict[str, Any] = {"single_items": single, "batched_items": batched}
@@ -605,6 +615,7 @@ def versus_peer(ctx: Context) -> dict[str, Any]:
             figures[f"{name}_vs_peer_{size}"] = (
                 None if ours is None or theirs is None else ours[ours_key] / theirs[theirs_key]
             )
+        figures.update(_floors_vs_peer(runs, size))
     figures["item_errors"] = sum(runs[k]["item_errors"] for k in runs if k.startswith("pipe"))
     if reason is not None:
         beside = f"not measured: {reason.splitlines()[0]}"
@@ -614,7 +625,12 @@ def versus_peer(ctx: Context) -> dict[str, Any]:
             f"Parallel Consumer 0.5.3.2 (Vert.x, unordered, 64 at once, warm): "
             f"{p1['items_per_s']:,.0f} items/s, {p1['cpu_us_per_item']:.0f} µs CPU/item, "
             f"{p1['peak_rss_mib']:.0f} MiB at 1 item/request; {p100['items_per_s']:,.0f} "
-            f"items/s, {p100['cpu_us_per_item']:.1f} µs CPU/item at 100"
+            f"items/s, {p100['cpu_us_per_item']:.1f} µs CPU/item at 100. With no cost of "
+            f"its own (the bare aiohttp and bare Kafka loops of this run), a pipeline would "
+            f"reach {figures['floor_items_per_s_vs_peer_1']:.2f}x the peer's items/s and "
+            f"{figures['floor_cpu_per_item_vs_peer_1']:.2f}x its CPU/item at 1 item/request, "
+            f"{figures['floor_items_per_s_vs_peer_100']:.2f}x and "
+            f"{figures['floor_cpu_per_item_vs_peer_100']:.2f}x at 100"
         )
     return result(
         f"8 versus Parallel Consumer (1 item/request L=20 ms, {single:,} items; "
@@ -629,6 +645,29 @@ def versus_peer(ctx: Context) -> dict[str, Any]:
         runs,
         beside,
     )
+
+
+def _floors_vs_peer(runs: dict[str, Any], size: str) -> dict[str, float | None]:
+    """Score against the peer a pipeline that cost nothing of its own would get.
+
+    Its items/s cannot (beyond noise) pass the slower of the bare aiohttp loop (the HTTP
+    client alone) and the bare Kafka loop (read the chunks, produce a result per item, no
+    HTTP); its CPU per item cannot go under their sum. Ratios to the peer's, like ours: a goal the
+    floor ratio misses is out of reach for any pipeline on this client stack and machine.
+    """
+    http, kafka = runs.get(f"bare_aiohttp_{size}"), runs.get(f"bare_kafka_{size}")
+    theirs = runs.get(f"peer_{size}")
+    if http is None or kafka is None or theirs is None:
+        return {
+            f"floor_items_per_s_vs_peer_{size}": None,
+            f"floor_cpu_per_item_vs_peer_{size}": None,
+        }
+    fastest = min(http["items_per_s"], kafka["items_per_s"])
+    cheapest = http["cpu_us_per_item"] + kafka["cpu_us_per_item"]
+    return {
+        f"floor_items_per_s_vs_peer_{size}": fastest / theirs["items_per_s"],
+        f"floor_cpu_per_item_vs_peer_{size}": cheapest / theirs["cpu_us_per_item"],
+    }
 
 
 def _peer_runs(

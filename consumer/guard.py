@@ -284,7 +284,7 @@ class EndpointGuard:
 def guards_for(settings: Settings, metrics: Metrics) -> dict[str, EndpointGuard]:
     """Return a guard per configured endpoint, as ``settings`` describe them."""
     adaptive, breaker = settings.adaptive_config(), settings.breaker_config()
-    loop_lag = None if adaptive is None else LoopLag()  # one probe for the replica's loop
+    loop_lag = None if adaptive is None else LoopLag(gauge=metrics.loop_lag)  # one a replica
     return {
         name: EndpointGuard(
             name,

@@ -20,6 +20,10 @@ starts it again.
 A tick costs a timer callback (100 a second at the default 10 ms); an idle loop's timer
 fires within about a millisecond of its time (uvloop's timers have millisecond
 resolution), so an idle replica's discount is at most that.
+
+Given a gauge, the probe exports its last tick's lateness (:attr:`LoopLag.current_s`,
+read when the gauge is scraped: ``batch_runner_event_loop_lag_seconds``): a replica
+starved of CPU shows there, not only in its slower answers.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
+
+if TYPE_CHECKING:
+    from prometheus_client import Gauge
 
 TICK_S: Final = 0.010
 """How often the loop's lateness is measured while requests are on the wire."""
@@ -44,8 +51,11 @@ class LagMark(NamedTuple):
 class LoopLag:
     """The event loop's lateness, sampled by one timer while requests are on the wire."""
 
-    def __init__(self, *, tick_s: float = TICK_S) -> None:
-        """Sample every ``tick_s`` seconds once :meth:`mark` is first called on a loop."""
+    def __init__(self, *, tick_s: float = TICK_S, gauge: Gauge | None = None) -> None:
+        """Sample every ``tick_s`` seconds once :meth:`mark` is first called on a loop.
+
+        ``gauge``, if given, reads :attr:`current_s` whenever it is collected.
+        """
         if not tick_s > 0:
             raise ValueError(f"tick_s must be > 0, got {tick_s}")
         self.tick_s = tick_s
@@ -55,6 +65,13 @@ class LoopLag:
         self._due: float | None = None  # when the pending tick should run (None: no timer)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop the timer is on
         self._used = False  # a mark or a reading since the last tick
+        if gauge is not None:
+            gauge.set_function(lambda: self.current_s)
+
+    @property
+    def current_s(self) -> float:
+        """The last tick's lateness (seconds); 0 while the timer is stopped (loop idle)."""
+        return self.last_s if self._due is not None else 0.0
 
     def mark(self) -> LagMark:
         """Return the counters now (a request is sent); start the timer if it is stopped."""

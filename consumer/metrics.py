@@ -85,6 +85,12 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.loop_lag = Gauge(
+            "batch_runner_event_loop_lag_seconds",
+            "How late the replica's event loop ran its last 10 ms timer while requests "
+            "were on the wire (0 when none are); measured with --concurrency adaptive only.",
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "batch_runner_circuit_state",
             "Each endpoint's circuit: 0 closed, 1 half-open (a probe on the wire), 2 open.",

@@ -123,3 +123,31 @@ async def test_the_guard_reports_the_lag_of_an_adaptive_endpoint_only() -> None:
     ticket = await fixed.enter()
     assert ticket.lag_mark is None
     fixed.leave(ticket, 200)
+
+
+async def test_the_gauge_shows_the_last_ticks_lateness_and_zero_once_idle() -> None:
+    """The exported gauge reads the probe when scraped: the blocked tick's lag, then 0.
+
+    A callback holds the loop 30 ms: the tick after it is late by more than 10 ms, and a
+    scrape while the timer still runs shows that; once nothing is sent or read for a tick
+    the timer stops and the gauge falls to 0 (an idle replica has no lag to report).
+    """
+    metrics = Metrics()
+    probe = LoopLag(tick_s=0.005, gauge=metrics.loop_lag)
+    gauge = "batch_runner_event_loop_lag_seconds"
+    assert metrics.registry.get_sample_value(gauge) == 0.0
+    probe.mark()
+    loop = asyncio.get_running_loop()
+    seen: list[float | None] = []
+
+    def hog() -> None:
+        time.sleep(0.030)
+        loop.call_later(0.001, lambda: seen.append(metrics.registry.get_sample_value(gauge)))
+
+    loop.call_soon(hog)
+    await asyncio.sleep(0.04)  # its timer is due before the scrape's: it wakes after it
+    assert len(seen) == 1
+    assert seen[0] is not None
+    assert seen[0] >= 0.010
+    await asyncio.sleep(0.05)  # no mark and no reading: the timer stops
+    assert metrics.registry.get_sample_value(gauge) == 0.0
