@@ -244,7 +244,8 @@ class RecordWriter:
             chunk.unacked -= count
             chunk.acked(start, start + count, *errors)
             chunk.landed(first.partition(), first.offset())
-            chunk.landed(msg.partition(), msg.offset())
+            if msg is not first:
+                chunk.landed(msg.partition(), msg.offset())
             if chunk.unacked == 0 and chunk.summary_sent:
                 listener.chunk_delivered(chunk)
 
