@@ -115,6 +115,7 @@ class Pipeline:
                 (settings.results_topic, settings.dlq_topic), settings.max_result_bytes
             ),
             group_id=settings.group_id,
+            produce_all=self.publisher.produce_all,
         )
         self.releaser = Releaser(self.publisher.produce) if exactly_once else None
         self.source.transactional = exactly_once

@@ -64,7 +64,7 @@ def encode_unit(
         errors = _replace_oversized(request, at, values, outcome, limit, None)
     elif outcome.predictions is not None:
         encode = OkResultEncoder(request, outcome.attempts, outcome.latency_ms, outcome.queue_ms)
-        values = [encode(at[i], p) for i, p in enumerate(outcome.predictions)]
+        values = encode.all(at, outcome.predictions)
         errors = _replace_oversized(request, at, values, outcome, limit, None)
     else:
         values = [
@@ -98,6 +98,8 @@ def _replace_oversized(  # noqa: PLR0913, PLR0917 - the unit, its records and th
     The results topic would refuse such a record, and a refused record stops the
     replica: an error result tells the user instead, and the batch goes on.
     """
+    if max(map(len, values), default=0) <= limit:
+        return 0  # the usual case, told without a loop in Python
     replaced = 0
     for i, value in enumerate(values):
         if len(value) > limit:

@@ -28,7 +28,7 @@ from schemas import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from confluent_kafka import KafkaError, Message
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from consumer.metrics import Metrics
     from consumer.offsets import PartitionKey
     from consumer.outcome import Outcome
-    from consumer.publisher import DeliveryCallback, Produce
+    from consumer.publisher import DeliveryCallback, Headers, Produce, ProduceAll
     from consumer.releaser import Record, Releaser
     from consumer.splitter import WorkUnit
 
@@ -70,13 +70,17 @@ class RecordWriter:
         dlq_topic: str,
         record_limits: Mapping[str, int],
         group_id: str,
+        produce_all: ProduceAll | None = None,
     ) -> None:
         """Write results to ``results_topic`` and dead letters to ``dlq_topic``.
 
         ``record_limits`` maps each topic to the largest record value (with its key) it
         may be sent; the pipeline lowers them at start-up to what the topics accept.
+        ``produce_all`` produces a unit's results in one call (the publisher's); without
+        it they go through ``produce`` one by one.
         """
         self._produce = produce
+        self._produce_all = produce_all or self._produce_each
         self._listener = listener
         self._metrics = metrics
         self.results_topic = results_topic
@@ -126,8 +130,11 @@ class RecordWriter:
         on_delivery = self._unit_callback(chunk, unit.offset, count, (errors, stopped))
         topic, key, headers = self.results_topic, request.batch_id, chunk.trace_headers
         chunk.unacked += count
-        for value in values:
-            self._emit(chunk.tp, chunk.offset, (topic, value, key, on_delivery, headers))
+        if self.releaser is None:
+            self._produce_all(topic, values, key, on_delivery, headers)
+        else:
+            for value in values:
+                self.releaser.add(chunk.tp, chunk.offset, (topic, value, key, on_delivery, headers))
         chunk.ok_count += count - errors
         chunk.error_count += errors
         metrics = self._metrics
@@ -172,6 +179,17 @@ class RecordWriter:
         else:
             self.releaser.add(tp, offset, record)
 
+    def _produce_each(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        key: str,
+        on_delivery: DeliveryCallback,
+        headers: Headers | None,
+    ) -> None:
+        for value in values:
+            self._produce(topic, value, key, on_delivery, headers)
+
     def expect(self, tp: PartitionKey, offset: int) -> None:
         """Note a received message (exactly-once mode releases records in offset order)."""
         if self.releaser is not None:
@@ -201,22 +219,33 @@ class RecordWriter:
 
         ``errors``: how many results are errors, and of those how many (cancelled, expired).
 
-        One callback per record does the unit's and the chunk's bookkeeping (as
-        :meth:`_delivery_callback` does for the chunk's other records).
+        One callback serves the unit's records. Per record it counts down and checks the
+        error; the unit's and the chunk's bookkeeping happen once, at its last report. A
+        refused record goes to the listener, and its unit stays unacknowledged: neither
+        the unit's items nor its chunk ever count as done. Where the records landed is taken
+        from the unit's first and last reports: they are produced together to one
+        partition (one key), whose reports come in the order the records were produced.
         """
         listener = self._listener
         left = count
+        refused = False
+        first: Message | None = None
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            nonlocal left
+            nonlocal left, refused, first
             left -= 1
-            chunk.unacked -= 1
             if err is not None:
+                refused = True
                 listener.delivery_failed(KafkaException(err))
+            elif first is None:
+                first = msg
+            if left or refused or first is None:
                 return
-            if left == 0:
-                chunk.acked(start, start + count, *errors)
-            chunk.landed(msg.partition(), msg.offset())
+            chunk.unacked -= count
+            chunk.acked(start, start + count, *errors)
+            chunk.landed(first.partition(), first.offset())
+            if msg is not first:
+                chunk.landed(msg.partition(), msg.offset())
             if chunk.unacked == 0 and chunk.summary_sent:
                 listener.chunk_delivered(chunk)
 
@@ -226,10 +255,10 @@ class RecordWriter:
         listener = self._listener
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            chunk.unacked -= 1
-            if err is not None:
+            if err is not None:  # stays unacknowledged: the chunk is never done
                 listener.delivery_failed(KafkaException(err))
             else:
+                chunk.unacked -= 1
                 chunk.landed(msg.partition(), msg.offset())
                 if chunk.unacked == 0 and chunk.summary_sent:
                     listener.chunk_delivered(chunk)

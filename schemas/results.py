@@ -30,6 +30,8 @@ from schemas.fields import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from schemas.requests import BatchRequest
 
 
@@ -253,6 +255,14 @@ class OkResultEncoder:
     def __call__(self, index: int, prediction: bytes) -> bytes:
         """Return the ``ok`` result of item ``index`` (the prediction's JSON text embedded)."""
         return b"%b%d%b%b%b" % (self._head, index, self._middle, prediction, self._tail)
+
+    def all(self, indexes: Iterable[int], predictions: Iterable[bytes]) -> list[bytes]:
+        """Return the ``ok`` results of items ``indexes``, one per prediction, in order."""
+        head, middle, tail = self._head, self._middle, self._tail
+        return [
+            b"%b%d%b%b%b" % (head, index, middle, prediction, tail)
+            for index, prediction in zip(indexes, predictions, strict=True)
+        ]
 
 
 def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of the record

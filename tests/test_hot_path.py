@@ -87,6 +87,46 @@ def test_a_record_librdkafka_refuses_goes_to_refused_and_the_others_are_queued()
     assert refused[0].args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
+def test_a_units_records_queued_together_keep_their_order_among_the_others() -> None:
+    """``produce_all`` queues a unit's records as one entry: in order, between the others."""
+    refused: list[BaseException] = []
+    held = Held()
+
+    async def scenario() -> list[bytes]:
+        publisher = Publisher(dict(UNREACHABLE), refused=refused.append)
+        publisher.produce("results", b"a", "k", held)
+        publisher.produce_all("results", [b"b", b"x" * 20_000, b"c"], "k", held, [("h", b"v")])
+        publisher.produce("results", b"d", "k", held)
+        await asyncio.sleep(0)
+        return held.take(publisher)
+
+    assert asyncio.run(scenario()) == [b"a", b"b", b"c", b"d"]
+    assert len(refused) == 1  # the record over message.max.bytes; the rest went on
+    assert refused[0].args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+def test_a_full_local_queue_is_waited_out_not_dropped() -> None:
+    """Records beyond librdkafka's queue wait for room (here: the first ones time out)."""
+    config = {**UNREACHABLE, "queue.buffering.max.messages": 2, "message.timeout.ms": 50}
+    reports: list[tuple[int | None, bytes]] = []
+
+    def report(err: KafkaError | None, msg: Message) -> None:
+        reports.append((None if err is None else err.code(), msg.value() or b""))
+
+    async def scenario() -> None:
+        publisher = Publisher(config, refused=lambda exc: pytest.fail(str(exc)))
+        publisher.produce_all("results", [b"0", b"1", b"2", b"3"], "k", report)
+        await asyncio.sleep(0)  # the hand-over waits until the first two time out
+        publisher.producer.purge()
+        publisher.producer.poll(0)
+
+    asyncio.run(scenario())
+    assert [value for _, value in reports] == [b"0", b"1", b"2", b"3"]
+    codes = [code for code, _ in reports]
+    assert codes[:2] == [KafkaError._MSG_TIMED_OUT] * 2  # what made room for the others
+    assert set(codes) <= {KafkaError._MSG_TIMED_OUT, KafkaError._PURGE_QUEUE}
+
+
 def test_outside_a_running_loop_a_record_is_handed_over_at_once() -> None:
     """Without an event loop (a script, a test) there is no pass to wait for."""
     held = Held()

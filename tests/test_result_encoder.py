@@ -48,7 +48,10 @@ def test_every_record_equals_the_one_encode_ok_result_writes(  # noqa: PLR0917 -
     indexes: list[int],
     prediction: object,
 ) -> None:
-    """Whatever the batch id, metadata (keys named like fields included) and prediction."""
+    """Whatever the batch id, metadata (keys named like fields included) and prediction.
+
+    ``all`` gives a unit's records in one call: the same bytes, one per prediction.
+    """
     request = decode_batch_request(
         encode_batch_request(
             batch_id=batch_id,
@@ -69,6 +72,12 @@ def test_every_record_equals_the_one_encode_ok_result_writes(  # noqa: PLR0917 -
         assert isinstance(record, Result)
         assert record.index == index
         assert record.queue_ms == round(queue_ms, 3)
+    texts = [orjson.dumps([prediction, n]) for n in range(len(indexes))]
+    expected_all = [
+        encode_ok_result(request, index, t, attempts, latency_ms, queue_ms)
+        for index, t in zip(indexes, texts, strict=True)
+    ]
+    assert encoder.all(indexes, texts) == expected_all
 
 
 def test_metadata_that_looks_like_the_fields_does_not_confuse_it() -> None:
