@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
 from consumer.breaker import BreakerConfig, Circuit, CircuitBreaker, verdict_of
 from consumer.limiter import Limiter
+from consumer.limitlog import LimitReport
 from consumer.looplag import LagMark, LoopLag
 
 if TYPE_CHECKING:
@@ -43,15 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OVERLOAD_STATUSES = frozenset({429, 503})
-# The limit is logged when it moved this much (a share of the last logged value) ...
-LOG_LIMIT_CHANGE = 0.5
-# ... and by at least this many requests, ...
-LOG_LIMIT_MIN_STEP = 2
-# ... at most once per this many seconds (a limit swinging around a busy server's capacity
-# would otherwise log a line a second; the line says how low and high it went meanwhile).
-LOG_LIMIT_EVERY_S = 10.0
-# At debug level the limit is also logged every this many seconds when it changed (a trace).
-TRACE_LIMIT_EVERY_S = 0.25
 CIRCUIT_GAUGE = {Circuit.CLOSED: 0, Circuit.HALF_OPEN: 1, Circuit.OPEN: 2}
 
 
@@ -95,14 +87,9 @@ class EndpointGuard:
         self.breaker = CircuitBreaker(breaker)
         self.used = False  # a request was sent (or tried) through this guard
         self._changed = asyncio.Event()
-        self._logged_limit = start
-        self._logged_at = -LOG_LIMIT_EVERY_S
-        self._traced_at = -TRACE_LIMIT_EVERY_S
-        self._low = self._high = start  # the limit's range since the last line
+        self._report = LimitReport(name, start, metrics)
         self._probes = 0
         self._metrics = metrics
-        self._limit_gauge = metrics.in_flight_limit.labels(name)
-        self._limit_gauge.set(start)
         self._circuit_gauge = metrics.circuit_state.labels(name)
         self._circuit_gauge.set(0)
 
@@ -234,57 +221,14 @@ class EndpointGuard:
     # --- what changed ----------------------------------------------------------------------
 
     def _limit_cut(self) -> None:
-        """Count the adaptive limit's latest cut by its cause; log it at debug level."""
-        cut = self.adaptive.last_cut if self.adaptive is not None else None
-        if cut is None:
-            return
-        self._metrics.in_flight_limit_cuts.labels(self.name, cut.cause.value).inc()
-        if log.isEnabledFor(logging.DEBUG):
-            no_load = self.adaptive.no_load_rtt if self.adaptive is not None else None
-            log.debug(
-                "concurrency limit cut",
-                extra={
-                    "endpoint": self.name,
-                    "cause": cut.cause.value,
-                    "was": cut.was,
-                    "limit": cut.limit,
-                    "in_flight": self.limiter.in_use,
-                    "no_load_ms": None if no_load is None else round(no_load * 1000, 2),
-                    "t": round(cut.at, 4),
-                },
-            )
+        adaptive = self.adaptive
+        if adaptive is not None and adaptive.last_cut is not None:
+            self._report.cut(adaptive.last_cut, self.limiter.in_use, adaptive.no_load_rtt)
 
     def _limit_changed(self, limit: int, now: float) -> None:
-        if limit == self.limiter.limit:
-            return
-        self.limiter.limit = limit
-        self._limit_gauge.set(limit)
-        self._low, self._high = min(self._low, limit), max(self._high, limit)
-        if now - self._traced_at >= TRACE_LIMIT_EVERY_S and log.isEnabledFor(logging.DEBUG):
-            self._traced_at = now
-            log.debug(
-                "concurrency limit now",
-                extra={"endpoint": self.name, "limit": limit, "in_flight": self.limiter.in_use,
-                       "t": round(now, 4)},
-            )  # fmt: skip
-        step = abs(limit - self._logged_limit)
-        if now - self._logged_at < LOG_LIMIT_EVERY_S or step < max(
-            LOG_LIMIT_MIN_STEP, LOG_LIMIT_CHANGE * self._logged_limit
-        ):
-            return
-        log.info(
-            "concurrency limit changed",
-            extra={
-                "endpoint": self.name,
-                "limit": limit,
-                "was": self._logged_limit,
-                "low": self._low,
-                "high": self._high,
-                "since_s": None if self._logged_at < 0 else round(now - self._logged_at, 1),
-            },
-        )
-        self._logged_limit = self._low = self._high = limit
-        self._logged_at = now
+        if limit != self.limiter.limit:
+            self.limiter.limit = limit
+            self._report.changed(limit, now, self.limiter.in_use)
 
     def _circuit_changed(
         self, before: Circuit, now: float, since: float | None, answer: str
