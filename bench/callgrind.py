@@ -1,0 +1,163 @@
+"""Instructions per item under callgrind: a replica, or the bare aiohttp loop, load-independent.
+
+``python -m bench.callgrind replica|bare --items 4000 --short 1000 [--per-request 100]``
+runs the process twice under ``valgrind --tool=callgrind`` (all its threads, from start
+to exit), over ``--items`` and over ``--short`` items, and prints the difference of the
+two instruction totals divided by the difference of the items: start-up and shutdown
+cancel out. Instruction counts do not depend on what else the machine does, so they
+compare two versions of the code where CPU seconds on a shared machine cannot.
+
+``replica``: a backlog of chunks of ``--chunk-size`` items is produced beforehand to
+fresh topics of ``KAFKA_BOOTSTRAP_SERVERS``; one replica (``python -m consumer``, C =
+``--concurrency``) serves it against the test inference server (``--latency-ms``) and is
+stopped (SIGTERM) once every result and summary has been read back. ``bare``: ``python
+-m bench.baselines bare`` over the same items. ``--keep DIR`` keeps the callgrind files
+(read them with ``callgrind_annotate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.kafka_io import Backlog, ResultReader, make_topics, produce
+from bench.procs import Replica, Server, inference_server, wait_assigned
+from bench.scenarios import replica_env
+
+VALGRIND = ["valgrind", "--tool=callgrind", "--dump-instr=no"]
+_TOTALS = re.compile(rb"^(?:summary|totals):\s*(\d+)", re.MULTILINE)
+
+
+def instructions(out_file: Path) -> int:
+    """Return the instructions a callgrind output file counts (all its parts)."""
+    total = 0
+    for path in out_file.parent.glob(out_file.name + "*"):
+        found = _TOTALS.search(path.read_bytes())
+        if found is not None:
+            total += int(found.group(1))
+    return total
+
+
+def run_replica(  # noqa: PLR0913 - a measurement's knobs
+    bootstrap: str,
+    server: Server,
+    items: int,
+    *,
+    per_request: int,
+    chunk_size: int,
+    concurrency: int,
+    out_file: Path,
+) -> None:
+    """Serve ``items`` through one replica under callgrind, writing ``out_file``."""
+    topics = make_topics(bootstrap, 1)
+    # One item per request as scenario 1 asks for it: the consumer's default.
+    backlog = Backlog(
+        items, chunk_size=chunk_size, items_per_request=per_request if per_request > 1 else None
+    )
+    produce(bootstrap, topics, backlog)
+    env = {
+        **replica_env(bootstrap, topics, server, {}, max_in_flight=concurrency),
+        "BATCH_RUNNER_GROUP_ID": f"callgrind-{out_file.stem}",
+    }
+    log = out_file.with_suffix(".log")
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [*VALGRIND, f"--callgrind-out-file={out_file}", sys.executable, "-m", "consumer"],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    replica = Replica(process, log)
+    reader = ResultReader(bootstrap, topics, backlog)
+    try:
+        wait_assigned([replica], topics.request_partitions(), 600)
+        reader.wait(3600)
+    finally:
+        reader.close()
+        process.terminate()
+        process.wait(600)
+
+
+def run_bare(url: str, items: int, *, per_request: int, concurrency: int, out_file: Path) -> None:
+    """Run the bare aiohttp loop over ``items`` under callgrind, writing ``out_file``."""
+    subprocess.run(
+        [
+            *VALGRIND,
+            f"--callgrind-out-file={out_file}",
+            sys.executable,
+            "-m",
+            "bench.baselines",
+            "bare",
+            f"--url={url}",
+            f"--items={items}",
+            f"--concurrency={concurrency}",
+            f"--per-request={per_request}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=3600,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure instructions per item; print them as JSON."""
+    parser = argparse.ArgumentParser(prog="python -m bench.callgrind", description=__doc__)
+    parser.add_argument("mode", choices=["replica", "bare"])
+    parser.add_argument("--items", type=int, default=4000)
+    parser.add_argument("--short", type=int, default=1000)
+    parser.add_argument("--per-request", type=int, default=1)
+    parser.add_argument("--chunk-size", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument("--keep", type=Path, default=None, help="keep the callgrind files here")
+    args = parser.parse_args(argv)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+    if args.mode == "replica" and not bootstrap:
+        parser.error("KAFKA_BOOTSTRAP_SERVERS must name a broker")
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
+        where = args.keep or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        totals: dict[int, int] = {}
+        with inference_server(args.latency_ms) as server:
+            for items in (args.items, args.short):
+                out_file = where / f"{args.mode}-{items}-{int(time.time())}.out"
+                if args.mode == "replica":
+                    run_replica(
+                        bootstrap,
+                        server,
+                        items,
+                        per_request=args.per_request,
+                        chunk_size=args.chunk_size,
+                        concurrency=args.concurrency,
+                        out_file=out_file,
+                    )
+                else:
+                    run_bare(
+                        server.v1_endpoint,
+                        items,
+                        per_request=args.per_request,
+                        concurrency=args.concurrency,
+                        out_file=out_file,
+                    )
+                totals[items] = instructions(out_file)
+        per_item = (totals[args.items] - totals[args.short]) / (args.items - args.short)
+        figures = {
+            "mode": args.mode,
+            "per_request": args.per_request,
+            "totals": {str(k): v for k, v in totals.items()},
+            "instructions_per_item": round(per_item),
+        }
+        sys.stdout.buffer.write(orjson.dumps(figures) + b"\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
