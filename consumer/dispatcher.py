@@ -40,12 +40,12 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
 
 from consumer.attempt import AttemptFailure, decode_answer, post_once
 from consumer.breaker import Circuit
 from consumer.deadlines import Deadlines
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
+from consumer.http_session import open_session, request_headers
 from consumer.limiter import Lane
 from consumer.metrics import Metrics
 from consumer.outcome import Outcome
@@ -82,13 +82,10 @@ class Dispatcher:
             for name, endpoint in settings.endpoints.items()
         }
         self._pacers = {name: RateLimitPacer() for name in settings.endpoints}
-        # Each endpoint's request headers, built once as aiohttp keeps them (a plain dict
-        # would be copied into a CIMultiDict per request); per-message trace headers are
-        # added to a copy only when a message carries them.
+        # Built once per endpoint (consumer.http_session); a message's trace headers are
+        # added to a copy only when it carries them.
         self._headers: dict[str, Mapping[str, str]] = {
-            name: CIMultiDictProxy(
-                CIMultiDict({"Content-Type": self._codecs[name].content_type, **endpoint.headers})
-            )
+            name: request_headers(self._codecs[name].content_type, endpoint.headers)
             for name, endpoint in settings.endpoints.items()
         }
         self._session = session
@@ -109,22 +106,8 @@ class Dispatcher:
     async def start(self) -> None:
         """Open the shared HTTP session (a pool of ``max_in_flight`` per endpoint)."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self._settings.max_in_flight * len(self.guards),
-                limit_per_host=0,
-                ttl_dns_cache=300,
-                keepalive_timeout=60,
-                enable_cleanup_closed=True,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=self._timeout,
-                raise_for_status=False,
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-                # Inference calls are stateless: no cookie bookkeeping per request.
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
+            pool = self._settings.max_in_flight * len(self.guards)
+            self._session = open_session(pool, self._timeout)
 
     async def close(self) -> None:
         """Close the session if this dispatcher created it."""
@@ -167,7 +150,9 @@ class Dispatcher:
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = await self._enter(guard, pacer, lane, clock, held)
+            ticket = self._enter_now(guard, pacer, clock, held) or await self._enter(
+                guard, pacer, lane, clock, held
+            )
             pacer.in_flight += 1
             try:
                 answer = await post_once(
@@ -202,6 +187,22 @@ class Dispatcher:
                 return self._error(started, clock.queued, clock.attempts, error)
             self._metrics.retries.inc()
             await self._wait(delay, lane.partition)
+
+    @staticmethod
+    def _enter_now(
+        guard: EndpointGuard, pacer: RateLimitPacer, clock: UnitClock, held: Place | None
+    ) -> Ticket | None:
+        """Return the ticket of a held place when nothing makes the unit wait, else None.
+
+        :meth:`_enter`'s first round without a coroutine: the endpoint's pace lets a
+        request start now, the endpoint is not paused and its circuit is closed.
+        """
+        if held is None or not pacer.ready(time.monotonic()):
+            return None
+        ticket = guard.enter_held(held)
+        if ticket is not None:
+            clock.sent(ticket)
+        return ticket
 
     async def _enter(
         self,

@@ -272,3 +272,42 @@ async def test_waiting_for_a_request_slot_is_queue_time_not_latency() -> None:
     assert outcome.queue_ms >= hold * 1000
     assert outcome.latency_ms <= after_release_ms
     assert metrics.registry.get_sample_value("batch_runner_queue_wait_seconds_count") == 1
+
+
+# --- request headers --------------------------------------------------------------------------
+
+
+async def test_requests_carry_our_user_agent_unless_the_endpoint_names_its_own() -> None:
+    """Each request names the replica as its User-Agent, once; an endpoint's own header wins.
+
+    The endpoint's headers replace ours whatever their case (no header sent twice), and a
+    message's trace headers are added to them.
+    """
+    seen: list[dict[str, list[str]]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        seen.append({k.lower(): request.headers.getall(k) for k in request.headers})
+        return web.json_response({"predictions": [1]})
+
+    app = web.Application()
+    app.router.add_post("/predict", handle)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        plain = settings_for(f"{url}/predict")
+        await dispatch(plain, [{"i": 1}])
+        endpoint = Endpoint(
+            DEFAULT_TARGET, f"{url}/predict", "v1", headers={"user-agent": "mine/2", "X-Key": "k"}
+        )
+        own = Settings(bootstrap_servers="unused:9092", endpoints={DEFAULT_TARGET: endpoint})
+        dispatcher = Dispatcher(own)
+        await dispatcher.start()
+        try:
+            trace = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+            await dispatcher.run(endpoint, [b'{"i":2}'], trace)
+        finally:
+            await dispatcher.close()
+    assert seen[0]["user-agent"] == ["kafka-batch-runner"]
+    assert seen[0]["content-type"] == ["application/json"]
+    assert seen[1]["user-agent"] == ["mine/2"]
+    assert seen[1]["x-key"] == ["k"]
+    assert seen[1]["traceparent"] == [trace["traceparent"]]
