@@ -119,7 +119,10 @@ class RateLimitPacer:
         will spend some of what is left.
         """
         for dimension, (remaining_name, limit_name, reset_name) in _BUDGET_HEADERS:
-            stated = _count(headers.get(remaining_name))
+            text = headers.get(remaining_name)
+            if text is None:  # the usual answer: no budget stated
+                continue
+            stated = _count(text)
             if stated is None:
                 continue
             remaining = stated - in_flight if dimension == "requests" else stated
@@ -142,6 +145,10 @@ class RateLimitPacer:
     def spacing_when_low_count(self, remaining_tokens: int) -> int:
         """How many requests may start per reset period when ``remaining_tokens`` are left."""
         return max(1, min(self.spread_when_low, remaining_tokens))
+
+    def ready(self, now: float) -> bool:
+        """Whether a request may start at ``now``: :meth:`delay` would say 0 and reserve nothing."""
+        return now >= self.pause_until and (self.spacing_s <= 0 or now >= self.spacing_until)
 
     def paused_for(self, now: float) -> float:
         """Return how long the endpoint is paused from ``now`` (nothing is reserved)."""

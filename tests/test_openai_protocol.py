@@ -468,3 +468,33 @@ async def test_chosen_bodies_are_refused_once_with_retry_after_ms(
     assert (first[0], first[2]["retry-after-ms"]) == (429, "40")
     assert second[0] == 200
     assert (await openai_stats(http, server.url))["rate_limited"] == 1
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    answers=st.lists(
+        st.tuples(st.integers(0, 12), st.sampled_from(["0", "200ms", "2s", "soon"])), max_size=6
+    ),
+    now=st.floats(0.0, 5.0),
+)
+def test_pacer_ready_is_a_delay_of_zero_that_reserves_nothing(
+    answers: list[tuple[int, str]], now: float
+) -> None:
+    """``ready(now)``: ``delay(now)`` would be 0 and reserve nothing; asking changes nothing.
+
+    The dispatcher asks ``ready`` to send a unit's first request without a coroutine; a
+    pacer that holds (a pause) or spaces requests out (each start reserves the next) is
+    not ready, and the unit asks ``delay`` as before.
+    """
+    pacer = RateLimitPacer()
+    for at, (left, reset) in enumerate(answers):
+        pacer.observe(budget(left, reset=reset, limit=100), now=at * 0.1)
+
+    def state() -> tuple[float, ...]:
+        return (pacer.pause_until, pacer.spacing_s, pacer.spacing_until, pacer.next_start)
+
+    before = state()
+    ready = pacer.ready(now)
+    assert state() == before
+    delay = pacer.delay(now)
+    assert ready == (delay == 0.0 and state() == before)
