@@ -88,10 +88,15 @@ async def post_once(  # noqa: PLR0913 - the request and what reads its answer
     try:
         async with session.post(url, data=body, headers=headers) as response:
             status = response.status
-            pacer.observe(response.headers, time.monotonic(), pacer.in_flight - 1)
-            metrics.http_code(status).inc()
-            metrics.inference_latency.observe(time.monotonic() - started)
+            headers = response.headers
+            answered = time.monotonic()
+            pacer.observe(headers, answered, pacer.in_flight - 1)
+            metrics.http_code(status).value += 1
+            metrics.inference_latency.observe(answered - started)
             if 200 <= status < 300:
+                length = response.content_length
+                if length is not None and length <= max_bytes and "Content-Encoding" not in headers:
+                    return await response.read()  # read_capped's first case, without its coroutine
                 try:
                     return await read_capped(response, max_bytes)
                 except ResponseTooLargeError as exc:
