@@ -136,6 +136,22 @@ class CircuitBreaker:
         self._bad = 0  # refused or unanswered among _recent
         self._failed_probes = 0  # in a row, since the circuit last opened from closed
 
+    @property
+    def all_up(self) -> bool:
+        """Whether another answer from a working server would change nothing.
+
+        The circuit is closed and the whole window of recent requests was answered: a
+        further answer (not the probe) leaves the state, the window and its counts as
+        they are, so :meth:`record` may be skipped for it.
+        """
+        recent = self._recent
+        return (
+            self._bad == 0
+            and len(recent) == recent.maxlen
+            and self._in_a_row == 0
+            and self.state is Circuit.CLOSED
+        )
+
     def admit(self, now: float) -> Admission:
         """Return whether a request may be sent at ``now``, and whether it is the probe."""
         if self.state is Circuit.CLOSED:

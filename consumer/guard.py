@@ -172,6 +172,15 @@ class EndpointGuard:
         retry_after_s: float | None = None,
     ) -> None:
         """Give the place back and take the answer in: an HTTP ``status``, or ``None``."""
+        if (
+            self.adaptive is None
+            and status is not None
+            and 200 <= status < 300
+            and not ticket.probe
+            and self.breaker.all_up
+        ):
+            self.limiter.release()  # the usual answer: it changes nothing else
+            return
         now = time.monotonic()
         in_flight = self.limiter.in_use
         self.limiter.release()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -261,3 +261,32 @@ TestBreakerMachine = BreakerMachine.TestCase
 TestBreakerMachine.settings = settings(
     max_examples=examples(300), stateful_step_count=80, deadline=None
 )
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    verdicts=st.lists(st.sampled_from([Verdict.UP, Verdict.UP, Verdict.REFUSED, Verdict.DOWN])),
+    failures=st.integers(0, 4),
+    window=st.integers(1, 6),
+)
+def test_an_answer_while_all_up_changes_nothing(
+    verdicts: list[Verdict], failures: int, window: int
+) -> None:
+    """While ``all_up``, an answer from a working server leaves everything as it was.
+
+    The guard skips :meth:`CircuitBreaker.record` for a 2xx then: a breaker that skips it
+    so reaches the same states as one that records every answer, and ``all_up`` is only
+    true on a closed circuit after a full window of answers.
+    """
+    config = BreakerConfig(failures=failures, window=window, error_share=0.5)
+    recording, skipping = CircuitBreaker(config), CircuitBreaker(config)
+    for n, verdict in enumerate(verdicts):
+        now = float(n)
+        if verdict is Verdict.UP and skipping.all_up:
+            assert state_of(skipping) is Circuit.CLOSED
+        else:
+            skipping.record(verdict, now)
+        recording.record(verdict, now)
+        assert state_of(skipping) is state_of(recording)
+        assert skipping.all_up == recording.all_up
+        assert skipping.admit(now) == recording.admit(now)
