@@ -30,7 +30,6 @@ Pure of I/O: the caller passes ``send``, which dispatches a part and returns its
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -144,4 +143,4 @@ class _Bisection:
             f"{refusal.error_message or ''} (bisection stopped after {self.result.calls} "
             f"calls, --max-bisect-calls: the bad item is among these {len(unit.items)})"
         ).strip()
-        self.result.parts.append((unit, dataclasses.replace(refusal, error_message=message)))
+        self.result.parts.append((unit, refusal._replace(error_message=message)))

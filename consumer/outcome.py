@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
-if TYPE_CHECKING:
-    from schemas.error_kinds import ResultErrorKind
+from schemas.error_kinds import ResultErrorKind  # noqa: TC001 - NamedTuple reads it at run time
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """What happened to a work unit.
 
     Exactly one of ``predictions`` (one JSON text per item, in order) and ``error_kind``
@@ -20,6 +17,9 @@ class Outcome:
     endpoint's deterministic answer to this input (not retried, or the same HTTP 500
     over and over), as opposed to a budget that ran out: only such an error is worth
     splitting the unit for (:mod:`consumer.bisect`).
+
+    A named tuple, not a frozen dataclass: one is made per unit, and a frozen
+    dataclass's ``__init__`` sets each of its eight fields through ``object.__setattr__``.
     """
 
     predictions: list[bytes] | None
