@@ -36,7 +36,9 @@ deadline.
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -106,19 +108,22 @@ class Resume:
         return any(first <= offset < first + count for first, count in self.finished_runs)
 
 
-def add_range(ranges: Sequence[tuple[int, int]], start: int, end: int) -> Ranges:
-    """Return ``ranges`` with ``[start, end)`` added, merged with what overlaps or touches."""
+def add_range(ranges: Ranges, start: int, end: int) -> Ranges:
+    """Return ``ranges`` with ``[start, end)`` added, merged with what overlaps or touches.
+
+    ``ranges`` are well formed (see :data:`Ranges`), so those that meet the new range
+    are neighbours, found by bisection: an acknowledgement costs no Python loop over a
+    chunk's ranges (64 units in flight, answered in any order, leave many gaps).
+    """
     if start >= end:
-        return tuple(ranges)
-    merged: list[tuple[int, int]] = []
-    for lo, hi in ranges:
-        if hi < start or lo > end:
-            merged.append((lo, hi))
-        else:
-            start, end = min(start, lo), max(end, hi)
-    merged.append((start, end))
-    merged.sort()
-    return tuple(merged)
+        return ranges
+    first = bisect.bisect_left(ranges, (start,))  # the first range starting at or after start
+    if first and ranges[first - 1][1] >= start:
+        first -= 1  # the range before it reaches start
+    last = bisect.bisect_right(ranges, (end, math.inf))  # the first range starting after end
+    if first < last:
+        start, end = min(start, ranges[first][0]), max(end, ranges[last - 1][1])
+    return (*ranges[:first], (start, end), *ranges[last:])
 
 
 def missing(done: Sequence[tuple[int, int]], size: int) -> Ranges:
