@@ -13,8 +13,10 @@ unit.
 A unit handed to a task that does not come back for it within that step (its unit waits
 for a retry's backoff, bisects, or ends with an error or a cancel) is started in a task
 of its own by a check queued on the loop at the hand-over, at the loop's next pass: no
-unit waits for another unit's backoff. A unit whose chunk was abandoned before it ran
-gives its place back and never runs, as a task cancelled before its first step did.
+unit waits for another unit's backoff. One check serves every hand-over made before it
+runs (a callback queued per hand-over was a handle and a call per unit). A unit whose
+chunk was abandoned before it ran gives its place back and never runs, as a task
+cancelled before its first step did.
 
 Cancels: a task is in its unit's ``chunk.tasks`` only while it runs that unit, and it
 moves to the next unit within one step, so a cancel of a chunk's tasks (a revoke, a
@@ -74,6 +76,8 @@ class UnitTasks(Generic[Q]):
         self._process = process
         self._finished = finished
         self._runners: dict[asyncio.Task[None], _Runner[Q]] = {}
+        # Runners handed a unit since the last check (one check a loop pass for them all).
+        self._handed: list[_Runner[Q]] = []
 
     def start(self, unit: Q) -> None:
         """Run ``unit`` (it holds its place): after the running unit task's unit, or anew."""
@@ -81,7 +85,10 @@ class UnitTasks(Generic[Q]):
         runner = None if task is None else self._runners.get(task)
         if runner is not None and runner.next is None:
             runner.next = unit
-            asyncio.get_running_loop().call_soon(self._check, runner)
+            handed = self._handed
+            handed.append(runner)
+            if len(handed) == 1:
+                asyncio.get_running_loop().call_soon(self._check_handed)
             return
         self._spawn(unit)
 
@@ -115,6 +122,12 @@ class UnitTasks(Generic[Q]):
                 return unit
             unit.place.release()  # may hand the place to this runner again
         return None
+
+    def _check_handed(self) -> None:
+        """Check every runner handed a unit since the last check (see :meth:`_check`)."""
+        handed, self._handed = self._handed, []
+        for runner in handed:
+            self._check(runner)
 
     def _check(self, runner: _Runner[Q]) -> None:
         """Start the unit handed to a task that did not come back for it, in a task of its own."""
