@@ -164,7 +164,8 @@ class Jobs:
 
     def stop_reason(self, request: BatchRequest, now: float) -> ResultErrorKind | None:
         """Why a unit of ``request`` must not be sent now (cancelled, expired), or None."""
-        if self.cancelled(request.batch_id):
+        book = self.book  # as cancelled(), inline: asked once per unit
+        if book is not None and book.cancelled(request.batch_id):
             return ResultErrorKind.CANCELLED
         if request.deadline is not None and now >= request.deadline:
             return ResultErrorKind.EXPIRED

@@ -194,16 +194,20 @@ class Limiter:
         del self._weights[key]
 
     def _wake(self) -> None:
-        while self._turns and self._held < self._limit:
-            when, turn, key = heapq.heappop(self._turns)
-            if self._passes.get(key) != (when, turn):
+        turns, passes = self._turns, self._passes
+        while turns and self._held < self._limit:
+            when, turn, key = heapq.heappop(turns)
+            if passes.get(key) != (when, turn):
                 continue  # the key was dropped (or rescheduled) since this entry
             queue = self._queues[key]
             waiter = queue.popleft()
             self._waiting -= 1
             self._clock = when
-            if queue:
-                self._schedule(key, when + 1.0 / self._weights[key])
+            if queue:  # the key's next turn (as _schedule, inline: once per place)
+                when += 1.0 / self._weights[key]
+                turn = next(self._numbers)
+                passes[key] = (when, turn)
+                heapq.heappush(turns, (when, turn, key))
             else:
                 self._drop(key)
             if not isinstance(waiter, asyncio.Future):
