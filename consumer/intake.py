@@ -230,7 +230,11 @@ class Intake:
             endpoint, unit.items, headers, fair_key=chunk.tp, lane=lane, held=place
         )
         parts = [(unit, outcome)]
-        if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
+        if (
+            outcome.predictions is None  # answered units are never split (worth_bisecting)
+            and self._settings.max_bisect_calls
+            and worth_bisecting(outcome, len(unit.items))
+        ):
 
             async def send(items: Sequence[bytes]) -> Outcome:
                 return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)

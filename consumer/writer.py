@@ -140,7 +140,7 @@ class RecordWriter:
         metrics = self._metrics
         metrics.published += count
         if errors < count:
-            metrics.items_ok.inc(count - errors)
+            metrics.items_ok.value += count - errors  # (inc() without its call: never < 0)
         if errors:
             metrics.items_error.inc(errors)
         if chunk.created_ms > 0:

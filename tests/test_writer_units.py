@@ -9,12 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import orjson
 from confluent_kafka import KafkaError
 
+from consumer.chunk import Chunk
 from consumer.metrics import Metrics
 from consumer.splitter import WorkUnit
 from consumer.writer import RecordWriter
-from schemas import ChunkSummary, Result
+from schemas import (
+    ChunkSummary,
+    Result,
+    decode_batch_request,
+    encode_batch_request,
+    encode_ok_result,
+)
 from tests.test_consumer_rooms import (
     DLQ,
     P0,
@@ -167,3 +175,33 @@ def test_a_one_item_unit_is_done_on_its_only_report() -> None:
     sink.deliver()
     assert (chunk.first_offset, chunk.last_offset, chunk.done) == (9, 10, ((0, 1),))
     assert listener.chunks == [chunk]
+
+
+def test_one_item_units_take_the_short_path_only_when_nothing_needs_more() -> None:
+    """A one-item answer is encoded as ``encode_ok_result`` does; anything more still happens.
+
+    The short path (no ``custom_id`` in the item, no ``usage`` in the answer, the record
+    under the limit) writes the same bytes; an item with a ``custom_id``, an answer with
+    ``usage`` and an answer over the limit get what the general path gives them.
+    """
+    writer, sink, _ = make_writer(limit=400)
+    chunk = make_chunk(P0, 0, 4)
+    items = chunk.request.items
+    plain = b'{"label":1}'
+    writer.write_unit(chunk, WorkUnit(0, items[:1]), ok([plain]))
+    expected = encode_ok_result(chunk.request, 0, plain, 1, 2.0, 1.0)
+    assert sink.records[0].value == expected
+    usage = b'{"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}'
+    writer.write_unit(chunk, WorkUnit(1, items[1:2]), ok([usage]))
+    writer.write_unit(chunk, WorkUnit(2, items[2:3]), ok([orjson.dumps("x" * 500)]))
+    lines = [orjson.dumps({"custom_id": "q3"})]
+    data = encode_batch_request(batch_id="b", items=lines, start=3, total=4, chunk=1, chunks=2)
+    named = Chunk(P0, 1, decode_batch_request(data), [], 0, 1)
+    writer.write_unit(named, WorkUnit(0, named.request.items), ok([plain]))
+    results = [r for r in decoded(sink.records) if isinstance(r, Result)]
+    assert [r.index for r in results] == [0, 1, 2, 3]
+    assert results[1].usage is not None
+    assert results[1].usage.total_tokens == 7
+    assert results[2].error is not None
+    assert results[2].error.kind == "result_too_large"
+    assert results[3].custom_id == "q3"
