@@ -227,6 +227,8 @@ class RecordWriter:
         partition (one key), whose reports come in the order the records were produced.
         """
         listener = self._listener
+        if count == 1:
+            return self._record_callback(chunk, start, errors)
         left = count
         refused = False
         first: Message | None = None
@@ -246,6 +248,24 @@ class RecordWriter:
             chunk.landed(first.partition(), first.offset())
             if msg is not first:
                 chunk.landed(msg.partition(), msg.offset())
+            if chunk.unacked == 0 and chunk.summary_sent:
+                listener.chunk_delivered(chunk)
+
+        return on_delivery
+
+    def _record_callback(
+        self, chunk: Chunk, start: int, errors: tuple[int, tuple[int, int]]
+    ) -> DeliveryCallback:
+        """:meth:`_unit_callback` for a unit of one record: its one report is its last."""
+        listener = self._listener
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None:  # stays unacknowledged: the chunk is never done
+                listener.delivery_failed(KafkaException(err))
+                return
+            chunk.unacked -= 1
+            chunk.acked(start, start + 1, *errors)
+            chunk.landed(msg.partition(), msg.offset())
             if chunk.unacked == 0 and chunk.summary_sent:
                 listener.chunk_delivered(chunk)
 
