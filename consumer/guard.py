@@ -302,6 +302,8 @@ class UnitClock:
     (paused, circuit open) before later attempts; failed probes are not charged.
     """
 
+    __slots__ = ("attempts", "charged", "endpoint_waits", "first_attempt", "queued", "started")
+
     def __init__(self, started: float) -> None:
         """Start the unit's clock at ``started`` (``time.monotonic()``)."""
         self.started = started

@@ -50,7 +50,8 @@ class V1Codec:
 
     def encode(self, items: Sequence[JSONText]) -> bytes:
         """Return ``{"instances":[item,...]}`` by concatenation (items are not re-read)."""
-        require_items(items)
+        if not items:
+            require_items(items)  # raises: a request needs at least one item
         texts: Sequence[JSONText] = items
         if self._rows:
             texts = text_rows(items, self.options.columns)
@@ -67,4 +68,5 @@ class V1Codec:
             raise BadResponse('unexpected response shape: no "predictions" (or "outputs") array')
         if len(predictions) != count:
             raise wrong_count(count, len(predictions))
-        return maybe_unwrap([bytes(p) for p in predictions], self._unwrap)
+        found = [bytes(p) for p in predictions]
+        return maybe_unwrap(found, unwrap_them=True) if self._unwrap else found
