@@ -151,7 +151,7 @@ class EndpointGuard:
         now = time.monotonic()
         if self.adaptive is not None and self.adaptive.resume_at > now:
             return None
-        held.take()
+        held.held = False  # taken (as held.take(), inline: once per unit)
         self.used = True
         mark = None if self.loop_lag is None else self.loop_lag.mark()
         return Ticket(probe=False, sent_at=now, endpoint_wait_s=0.0,

@@ -198,14 +198,6 @@ class Intake:
             return Lane(chunk.tp, (chunk.tp, request.batch_id), request.priority or 1)
         return Lane(chunk.tp, chunk.tp)
 
-    def _start(self, queued: _Queued) -> bool:
-        """Run the unit holding its place; decline the place if the chunk was abandoned."""
-        if queued.chunk.abandoned:
-            return False
-        queued.place.held = True
-        self._units.start(queued)
-        return True
-
     def _stopped(self, request: BatchRequest) -> Outcome | None:
         """Return the outcome of a unit that must not be sent (cancelled, expired), or None."""
         kind = self._jobs.stop_reason(request, time.time())
@@ -299,8 +291,12 @@ class _Queued:
         return self.chunk.request.batch_id
 
     def __call__(self) -> bool:
-        """Start the unit holding the place given (False: its chunk was abandoned)."""
-        return self.intake._start(self)  # noqa: SLF001
+        """Run the unit holding the place given; decline it if the chunk was abandoned."""
+        if self.chunk.abandoned:
+            return False
+        self.place.held = True
+        self.intake._units.start(self)  # noqa: SLF001
+        return True
 
 
 class _Route(NamedTuple):

@@ -107,7 +107,8 @@ class UnitTasks(Generic[Q]):
         while True:
             await self._process(unit)
             unit.chunk.tasks.discard(task)
-            unit.place.release()  # if it never used it (a stopped unit gave it back already)
+            if unit.place.held:  # it never used it (a stopped unit gave it back already)
+                unit.place.release()
             handed = self._take_next(runner)
             if handed is None:
                 return
