@@ -168,12 +168,12 @@ class Intake:
         # Each unit waits for a place in its endpoint's limit as a queued start, and
         # becomes a task holding that place only when its turn comes.
         route = _Route(endpoint, self._lane(chunk), trace or None)
-        dispatcher = self._dispatcher
-        limiter = dispatcher.guards[endpoint.name].limiter
+        key, weight = route.lane.key, route.lane.weight
+        limiter = self._dispatcher.guards[endpoint.name].limiter  # (Dispatcher.submit's)
         since = time.monotonic()
         for unit in _todo(chunk, size):
             queued = _Queued(self, chunk, route, unit, place=Place(limiter, since))
-            dispatcher.submit(endpoint, route.lane, queued)
+            limiter.submit(queued, key, weight)
 
     def cancel_batch(self, batch_id: str) -> None:
         """Stop a cancelled batch's units: running ones are cancelled, queued ones answered.

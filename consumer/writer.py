@@ -127,7 +127,11 @@ class RecordWriter:
         elif outcome.error_kind == ResultErrorKind.EXPIRED:
             chunk.expired_count += count
             stopped = (0, count)
-        on_delivery = self._unit_callback(chunk, unit.offset, count, (errors, stopped))
+        on_delivery = (
+            self._record_callback(chunk, unit.offset, (errors, stopped))
+            if count == 1
+            else self._unit_callback(chunk, unit.offset, count, (errors, stopped))
+        )
         topic, key, headers = self.results_topic, request.batch_id, chunk.trace_headers
         chunk.unacked += count
         if self.releaser is None:
@@ -227,8 +231,6 @@ class RecordWriter:
         partition (one key), whose reports come in the order the records were produced.
         """
         listener = self._listener
-        if count == 1:
-            return self._record_callback(chunk, start, errors)
         left = count
         refused = False
         first: Message | None = None
@@ -256,7 +258,7 @@ class RecordWriter:
     def _record_callback(
         self, chunk: Chunk, start: int, errors: tuple[int, tuple[int, int]]
     ) -> DeliveryCallback:
-        """:meth:`_unit_callback` for a unit of one record: its one report is its last."""
+        """:meth:`_unit_callback` of a unit of one record: its one report is its last."""
         listener = self._listener
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:
