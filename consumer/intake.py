@@ -310,6 +310,8 @@ class _Route(NamedTuple):
 def _todo(chunk: Chunk, size: int) -> list[WorkUnit]:
     """Cut the chunk's items not yet answered into units of ``size`` (all, unless resumed)."""
     items = chunk.request.items
+    if not chunk.done:  # all of it: split's own units (no second unit made per unit)
+        return split(items, size)
     return [
         WorkUnit(start + unit.offset, unit.items)
         for start, end in missing(chunk.done, chunk.size)

@@ -32,4 +32,4 @@ def split(items: Sequence[bytes], size: int) -> list[WorkUnit]:
     """Cut ``items`` into units of ``size`` items (the last may be shorter), in order."""
     if size < 1:
         raise ValueError("size must be >= 1")
-    return [WorkUnit(offset=i, items=items[i : i + size]) for i in range(0, len(items), size)]
+    return [WorkUnit(i, items[i : i + size]) for i in range(0, len(items), size)]
