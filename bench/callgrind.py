@@ -1,6 +1,6 @@
 """Instructions per item under callgrind: a replica, or the bare aiohttp loop, load-independent.
 
-``python -m bench.callgrind replica|bare --items 4000 --short 1000 [--per-request 100]``
+``python -m bench.callgrind replica|bare --items 8000 --short 1000 [--per-request 100]``
 runs the process twice under ``valgrind --tool=callgrind`` (all its threads, from start
 to exit), over ``--items`` and over ``--short`` items, and prints the difference of the
 two instruction totals divided by the difference of the items: start-up and shutdown
@@ -10,7 +10,8 @@ compare two versions of the code where CPU seconds on a shared machine cannot.
 ``replica``: a backlog of chunks of ``--chunk-size`` items is produced beforehand to
 fresh topics of ``KAFKA_BOOTSTRAP_SERVERS``; one replica (``python -m consumer``, C =
 ``--concurrency``) serves it against the test inference server (``--latency-ms``) and is
-stopped (SIGTERM) once every result and summary has been read back. ``bare``: ``python
+stopped (SIGTERM) once every result and summary has been read back; librdkafka's
+statistics are off unless ``--statistics`` (they are timed, not per item). ``bare``: ``python
 -m bench.baselines bare`` over the same items. ``--keep DIR`` keeps the callgrind files
 (read them with ``callgrind_annotate``).
 """
@@ -55,8 +56,14 @@ def run_replica(  # noqa: PLR0913 - a measurement's knobs
     chunk_size: int,
     concurrency: int,
     out_file: Path,
+    statistics: bool = False,
 ) -> None:
-    """Serve ``items`` through one replica under callgrind, writing ``out_file``."""
+    """Serve ``items`` through one replica under callgrind, writing ``out_file``.
+
+    Without ``statistics`` librdkafka emits none (``statistics.interval.ms`` 0): they come
+    every 5 s of wall time, and a run slowed down 50 times by callgrind, more on a busy
+    machine, would count thousands of instructions per item for them.
+    """
     topics = make_topics(bootstrap, 1)
     # One item per request as scenario 1 asks for it: the consumer's default.
     backlog = Backlog(
@@ -65,6 +72,7 @@ def run_replica(  # noqa: PLR0913 - a measurement's knobs
     produce(bootstrap, topics, backlog)
     env = {
         **replica_env(bootstrap, topics, server, {}, max_in_flight=concurrency),
+        **({} if statistics else {"KAFKA_STATISTICS_INTERVAL_MS": "0"}),
         "BATCH_RUNNER_GROUP_ID": f"callgrind-{out_file.stem}",
     }
     log = out_file.with_suffix(".log")
@@ -111,12 +119,17 @@ def main(argv: list[str] | None = None) -> int:
     """Measure instructions per item; print them as JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.callgrind", description=__doc__)
     parser.add_argument("mode", choices=["replica", "bare"])
-    parser.add_argument("--items", type=int, default=4000)
+    parser.add_argument("--items", type=int, default=8000)
     parser.add_argument("--short", type=int, default=1000)
     parser.add_argument("--per-request", type=int, default=1)
     parser.add_argument("--chunk-size", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--statistics",
+        action="store_true",
+        help="keep librdkafka's statistics every 5 s (counted per item as the run lasts)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="keep the callgrind files here")
     args = parser.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
@@ -138,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         chunk_size=args.chunk_size,
                         concurrency=args.concurrency,
                         out_file=out_file,
+                        statistics=args.statistics,
                     )
                 else:
                     run_bare(
