@@ -32,8 +32,14 @@ if TYPE_CHECKING:
     from chaos.trial import Context
 
 
-def latest_statuses(bootstrap: str, topic: str, partitions: int) -> dict[str, BatchStatus]:
-    """Read ``topic`` from its beginning to its end; return the latest status per batch."""
+def latest_statuses(
+    bootstrap: str, topic: str, partitions: int, forms: dict[str, int] | None = None
+) -> dict[str, BatchStatus]:
+    """Read ``topic`` from its beginning to its end; return the latest status per batch.
+
+    ``forms`` counts the status records with done chunks by how they hold them: ``list``
+    (``done`` only, as older replicas write), ``both``, ``ranges`` (``done_ranges`` only).
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -60,6 +66,10 @@ def latest_statuses(bootstrap: str, topic: str, partitions: int) -> dict[str, Ba
                     continue
                 if isinstance(record, BatchStatus):
                     found[record.batch_id] = record
+                    if forms is not None and record.chunks_done:
+                        form = "both" if record.done and record.done_ranges else "list"
+                        form = form if record.done else "ranges"
+                        forms[form] = forms.get(form, 0) + 1
     finally:
         consumer.close()
     return found
