@@ -13,20 +13,23 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   answer, doubling every round trip, so a replica finds a large capacity in a few round
   trips instead of minutes.
 * **Overload answers** (429 Too Many Requests, 503 Service Unavailable) and **timeouts**
-  multiply the limit by ``backoff`` (0.9). Only a request sent after the last decrease can
-  cause another: the answers to requests sent under the old limit say nothing about the
-  new one, so a burst of 429s to one round of requests cuts the limit once, not fifty
-  times. The limit then climbs back, but only to one below the level that was refused,
-  and stays there for ``plateau_s`` (or until the moment the server's ``Retry-After``
-  names, capped at ``max_hold_s``, if that is later) before it probes beyond: replicas
-  sharing a server sit just under its capacity instead of bumping into it every few
-  round trips. Beyond that level it probes as CUBIC does after its plateau: slowly at
-  first, faster with time, at most ``(t / plateau_s) ** 3`` above it ``t`` seconds after
-  the plateau (1 after a second, 8 after two): replicas sharing a server creep past the
-  level where it refused, so the next refusal finds their sum one or two over its
-  capacity and cuts one replica once, where a growth of one per round trip (what it
-  had) put every replica over within a few round trips and each cut two or three times
-  in a burst of refusals. A capacity that grew is still found within seconds.
+  multiply the limit by ``backoff`` (0.9). Only a request sent after the last decrease,
+  answered while no more are in flight than the limit allows, can cause another: the answers
+  to requests admitted under the old limit say nothing about the new one, so a burst of 429s
+  to one round of requests cuts the limit once, not fifty times. (A unit's place may be
+  granted before a cut and its request sent just after: in flight above the limit tells such
+  a request apart. Traced alone against K = 48, each refusal at 49 was followed within 2 ms
+  by one of these, a second cut to 39 and a ceiling of 43.) The limit then climbs back, but
+  only to one below the level that was refused, and stays there for ``plateau_s`` (or until
+  the moment the server's ``Retry-After`` names, capped at ``max_hold_s``, if that is later)
+  before it probes beyond: replicas sharing a server sit just under its capacity instead of
+  bumping into it every few round trips. Beyond that level it probes as CUBIC does after its
+  plateau: slowly at first, faster with time, at most ``(t / plateau_s) ** 3`` above it
+  ``t`` seconds after the plateau (1 after a second, 8 after two): replicas sharing a server
+  creep past the level where it refused, so the next refusal finds their sum one or two over
+  its capacity and cuts one replica once, where a growth of one per round trip (what it had)
+  put every replica over within a few round trips and each cut two or three times in a burst
+  of refusals. A capacity that grew is still found within seconds.
   Refused while already at ``min_limit``, the endpoint sends nothing new
   for that time (:attr:`AdaptiveLimit.resume_at`): a limit cannot go lower, so the pace
   must.
@@ -237,11 +240,11 @@ class AdaptiveLimit:
             cause = Cause.TIMEOUT if signal is Signal.TIMEOUT else Cause.OVERLOAD
             if cause is Cause.OVERLOAD:
                 self._refused_at = max(self._refused_at, now)
-            self._on_overload(sent_at, now, retry_after_s, cause)
+            self._on_overload(sent_at, now, retry_after_s, cause, in_flight)
         return self.limit
 
     def _on_overload(
-        self, sent_at: float, now: float, retry_after_s: float | None, cause: Cause
+        self, sent_at: float, now: float, retry_after_s: float | None, cause: Cause, in_flight: int
     ) -> None:
         config = self.config
         hold = config.plateau_s
@@ -249,7 +252,7 @@ class AdaptiveLimit:
             hold = max(hold, min(retry_after_s, config.max_hold_s))
         if self.limit <= config.min_limit:  # cannot go lower: stop sending for a while
             self.resume_at = max(self.resume_at, now + hold)
-        if sent_at >= self._last_decrease:
+        if sent_at >= self._last_decrease and in_flight <= self.limit:
             refused = self.limit
             ceiling = float(max(refused - 1, config.min_limit))
             if now < self._ceiling_until:
