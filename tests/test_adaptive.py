@@ -358,6 +358,33 @@ def test_any_number_of_replicas_uses_most_of_any_capacity(
     assert totals.refused_share <= 0.10, sim.limits
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_replicas_joining_a_queue_one_after_another_keep_the_true_no_load_time(seed: int) -> None:
+    """Simulated: 3 replicas join a queueing server (K = 48) 1.5 s apart; after 40 s.
+
+    The first fills the server before the others send anything, so they first see queued
+    round trips. The queue must still drain now and then: every replica's no-load time
+    stays within 10% of the server's 20-22 ms (not climbing with each half window of
+    ``rtt_window_s``: with cuts to the share and no lower, to 40-45 ms here), the p99
+    round trip at most 2 x L, ok answers at least 95% of what the server can serve.
+    """
+    sim = Simulation(
+        AdaptiveConfig(max_limit=256),
+        clients=3,
+        capacity=48,
+        overload="queue",
+        seed=seed,
+        start_at=(0.0, 1.5, 3.0),
+        client_lag=0.002,
+    )
+    sim.run(10.0)
+    totals = sim.run(30.0)
+    no_load = [c.limit.no_load_rtt for c in sim.clients]
+    assert all(t is not None and t <= 1.1 * (L + 0.002) for t in no_load), no_load
+    assert totals.latency_percentile(99) <= 2 * L, sim.limits
+    assert totals.ok / 30.0 >= 0.95 * 48 / (L + 0.001), sim.limits
+
+
 def test_each_cut_records_its_cause_and_the_limit_before_and_after() -> None:
     """``last_cut`` says why the limit was last cut: overload, timeout or a queue."""
     config = AdaptiveConfig(initial_limit=20, backoff=0.5, max_limit=64, refusals_rule_s=5.0)
