@@ -35,14 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.kafka_io import Backlog
-from bench.procs import inference_server
 from bench.scenarios import Goal
-from chaos.jobs import compare, latest_statuses
-from chaos.trial import Trial
+from chaos.jobs import STATUS_MUST, status_figures, status_trial
 
 if TYPE_CHECKING:
     from chaos.fleet import Incarnation
-    from chaos.trial import Context
+    from chaos.trial import Context, Trial
 
 # The last commit whose status records list their done chunks one by one (before
 # ``done_ranges``). Move it to the last release before the next incompatible change.
@@ -124,26 +122,15 @@ class Rollout:
 
 def rolling_upgrade(ctx: Context) -> dict[str, Any]:
     """Upgrade a working group from an older commit in two rolling steps; check statuses."""
-    from chaos.scenarios import LATENCY_MS, finished_entry, stall_timeout, steady, wind_down  # noqa: PLC0415 - the scenarios import this module
+    from chaos.scenarios import finished_entry, wind_down  # noqa: PLC0415 - the scenarios import this module
 
     ref = os.environ.get("CHAOS_UPGRADE_FROM", UPGRADE_FROM)
     two_steps = os.environ.get("CHAOS_UPGRADE_STEPS", "2") != "1"
     old = old_code(ctx, ref)
     first_step = {"BATCH_RUNNER_STATUS_DONE_LIST": "true" if two_steps else "false"}
     partitions, replicas, gap_s = 6, ctx.count(3, 2), ctx.size(4.0, 2.0)
-    with (
-        inference_server(LATENCY_MS) as server,
-        Trial(
-            ctx,
-            server,
-            partitions=partitions,
-            settings=steady(ctx),
-            stall_timeout_s=stall_timeout(ctx),
-        ) as trial,
-    ):
-        work = Backlog(ctx.count(120_000, 6_000), batches=ctx.count(36, 8), chunk_size=100)
-        trial.submit(work)
-        trial.begin()
+    work = Backlog(ctx.count(120_000, 6_000), batches=ctx.count(36, 8), chunk_size=100)
+    with status_trial(ctx, partitions, work) as trial:
         rollout = Rollout(trial)
         for _ in range(replicas):
             rollout.start("old", old)
@@ -165,7 +152,7 @@ def rolling_upgrade(ctx: Context) -> dict[str, Any]:
             i.log.read_text(errors="replace").count(IGNORED) for i in trial.fleet.incarnations
         )
         forms: dict[str, int] = {}
-        statuses = latest_statuses(trial.bootstrap, trial.topics.status, partitions, forms)
+        exact = status_figures(trial, work, forms)
         figures |= {
             "upgraded_from": ref[:12],
             "steps": 2 if two_steps else 1,
@@ -176,7 +163,7 @@ def rolling_upgrade(ctx: Context) -> dict[str, Any]:
             "restarts": sum(a["what"] == "SIGTERM" for a in trial.actions),
             "status_records_by_form": dict(sorted(forms.items())),
             "status_records_ignored": ignored,
-            **compare(work, statuses),
+            **exact,
         }
         return finished_entry(
             trial,
@@ -185,10 +172,5 @@ def rolling_upgrade(ctx: Context) -> dict[str, Any]:
             "batches, a new replica stopped midway",
             figures,
             [Goal("duplicate_results", ">=", 0)],
-            must=[
-                Goal("status_records_ignored", "==", 0),
-                Goal("status_missing", "==", 0),
-                Goal("status_not_final", "==", 0),
-                Goal("status_wrong_counts", "==", 0),
-            ],
+            must=[Goal("status_records_ignored", "==", 0), *STATUS_MUST],
         )
