@@ -27,6 +27,7 @@ from chaos.fleet import http_get, http_post, metric_value
 from chaos.jobs import job_status
 from chaos.ledger import QUIET, end_offsets
 from chaos.trial import LOG_GOALS, MUST_HOLD, Context, Trial
+from chaos.upgrade import rolling_upgrade
 from schemas import encode_batch_request
 from tools.localkafka.broker import free_port
 
@@ -791,4 +792,5 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "slow-model": slow_model,
     "pause-reassign": pause_reassign,
     "job-status": job_status,
+    "rolling-upgrade": rolling_upgrade,
 }

@@ -183,9 +183,9 @@ class Trial:
             scrape_metrics=self.scrape_metrics,
         )
 
-    def start(self, member: str) -> Incarnation:
-        """Start a replica process for ``member``."""
-        incarnation = self.fleet.start(member)
+    def start(self, member: str, **extra_env: str) -> Incarnation:
+        """Start a replica process for ``member`` (``extra_env`` adds to its environment)."""
+        incarnation = self.fleet.start(member, **extra_env)
         self.note("started", incarnation=incarnation.name)
         return incarnation
 

@@ -79,6 +79,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--requests-topic", help=f"default {REQUESTS_TOPIC}")
     add("--results-topic", help=f"default {RESULTS_TOPIC}")
     add("--dlq-topic", help=f"default {DLQ_TOPIC}")
+    add(
+        "--status-done-list",
+        action="store_true",
+        default=None,
+        help="also write batch statuses' done chunks as the list replicas before "
+        "done_ranges read: for the first step of a rolling upgrade from them",
+    )
     add("--items-per-request", type=int, help="items per HTTP request (default 1)")
     add("--max-items-per-request", type=int, help="cap for a request's own value (1000)")
     add(

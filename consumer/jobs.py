@@ -13,7 +13,7 @@ status of the batches on status partition ``p`` (:func:`~schemas.batch_partition
 3. When a chunk's results and summary are all acknowledged, :meth:`Jobs.finished` writes
    the batch's new status (owner) or a progress record to the owner (a chunk on another
    partition); only when that record is acknowledged is the chunk's offset done. A chunk
-   redone after a crash finds its number in the status's ``done`` list and counts nothing.
+   redone after a crash finds its number in the status's ``done_ranges`` and counts nothing.
 4. A cancel seen on any owned partition stops the batch's units here (:meth:`Jobs.cancelled`
    and the ``on_cancel`` callback); a request's deadline is checked as each unit starts.
 
@@ -28,6 +28,7 @@ import re
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from confluent_kafka import KafkaException
 
 from consumer.jobstate import ChunkOutcome, JobBook
@@ -40,6 +41,7 @@ from schemas import (
     InvalidMessage,
     ResultErrorKind,
     decode_status_record,
+    done_chunk_list,
     encode_status_record,
     failed_key,
     progress_key,
@@ -75,8 +77,13 @@ class Jobs:
         failed: Callable[[BaseException], None],
         on_cancel: Callable[[str], None],
         replica_header: tuple[str, bytes],
+        done_list: bool = False,
     ) -> None:
-        """Write to and read ``topic``; nothing connects until :meth:`start`."""
+        """Write to and read ``topic``; nothing connects until :meth:`start`.
+
+        ``done_list``: also write each status's done chunks as the ``done`` list, the only
+        form replicas before ``done_ranges`` read (for the first step of a rolling upgrade).
+        """
         self.topic = topic
         self._consumer_config = consumer_config
         self._publisher = publisher
@@ -84,6 +91,7 @@ class Jobs:
         self._failed = failed
         self._on_cancel = on_cancel
         self._header = replica_header
+        self._done_list = done_list
         self.book: JobBook | None = None
         self._log: StatusLog | None = None
 
@@ -300,6 +308,8 @@ class Jobs:
                 extra={"batch_id": status.batch_id, "state": status.state, "ok": status.ok},
             )
         partition = self.book.partition_of(status.batch_id)
+        if self._done_list:
+            status = msgspec.structs.replace(status, done=done_chunk_list(status))
         self._produce(partition, status.batch_id, encode_status_record(status), then)
 
     def _produce(

@@ -23,7 +23,14 @@ from dataclasses import dataclass
 
 import msgspec
 
-from schemas import BATCH_STATUS_V1, BatchControl, BatchStatus, batch_partition
+from schemas import (
+    BATCH_STATUS_V1,
+    BatchControl,
+    BatchStatus,
+    add_chunk,
+    batch_partition,
+    done_chunk_ranges,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +80,13 @@ def _final_state(status: BatchStatus, cancel: bool) -> str:  # noqa: FBT001 - on
     if status.errors:
         return "completed_with_errors"
     return "completed"
+
+
+def _ranged(status: BatchStatus) -> BatchStatus:
+    """Return ``status`` with its done chunks as ranges only (an older writer's list merged)."""
+    if not status.done:
+        return status
+    return msgspec.structs.replace(status, done=[], done_ranges=done_chunk_ranges(status))
 
 
 def _lower(a: int | None, b: int | None) -> int | None:
@@ -141,7 +155,7 @@ class JobBook:
         """
         if isinstance(record, BatchStatus):
             if self.owns(record.batch_id):
-                self._jobs[record.batch_id] = record
+                self._jobs[record.batch_id] = _ranged(record)
             return None
         return self.control(record, now)
 
@@ -151,7 +165,7 @@ class JobBook:
         if not self.owns(status.batch_id):
             return
         if held is None or status.attempt > held.attempt:
-            self._jobs[status.batch_id] = status  # a new batch, or a retry of it
+            self._jobs[status.batch_id] = _ranged(status)  # a new batch, or a retry of it
         elif held.deadline is None and status.deadline is not None:
             self._jobs[status.batch_id] = msgspec.structs.replace(
                 held, deadline=status.deadline, submitted_at=status.submitted_at
@@ -246,6 +260,7 @@ class JobBook:
             expired=0,
             chunks_done=0,
             done=[],
+            done_ranges=[],
             completed_at=None,
             updated_at=now,
         )
@@ -264,17 +279,17 @@ class JobBook:
                 now=now,
             )
             held = self._jobs[outcome.batch_id]
-        if held.attempt != outcome.attempt or outcome.chunk in held.done:
+        done = add_chunk(held.done_ranges, outcome.chunk)
+        if held.attempt != outcome.attempt or done is None:
             return None  # a repeat (after a crash or a rebalance), or a superseded attempt
-        done = sorted([*held.done, outcome.chunk])
         status = msgspec.structs.replace(
             held,
             ok=held.ok + outcome.ok,
             errors=held.errors + outcome.errors,
             cancelled=held.cancelled + outcome.cancelled,
             expired=held.expired + outcome.expired,
-            chunks_done=len(done),
-            done=done,
+            chunks_done=held.chunks_done + 1,
+            done_ranges=done,
             results_partition=_higher(held.results_partition, outcome.results_partition),
             first_offset=_lower(held.first_offset, outcome.first_offset),
             last_offset=_higher(held.last_offset, outcome.last_offset),
@@ -282,7 +297,7 @@ class JobBook:
         )
         if status.state == "submitted":
             status = msgspec.structs.replace(status, state="in_progress", started_at=now)
-        if len(done) == status.chunks and not held.final:
+        if status.chunks_done == status.chunks and not held.final:
             final = _final_state(status, status.state == "cancelling")
             status = msgspec.structs.replace(status, state=final, completed_at=now)
         self._jobs[outcome.batch_id] = status

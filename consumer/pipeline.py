@@ -142,6 +142,7 @@ class Pipeline:
             failed=self.delivery_failed,
             on_cancel=lambda batch_id: self.intake.cancel_batch(batch_id),  # noqa: PLW0108 - intake comes later
             replica_header=replica_header,
+            done_list=settings.status_done_list,
         )
         self.intake = Intake(
             settings,

@@ -69,6 +69,7 @@ class Settings:
     results_topic: str = RESULTS_TOPIC
     dlq_topic: str = DLQ_TOPIC
     status_topic: str = STATUS_TOPIC
+    status_done_list: bool = False
     # Split: items per HTTP request unless a request asks for another value up to the max.
     items_per_request: int = 1
     max_items_per_request: int = 1000

@@ -20,6 +20,8 @@ Two record types share the topic (``batch-status.v1.json``, ``batch-control.v1.j
 
 from __future__ import annotations
 
+import bisect
+import sys
 import zlib
 from typing import Final, Literal, get_args
 
@@ -63,8 +65,12 @@ class BatchStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     """The state of one batch, on ``batch-status`` with key = ``batch_id``.
 
     Counts are of items of the whole batch (``errors`` includes ``cancelled`` and
-    ``expired``); ``done`` lists the chunk numbers of attempt ``attempt`` whose results are
-    all acknowledged (a chunk done twice after a crash is counted once). The results of
+    ``expired``). The chunk numbers of attempt ``attempt`` whose results are all
+    acknowledged (a chunk done twice after a crash is counted once) are
+    ``done_ranges``, sorted ``[start, end)`` pairs, plus ``done``, a list of chunk numbers
+    that writers before ``done_ranges`` used (:func:`done_chunk_ranges` merges the two;
+    writers now write the ranges, and the list only when asked to, for a rolling
+    upgrade: a list grows with the batch, and with it every status record). The results of
     the batch sit on ``results_partition`` of the results topic between ``first_offset``
     and ``last_offset`` (inclusive; other records may sit between them). Times are Unix
     seconds.
@@ -82,6 +88,7 @@ class BatchStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     expired: NonNegative = 0
     chunks_done: NonNegative = 0
     done: list[NonNegative] = msgspec.field(default_factory=list)
+    done_ranges: list[tuple[NonNegative, Positive]] = msgspec.field(default_factory=list)
     results_partition: NonNegative | None = None
     first_offset: NonNegative | None = None
     last_offset: NonNegative | None = None
@@ -121,6 +128,7 @@ class BatchControl(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
 _status_decoder: Final = msgspec.json.Decoder(BatchStatus)
 _control_decoder: Final = msgspec.json.Decoder(BatchControl)
 _encoder: Final = msgspec.json.Encoder()
+_ANY_END: Final = sys.maxsize  # sorts after every range starting at the same chunk
 _VERSIONS: Final = f"this reader understands {BATCH_STATUS_V1} and {BATCH_CONTROL_V1}"
 
 
@@ -148,15 +156,64 @@ def progress_key(batch_id: str, attempt: int, chunk: int) -> str:
     return f"{batch_id}/progress/{attempt}/{chunk}"
 
 
+def add_chunk(ranges: list[tuple[int, int]], chunk: int) -> list[tuple[int, int]] | None:
+    """Return sorted ``[start, end)`` ``ranges`` with ``chunk`` added (``None``: it is in).
+
+    Neighbouring ranges merge, so chunks finishing in any order keep the list as short
+    as the gaps between them.
+    """
+    at = bisect.bisect_right(ranges, (chunk, _ANY_END))
+    if at and ranges[at - 1][1] > chunk:
+        return None
+    start, end = chunk, chunk + 1
+    lo, hi = at, at
+    if at and ranges[at - 1][1] == chunk:
+        lo, start = at - 1, ranges[at - 1][0]
+    if at < len(ranges) and ranges[at][0] == end:
+        hi, end = at + 1, ranges[at][1]
+    return [*ranges[:lo], (start, end), *ranges[hi:]]
+
+
+def done_chunk_ranges(status: BatchStatus) -> list[tuple[int, int]]:
+    """Return the status's done chunks as sorted, merged ``[start, end)`` ranges.
+
+    Both forms count: ``done_ranges`` and the ``done`` list older writers wrote.
+    """
+    ranges: list[tuple[int, int]] = []
+    for start, end in status.done_ranges:
+        if ranges and ranges[-1][1] >= start:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], end))
+        else:
+            ranges.append((start, end))
+    for chunk in status.done:
+        ranges = add_chunk(ranges, chunk) or ranges
+    return ranges
+
+
+def done_chunk_list(status: BatchStatus) -> list[int]:
+    """Return every done chunk number of ``status``, sorted (the ``done`` list's form)."""
+    return [chunk for start, end in done_chunk_ranges(status) for chunk in range(start, end)]
+
+
 def _check_status(status: BatchStatus) -> None:
     if status.errors > status.total or status.ok + status.errors > status.total:
         raise InvalidMessage("inconsistent", "ok + errors exceed total")
     if status.cancelled + status.expired > status.errors:
         raise InvalidMessage("inconsistent", "cancelled + expired exceed errors")
-    if status.chunks_done != len(set(status.done)) or status.chunks_done > status.chunks:
-        raise InvalidMessage("inconsistent", "chunks_done is not the number of done chunks")
     if any(chunk >= status.chunks for chunk in status.done):
         raise InvalidMessage("inconsistent", "done: a chunk number not below chunks")
+    previous_end = 0
+    for start, end in status.done_ranges:
+        if start < previous_end or end <= start or end > status.chunks:
+            raise InvalidMessage(
+                "inconsistent",
+                "done_ranges: each [start, end) must follow the one before, "
+                "with start < end <= chunks",
+            )
+        previous_end = end
+    done = sum(end - start for start, end in done_chunk_ranges(status))
+    if status.chunks_done != done:
+        raise InvalidMessage("inconsistent", "chunks_done is not the number of done chunks")
 
 
 def _check_control(control: BatchControl) -> None:

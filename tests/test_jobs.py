@@ -132,7 +132,7 @@ def test_a_batch_goes_submitted_in_progress_completed_and_any_consumer_sees_the_
     report = json.loads(waited.stdout)
     assert (report["state"], report["ok"], report["errors"]) == ("completed", 7, 0)
     final = final_status(svc.bootstrap, svc.topics.status, "life-1")
-    assert (final.chunks_done, final.done, final.total) == (3, [0, 1, 2], 7)
+    assert (final.chunks_done, final.done_ranges, final.done, final.total) == (3, [(0, 3)], [], 7)
     assert final.submitted_at is not None
     assert final.completed_at is not None
     states = [s.state for s in statuses(svc.bootstrap, svc.topics.status, "life-1")]
@@ -359,7 +359,12 @@ def test_status_survives_a_sigkill_of_its_owner_and_a_rebalance_with_exact_count
 
     Chunks the killed replica finished but never committed are redone (their results are
     written twice); the new owner restores the batch from the status partition and finds
-    those chunks in ``done``: the final counts are exactly the batch's items and chunks.
+    those chunks done: the final counts are exactly the batch's items and chunks.
+
+    The killed replica is the first step of a rolling upgrade (``--status-done-list``): its
+    records also list the done chunks one by one, as older replicas read them (their rule:
+    ``chunks_done`` = the list's length). The replicas after it write ranges only, and
+    read the killed one's records.
     """
     server.configure(latency_ms=50.0)
     svc = make_service(
@@ -367,16 +372,22 @@ def test_status_survives_a_sigkill_of_its_owner_and_a_rebalance_with_exact_count
     )
     items = [{"x": i} for i in range(120)]
     submit_cli(svc, write_items(tmp_path, items), "kill-1", "--chunk-size", "5")
-    first = svc.start()
+    first = svc.start(BATCH_RUNNER_STATUS_DONE_LIST="true")
     # A few chunks done (and counted) but none committed: the commit interval is long.
     wait_for(lambda: server.stats().items >= 30, timeout_s=60, what="a few chunks done")
     first.signal(signal.SIGKILL)
     first.wait(30)
+    upgrading = statuses(svc.bootstrap, svc.topics.status, "kill-1")
+    assert max(s.chunks_done for s in upgrading) >= 2
+    assert not any(s.final for s in upgrading)
+    for status in upgrading:  # submit's record, then the first replica's
+        assert len(set(status.done)) == status.chunks_done, status  # what older replicas check
+        assert status.done == [c for a, b in status.done_ranges for c in range(a, b)]
     svc.start()
     svc.start()
     final = final_status(svc.bootstrap, svc.topics.status, "kill-1")
     assert (final.state, final.ok, final.errors) == ("completed", 120, 0)
-    assert (final.chunks_done, final.done) == (24, list(range(24)))
+    assert (final.chunks_done, final.done_ranges, final.done) == (24, [(0, 24)], [])
     written = sum(end_offsets(svc.bootstrap, svc.topics.results, 2).values())
     assert written > 120 + 24  # chunks were redone: their records are on the topic twice
     results, _, _ = read_results(svc.bootstrap, svc.topics.results, expected_records=written)

@@ -44,17 +44,32 @@ CONTROL_INTEGERS = (
 STATES = ["submitted", "in_progress", "completed", "cancelling", "cancelled", "expired"]
 
 
+def ranges_hold(ranges: list[list[int]], chunks: int) -> bool:
+    """Check done_ranges: each [start, end) after the one before, start < end <= chunks."""
+    previous_end = 0
+    for start, end in ranges:
+        if isinstance(start, float) or isinstance(end, float):
+            return False
+        if start < previous_end or end <= start or end > chunks:
+            return False
+        previous_end = end
+    return True
+
+
 def status_rules_hold(doc: dict[str, Any]) -> bool:
     """Check the status rules beyond its schema file."""
     done = doc.get("done", [])
+    ranges = doc.get("done_ranges", [])
+    ranges_ok = ranges_hold(ranges, doc["chunks"])
+    union = set(done) | {c for start, end in ranges for c in range(start, end)} if ranges_ok else ()
     return bool(
         integers_written_as_integers(doc, STATUS_INTEGERS)
         and not any(isinstance(chunk, float) for chunk in done)
         and doc.get("ok", 0) + doc.get("errors", 0) <= doc["total"]
         and doc.get("cancelled", 0) + doc.get("expired", 0) <= doc.get("errors", 0)
-        and doc.get("chunks_done", 0) == len(set(done))
-        and doc.get("chunks_done", 0) <= doc["chunks"]
         and all(chunk < doc["chunks"] for chunk in done)
+        and ranges_ok
+        and doc.get("chunks_done", 0) == len(union)
     )
 
 
@@ -76,6 +91,13 @@ def statuses(draw: st.DrawFn) -> dict[str, Any]:
     """Draw a valid status document."""
     chunks = draw(st.integers(1, 6))
     done = sorted(draw(st.sets(st.integers(0, chunks - 1))))
+    cuts = sorted(draw(st.sets(st.integers(0, chunks), max_size=4)))
+    ranges = [[a, b] for a, b in zip(cuts[::2], cuts[1::2], strict=False) if a < b]
+    in_ranges = {c for a, b in ranges for c in range(a, b)}
+    form = draw(st.sampled_from(["list", "ranges", "both"]))
+    listed = done if form != "ranges" else []
+    ranged = ranges if form != "list" else []
+    union = set(listed) | (in_ranges if form != "list" else set())
     total = draw(st.integers(chunks, 30))
     ok = draw(st.integers(0, total))
     errors = draw(st.integers(0, total - ok))
@@ -90,8 +112,9 @@ def statuses(draw: st.DrawFn) -> dict[str, Any]:
         "errors": errors,
         "cancelled": cancelled,
         "expired": draw(st.integers(0, errors - cancelled)),
-        "chunks_done": len(done),
-        "done": done,
+        "chunks_done": len(union),
+        **({"done": listed} if form != "ranges" else {}),
+        **({"done_ranges": ranged} if form != "list" else {}),
         "results_partition": draw(st.none() | st.integers(0, 3)),
         "first_offset": draw(st.none() | st.integers(0, 99)),
         "submitted_at": draw(st.none() | st.floats(0, 2e9)),
@@ -168,6 +191,20 @@ def test_status_records_encode_back_to_documents_their_schema_accepts(
             (
                 b'{"schema":"batch-status/v1","batch_id":"b","state":"completed","total":2,'
                 b'"chunks":2,"chunks_done":1,"done":[0,1]}'
+            ),
+            "chunks_done",
+        ),
+        (
+            (
+                b'{"schema":"batch-status/v1","batch_id":"b","state":"in_progress","total":9,'
+                b'"chunks":9,"chunks_done":4,"done_ranges":[[3,5],[0,2]]}'
+            ),
+            "each \\[start, end\\) must follow the one before",
+        ),
+        (
+            (
+                b'{"schema":"batch-status/v1","batch_id":"b","state":"in_progress","total":9,'
+                b'"chunks":9,"chunks_done":4,"done":[0,4],"done_ranges":[[3,5]]}'
             ),
             "chunks_done",
         ),

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import itertools
+import random
+
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from consumer.jobstate import ChunkOutcome, JobBook
-from schemas import BATCH_CONTROL_V1, BATCH_STATUS_V1, BatchControl, BatchStatus, batch_partition
+from schemas import (
+    BATCH_CONTROL_V1,
+    BATCH_STATUS_V1,
+    BatchControl,
+    BatchStatus,
+    add_chunk,
+    batch_partition,
+    decode_status_record,
+    done_chunk_list,
+    encode_status_record,
+)
 from tests.helpers import examples
 
 PARTITIONS = 1  # every batch on partition 0: owned once assigned
@@ -34,7 +47,7 @@ def test_a_batch_goes_in_progress_then_completed_and_counts_each_chunk_once() ->
     assert book.started("b", attempt=1, chunks=3, total=6, now=1.1) is None
     first = book.chunk_done(outcome(0, results_partition=0, first_offset=10, last_offset=12), 2.0)
     assert first is not None
-    assert (first.state, first.ok, first.done) == ("in_progress", 2, [0])
+    assert (first.state, first.ok, first.done_ranges) == ("in_progress", 2, [(0, 1)])
     assert book.chunk_done(outcome(0), 2.5) is None  # redone after a crash
     book.chunk_done(outcome(2, first_offset=30, last_offset=32), 3.0)
     final = book.chunk_done(outcome(1, ok=1, errors=1, first_offset=20, last_offset=22), 4.0)
@@ -94,7 +107,10 @@ def test_expired_items_make_the_batch_expired() -> None:
 
 
 def test_restore_folds_the_latest_status_and_the_controls_after_it() -> None:
-    """The latest status wins; a progress record after it counts; a cancel applies."""
+    """The latest status wins; a progress record after it counts; a cancel applies.
+
+    The status is an older writer's (a ``done`` list): the book holds its chunks as ranges.
+    """
     book = owned()
     older = BatchStatus(schema=BATCH_STATUS_V1, batch_id="b", state="submitted", total=6, chunks=3)
     newer = BatchStatus(
@@ -115,7 +131,7 @@ def test_restore_folds_the_latest_status_and_the_controls_after_it() -> None:
     )  # fmt: skip
     changed = book.restore(progress, 2.0)
     assert changed is not None
-    assert (changed.ok, changed.done) == (4, [0, 1])
+    assert (changed.ok, changed.done, changed.done_ranges) == (4, [], [(0, 2)])
     assert book.restore(progress, 2.0) is None  # the same progress twice counts once
     cancel = BatchControl(schema=BATCH_CONTROL_V1, kind="cancel", batch_id="b", at=3.0)
     cancelling = book.restore(cancel, 3.0)
@@ -168,4 +184,54 @@ def test_counts_are_exact_whatever_the_order_and_the_repeats(
     assert final.final
     assert finals == 1
     assert (final.ok, final.errors) == (total - sum(errors), sum(errors))
-    assert final.done == list(range(len(sizes)))
+    assert final.done_ranges == [(0, len(sizes))]
+
+
+def test_a_long_batch_keeps_its_status_record_short_whatever_the_order() -> None:
+    """20,000 chunks finishing out of order: every status record stays a few hundred bytes.
+
+    With the done chunks listed one by one, the last record would hold 20,000 numbers
+    (over 100 KB) and the batch's records together over a gigabyte.
+    """
+    chunks, window = 20_000, 64
+    book = owned()
+    rng = random.Random(7)  # noqa: S311 - a reproducible order, not a secret
+    order = list(range(chunks))
+    for start in range(0, chunks, window):  # chunks of one window finish in any order
+        part = order[start : start + window]
+        rng.shuffle(part)
+        order[start : start + window] = part
+    largest = 0
+    for step, chunk in enumerate(order):
+        status = book.chunk_done(ChunkOutcome("b", 1, chunk, chunks, chunks, 1, 0), float(step))
+        assert status is not None
+        largest = max(largest, len(encode_status_record(status)))
+        assert len(status.done_ranges) <= window
+    final = book.get("b")
+    assert final is not None
+    assert (final.state, final.chunks_done, final.done_ranges) == (
+        "completed", chunks, [(0, chunks)],
+    )  # fmt: skip
+    assert largest < 64 * 16 + 400  # at most a window of ranges of a few bytes each
+    assert decode_status_record(encode_status_record(final)) == final
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(st.lists(st.integers(0, 40), max_size=60), st.lists(st.integers(0, 40), max_size=8))
+def test_done_ranges_hold_exactly_the_chunks_added_merged_and_sorted(
+    added: list[int], listed: list[int]
+) -> None:
+    """add_chunk keeps sorted, separate ranges; an older writer's list merges in."""
+    ranges: list[tuple[int, int]] = []
+    for chunk in added:
+        grown = add_chunk(ranges, chunk)
+        assert (grown is None) == any(start <= chunk < end for start, end in ranges)
+        ranges = grown or ranges
+    assert all(end < start for (_, end), (start, _) in itertools.pairwise([(-2, -1), *ranges]))
+    assert [c for start, end in ranges for c in range(start, end)] == sorted(set(added))
+    status = BatchStatus(
+        schema=BATCH_STATUS_V1, batch_id="b", state="in_progress", total=41, chunks=41,
+        chunks_done=len(set(added) | set(listed)), done=listed, done_ranges=ranges,
+    )  # fmt: skip
+    assert done_chunk_list(status) == sorted(set(added) | set(listed))
+    assert decode_status_record(encode_status_record(status)) == status
