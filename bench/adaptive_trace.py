@@ -2,14 +2,15 @@
 
 ``python -m bench.adaptive_trace --runs reject:adaptive,reject:tuned --repeat 2 --logs DIR``
 runs the named timeline runs of :mod:`bench.adaptive` (``overload:label``, labels as in
-:data:`bench.adaptive.RUNS`) in turn, ``--repeat`` times alternating, and prints each run's
-figures and the 1-minute load average at its start (``--short``: the timeline ends where
-the outage would begin, at 80 s). With ``--debug`` the replicas log at
-debug level, which includes a line per cut of the adaptive limit (its cause: 429/503,
-timeout or a queue; the limit before and after): the run's replica logs stay under
-``--logs`` and :func:`cuts_of` reads them into a per-replica time series, printed as
-counts per cause and per phase and written as ``cuts.json`` beside them. Figures of a
-``--debug`` run are not the scenario's (the extra lines cost the replicas CPU).
+:data:`bench.adaptive.RUNS`; ``alone:adaptive`` and ``alone:fixed`` are the one-replica
+pair, adaptive up to 256 beside a fixed 48, reject mode, steady only) in turn, ``--repeat``
+times alternating, and prints each run's figures and the 1-minute load average at its start
+(``--short``: the timeline ends where the outage would begin, at 80 s). With ``--debug`` the
+replicas log at debug level, which includes a line per cut of the adaptive limit (its cause:
+429/503, timeout or a queue; the limit before and after): the run's replica logs stay under
+``--logs`` and :func:`cuts_of` reads them into a per-replica time series, printed as counts
+per cause and per phase and written as ``cuts.json`` beside them. Figures of a ``--debug``
+run are not the scenario's (the extra lines cost the replicas CPU).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from bench import adaptive
 from bench.scenarios import Context
 from tools.localkafka.cluster import kafka_cluster
 
+# The one-replica pair of the scenario: label -> (--concurrency, --max-in-flight).
+ALONE = {"adaptive": ("adaptive", adaptive.MAX_IN_FLIGHT), "fixed": ("fixed", adaptive.CAPACITY)}
 PHASES = (("steady", "warmup_s", "halve_at"), ("halved", "halve_at", "restore_at"),
           ("restored", "restore_at", "outage_at"))  # fmt: skip
 
@@ -89,6 +92,7 @@ def main() -> None:
     limits = {label: (mode, limit) for label, mode, limit in adaptive.RUNS}
     runs = [tuple(run.split(":")) for run in args.runs.split(",")]
     line = adaptive.Timeline.sized(smoke=False)
+    alone = adaptive.Timeline.steady(smoke=False)
     if args.short:
         line = dataclasses.replace(line, outage_at=line.outage_at, end_at=line.outage_at)
     overrides = {"log_level": "DEBUG"} if args.debug else {}
@@ -98,11 +102,18 @@ def main() -> None:
                 workdir = args.logs / f"{n}-{overload}-{label}"
                 workdir.mkdir(parents=True, exist_ok=True)
                 ctx = Context(bootstrap, workdir, smoke=False, overrides=overrides)
-                mode, limit = limits[label]
                 began = time.monotonic()
-                figures = adaptive.timeline_run(
-                    ctx, line, overload=overload, mode=mode, max_in_flight=limit
-                )
+                if overload == "alone":
+                    mode, limit = ALONE[label]
+                    figures = adaptive.timeline_run(
+                        ctx, alone, overload="reject", mode=mode, replicas=1,
+                        max_in_flight=limit, events=False,
+                    )  # fmt: skip
+                else:
+                    mode, limit = limits[label]
+                    figures = adaptive.timeline_run(
+                        ctx, line, overload=overload, mode=mode, max_in_flight=limit
+                    )
                 start = figures.get("start_monotonic", began)
                 shown = {k: v for k, v in figures.items() if k != "series"}
                 print(f"== {n} {overload} {label}: {orjson.dumps(shown).decode()}", flush=True)

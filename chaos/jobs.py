@@ -16,9 +16,10 @@ done differ from the batch's items and chunks), ``status_not_final`` and
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -29,6 +30,8 @@ from chaos.trial import Trial
 from schemas import BatchStatus, InvalidMessage, decode_status_record
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from chaos.trial import Context
 
 
@@ -100,12 +103,19 @@ def compare(work: Backlog, statuses: dict[str, BatchStatus]) -> dict[str, int]:
     }
 
 
-def job_status(ctx: Context) -> dict[str, Any]:
-    """SIGKILL the owners of batches' statuses mid-run; check every status ends exact."""
-    from chaos.scenarios import LATENCY_MS, finished_entry, stall_timeout, start_group, steady  # noqa: PLC0415 - the scenarios import this module
-    from chaos.scenarios import wind_down as finish  # noqa: PLC0415
+STATUS_MUST: Final = (
+    Goal("status_missing", "==", 0),
+    Goal("status_not_final", "==", 0),
+    Goal("status_wrong_counts", "==", 0),
+)
+"""What every batch's latest status must show at the end of a status scenario."""
 
-    partitions = 4
+
+@contextlib.contextmanager
+def status_trial(ctx: Context, partitions: int, work: Backlog) -> Iterator[Trial]:
+    """Run the model and a trial on ``partitions``; submit ``work`` and start the ledger."""
+    from chaos.scenarios import LATENCY_MS, stall_timeout, steady  # noqa: PLC0415 - the scenarios import this module
+
     with (
         inference_server(LATENCY_MS) as server,
         Trial(
@@ -116,9 +126,26 @@ def job_status(ctx: Context) -> dict[str, Any]:
             stall_timeout_s=stall_timeout(ctx),
         ) as trial,
     ):
-        work = Backlog(ctx.count(40_000, 3_000), batches=ctx.count(40, 8), chunk_size=100)
         trial.submit(work)
         trial.begin()
+        yield trial
+
+
+def status_figures(
+    trial: Trial, work: Backlog, forms: dict[str, int] | None = None
+) -> dict[str, int]:
+    """Read the status topic from its start; compare each batch's latest status with ``work``."""
+    statuses = latest_statuses(trial.bootstrap, trial.topics.status, trial.partitions, forms)
+    return compare(work, statuses)
+
+
+def job_status(ctx: Context) -> dict[str, Any]:
+    """SIGKILL the owners of batches' statuses mid-run; check every status ends exact."""
+    from chaos.scenarios import finished_entry, start_group  # noqa: PLC0415 - the scenarios import this module
+    from chaos.scenarios import wind_down as finish  # noqa: PLC0415
+
+    work = Backlog(ctx.count(40_000, 3_000), batches=ctx.count(40, 8), chunk_size=100)
+    with status_trial(ctx, 4, work) as trial:
         start_group(trial, ["r0", "r1"])
         rng = ctx.rng()
         kills = 0
@@ -136,17 +163,12 @@ def job_status(ctx: Context) -> dict[str, Any]:
             trial.start(f"r{member}")  # a new member: its join is a second rebalance
             member += 1
         figures = finish(ctx, trial, trial.begun, deadline=(300, 120))
-        statuses = latest_statuses(trial.bootstrap, trial.topics.status, partitions)
-        figures |= {"kills": kills, **compare(work, statuses)}
+        figures |= {"kills": kills, **status_figures(trial, work)}
         return finished_entry(
             trial,
             f"batch status: 2 replicas, 4 partitions, {work.items:,} items in "
             f"{work.batches} batches, an owner SIGKILLed every 3-5 s and replaced",
             figures,
             [Goal("duplicate_results", ">=", 0)],
-            must=[
-                Goal("status_missing", "==", 0),
-                Goal("status_not_final", "==", 0),
-                Goal("status_wrong_counts", "==", 0),
-            ],
+            must=list(STATUS_MUST),
         )

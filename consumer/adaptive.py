@@ -13,20 +13,23 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   answer, doubling every round trip, so a replica finds a large capacity in a few round
   trips instead of minutes.
 * **Overload answers** (429 Too Many Requests, 503 Service Unavailable) and **timeouts**
-  multiply the limit by ``backoff`` (0.9). Only a request sent after the last decrease can
-  cause another: the answers to requests sent under the old limit say nothing about the
-  new one, so a burst of 429s to one round of requests cuts the limit once, not fifty
-  times. The limit then climbs back, but only to one below the level that was refused,
-  and stays there for ``plateau_s`` (or until the moment the server's ``Retry-After``
-  names, capped at ``max_hold_s``, if that is later) before it probes beyond: replicas
-  sharing a server sit just under its capacity instead of bumping into it every few
-  round trips. Beyond that level it probes as CUBIC does after its plateau: slowly at
-  first, faster with time, at most ``(t / plateau_s) ** 3`` above it ``t`` seconds after
-  the plateau (1 after a second, 8 after two): replicas sharing a server creep past the
-  level where it refused, so the next refusal finds their sum one or two over its
-  capacity and cuts one replica once, where a growth of one per round trip (what it
-  had) put every replica over within a few round trips and each cut two or three times
-  in a burst of refusals. A capacity that grew is still found within seconds.
+  multiply the limit by ``backoff`` (0.9). Only a request sent after the last decrease,
+  answered while no more are in flight than the limit allows, can cause another: the answers
+  to requests admitted under the old limit say nothing about the new one, so a burst of 429s
+  to one round of requests cuts the limit once, not fifty times. (A unit's place may be
+  granted before a cut and its request sent just after: in flight above the limit tells such
+  a request apart. Traced alone against K = 48, each refusal at 49 was followed within 2 ms
+  by one of these, a second cut to 39 and a ceiling of 43.) The limit then climbs back, but
+  only to one below the level that was refused, and stays there for ``plateau_s`` (or until
+  the moment the server's ``Retry-After`` names, capped at ``max_hold_s``, if that is later)
+  before it probes beyond: replicas sharing a server sit just under its capacity instead of
+  bumping into it every few round trips. Beyond that level it probes as CUBIC does after its
+  plateau: slowly at first, faster with time, at most ``(t / plateau_s) ** 3`` above it
+  ``t`` seconds after the plateau (1 after a second, 8 after two): replicas sharing a server
+  creep past the level where it refused, so the next refusal finds their sum one or two over
+  its capacity and cuts one replica once, where a growth of one per round trip (what it had)
+  put every replica over within a few round trips and each cut two or three times in a burst
+  of refusals. A capacity that grew is still found within seconds.
   Refused while already at ``min_limit``, the endpoint sends nothing new
   for that time (:attr:`AdaptiveLimit.resume_at`): a limit cannot go lower, so the pace
   must.
@@ -41,13 +44,18 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   busy machine delays every answer of one round, then passes, while a queue persists
   (CoDel too acts on a delay only once it has lasted an interval); between the two the
   limit does not grow. The limit the round was measured at is then scaled by
-  ``no-load / fastest`` (the faster of the two rounds; to ``MAX_DELAY_CUT`` of it at
-  most): by Little's law that is the share of the server's capacity this replica's
-  requests actually occupy, so every replica seeing the same queue steps back to its
-  share and the queue drains. A replica that never saw the server unloaded (it joined
-  while others kept a queue) takes the queued time for the no-load time: the queue then
-  stays at most ``tolerance`` times longer than it would, but does not grow without
-  bound.
+  ``DELAY_CUT_MARGIN x no-load / fastest`` (the faster of the two rounds; to
+  ``MAX_DELAY_CUT`` of it at most): by Little's law ``no-load / fastest`` is the share of
+  the server's capacity this replica's requests actually occupy, and the margin (0.9)
+  takes every replica seeing the same queue a little below its share, so the queue
+  drains to nothing, not only to the tolerance. Without the margin (and with cuts of a
+  fifth at most, as before) three replicas cutting at different moments kept their sum
+  above the capacity: the server was never seen unloaded, each half window's minimum was
+  a queued time, and the no-load time climbed with every window (simulated: to 2-5 x L
+  within 40 s when the replicas joined a second apart, the p99 to 3-8 x L; scenario 7's
+  queue mode once held a mean of 2.7 L in the server). A replica that never saw the
+  server unloaded (it joined while others kept a queue) takes the queued time for the
+  no-load time until the queue drains.
 * **Refusals rule while there are any.** Within ``refusals_rule_s`` of a 429 or 503 the
   queueing-delay rule stands aside: a server that refuses what it cannot serve states
   its capacity and keeps no queue to measure, so rounds slower than tolerance are then
@@ -79,92 +87,19 @@ refused connection, which is the circuit breaker's business) are :attr:`Signal.I
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from enum import StrEnum
 
+from consumer.adaptive_types import AdaptiveConfig, Cause, Cut, Signal
 
-class Signal(StrEnum):
-    """What one answer says about the endpoint's capacity."""
-
-    OK = "ok"
-    """A successful answer: its round trip time is a sample."""
-    OVERLOAD = "overload"
-    """429 or 503: the server refused the request for lack of capacity."""
-    TIMEOUT = "timeout"
-    """No answer within the request timeout: treated as overload."""
-    IGNORE = "ignore"
-    """An answer that says nothing about capacity."""
-
-
-class Cause(StrEnum):
-    """Why the limit was cut (:attr:`AdaptiveLimit.last_cut`)."""
-
-    OVERLOAD = "overload"
-    """A 429 or 503 to a request sent after the last cut."""
-    TIMEOUT = "timeout"
-    """A request sent after the last cut got no answer in time."""
-    QUEUE = "queue"
-    """A standing queue in the server: the fastest answers of a round were slow."""
-
-
-@dataclass(frozen=True, slots=True)
-class Cut:
-    """One cut of the limit: why, when, and from what to what."""
-
-    cause: Cause
-    at: float
-    was: int
-    limit: int
-
-
-@dataclass(frozen=True, slots=True)
-class AdaptiveConfig:
-    """The knobs of :class:`AdaptiveLimit`; validated on construction (``ValueError``)."""
-
-    min_limit: int = 1
-    max_limit: int = 64
-    initial_limit: int = 8
-    """Where the limit starts (clamped into ``[min_limit, max_limit]``)."""
-    backoff: float = 0.9
-    """Factor applied to the limit on an overload answer or a timeout."""
-    tolerance: float = 1.3
-    """A round's fastest round trip above this x the no-load time means queueing."""
-    probe: float = 1.0
-    """Additive increase per round of ``limit`` successful answers."""
-    rtt_window_s: float = 30.0
-    """How long the smallest round trip time is remembered."""
-    plateau_s: float = 1.0
-    """After an overload answer, how long the limit stays below the level refused."""
-    max_hold_s: float = 10.0
-    """Longest ``Retry-After`` that extends that plateau."""
-    refusals_rule_s: float = 30.0
-    """After a 429 or 503, how long the queueing-delay rule stands aside (refusals rule)."""
-
-    def __post_init__(self) -> None:
-        """Check every field."""
-        if self.min_limit < 1 or self.max_limit < self.min_limit:
-            raise ValueError(
-                f"need 1 <= min_limit <= max_limit, got {self.min_limit} and {self.max_limit}"
-            )
-        if self.initial_limit < 1:
-            raise ValueError(f"initial_limit must be >= 1, got {self.initial_limit}")
-        if not 0.0 < self.backoff < 1.0:
-            raise ValueError(f"backoff must be in (0, 1), got {self.backoff}")
-        if not (math.isfinite(self.tolerance) and self.tolerance > 1.0):
-            raise ValueError(f"tolerance must be a finite number > 1, got {self.tolerance}")
-        for name in ("probe", "rtt_window_s", "plateau_s", "refusals_rule_s"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value}")
-        if not (math.isfinite(self.max_hold_s) and self.max_hold_s >= 0):
-            raise ValueError(f"max_hold_s must be a finite number >= 0, got {self.max_hold_s}")
+__all__ = ["AdaptiveConfig", "AdaptiveLimit", "Cause", "Cut", "Signal"]
 
 
 # A round is judged only with at least this many samples (a limit of 1 or 2 would judge
 # queueing from one or two answers, too noisy).
 MIN_ROUND_SAMPLES = 4
 # The most a single queueing judgement may cut the limit to (a factor).
-MAX_DELAY_CUT = 0.8
+MAX_DELAY_CUT = 0.5
+# A queueing judgement takes the limit this far below the share it measured (a factor).
+DELAY_CUT_MARGIN = 0.9
 
 
 class AdaptiveLimit:
@@ -237,11 +172,11 @@ class AdaptiveLimit:
             cause = Cause.TIMEOUT if signal is Signal.TIMEOUT else Cause.OVERLOAD
             if cause is Cause.OVERLOAD:
                 self._refused_at = max(self._refused_at, now)
-            self._on_overload(sent_at, now, retry_after_s, cause)
+            self._on_overload(sent_at, now, retry_after_s, cause, in_flight)
         return self.limit
 
     def _on_overload(
-        self, sent_at: float, now: float, retry_after_s: float | None, cause: Cause
+        self, sent_at: float, now: float, retry_after_s: float | None, cause: Cause, in_flight: int
     ) -> None:
         config = self.config
         hold = config.plateau_s
@@ -249,7 +184,7 @@ class AdaptiveLimit:
             hold = max(hold, min(retry_after_s, config.max_hold_s))
         if self.limit <= config.min_limit:  # cannot go lower: stop sending for a while
             self.resume_at = max(self.resume_at, now + hold)
-        if sent_at >= self._last_decrease:
+        if sent_at >= self._last_decrease and in_flight <= self.limit:
             refused = self.limit
             ceiling = float(max(refused - 1, config.min_limit))
             if now < self._ceiling_until:
@@ -308,7 +243,8 @@ class AdaptiveLimit:
             self._queued_round = fastest
             return False
         self._queued_round = math.inf
-        self._decrease(measured * max(MAX_DELAY_CUT, no_load / seen), now, Cause.QUEUE)
+        share = DELAY_CUT_MARGIN * no_load / seen
+        self._decrease(measured * max(MAX_DELAY_CUT, share), now, Cause.QUEUE)
         return True
 
     def _decrease(self, value: float, now: float, cause: Cause) -> None:

@@ -18,9 +18,12 @@ import collections
 import heapq
 import random
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 Overload = Literal["reject", "queue"]
 NETWORK_RTT = 0.0002  # what a refusal costs: the round trip of an immediate answer
@@ -73,8 +76,13 @@ class Simulation:
         seed: int = 0,
         client_lag: float = 0.0,
         client_stall: float = 0.0,
+        start_at: Sequence[float] = (),
     ) -> None:
-        """Start ``clients`` clients at time 0 against a server of ``capacity``."""
+        """Start ``clients`` clients against a server of ``capacity``.
+
+        Client ``n`` sends its first requests at ``start_at[n]`` seconds, at 0 when not
+        given (replicas that join while others already load the server).
+        """
         self.capacity = capacity
         self.latency = latency
         self.jitter = jitter
@@ -93,7 +101,11 @@ class Simulation:
         self._queue: collections.deque[tuple[int, float]] = collections.deque()
         self._totals = Totals()
         for client in range(clients):
-            self._fill(client)
+            if client < len(start_at) and start_at[client] > 0:
+                self.clients[client].waking = True
+                self._push(start_at[client], client, 0.0, None)
+            else:
+                self._fill(client)
 
     @property
     def limits(self) -> list[int]:

@@ -48,6 +48,30 @@ def test_a_burst_of_429s_to_one_round_cuts_the_limit_once() -> None:
     assert limit.limit == 32  # 36 x 0.9 = 32.4
 
 
+def test_a_refusal_to_a_place_granted_before_the_cut_does_not_cut_again() -> None:
+    """A request sent after a cut, but while more are in flight than the new limit, does not cut.
+
+    Its place was granted under the old limit (a unit holds a place before its request
+    goes out), so its refusal says nothing about the new limit. Alone against K = 48:
+    refused at 49, cut to 44; a held place's request refused 1 ms later must not cut to
+    39 nor lower the ceiling to 43 (the limit climbs back to 48 and stays there).
+    """
+    limit = AdaptiveLimit(AdaptiveConfig(initial_limit=49, backoff=0.9, plateau_s=1.0))
+    limit.slow_start = False
+    limit.record(Signal.OVERLOAD, sent_at=1.0, now=1.001, in_flight=49)
+    assert limit.limit == 44
+    limit.record(Signal.OVERLOAD, sent_at=1.0015, now=1.002, in_flight=48)  # 48 > 44
+    assert limit.limit == 44
+    assert limit.decreases == 1
+    t = 1.002
+    while t < 1.9:  # the plateau: back to just below the level refused, 48
+        t += L
+        answer_round(limit, t, L)
+    assert limit.limit == 48
+    limit.record(Signal.OVERLOAD, sent_at=t, now=t + 0.001, in_flight=44)  # within the limit
+    assert limit.decreases == 2
+
+
 def test_a_timeout_cuts_like_an_overload_answer() -> None:
     """A request that got no answer in time is a sign of overload."""
     limit = AdaptiveLimit(AdaptiveConfig(initial_limit=10, backoff=0.5))
@@ -244,7 +268,7 @@ class AdaptiveLimitMachine(RuleBasedStateMachine):
         if signal is Signal.IGNORE:
             assert after == before
         elif signal is not Signal.OK:
-            if sent_at >= cut_before:
+            if sent_at >= cut_before and in_flight <= before:
                 assert cut
                 expected = max(self.config.min_limit, int(self.limit_value_before_cut(before)))
                 assert after <= max(expected, self.config.min_limit)
@@ -332,6 +356,33 @@ def test_any_number_of_replicas_uses_most_of_any_capacity(
     totals = sim.run(6.0)
     assert totals.ok / 6.0 >= 0.85 * capacity / (L + 0.001), sim.limits
     assert totals.refused_share <= 0.10, sim.limits
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_replicas_joining_a_queue_one_after_another_keep_the_true_no_load_time(seed: int) -> None:
+    """Simulated: 3 replicas join a queueing server (K = 48) 1.5 s apart; after 40 s.
+
+    The first fills the server before the others send anything, so they first see queued
+    round trips. The queue must still drain now and then: every replica's no-load time
+    stays within 10% of the server's 20-22 ms (not climbing with each half window of
+    ``rtt_window_s``: with cuts to the share and no lower, to 40-45 ms here), the p99
+    round trip at most 2 x L, ok answers at least 95% of what the server can serve.
+    """
+    sim = Simulation(
+        AdaptiveConfig(max_limit=256),
+        clients=3,
+        capacity=48,
+        overload="queue",
+        seed=seed,
+        start_at=(0.0, 1.5, 3.0),
+        client_lag=0.002,
+    )
+    sim.run(10.0)
+    totals = sim.run(30.0)
+    no_load = [c.limit.no_load_rtt for c in sim.clients]
+    assert all(t is not None and t <= 1.1 * (L + 0.002) for t in no_load), no_load
+    assert totals.latency_percentile(99) <= 2 * L, sim.limits
+    assert totals.ok / 30.0 >= 0.95 * 48 / (L + 0.001), sim.limits
 
 
 def test_each_cut_records_its_cause_and_the_limit_before_and_after() -> None:

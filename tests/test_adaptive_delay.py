@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.adaptive import MAX_DELAY_CUT, AdaptiveConfig, AdaptiveLimit, Signal
+from consumer.adaptive import (
+    DELAY_CUT_MARGIN,
+    MAX_DELAY_CUT,
+    AdaptiveConfig,
+    AdaptiveLimit,
+    Signal,
+)
 
 L = 0.020  # the no-load round trip
 
@@ -32,7 +38,7 @@ def test_a_standing_queue_scales_the_limit_to_its_share_of_the_server() -> None:
 
     No-load 20 ms, tolerance 1.5; rounds at 50 ms (40% of this replica's requests are
     being served): the first only stops the limit growing, the second cuts it from 40
-    toward 16, to ``MAX_DELAY_CUT`` of it at most (32). Rounds at 1.3 x no-load are
+    toward 0.9 x 16, to ``MAX_DELAY_CUT`` of it at most (20). Rounds at 1.3 x no-load are
     within tolerance.
     """
     limit = AdaptiveLimit(AdaptiveConfig(initial_limit=40, tolerance=1.5))
@@ -41,7 +47,7 @@ def test_a_standing_queue_scales_the_limit_to_its_share_of_the_server() -> None:
     assert limit.no_load_rtt == pytest.approx(L)
     assert answer_round(limit, 1.0, 0.050) == 40
     assert limit.decreases == 0
-    assert answer_round(limit, 1.1, 0.050) == int(40 * MAX_DELAY_CUT)  # 40 x max(0.8, 0.4)
+    assert answer_round(limit, 1.1, 0.050) == int(40 * MAX_DELAY_CUT)  # 40 x max(0.5, 0.36)
     before = limit.limit
     assert answer_round(limit, 2.0, 0.026) >= before
     assert answer_round(limit, 2.1, 0.026) >= before
@@ -81,8 +87,9 @@ def test_against_a_queueing_server_the_limit_settles_at_its_share_not_below() ->
 
     The server serves this replica's 24 requests in L; beyond, they queue: a round at
     limit ``n`` takes ``L x max(1, n / 24)``. After 400 rounds from 60, the last 100
-    rounds' limit stays between 24 (the server always busy) and 1.5 x 24 (a queue of at
-    most the tolerance), never sawing down to 0.8 of the share.
+    rounds' limit stays between ``DELAY_CUT_MARGIN`` x 24 (a cut goes that far below the
+    share, so the queue drains) and 1.5 x 24 (a queue of at most the tolerance), never
+    sawing down to half the share.
     """
     share = 24
     limit = AdaptiveLimit(AdaptiveConfig(initial_limit=60, max_limit=256, tolerance=1.3))
@@ -93,7 +100,7 @@ def test_against_a_queueing_server_the_limit_settles_at_its_share_not_below() ->
         answer_round(limit, now, rtt)
         now += rtt
         seen.append(limit.limit)
-    assert share <= min(seen[-100:])
+    assert int(DELAY_CUT_MARGIN * share) <= min(seen[-100:])
     assert max(seen[-100:]) <= 1.5 * share
 
 
@@ -134,7 +141,8 @@ def test_a_real_queue_is_still_seen_through_the_loop_lag() -> None:
 
     The cut is the server's share: 40 x 20/50 (to ``MAX_DELAY_CUT`` of 40 at most), the
     lag taken off the round trip before the ratio, not 40 x 20/65; with a mild queue
-    (22 ms, tolerance 1.05) the cut is 40 x 20/22 = 36, not the 32 the lag would make it.
+    (22 ms, tolerance 1.05) the cut is 40 x 0.9 x 20/22 = 32 (``DELAY_CUT_MARGIN``), not
+    the 20 the lag would make it.
     """
     limit = AdaptiveLimit(AdaptiveConfig(initial_limit=40, tolerance=1.5))
     no_load_round(limit)
@@ -145,7 +153,8 @@ def test_a_real_queue_is_still_seen_through_the_loop_lag() -> None:
     no_load_round(queue)
     queue.slow_start = False
     lagged_round(queue, 1.0, 0.022 + 0.015, 0.015)
-    assert lagged_round(queue, 1.1, 0.022 + 0.015, 0.015) == int(40 * 0.020 / 0.022)
+    cut = lagged_round(queue, 1.1, 0.022 + 0.015, 0.015)
+    assert cut == int(40 * DELAY_CUT_MARGIN * 0.020 / 0.022)
 
 
 def test_an_overestimated_lag_does_not_lower_the_no_load_time() -> None:
