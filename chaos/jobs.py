@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -139,6 +140,23 @@ def status_figures(
     return compare(work, statuses)
 
 
+def statuses_final(trial: Trial, work: Backlog, timeout_s: float) -> dict[str, Any]:
+    """Wait until every batch's latest status is final; return how long that took.
+
+    A batch's final status comes after its last results (the owner writes it once they
+    are acknowledged, or once it reads the progress record of a chunk counted elsewhere),
+    so the group keeps running until it is written, or ``timeout_s`` passes.
+    """
+    started = time.monotonic()
+    while True:
+        figures = status_figures(trial, work)
+        done = figures["status_missing"] == figures["status_not_final"] == 0
+        waited = time.monotonic() - started
+        if done or waited >= timeout_s:
+            return {"statuses_final_after_s": round(waited, 2) if done else None}
+        time.sleep(0.5)
+
+
 def job_status(ctx: Context) -> dict[str, Any]:
     """SIGKILL the owners of batches' statuses mid-run; check every status ends exact."""
     from chaos.scenarios import finished_entry, start_group  # noqa: PLC0415 - the scenarios import this module
@@ -162,7 +180,8 @@ def job_status(ctx: Context) -> dict[str, Any]:
             kills += 1
             trial.start(f"r{member}")  # a new member: its join is a second rebalance
             member += 1
-        figures = finish(ctx, trial, trial.begun, deadline=(300, 120))
+        wait = partial(statuses_final, trial, work, ctx.size(60, 30))
+        figures = finish(ctx, trial, trial.begun, deadline=(300, 120), before_stop=wait)
         figures |= {"kills": kills, **status_figures(trial, work)}
         return finished_entry(
             trial,

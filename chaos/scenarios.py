@@ -90,17 +90,23 @@ def finished_entry(
 
 
 def wind_down(
-    ctx: Context, trial: Trial, began: float, deadline: tuple[float, float] = (300, 90)
+    ctx: Context,
+    trial: Trial,
+    began: float,
+    deadline: tuple[float, float] = (300, 90),
+    before_stop: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """End the chaos, wait, stop; return the common figures plus the membership ones.
 
     ``longest_no_progress_s`` and ``longest_ownerless_s`` run from ``began`` to the end
-    of the wait: the aftermath of the faults counts too.
+    of the wait: the aftermath of the faults counts too. ``before_stop`` runs once every
+    result is in and before the replicas are stopped; its figures join the others.
     """
     trial.chaos_over()
     trial.settle(ctx.size(*deadline), grace_s=ctx.size(15, 10))
     ended = trial.settled_at or time.time()
-    figures = trial.finish()
+    extra = before_stop() if before_stop is not None else {}
+    figures = trial.finish() | extra
     partitions = range(trial.partitions)
     found = fig.stalls(trial.samples, partitions)
     return figures | {

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.kafka_io import Backlog
 from bench.scenarios import Goal
-from chaos.jobs import STATUS_MUST, status_figures, status_trial
+from chaos.jobs import STATUS_MUST, status_figures, status_trial, statuses_final
 
 if TYPE_CHECKING:
     from chaos.fleet import Incarnation
@@ -147,7 +147,8 @@ def rolling_upgrade(ctx: Context) -> dict[str, Any]:
         going = going and rollout.replace(first, first_step, gap_s)
         if going and two_steps:
             rollout.replace("new", {"BATCH_RUNNER_STATUS_DONE_LIST": "false"}, gap_s)
-        figures = wind_down(ctx, trial, began)
+        wait = partial(statuses_final, trial, work, ctx.size(60, 30))
+        figures = wind_down(ctx, trial, began, before_stop=wait)
         ignored = sum(
             i.log.read_text(errors="replace").count(IGNORED) for i in trial.fleet.incarnations
         )
