@@ -46,6 +46,19 @@ class Running:
         return asyncio.create_task(self.dispatcher.run(endpoint, [b"%d" % n]))
 
 
+def adaptive_guard(
+    initial: int, *, max_limit: int = 64, metrics: Metrics | None = None
+) -> EndpointGuard:
+    """Return the default endpoint's guard with an adaptive limit from ``initial``."""
+    return EndpointGuard(
+        "default",
+        max_in_flight=max_limit,
+        adaptive=AdaptiveConfig(min_limit=1, max_limit=max_limit, initial_limit=initial),
+        breaker=BreakerConfig(),
+        metrics=Metrics() if metrics is None else metrics,
+    )
+
+
 @pytest.fixture
 async def started() -> AsyncIterator[Callable[..., Any]]:
     """Return an async factory of started dispatchers; all are closed at teardown."""
@@ -213,13 +226,7 @@ async def test_the_adaptive_limit_keeps_places_round_robin_across_partitions() -
     Partition a queues six units before partition b queues one; when the adaptive limit
     drops (a 429) and places come free again, b's unit is served second, not seventh.
     """
-    guard = EndpointGuard(
-        "default",
-        max_in_flight=64,
-        adaptive=AdaptiveConfig(min_limit=1, max_limit=64, initial_limit=2),
-        breaker=BreakerConfig(),
-        metrics=Metrics(),
-    )
+    guard = adaptive_guard(2)
     held = [await guard.enter("a"), await guard.enter("a")]
     served: list[str] = []
 
@@ -251,13 +258,7 @@ async def test_a_large_change_of_the_limit_is_logged_once_per_interval(
     The gauge follows every change.
     """
     metrics = Metrics()
-    guard = EndpointGuard(
-        "default",
-        max_in_flight=64,
-        adaptive=AdaptiveConfig(min_limit=1, max_limit=64, initial_limit=8),
-        breaker=BreakerConfig(),
-        metrics=metrics,
-    )
+    guard = adaptive_guard(8, metrics=metrics)
     caplog.set_level(logging.INFO, logger="consumer.guard")
     for _ in range(10):  # each refusal of a request sent after the last cut cuts by 10%
         guard.leave(await guard.enter(), 429)
@@ -309,13 +310,7 @@ async def test_a_held_place_used_at_once_carries_the_loop_lag_mark_of_an_adaptiv
     Without it the answer's round trip would not be discounted for the replica's own
     event-loop lag (:mod:`consumer.looplag`) on most requests.
     """
-    guard = EndpointGuard(
-        "default",
-        max_in_flight=8,
-        adaptive=AdaptiveConfig(min_limit=1, max_limit=8, initial_limit=2),
-        breaker=BreakerConfig(),
-        metrics=Metrics(),
-    )
+    guard = adaptive_guard(2, max_limit=8)
     guard.limiter.submit(lambda: True)
     place = Place(guard.limiter, time.monotonic())
     place.held = True
@@ -334,13 +329,7 @@ async def test_each_cut_of_the_adaptive_limit_is_counted_by_cause_and_logged_at_
     two for overload and one for the timeout, each line with the limit before and after.
     """
     metrics = Metrics()
-    guard = EndpointGuard(
-        "default",
-        max_in_flight=64,
-        adaptive=AdaptiveConfig(min_limit=1, max_limit=64, initial_limit=20),
-        breaker=BreakerConfig(),
-        metrics=metrics,
-    )
+    guard = adaptive_guard(20, metrics=metrics)
     caplog.set_level(logging.DEBUG, logger="consumer.guard")
     guard.leave(await guard.enter(), 429)
     guard.leave(await guard.enter(), 503)
