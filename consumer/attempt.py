@@ -17,7 +17,7 @@ import aiohttp
 
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.protocols import BadResponse, Codec, WrongCount
-from consumer.ratelimits import retry_after_s
+from consumer.ratelimits import STATED, retry_after_s
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from consumer.metrics import Metrics
     from consumer.ratelimits import RateLimitPacer
 
+# An answer without them states no rate-limit budget: the pacer has nothing to read.
+_REQUESTS_STATED, _TOKENS_STATED = STATED
 # Failures where the endpoint never answered (it may be down), as opposed to an answer.
 _SILENT = frozenset({ResultErrorKind.TIMEOUT, ResultErrorKind.CONNECTION})
 
@@ -70,8 +72,8 @@ def decode_answer(codec: Codec, answer: bytes, count: int) -> list[bytes] | Atte
 async def post_once(  # noqa: PLR0913 - the request and what reads its answer
     session: aiohttp.ClientSession,
     url: str,
-    body: bytes,
-    headers: Mapping[str, str],
+    body: aiohttp.BytesPayload,
+    headers: Mapping[str, str] | None,
     *,
     pacer: RateLimitPacer,
     metrics: Metrics,
@@ -88,14 +90,19 @@ async def post_once(  # noqa: PLR0913 - the request and what reads its answer
     try:
         async with session.post(url, data=body, headers=headers) as response:
             status = response.status
-            headers = response.headers
+            answer_headers = response.headers
             answered = time.monotonic()
-            pacer.observe(headers, answered, pacer.in_flight - 1)
+            if _REQUESTS_STATED in answer_headers or _TOKENS_STATED in answer_headers:
+                pacer.observe(answer_headers, answered, pacer.in_flight - 1)
             metrics.http_code(status).value += 1
             metrics.inference_latency.observe(answered - started)
             if 200 <= status < 300:
                 length = response.content_length
-                if length is not None and length <= max_bytes and "Content-Encoding" not in headers:
+                if (
+                    length is not None
+                    and length <= max_bytes
+                    and "Content-Encoding" not in answer_headers
+                ):
                     return await response.read()  # read_capped's first case, without its coroutine
                 try:
                     return await read_capped(response, max_bytes)

@@ -20,10 +20,9 @@ limiter, an open circuit: every attempt's waits added up), and ``latency_ms``, f
 first attempt to the final answer without those waits: what the model and the retries
 cost, not how busy the replica or the endpoint is.
 
-Answers are read by :mod:`consumer.answers`: a 2xx body under the response size cap, an
-error answer's body cut to its informative end (a traceback says what went wrong in its
-last lines). The same HTTP 500 body ``max_same_error`` times for one unit is final
-(``RetryPolicy.answer_is_final``).
+Answers are read by :mod:`consumer.answers` (a 2xx body under the response size cap, an
+error's body cut to its informative end). The same HTTP 500 body ``max_same_error`` times
+for one unit is final (``RetryPolicy.answer_is_final``).
 
 Rate limits (:mod:`consumer.ratelimits`): a 429's ``retry-after-ms`` or ``Retry-After``
 is the retry's floor, and each endpoint's :class:`~consumer.ratelimits.RateLimitPacer`
@@ -82,14 +81,15 @@ class Dispatcher:
             for name, endpoint in settings.endpoints.items()
         }
         self._pacers = {name: RateLimitPacer() for name in settings.endpoints}
-        # Built once per endpoint (consumer.http_session); a message's trace headers are
-        # added to a copy only when it carries them.
-        self._headers: dict[str, Mapping[str, str]] = {
-            name: request_headers(self._codecs[name].content_type, endpoint.headers)
-            for name, endpoint in settings.endpoints.items()
-        }
         self._session = session
         self._owns_session = session is None
+        # Built once per endpoint (consumer.http_session): its own headers, None without
+        # (our User-Agent is the session's default); a message's trace headers are added
+        # to a copy only when it carries them.
+        self._headers: dict[str, Mapping[str, str] | None] = {
+            name: request_headers(endpoint.headers, ours=not self._owns_session)
+            for name, endpoint in settings.endpoints.items()
+        }
         # The attempt's whole time is bounded by the deadlines (one check per tick for
         # all requests); sock_connect bounds opening a connection, without a timer per
         # request (connect would also time the wait for a pooled one: none, by the limit).
@@ -143,7 +143,7 @@ class Dispatcher:
         session = self.session
         request_headers = self._headers[endpoint.name]
         if headers:
-            request_headers = {**request_headers, **headers}
+            request_headers = {**request_headers, **headers} if request_headers else headers
         guard = self.guards[endpoint.name]
         # A unit given its place before it ran has waited for it since then (queue_ms).
         started = held.since if held is not None and held.held else time.monotonic()
@@ -156,7 +156,8 @@ class Dispatcher:
             pacer.in_flight += 1
             try:
                 answer = await post_once(
-                    session, url, body, request_headers, pacer=pacer, metrics=self._metrics,
+                    session, url, aiohttp.BytesPayload(body, content_type=codec.content_type),
+                    request_headers, pacer=pacer, metrics=self._metrics,
                     deadlines=self._deadlines, max_bytes=self._settings.max_response_bytes,
                 )  # fmt: skip
             except AttemptFailure as failure:

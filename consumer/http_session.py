@@ -7,10 +7,15 @@ dispatcher's :class:`~consumer.deadlines.Deadlines` bound each attempt with one 
 all; ``sock_connect`` bounds opening a connection without a timer per request), no cookie
 bookkeeping.
 
-Each endpoint's headers are built once, as aiohttp keeps them (a plain dict would be copied
-into a ``CIMultiDict`` per request). They carry our ``User-Agent``: aiohttp then adds none
-of its own, and skipping its header instead (``skip_auto_headers``) costs aiohttp 3.14 a
-new ``CIMultiDict`` and a copy of the headers per request.
+Our ``User-Agent`` is the session's default header, and the body's ``Content-Type`` comes
+with the body (an ``aiohttp.BytesPayload`` made with it): a request then passes aiohttp no
+headers of its own, which aiohttp 3.14 would copy into a new ``CIMultiDict`` twice per
+request (merged with the defaults, then into the request's headers, header by header). An
+endpoint's own headers (and a message's trace headers) are passed per request and replace
+ours in any letter case; they are built once per endpoint, as aiohttp keeps them (a plain
+dict would be copied into a ``CIMultiDict`` per request). Skipping aiohttp's own
+``User-Agent`` instead (``skip_auto_headers``) costs aiohttp 3.14 a new ``CIMultiDict`` and
+a copy of the headers per request.
 """
 
 from __future__ import annotations
@@ -27,11 +32,15 @@ USER_AGENT: Final = "kafka-batch-runner"
 """The ``User-Agent`` of inference requests (unless an endpoint's headers name another)."""
 
 
-def request_headers(content_type: str, own: Mapping[str, str]) -> CIMultiDictProxy[str]:
-    """Return an endpoint's request headers: ours, then its own (replacing ours, any case)."""
-    headers = CIMultiDict({"Content-Type": content_type, "User-Agent": USER_AGENT})
+def request_headers(own: Mapping[str, str], *, ours: bool = False) -> CIMultiDictProxy[str] | None:
+    """Return the headers an endpoint's requests pass aiohttp: its own (None: none).
+
+    ``ours``: with our ``User-Agent`` first (for a session not opened by
+    :func:`open_session`, whose default it is), replaced by the endpoint's own in any case.
+    """
+    headers: CIMultiDict[str] = CIMultiDict({"User-Agent": USER_AGENT} if ours else {})
     headers.update(own)
-    return CIMultiDictProxy(headers)
+    return CIMultiDictProxy(headers) if headers else None
 
 
 def open_session(pool_size: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
@@ -45,6 +54,7 @@ def open_session(pool_size: int, timeout: aiohttp.ClientTimeout) -> aiohttp.Clie
     )
     return aiohttp.ClientSession(
         connector=connector,
+        headers={"User-Agent": USER_AGENT},
         timeout=timeout,
         raise_for_status=False,
         auto_decompress=True,

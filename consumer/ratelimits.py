@@ -54,6 +54,10 @@ _BUDGET_HEADERS: Final = tuple(
 )
 
 
+STATED: Final = tuple(remaining for _, (remaining, _, _) in _BUDGET_HEADERS)
+"""The headers without which an answer states no budget (:meth:`RateLimitPacer.observe`)."""
+
+
 def parse_duration(text: str | None) -> float | None:
     """Parse a reset duration (``1s``, ``6m0s``, ``1h2m3.5s``, ``250ms``, ``0.5``) in seconds.
 
