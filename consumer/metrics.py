@@ -230,6 +230,13 @@ class Metrics:
         # from the latest statistics; the stall check reads it.
         self.unfetched: dict[tuple[str, int], int] = {}
 
+    def fold(self) -> None:
+        """Count the observations kept by the histograms (see :class:`LoopHistogram`)."""
+        for histogram in (
+            self.inference_latency, self.queue_wait, self.item_latency, self.batch_seconds
+        ):  # fmt: skip
+            histogram.fold()
+
     def http_code(self, code: int | str) -> LoopCounterChild:
         """Return the ``http_requests`` counter of ``code`` (a status, timeout, connection)."""
         child = self._http_codes.get(code)

@@ -1,10 +1,9 @@
 """Wire the rooms of one replica and run its loops: fetch, commit, watch, drain.
 
-The rooms: :mod:`~consumer.source` (the Kafka consumer), :mod:`~consumer.intake` (a
-message becomes a chunk of work), :mod:`~consumer.chunks` (chunks in flight, the buffer,
-assignment epochs), :mod:`~consumer.dispatcher` (inference calls), :mod:`~consumer.writer`
-(results, summaries, dead letters), :mod:`~consumer.committer` (the done prefix) and
-:mod:`~consumer.status` (health, gauges, stalls) and :mod:`~consumer.drain` (the way out).
+The rooms: :mod:`~.source` (the Kafka consumer), :mod:`~.intake` (a message becomes a chunk
+of work), :mod:`~.chunks` (chunks in flight, the buffer, epochs), :mod:`~.dispatcher` (calls),
+:mod:`~.writer` (results, summaries, dead letters), :mod:`~.committer` (the done prefix),
+:mod:`~.status` (health, gauges, stalls) and :mod:`~.drain` (the way out).
 
 Delivery rules (the README's "Delivery semantics"):
 
@@ -331,6 +330,7 @@ class Pipeline:
     async def _progress_loop(self) -> None:
         while True:
             await asyncio.sleep(PROGRESS_CHECK_S)
+            self.metrics.fold()  # the histograms' kept observations, into their buckets
             self.status.check_progress(time.monotonic(), self.settings.stall_timeout_s)
 
     # --- rebalance (called on the loop by the source; consumer.rebalance answers) ---------

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumer.__main__ import loop_factory
 from consumer.loop_metrics import LoopCounter, LoopHistogram
-from consumer.metrics import LATENCY_BUCKETS
+from consumer.metrics import LATENCY_BUCKETS, Metrics
 from consumer.publisher import Publisher
 from consumer.settings import Settings
 from schemas.errors import ConfigError
@@ -145,6 +145,25 @@ def test_loop_histogram_exports_what_a_prometheus_histogram_would() -> None:
         plain.observe(value)
 
     assert exported(ours, "le") == exported(theirs, "le")
+
+
+def test_histogram_observations_are_kept_until_folded_into_their_buckets() -> None:
+    """An observation is only kept; the pipeline's periodic fold (or a scrape) counts it.
+
+    So a replica's memory does not grow with the items it serves between scrapes.
+    """
+    metrics = Metrics()
+    for value in (0.002, 0.02, 0.2, 2.0):
+        metrics.inference_latency.observe(value)
+        metrics.queue_wait.observe(value)
+        metrics.item_latency.observe(value)
+    assert metrics.inference_latency.kept == 4
+    metrics.fold()
+    assert (metrics.inference_latency.kept, metrics.queue_wait.kept) == (0, 0)
+    assert metrics.item_latency.kept == 0
+    count = metrics.registry.get_sample_value("batch_runner_inference_latency_seconds_count")
+    total = metrics.registry.get_sample_value("batch_runner_queue_wait_seconds_sum")
+    assert (count, total) == (4, 0.002 + 0.02 + 0.2 + 2.0)
 
 
 def test_loop_counter_exports_what_a_prometheus_counter_would() -> None:
