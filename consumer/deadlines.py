@@ -3,11 +3,12 @@
 aiohttp's own total timeout costs each request a timer handle, a timer context and the
 bookkeeping of both. :class:`Deadlines` keeps the deadline of each request on the wire
 in a dict (the task that sent it → when it must have its answer) and, while any is on
-the wire, checks them every ``tick_s`` with one timer for all. A task past its deadline
-is cancelled, as ``asyncio.timeout`` would, and :meth:`Deadlines.expired` tells the
-request's own ``except CancelledError`` that the cancel was the timeout's, so it turns
-into a timeout failure; a cancel from anyone else (a revoke, a cancelled batch, a
-shutdown) stays a cancel, also when both come at once.
+the wire, checks them every ``tick_s`` with one timer for all (a check reads the
+deadlines that passed and the first that did not: they are kept in the order they fall
+due). A task past its deadline is cancelled, as ``asyncio.timeout`` would, and
+:meth:`Deadlines.expired` tells the request's own ``except CancelledError`` that the
+cancel was the timeout's, so it turns into a timeout failure; a cancel from anyone else
+(a revoke, a cancelled batch, a shutdown) stays a cancel, also when both come at once.
 
 A request so times out between its timeout and its timeout plus one tick: with the
 default 30 s timeout and a 0.1 s tick, at most 0.3% late.
@@ -31,6 +32,8 @@ class Deadlines:
             raise ValueError("timeout_s and tick_s must be > 0")
         self.timeout_s = timeout_s
         self._tick_s = tick_s
+        # In the order the requests started, which is the order they are due: one timeout
+        # for all, on the loop's clock (a task's next request is a new entry, at the end).
         self._due: dict[asyncio.Task[object], float] = {}
         self._fired: set[asyncio.Task[object]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -71,7 +74,11 @@ class Deadlines:
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         now = loop.time()
-        late = [task for task, due in self._due.items() if due <= now]
+        late = []
+        for task, due in self._due.items():  # in the order they are due (see __init__)
+            if due > now:
+                break
+            late.append(task)
         for task in late:
             del self._due[task]
             self._fired.add(task)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 
 from consumer.deadlines import Deadlines
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 async def _request(deadlines: Deadlines, wait: asyncio.Event) -> str:
@@ -85,3 +89,34 @@ def test_the_timeout_and_tick_must_be_positive() -> None:
         Deadlines(0)
     with pytest.raises(ValueError, match="must be > 0"):
         Deadlines(1, tick_s=0)
+
+
+class _CountingDue(dict[asyncio.Task[object], float]):
+    """The deadlines' dict, counting the entries a check reads."""
+
+    reads = 0
+
+    def items(self) -> Iterator[tuple[asyncio.Task[object], float]]:  # type: ignore[override]
+        for entry in super().items():
+            self.reads += 1
+            yield entry
+
+
+async def test_a_check_reads_the_passed_deadlines_and_the_first_still_ahead_only() -> None:
+    """One timeout for all: deadlines fall due in the order the requests started.
+
+    A check so stops at the first deadline still ahead instead of reading every request
+    on the wire (64 of them at each tick of a replica at its default limit).
+    """
+    deadlines = Deadlines(0.2, tick_s=0.05)
+    due = deadlines._due = _CountingDue()  # counts what a check reads
+    early, late = asyncio.Event(), asyncio.Event()
+    first = [asyncio.create_task(_request(deadlines, early)) for _ in range(3)]
+    await asyncio.sleep(0.1)
+    later = [asyncio.create_task(_request(deadlines, late)) for _ in range(40)]
+    assert [await task for task in first] == ["timeout"] * 3
+    # The checks before the first three fell due read one entry each; the one that
+    # cancelled them read them and the first of the later ones.
+    assert due.reads <= 4 + 4
+    late.set()
+    assert [await task for task in later] == ["answered"] * 40
