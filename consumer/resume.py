@@ -117,6 +117,13 @@ def add_range(ranges: Ranges, start: int, end: int) -> Ranges:
     """
     if start >= end:
         return ranges
+    if not ranges:
+        return ((start, end),)
+    last_start, last_end = ranges[-1]
+    if start > last_end:  # after every range (acknowledgements come roughly in order)
+        return (*ranges, (start, end))
+    if start == last_end:  # touches the last one only
+        return (*ranges[:-1], (last_start, end))
     first = bisect.bisect_left(ranges, (start,))  # the first range starting at or after start
     if first and ranges[first - 1][1] >= start:
         first -= 1  # the range before it reaches start
