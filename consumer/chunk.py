@@ -90,11 +90,28 @@ class Chunk:
         self.acked_stopped = (progress.cancelled, progress.expired)
         self.pending_items -= progress.count
 
-    def acked(self, start: int, end: int, errors: int, stopped: tuple[int, int]) -> None:
+    def acked(
+        self,
+        start: int,
+        end: int,
+        errors: int,
+        stopped: tuple[int, int],
+        landed: tuple[int | None, int | None] | None = None,
+    ) -> None:
         """Record that the results of items ``[start, end)`` are all acknowledged.
 
         ``errors`` of them are errors, of which ``stopped`` (cancelled, expired).
+        ``landed``: where the one record of a one-item unit was written (as :meth:`landed`).
         """
+        if landed is not None:  # as landed(), inline: once per record at one item a unit
+            partition, offset = landed
+            if partition is not None and offset is not None and offset >= 0:
+                self.results_partition = partition
+                first, last = self.first_offset, self.last_offset
+                if first is None or offset < first:
+                    self.first_offset = offset
+                if last is None or offset > last:
+                    self.last_offset = offset
         self.done = add_range(self.done, start, end)
         self.acked_ok += end - start - errors
         self.acked_error += errors

@@ -34,7 +34,7 @@ def encode_unit(
     count = len(unit.items)
     predictions = outcome.predictions
     if count == 1 and predictions is not None:
-        one = _one_ok(request, unit, outcome, predictions[0], limit)
+        one = one_ok(request, unit, outcome, predictions[0], limit)
         if one is not None:
             return [one], 0, None
     at = _indexes(request, unit)
@@ -55,7 +55,7 @@ def encode_unit(
         ]
         errors = _replace_oversized(request, at, values, outcome, limit, notes)
     elif outcome.predictions is not None and count == 1:
-        # One item over the limit (_one_ok took the others): a result_too_large error.
+        # One item over the limit (one_ok took the others): a result_too_large error.
         values = [
             encode_ok_result(
                 request,
@@ -90,10 +90,10 @@ def encode_unit(
     return values, errors, notes
 
 
-def _one_ok(
+def one_ok(
     request: BatchRequest, unit: WorkUnit, outcome: Outcome, prediction: bytes, limit: int
 ) -> bytes | None:
-    """Return the record of a one-item unit's answer, or None for the general path.
+    """Return the record of an answered one-item unit, or None for the general path.
 
     The usual case at one item per request, in one call: no ``custom_id`` in the item,
     no ``usage`` in the answer, the record under ``limit``. Anything else (None) takes

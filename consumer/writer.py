@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaException
 
+from consumer.deliveries import record_callback, summary_callback, unit_callback
 from consumer.publisher import topic_record_limits, usable_record_bytes
-from consumer.unit_records import encode_unit
+from consumer.unit_records import encode_unit, one_ok
 from schemas import (
     InvalidMessage,
     ResultErrorKind,
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from consumer.splitter import WorkUnit
 
 log = logging.getLogger(__name__)
+
+_NO_ERRORS: tuple[int, tuple[int, int]] = (0, (0, 0))  # a unit's errors, (cancelled, expired)
 
 
 class WriterListener(Protocol):
@@ -114,6 +117,17 @@ class RecordWriter:
 
     def write_unit(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
         """Produce one result per item of ``unit`` and, after the chunk's last, its summary."""
+        predictions = outcome.predictions
+        if predictions is not None and len(unit.items) == 1 and self.releaser is None:
+            limit = self.record_limits[self.results_topic]
+            value = one_ok(chunk.request, unit, outcome, predictions[0], limit)
+            if value is not None:  # the usual answer at one item per request
+                self._write_one(chunk, unit.offset, value)
+                return
+        self._write_records(chunk, unit, outcome)
+
+    def _write_records(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
+        """:meth:`write_unit` of any unit: annotated, errors, too large, exactly-once mode."""
         request = chunk.request
         count = len(unit.items)
         limit = self.record_limits[self.results_topic]
@@ -128,9 +142,9 @@ class RecordWriter:
             chunk.expired_count += count
             stopped = (0, count)
         on_delivery = (
-            self._record_callback(chunk, unit.offset, (errors, stopped))
+            record_callback(self._listener, chunk, unit.offset, (errors, stopped))
             if count == 1
-            else self._unit_callback(chunk, unit.offset, count, (errors, stopped))
+            else unit_callback(self._listener, chunk, unit.offset, count, (errors, stopped))
         )
         topic, key, headers = self.results_topic, request.batch_id, chunk.trace_headers
         chunk.unacked += count
@@ -153,6 +167,26 @@ class RecordWriter:
         if chunk.pending_items == 0:
             self.write_summary(chunk)
 
+    def _write_one(self, chunk: Chunk, start: int, value: bytes) -> None:
+        """:meth:`write_unit` of one plain ``ok`` record (``encode_unit``'s first case)."""
+        chunk.unacked += 1
+        self._produce(
+            self.results_topic,
+            value,
+            chunk.request.batch_id,
+            record_callback(self._listener, chunk, start, _NO_ERRORS),
+            chunk.trace_headers,
+        )
+        chunk.ok_count += 1
+        metrics = self._metrics
+        metrics.published += 1
+        metrics.items_ok.value += 1
+        if chunk.created_ms > 0:
+            metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
+        chunk.pending_items -= 1
+        if chunk.pending_items == 0:
+            self.write_summary(chunk)
+
     def write_summary(self, chunk: Chunk) -> None:
         """Produce the summary of a chunk whose items all have results.
 
@@ -170,7 +204,7 @@ class RecordWriter:
         )
         chunk.unacked += 1
         chunk.summary_sent = True
-        on_delivery = self._delivery_callback(chunk)
+        on_delivery = summary_callback(self._listener, chunk)
         record = (self.results_topic, summary, request.batch_id, on_delivery, chunk.trace_headers)
         self._emit(chunk.tp, chunk.offset, record)
         if self.releaser is not None:
@@ -215,77 +249,6 @@ class RecordWriter:
             self._metrics.tokens.labels("prompt").inc(prompt)
         if completion:
             self._metrics.tokens.labels("completion").inc(completion)
-
-    def _unit_callback(
-        self, chunk: Chunk, start: int, count: int, errors: tuple[int, tuple[int, int]]
-    ) -> DeliveryCallback:
-        """Report the unit's results; once all are acknowledged, its items are done.
-
-        ``errors``: how many results are errors, and of those how many (cancelled, expired).
-
-        One callback serves the unit's records. Per record it counts down and checks the
-        error; the unit's and the chunk's bookkeeping happen once, at its last report. A
-        refused record goes to the listener, and its unit stays unacknowledged: neither
-        the unit's items nor its chunk ever count as done. Where the records landed is taken
-        from the unit's first and last reports: they are produced together to one
-        partition (one key), whose reports come in the order the records were produced.
-        """
-        listener = self._listener
-        left = count
-        refused = False
-        first: Message | None = None
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            nonlocal left, refused, first
-            left -= 1
-            if err is not None:
-                refused = True
-                listener.delivery_failed(KafkaException(err))
-            elif first is None:
-                first = msg
-            if left or refused or first is None:
-                return
-            chunk.unacked -= count
-            chunk.acked(start, start + count, *errors)
-            chunk.landed(first.partition(), first.offset())
-            if msg is not first:
-                chunk.landed(msg.partition(), msg.offset())
-            if chunk.unacked == 0 and chunk.summary_sent:
-                listener.chunk_delivered(chunk)
-
-        return on_delivery
-
-    def _record_callback(
-        self, chunk: Chunk, start: int, errors: tuple[int, tuple[int, int]]
-    ) -> DeliveryCallback:
-        """:meth:`_unit_callback` of a unit of one record: its one report is its last."""
-        listener = self._listener
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:  # stays unacknowledged: the chunk is never done
-                listener.delivery_failed(KafkaException(err))
-                return
-            chunk.unacked -= 1
-            chunk.acked(start, start + 1, *errors)
-            chunk.landed(msg.partition(), msg.offset())
-            if chunk.unacked == 0 and chunk.summary_sent:
-                listener.chunk_delivered(chunk)
-
-        return on_delivery
-
-    def _delivery_callback(self, chunk: Chunk) -> DeliveryCallback:
-        listener = self._listener
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None:  # stays unacknowledged: the chunk is never done
-                listener.delivery_failed(KafkaException(err))
-            else:
-                chunk.unacked -= 1
-                chunk.landed(msg.partition(), msg.offset())
-                if chunk.unacked == 0 and chunk.summary_sent:
-                    listener.chunk_delivered(chunk)
-
-        return on_delivery
 
     def dead_letter(  # noqa: PLR0913 - where the message came from, and what it was
         self,

@@ -209,16 +209,27 @@ def encode_ok_result(  # noqa: PLR0913, PLR0917 - one argument per field of the 
     custom_id: str | None = None,
     usage: Usage | None = None,
 ) -> bytes:
-    """Encode the ``ok`` result of item ``index`` (the prediction's JSON text is embedded)."""
-    return _encode_result(
-        request,
-        index,
-        attempts,
-        latency_ms,
-        queue_ms,
-        prediction=msgspec.Raw(prediction),
-        custom_id=custom_id,
-        usage=usage,
+    """Encode the ``ok`` result of item ``index`` (the prediction's JSON text is embedded).
+
+    As :func:`_encode_result` with its ``prediction``, written out: once per item.
+    """
+    return _encoder.encode(
+        Result(
+            schema=RESULT_V1,
+            batch_id=request.batch_id,
+            index=index,
+            chunk=request.chunk,
+            status="ok",
+            attempts=attempts,
+            latency_ms=round(latency_ms, 3),
+            queue_ms=round(queue_ms, 3),
+            prediction=msgspec.Raw(prediction),
+            error=None,
+            metadata=request.metadata,
+            custom_id=custom_id,
+            usage=usage,
+            attempt=request.attempt,
+        ),
     )
 
 
