@@ -211,22 +211,23 @@ class Intake:
 
     async def _process(self, queued: _Queued) -> None:
         chunk, route, unit, place = queued.chunk, queued.route, queued.unit, queued.place
-        stopped = self._stopped(chunk.request)
-        if stopped is not None:
-            place.release()
-            self._write(chunk, [(unit, stopped)])
-            return
+        request = chunk.request
+        if request.deadline is not None or self._jobs.cancels:  # (else nothing stops it)
+            stopped = self._stopped(request)
+            if stopped is not None:
+                place.release()
+                self._write(chunk, [(unit, stopped)])
+                return
         dispatcher = self._dispatcher
         endpoint, lane, headers = route
         outcome = await dispatcher.run(
             endpoint, unit.items, headers, fair_key=chunk.tp, lane=lane, held=place
         )
+        if outcome.predictions is not None:  # answered: never split (see worth_bisecting)
+            self._write_one(chunk, unit, outcome)
+            return
         parts = [(unit, outcome)]
-        if (
-            outcome.predictions is None  # answered units are never split (worth_bisecting)
-            and self._settings.max_bisect_calls
-            and worth_bisecting(outcome, len(unit.items))
-        ):
+        if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
 
             async def send(items: Sequence[bytes]) -> Outcome:
                 return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)
@@ -265,6 +266,17 @@ class Intake:
         except Exception as exc:  # noqa: BLE001 - a chunk that cannot finish must not hang
             # librdkafka refused a record outright: the chunk can never be done, so stop
             # (its offset stays uncommitted) rather than leave the partition stuck.
+            self._failed(exc)
+            return
+        self._monitor.moved(chunk.tp, time.monotonic())
+
+    def _write_one(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
+        """:meth:`_write` of one unit (an answered one: the usual case)."""
+        if chunk.abandoned:
+            return
+        try:
+            self._writer.write_unit(chunk, unit, outcome)
+        except Exception as exc:  # noqa: BLE001 - as in _write
             self._failed(exc)
             return
         self._monitor.moved(chunk.tp, time.monotonic())

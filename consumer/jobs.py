@@ -50,7 +50,7 @@ from schemas.errors import ConfigError
 from schemas.jobs import BATCH_STATES
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from confluent_kafka import KafkaError, Message
 
@@ -93,6 +93,9 @@ class Jobs:
         self._header = replica_header
         self._done_list = done_list
         self.book: JobBook | None = None
+        # The batches cancelled (the book's, once there is one): empty, no unit is stopped
+        # for a cancel, which the intake checks per unit before asking stop_reason.
+        self.cancels: Collection[str] = frozenset()
         self._log: StatusLog | None = None
 
     @property
@@ -119,6 +122,7 @@ class Jobs:
             )
             raise ConfigError(msg)
         self.book = JobBook(count)
+        self.cancels = self.book.cancels
         self._log = StatusLog(self._consumer_config, self.topic)
 
     async def run(self) -> None:
@@ -172,8 +176,7 @@ class Jobs:
 
     def stop_reason(self, request: BatchRequest, now: float) -> ResultErrorKind | None:
         """Why a unit of ``request`` must not be sent now (cancelled, expired), or None."""
-        book = self.book  # as cancelled(), inline: asked once per unit
-        if book is not None and book.cancelled(request.batch_id):
+        if request.batch_id in self.cancels:  # as cancelled(), inline: asked once per unit
             return ResultErrorKind.CANCELLED
         if request.deadline is not None and now >= request.deadline:
             return ResultErrorKind.EXPIRED

@@ -105,7 +105,7 @@ class JobBook:
         self.partitions = partitions
         self._jobs: dict[str, BatchStatus] = {}
         self._owned: set[int] = set()
-        self._cancels: set[str] = set()  # seen on any partition owned here
+        self.cancels: set[str] = set()  # seen on any partition owned here (others read it)
         self._failed: set[str] = set()  # a request message of theirs was dead-lettered
 
     # --- ownership -----------------------------------------------------------------------
@@ -143,7 +143,7 @@ class JobBook:
 
     def cancelled(self, batch_id: str) -> bool:
         """Whether a cancel of ``batch_id`` was seen (on any partition owned here)."""
-        return batch_id in self._cancels
+        return batch_id in self.cancels
 
     # --- the changelog -------------------------------------------------------------------
 
@@ -320,7 +320,7 @@ class JobBook:
 
     def cancel(self, batch_id: str, now: float) -> BatchStatus | None:
         """Note a cancel; return ``cancelling`` for an owned batch not yet final."""
-        self._cancels.add(batch_id)
+        self.cancels.add(batch_id)
         held = self._jobs.get(batch_id)
         if held is None or held.final or held.state == "cancelling":
             return None
