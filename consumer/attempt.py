@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import aiohttp
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from consumer.deadlines import Deadlines
+    from consumer.guard import EndpointGuard
     from consumer.metrics import Metrics
     from consumer.ratelimits import RateLimitPacer
 
@@ -31,6 +32,18 @@ if TYPE_CHECKING:
 _REQUESTS_STATED, _TOKENS_STATED = STATED
 # Failures where the endpoint never answered (it may be down), as opposed to an answer.
 _SILENT = frozenset({ResultErrorKind.TIMEOUT, ResultErrorKind.CONNECTION})
+
+
+class Target(NamedTuple):
+    """What a work unit's attempts at one endpoint use, looked up once per unit."""
+
+    codec: Codec
+    pacer: RateLimitPacer
+    guard: EndpointGuard
+    headers: Mapping[str, str] | None
+    """The endpoint's own request headers (None: none; see :mod:`consumer.http_session`)."""
+    routed: bool
+    """Whether the codec chooses each request's URL (:func:`consumer.protocols.route`)."""
 
 
 class AttemptFailure(Exception):  # noqa: N818 - a signal inside the dispatcher, not an API error
@@ -69,12 +82,11 @@ def decode_answer(codec: Codec, answer: bytes, count: int) -> list[bytes] | Atte
         return AttemptFailure(ResultErrorKind.BAD_RESPONSE, str(exc), 200)
 
 
-async def post_once(  # noqa: PLR0913 - the request and what reads its answer
+async def post_once(  # noqa: PLR0913, PLR0917 - the request, what reads its answer (positional: per unit)
     session: aiohttp.ClientSession,
     url: str,
     body: aiohttp.BytesPayload,
     headers: Mapping[str, str] | None,
-    *,
     pacer: RateLimitPacer,
     metrics: Metrics,
     deadlines: Deadlines,

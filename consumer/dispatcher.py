@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from consumer.attempt import AttemptFailure, decode_answer, post_once
+from consumer.attempt import AttemptFailure, Target, decode_answer, post_once
 from consumer.breaker import Circuit
 from consumer.deadlines import Deadlines
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
@@ -48,7 +48,7 @@ from consumer.http_session import open_session, request_headers
 from consumer.limiter import Lane
 from consumer.metrics import Metrics
 from consumer.outcome import Outcome
-from consumer.protocols import BadItem, Codec, get_codec, route
+from consumer.protocols import BadItem, get_codec, route, routes
 from consumer.ratelimits import RateLimitPacer
 from schemas.error_kinds import ResultErrorKind
 
@@ -76,20 +76,16 @@ class Dispatcher:
         self._settings = settings
         self._policy: RetryPolicy = settings.retry_policy()
         self.guards: dict[str, EndpointGuard] = guards_for(settings, self._metrics)
-        self._codecs: dict[str, Codec] = {
-            name: get_codec(endpoint.protocol, endpoint.codec)
-            for name, endpoint in settings.endpoints.items()
-        }
-        self._pacers = {name: RateLimitPacer() for name in settings.endpoints}
         self._session = session
         self._owns_session = session is None
-        # Built once per endpoint (consumer.http_session): its own headers, None without
-        # (our User-Agent is the session's default); a message's trace headers are added
-        # to a copy only when it carries them.
-        self._headers: dict[str, Mapping[str, str] | None] = {
-            name: request_headers(endpoint.headers, ours=not self._owns_session)
-            for name, endpoint in settings.endpoints.items()
-        }
+        self._targets: dict[str, Target] = {}
+        for name, endpoint in settings.endpoints.items():
+            codec = get_codec(endpoint.protocol, endpoint.codec)
+            # Its own headers, None without (our User-Agent is the session's default); a
+            # message's trace headers are added to a copy only when it carries them.
+            headers = request_headers(endpoint.headers, ours=not self._owns_session)
+            guard = self.guards[name]
+            self._targets[name] = Target(codec, RateLimitPacer(), guard, headers, routes(codec))
         # The attempt's whole time is bounded by the deadlines (one check per tick for
         # all requests); sock_connect bounds opening a connection, without a timer per
         # request (connect would also time the wait for a pooled one: none, by the limit).
@@ -115,7 +111,7 @@ class Dispatcher:
             await self._session.close()
         self._session = None
 
-    async def run(  # noqa: PLR0913 - the unit, its headers, where it queues, its place
+    async def run(  # noqa: C901, PLR0913 - the attempt loop, its common case inline; the unit, its headers, lane, place
         self,
         endpoint: Endpoint,
         items: Sequence[bytes],
@@ -133,40 +129,38 @@ class Dispatcher:
         gave the unit, for its first attempt.
         """
         lane = lane or Lane(fair_key, fair_key)
-        codec = self._codecs[endpoint.name]
-        pacer = self._pacers[endpoint.name]
+        codec, pacer, guard, request_headers, routed = self._targets[endpoint.name]
         try:
             body = codec.encode(items)
-            url = route(codec, endpoint.url, items)
+            url = route(codec, endpoint.url, items) if routed else endpoint.url
         except BadItem as exc:
             return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc), final=True)
         session = self.session
-        request_headers = self._headers[endpoint.name]
         if headers:
-            request_headers = {**request_headers, **headers} if request_headers else headers
-        guard = self.guards[endpoint.name]
+            request_headers = {**(request_headers or {}), **headers}
         # A unit given its place before it ran has waited for it since then (queue_ms).
         started = held.since if held is not None and held.held else time.monotonic()
         clock = UnitClock(started)
         seen: dict[tuple[int, str], int] = {}  # how often each error answer came back
         while True:
-            ticket = self._enter_now(guard, pacer, clock, held) or await self._enter(
-                guard, pacer, lane, clock, held
-            )
+            # A held place becomes the ticket when nothing makes the unit wait (the pace
+            # lets a request start, the endpoint is not paused, its circuit is closed).
+            ticket = None
+            if held is not None and pacer.ready(time.monotonic()):
+                ticket = guard.enter_held(held)
+            if ticket is None:
+                ticket = await self._enter(guard, pacer, lane, clock, held)
+            else:
+                clock.sent(ticket)
             pacer.in_flight += 1
             try:
                 answer = await post_once(
                     session, url, aiohttp.BytesPayload(body, content_type=codec.content_type),
-                    request_headers, pacer=pacer, metrics=self._metrics,
-                    deadlines=self._deadlines, max_bytes=self._settings.max_response_bytes,
+                    request_headers, pacer, self._metrics, self._deadlines,
+                    self._settings.max_response_bytes,
                 )  # fmt: skip
             except AttemptFailure as failure:
-                self.unanswered = self.unanswered + 1 if failure.unanswered else 0  # silent ones
-                timed_out = failure.kind == ResultErrorKind.TIMEOUT
-                guard.leave(
-                    ticket, failure.status, timed_out=timed_out, retry_after_s=failure.retry_after
-                )
-                result: list[bytes] | AttemptFailure = failure
+                result: list[bytes] | AttemptFailure = self._failed(guard, ticket, clock, failure)
             except BaseException:
                 guard.cancelled(ticket)
                 raise
@@ -181,29 +175,26 @@ class Dispatcher:
                 return self._finish(started, clock.queued, clock.attempts, result)
             error = result
             self.last_failure = time.monotonic()
-            if ticket.probe and guard.circuit is not Circuit.CLOSED:
-                clock.free_attempt()  # the probe failed: the endpoint's failure, not the unit's
             delay = self._retry_delay(error, clock, seen)
             if delay is None:
                 return self._error(started, clock.queued, clock.attempts, error)
             self._metrics.retries.inc()
             await self._wait(delay, lane.partition)
 
-    @staticmethod
-    def _enter_now(
-        guard: EndpointGuard, pacer: RateLimitPacer, clock: UnitClock, held: Place | None
-    ) -> Ticket | None:
-        """Return the ticket of a held place when nothing makes the unit wait, else None.
+    def _failed(
+        self, guard: EndpointGuard, ticket: Ticket, clock: UnitClock, failure: AttemptFailure
+    ) -> AttemptFailure:
+        """Give a failed attempt's place back, telling the guard what failed; return ``failure``.
 
-        :meth:`_enter`'s first round without a coroutine: the endpoint's pace lets a
-        request start now, the endpoint is not paused and its circuit is closed.
+        A failed probe of an open circuit is the endpoint's failure, not the unit's: its
+        attempt is not charged (a probe answered 2xx closes the circuit).
         """
-        if held is None or not pacer.ready(time.monotonic()):
-            return None
-        ticket = guard.enter_held(held)
-        if ticket is not None:
-            clock.sent(ticket)
-        return ticket
+        self.unanswered = self.unanswered + 1 if failure.unanswered else 0  # silent ones
+        timed_out = failure.kind == ResultErrorKind.TIMEOUT
+        guard.leave(ticket, failure.status, timed_out=timed_out, retry_after_s=failure.retry_after)
+        if ticket.probe and guard.circuit is not Circuit.CLOSED:
+            clock.free_attempt()
+        return failure
 
     async def _enter(
         self,

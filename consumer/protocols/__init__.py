@@ -99,6 +99,7 @@ __all__ = [
     "codec_options",
     "get_codec",
     "route",
+    "routes",
 ]
 
 ONE_ITEM_PROTOCOLS: Final[frozenset[ProtocolName]] = frozenset({"openai"})
@@ -120,6 +121,11 @@ def get_codec(name: ProtocolName, options: CodecOptions = DEFAULT_OPTIONS) -> Co
     if name == "openai":
         return OpenAICodec(options)
     return RawCodec(options) if name == "raw" else V1Codec(options)
+
+
+def routes(codec: Codec) -> bool:
+    """Whether ``codec`` chooses the URL of each request (:func:`route`), else the endpoint's."""
+    return isinstance(codec, OpenAICodec)
 
 
 def route(codec: Codec, endpoint_url: str, items: Sequence[JSONText]) -> str:
