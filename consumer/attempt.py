@@ -106,7 +106,7 @@ async def post_once(  # noqa: PLR0913, PLR0917 - the request, what reads its ans
             answered = time.monotonic()
             if _REQUESTS_STATED in answer_headers or _TOKENS_STATED in answer_headers:
                 pacer.observe(answer_headers, answered, pacer.in_flight - 1)
-            metrics.http_code(status).value += 1
+            (metrics.http_codes.get(status) or metrics.http_code(status)).value += 1
             metrics.inference_latency.observe(answered - started)
             if 200 <= status < 300:
                 length = response.content_length

@@ -171,8 +171,11 @@ class Dispatcher:
             finally:
                 pacer.in_flight -= 1
             if not isinstance(result, AttemptFailure):
-                self.last_success = time.monotonic()
-                return self._finish(started, clock.queued, clock.attempts, result)
+                self.last_success = now = time.monotonic()
+                queued = clock.queued
+                self._metrics.queue_wait.observe(queued)
+                latency_ms = (now - started - queued) * 1000.0
+                return Outcome(result, clock.attempts, latency_ms, queue_ms=queued * 1000.0)
             error = result
             self.last_failure = time.monotonic()
             delay = self._retry_delay(error, clock, seen)
@@ -268,21 +271,6 @@ class Dispatcher:
                 f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
             )
         return delay
-
-    def _finish(
-        self,
-        started: float,
-        queued: float,
-        attempts: int,
-        predictions: list[bytes],
-    ) -> Outcome:
-        self._metrics.queue_wait.observe(queued)
-        return Outcome(
-            predictions=predictions,
-            attempts=attempts,
-            latency_ms=(time.monotonic() - started - queued) * 1000.0,
-            queue_ms=queued * 1000.0,
-        )
 
     def _error(
         self, started: float, queued: float, attempts: int, failure: AttemptFailure

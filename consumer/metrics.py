@@ -225,7 +225,7 @@ class Metrics:
         # Children used on every work unit, looked up once.
         self.items_ok = self.items.labels("ok")
         self.items_error = self.items.labels("error")
-        self._http_codes: dict[int | str, LoopCounterChild] = {}
+        self.http_codes: dict[int | str, LoopCounterChild] = {}  # by code (see http_code)
         # Per (topic, partition): messages past the consumer's position (not yet fetched),
         # from the latest statistics; the stall check reads it.
         self.unfetched: dict[tuple[str, int], int] = {}
@@ -239,9 +239,9 @@ class Metrics:
 
     def http_code(self, code: int | str) -> LoopCounterChild:
         """Return the ``http_requests`` counter of ``code`` (a status, timeout, connection)."""
-        child = self._http_codes.get(code)
+        child = self.http_codes.get(code)
         if child is None:
-            child = self._http_codes[code] = self.http_requests.labels(str(code))
+            child = self.http_codes[code] = self.http_requests.labels(str(code))
         return child
 
     def consumer_stats(self, text: str) -> dict[str, Any]:
