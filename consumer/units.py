@@ -18,6 +18,12 @@ runs (a callback queued per hand-over was a handle and a call per unit). A unit 
 chunk was abandoned before it ran gives its place back and never runs, as a task
 cancelled before its first step did.
 
+A task knows its runner through a context variable set when it starts (a task runs in a
+copy of the context it was created in, which it then owns). A callback or a task created
+inside a unit task inherits the runner's value: a unit it hands on goes to that runner,
+which takes it if it comes back for it in time, and otherwise the queued check starts it,
+as for any runner that does not come back.
+
 Cancels: a task is in its unit's ``chunk.tasks`` only while it runs that unit, and it
 moves to the next unit within one step, so a cancel of a chunk's tasks (a revoke, a
 cancelled batch) only ever reaches that chunk's units.
@@ -26,6 +32,7 @@ cancelled batch) only ever reaches that chunk's units.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from functools import partial
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
@@ -76,13 +83,17 @@ class UnitTasks(Generic[Q]):
         self._process = process
         self._finished = finished
         self._runners: dict[asyncio.Task[None], _Runner[Q]] = {}
+        # The runner of the unit task running now: each task runs in a context of its own
+        # (no asyncio.current_task(), plain Python on 3.11, per hand-over).
+        self._running: contextvars.ContextVar[_Runner[Q] | None] = contextvars.ContextVar(
+            f"unit-runner-{id(self)}", default=None
+        )
         # Runners handed a unit since the last check (one check a loop pass for them all).
         self._handed: list[_Runner[Q]] = []
 
     def start(self, unit: Q) -> None:
         """Run ``unit`` (it holds its place): after the running unit task's unit, or anew."""
-        task = asyncio.current_task()
-        runner = None if task is None else self._runners.get(task)
+        runner = self._running.get()
         if runner is not None and runner.next is None:
             runner.next = unit
             handed = self._handed
@@ -104,6 +115,7 @@ class UnitTasks(Generic[Q]):
         if task is None:  # pragma: no cover - a coroutine run by a task always has one
             raise RuntimeError("unit tasks run in a task")
         unit = runner.unit
+        self._running.set(runner)  # in this task's context only
         while True:
             await self._process(unit)
             unit.chunk.tasks.discard(task)

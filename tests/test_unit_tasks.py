@@ -156,3 +156,37 @@ async def test_a_unit_of_an_abandoned_chunk_gives_its_place_back_and_never_runs(
     assert RUN.finished == [("c", False)]
     assert RUN.limiter.in_use == 0
     assert RUN.limiter.waiting == 0
+
+
+class LeftBehind(Run):
+    """Units whose place is given back by a callback their task leaves behind."""
+
+    async def process(self, unit: Unit) -> None:
+        """Take the place; a callback scheduled here (in this task's context) frees it."""
+        self.ran.append((unit.name, asyncio.current_task()))
+        assert unit.place.take()
+        asyncio.get_running_loop().call_later(0.01, self.limiter.release)
+
+
+async def test_a_place_freed_by_a_callback_of_an_ended_unit_task_still_starts_the_next() -> None:
+    """A callback inherits the context of the unit task that scheduled it (its runner).
+
+    When it frees a place after that task ended, the next unit is handed to a runner
+    that never comes back for it: the queued check starts it in a task of its own.
+    """
+    global RUN  # noqa: PLW0603 - the units' start reaches the run of this test
+    RUN = LeftBehind(1)
+    chunk = make_chunk(0)
+    for name in "ab":
+        RUN.submit(name, chunk)
+    await settle()
+    assert [name for name, _ in RUN.ran] == ["a"]
+    assert RUN.finished == [("a", False)]  # its task ended, its place still taken
+    for _ in range(100):  # the callback frees it within 10 ms; then "b" runs
+        await asyncio.sleep(0.005)
+        if len(RUN.finished) == 2:
+            break
+    assert [name for name, _ in RUN.ran] == ["a", "b"]
+    assert RUN.finished == [("a", False), ("b", False)]
+    first, second = (task for _, task in RUN.ran)
+    assert first is not second
