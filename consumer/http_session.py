@@ -7,15 +7,16 @@ dispatcher's :class:`~consumer.deadlines.Deadlines` bound each attempt with one 
 all; ``sock_connect`` bounds opening a connection without a timer per request), no cookie
 bookkeeping.
 
-Our ``User-Agent`` is the session's default header, and the body's ``Content-Type`` comes
-with the body (an ``aiohttp.BytesPayload`` made with it): a request then passes aiohttp no
-headers of its own, which aiohttp 3.14 would copy into a new ``CIMultiDict`` twice per
-request (merged with the defaults, then into the request's headers, header by header). An
-endpoint's own headers (and a message's trace headers) are passed per request and replace
-ours in any letter case; they are built once per endpoint, as aiohttp keeps them (a plain
-dict would be copied into a ``CIMultiDict`` per request). Skipping aiohttp's own
-``User-Agent`` instead (``skip_auto_headers``) costs aiohttp 3.14 a new ``CIMultiDict`` and
-a copy of the headers per request.
+Our ``User-Agent`` is one of the headers aiohttp adds to each request itself (beside
+``Accept`` and ``Accept-Encoding``), and the body's ``Content-Type`` comes with the body (an
+``aiohttp.BytesPayload`` made with it): a request then passes aiohttp no headers of its
+own, which aiohttp 3.14 would copy into new ``CIMultiDict``s twice per request (merged with
+the session's defaults, then into the request's headers, header by header). An endpoint's
+own headers (and a message's trace headers) are passed per request and replace ours in any
+letter case; they are built once per endpoint, as aiohttp keeps them (a plain dict would be
+copied into a ``CIMultiDict`` per request). Skipping aiohttp's own ``User-Agent`` instead
+(``skip_auto_headers``) costs aiohttp 3.14 a new ``CIMultiDict`` and a copy of the headers
+per request.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
-from multidict import CIMultiDict, CIMultiDictProxy
+from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -36,11 +38,20 @@ def request_headers(own: Mapping[str, str], *, ours: bool = False) -> CIMultiDic
     """Return the headers an endpoint's requests pass aiohttp: its own (None: none).
 
     ``ours``: with our ``User-Agent`` first (for a session not opened by
-    :func:`open_session`, whose default it is), replaced by the endpoint's own in any case.
+    :func:`open_session`, whose requests add it), replaced by the endpoint's own in any case.
     """
     headers: CIMultiDict[str] = CIMultiDict({"User-Agent": USER_AGENT} if ours else {})
     headers.update(own)
     return CIMultiDictProxy(headers) if headers else None
+
+
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request, adding our ``User-Agent`` where it adds its own (unless one is set)."""
+
+    DEFAULT_HEADERS: dict[istr, str] = {  # noqa: RUF012 - aiohttp declares it so (read only)
+        **aiohttp.ClientRequest.DEFAULT_HEADERS,
+        hdrs.USER_AGENT: USER_AGENT,
+    }
 
 
 def open_session(pool_size: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
@@ -54,7 +65,7 @@ def open_session(pool_size: int, timeout: aiohttp.ClientTimeout) -> aiohttp.Clie
     )
     return aiohttp.ClientSession(
         connector=connector,
-        headers={"User-Agent": USER_AGENT},
+        request_class=_Request,
         timeout=timeout,
         raise_for_status=False,
         auto_decompress=True,
