@@ -135,22 +135,11 @@ class CircuitBreaker:
         self._recent: collections.deque[bool] = collections.deque(maxlen=config.window)
         self._bad = 0  # refused or unanswered among _recent
         self._failed_probes = 0  # in a row, since the circuit last opened from closed
-
-    @property
-    def all_up(self) -> bool:
-        """Whether another answer from a working server would change nothing.
-
-        The circuit is closed and the whole window of recent requests was answered: a
-        further answer (not the probe) leaves the state, the window and its counts as
-        they are, so :meth:`record` may be skipped for it.
-        """
-        recent = self._recent
-        return (
-            self._bad == 0
-            and len(recent) == recent.maxlen
-            and self._in_a_row == 0
-            and self.state is Circuit.CLOSED
-        )
+        # Whether another answer from a working server would change nothing: the circuit
+        # is closed and the whole window of recent requests was answered. A further
+        # answer (not the probe) leaves the state, the window and its counts as they are,
+        # so record() may be skipped for it. Kept by record() and _open()/_close().
+        self.all_up = False
 
     def admit(self, now: float) -> Admission:
         """Return whether a request may be sent at ``now``, and whether it is the probe."""
@@ -190,6 +179,7 @@ class CircuitBreaker:
         self._recent.append(bad)
         self._bad += bad
         full = len(self._recent) == self.config.window
+        self.all_up = full and self._bad == 0 and self._in_a_row == 0
         if self._in_a_row >= self.config.failures or (
             full and self._bad >= self.config.error_share * self.config.window
         ):
@@ -215,6 +205,7 @@ class CircuitBreaker:
         if retry_after_s is not None:
             wait = max(wait, min(retry_after_s, self.config.max_retry_after_s))
         self.state = Circuit.OPEN
+        self.all_up = False
         self._probe_at = now + wait
         self._in_a_row = 0
         self._recent.clear()
@@ -222,4 +213,5 @@ class CircuitBreaker:
 
     def _close(self) -> None:
         self.state = Circuit.CLOSED
+        self.all_up = False  # (the window was emptied when it opened)
         self.open_since = None

@@ -135,7 +135,9 @@ class Dispatcher:
             url = route(codec, endpoint.url, items) if routed else endpoint.url
         except BadItem as exc:
             return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc), final=True)
-        session = self.session
+        session = self._session
+        if session is None:
+            raise RuntimeError("Dispatcher.start() was not called")
         if headers:
             request_headers = {**(request_headers or {}), **headers}
         # A unit given its place before it ran has waited for it since then (queue_ms).
@@ -147,11 +149,9 @@ class Dispatcher:
             # lets a request start, the endpoint is not paused, its circuit is closed).
             ticket = None
             if held is not None and pacer.ready(time.monotonic()):
-                ticket = guard.enter_held(held)
+                ticket = guard.enter_held(held, clock)
             if ticket is None:
                 ticket = await self._enter(guard, pacer, lane, clock, held)
-            else:
-                clock.sent(ticket)
             pacer.in_flight += 1
             try:
                 answer = await post_once(

@@ -140,11 +140,12 @@ class EndpointGuard:
                 return Ticket(admission.probe, sent_at, endpoint_wait, queue_wait, mark)
             self.limiter.release()  # the circuit opened while this unit waited for a place
 
-    def enter_held(self, held: Place) -> Ticket | None:
+    def enter_held(self, held: Place, clock: UnitClock | None = None) -> Ticket | None:
         """Return the ticket of a unit's held place when nothing makes it wait, else None.
 
         :meth:`enter` without a coroutine, when the endpoint is not paused and its circuit
-        is closed. ``None``: call :meth:`enter`, which waits as the endpoint says.
+        is closed. ``None``: call :meth:`enter`, which waits as the endpoint says. With
+        ``clock``, the attempt is counted on it (as ``clock.sent(ticket)``).
         """
         if not held.held or self.breaker.state is not Circuit.CLOSED:
             return None
@@ -154,8 +155,14 @@ class EndpointGuard:
         held.held = False  # taken (as held.take(), inline: once per unit)
         self.used = True
         mark = None if self.loop_lag is None else self.loop_lag.mark()
-        return Ticket(probe=False, sent_at=now, endpoint_wait_s=0.0,
-                      queue_wait_s=now - held.since, lag_mark=mark)  # fmt: skip
+        wait = now - held.since
+        if clock is not None:  # as clock.sent(ticket), inline: once per unit
+            clock.attempts += 1
+            clock.charged += 1
+            clock.queued += wait
+            if clock.attempts == 1:
+                clock.first_attempt = now
+        return Ticket(False, now, 0.0, wait, mark)  # noqa: FBT003 - not the probe (positional: per unit)
 
     def cancelled(self, ticket: Ticket) -> None:
         """Give the place back without an outcome (the unit was cancelled)."""

@@ -140,7 +140,8 @@ class UnitTasks(Generic[Q]):
         """Check every runner handed a unit since the last check (see :meth:`_check`)."""
         handed, self._handed = self._handed, []
         for runner in handed:
-            self._check(runner)
+            if runner.next is not None:  # (most runners came back for theirs)
+                self._check(runner)
 
     def _check(self, runner: _Runner[Q]) -> None:
         """Start the unit handed to a task that did not come back for it, in a task of its own."""

@@ -289,4 +289,7 @@ def test_an_answer_while_all_up_changes_nothing(
         recording.record(verdict, now)
         assert state_of(skipping) is state_of(recording)
         assert skipping.all_up == recording.all_up
+        # all_up is kept, not computed: it says what its definition says, every time.
+        window_all_good = list(recording._recent) == [False] * window
+        assert recording.all_up == (state_of(recording) is Circuit.CLOSED and window_all_good)
         assert skipping.admit(now) == recording.admit(now)
