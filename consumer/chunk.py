@@ -90,34 +90,32 @@ class Chunk:
         self.acked_stopped = (progress.cancelled, progress.expired)
         self.pending_items -= progress.count
 
-    def acked(
-        self,
-        start: int,
-        end: int,
-        errors: int,
-        stopped: tuple[int, int],
-        landed: tuple[int | None, int | None] | None = None,
-    ) -> None:
+    def acked(self, start: int, end: int, errors: int, stopped: tuple[int, int]) -> None:
         """Record that the results of items ``[start, end)`` are all acknowledged.
 
         ``errors`` of them are errors, of which ``stopped`` (cancelled, expired).
-        ``landed``: where the one record of a one-item unit was written (as :meth:`landed`).
         """
-        if landed is not None:  # as landed(), inline: once per record at one item a unit
-            partition, offset = landed
-            if partition is not None and offset is not None and offset >= 0:
-                self.results_partition = partition
-                first, last = self.first_offset, self.last_offset
-                if first is None or offset < first:
-                    self.first_offset = offset
-                if last is None or offset > last:
-                    self.last_offset = offset
         self.done = add_range(self.done, start, end)
         self.acked_ok += end - start - errors
         self.acked_error += errors
         if stopped != (0, 0):
             cancelled, expired = self.acked_stopped
             self.acked_stopped = (cancelled + stopped[0], expired + stopped[1])
+
+    def acked_ok_one(self, start: int, partition: int | None, offset: int | None) -> None:
+        """:meth:`acked` of item ``start``'s ``ok`` result, and :meth:`landed` of its record.
+
+        In one call: once per record at one item per request.
+        """
+        self.done = add_range(self.done, start, start + 1)
+        self.acked_ok += 1
+        if partition is not None and offset is not None and offset >= 0:
+            self.results_partition = partition
+            first, last = self.first_offset, self.last_offset
+            if first is None or offset < first:
+                self.first_offset = offset
+            if last is None or offset > last:
+                self.last_offset = offset
 
     @property
     def progress(self) -> ChunkProgress | None:

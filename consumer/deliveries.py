@@ -74,7 +74,8 @@ def record_callback(
             listener.delivery_failed(KafkaException(err))
             return
         chunk.unacked -= 1
-        chunk.acked(start, start + 1, *errors, landed=(msg.partition(), msg.offset()))
+        chunk.acked(start, start + 1, *errors)
+        chunk.landed(msg.partition(), msg.offset())
         if chunk.unacked == 0 and chunk.summary_sent:
             listener.chunk_delivered(chunk)
 
@@ -94,3 +95,20 @@ def summary_callback(listener: WriterListener, chunk: Chunk) -> DeliveryCallback
                 listener.chunk_delivered(chunk)
 
     return on_delivery
+
+
+def ok_record_delivered(
+    listener: WriterListener, chunk: Chunk, start: int, err: KafkaError | None, msg: Message
+) -> None:
+    """:func:`record_callback`'s report of one ``ok`` record of a one-item unit.
+
+    Bound with ``functools.partial`` (no closure made per record): ``partial(
+    ok_record_delivered, listener, chunk, start)`` is the record's ``on_delivery``.
+    """
+    if err is not None:  # stays unacknowledged: the chunk is never done
+        listener.delivery_failed(KafkaException(err))
+        return
+    chunk.unacked -= 1
+    chunk.acked_ok_one(start, msg.partition(), msg.offset())
+    if chunk.unacked == 0 and chunk.summary_sent:
+        listener.chunk_delivered(chunk)

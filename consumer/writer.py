@@ -14,11 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 from confluent_kafka import KafkaException
 
-from consumer.deliveries import record_callback, summary_callback, unit_callback
+from consumer.deliveries import (
+    ok_record_delivered,
+    record_callback,
+    summary_callback,
+    unit_callback,
+)
 from consumer.publisher import topic_record_limits, usable_record_bytes
 from consumer.unit_records import encode_unit, one_ok
 from schemas import (
@@ -43,8 +49,6 @@ if TYPE_CHECKING:
     from consumer.splitter import WorkUnit
 
 log = logging.getLogger(__name__)
-
-_NO_ERRORS: tuple[int, tuple[int, int]] = (0, (0, 0))  # a unit's errors, (cancelled, expired)
 
 
 class WriterListener(Protocol):
@@ -121,8 +125,22 @@ class RecordWriter:
         if predictions is not None and len(unit.items) == 1 and self.releaser is None:
             limit = self.record_limits[self.results_topic]
             value = one_ok(chunk.request, unit, outcome, predictions[0], limit)
-            if value is not None:  # the usual answer at one item per request
-                self._write_one(chunk, unit.offset, value)
+            if value is not None:  # the usual answer at one item per request: one plain record
+                chunk.unacked += 1
+                on_delivery = partial(ok_record_delivered, self._listener, chunk, unit.offset)
+                self._produce(
+                    self.results_topic, value, chunk.request.batch_id, on_delivery,
+                    chunk.trace_headers,
+                )  # fmt: skip
+                chunk.ok_count += 1
+                metrics = self._metrics
+                metrics.published += 1
+                metrics.items_ok.value += 1
+                if chunk.created_ms > 0:
+                    metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
+                chunk.pending_items -= 1
+                if chunk.pending_items == 0:
+                    self.write_summary(chunk)
                 return
         self._write_records(chunk, unit, outcome)
 
@@ -164,26 +182,6 @@ class RecordWriter:
         if chunk.created_ms > 0:
             metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
         chunk.pending_items -= count
-        if chunk.pending_items == 0:
-            self.write_summary(chunk)
-
-    def _write_one(self, chunk: Chunk, start: int, value: bytes) -> None:
-        """:meth:`write_unit` of one plain ``ok`` record (``encode_unit``'s first case)."""
-        chunk.unacked += 1
-        self._produce(
-            self.results_topic,
-            value,
-            chunk.request.batch_id,
-            record_callback(self._listener, chunk, start, _NO_ERRORS),
-            chunk.trace_headers,
-        )
-        chunk.ok_count += 1
-        metrics = self._metrics
-        metrics.published += 1
-        metrics.items_ok.value += 1
-        if chunk.created_ms > 0:
-            metrics.item_latency.observe(max(0.0, time.time() - chunk.created_ms / 1000))
-        chunk.pending_items -= 1
         if chunk.pending_items == 0:
             self.write_summary(chunk)
 

@@ -177,6 +177,27 @@ def test_a_one_item_unit_is_done_on_its_only_report() -> None:
     assert listener.chunks == [chunk]
 
 
+def test_a_refused_one_item_record_keeps_its_chunk_from_counting_as_done() -> None:
+    """The one-item short path's report: refused, its item never counts as done, nor its chunk.
+
+    The other unit's record and the summary acknowledged do not make up for it.
+    """
+    writer, sink, listener = batch_writer()
+    sink.delivered = 3
+    chunk = make_chunk(P0, 0, 2)
+    items = chunk.request.items
+    writer.write_unit(chunk, WorkUnit(0, items[:1]), ok([b"0"]))
+    writer.write_unit(chunk, WorkUnit(1, items[1:]), ok([b"1"]))
+    assert sink.calls == []  # one record each: produced singly
+    sink.deliver_one(KafkaError(KafkaError._MSG_TIMED_OUT))  # item 0
+    sink.deliver()  # item 1 and the summary
+    assert len(listener.failures) == 1
+    assert listener.chunks == []
+    assert chunk.done == ((1, 2),)
+    assert (chunk.unacked, chunk.acked_ok) == (1, 1)
+    assert (chunk.first_offset, chunk.last_offset) == (4, 5)
+
+
 def test_one_item_units_take_the_short_path_only_when_nothing_needs_more() -> None:
     """A one-item answer is encoded as ``encode_ok_result`` does; anything more still happens.
 
