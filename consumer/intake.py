@@ -224,7 +224,13 @@ class Intake:
             endpoint, unit.items, headers, fair_key=chunk.tp, lane=lane, held=place
         )
         if outcome.predictions is not None:  # answered: never split (see worth_bisecting)
-            self._write_one(chunk, unit, outcome)
+            if not chunk.abandoned:  # as _write of this one part, inline: the usual case
+                try:
+                    self._writer.write_unit(chunk, unit, outcome)
+                except Exception as exc:  # noqa: BLE001 - as in _write
+                    self._failed(exc)
+                    return
+                self._monitor.moved(chunk.tp, time.monotonic())
             return
         parts = [(unit, outcome)]
         if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
@@ -266,17 +272,6 @@ class Intake:
         except Exception as exc:  # noqa: BLE001 - a chunk that cannot finish must not hang
             # librdkafka refused a record outright: the chunk can never be done, so stop
             # (its offset stays uncommitted) rather than leave the partition stuck.
-            self._failed(exc)
-            return
-        self._monitor.moved(chunk.tp, time.monotonic())
-
-    def _write_one(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> None:
-        """:meth:`_write` of one unit (an answered one: the usual case)."""
-        if chunk.abandoned:
-            return
-        try:
-            self._writer.write_unit(chunk, unit, outcome)
-        except Exception as exc:  # noqa: BLE001 - as in _write
             self._failed(exc)
             return
         self._monitor.moved(chunk.tp, time.monotonic())

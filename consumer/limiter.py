@@ -196,8 +196,9 @@ class Limiter:
     def _wake(self) -> None:
         turns, passes = self._turns, self._passes
         while turns and self._held < self._limit:
-            when, turn, key = heapq.heappop(turns)
+            when, turn, key = turns[0]
             if passes.get(key) != (when, turn):
+                heapq.heappop(turns)
                 continue  # the key was dropped (or rescheduled) since this entry
             queue = self._queues[key]
             waiter = queue.popleft()
@@ -207,8 +208,9 @@ class Limiter:
                 when += 1.0 / self._weights[key]
                 turn = next(self._numbers)
                 passes[key] = (when, turn)
-                heapq.heappush(turns, (when, turn, key))
+                heapq.heapreplace(turns, (when, turn, key))  # this turn out, the next in
             else:
+                heapq.heappop(turns)
                 self._drop(key)
             if not isinstance(waiter, asyncio.Future):
                 self._held += 1
