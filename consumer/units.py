@@ -121,9 +121,13 @@ class UnitTasks(Generic[Q]):
             unit.chunk.tasks.discard(task)
             if unit.place.held:  # it never used it (a stopped unit gave it back already)
                 unit.place.release()
-            handed = self._take_next(runner)
-            if handed is None:
-                return
+            handed = runner.next
+            if handed is not None and not handed.chunk.abandoned:
+                runner.next = None  # (as _take_next, inline: the usual case)
+            else:
+                handed = self._take_next(runner)
+                if handed is None:
+                    return
             unit = runner.unit = handed
             unit.chunk.tasks.add(task)
 
