@@ -172,8 +172,7 @@ class Intake:
         limiter = self._dispatcher.guards[endpoint.name].limiter  # (Dispatcher.submit's)
         since = time.monotonic()
         for unit in _todo(chunk, size):
-            queued = _Queued(self, chunk, route, unit, place=Place(limiter, since))
-            limiter.submit(queued, key, weight)
+            limiter.submit(_Queued(self, chunk, route, unit, Place(limiter, since)), key, weight)
 
     def cancel_batch(self, batch_id: str) -> None:
         """Stop a cancelled batch's units: running ones are cancelled, queued ones answered.
@@ -283,7 +282,7 @@ class _Queued:
     __slots__ = ("chunk", "intake", "place", "route", "unit")
 
     def __init__(
-        self, intake: Intake, chunk: Chunk, route: _Route, unit: WorkUnit, *, place: Place
+        self, intake: Intake, chunk: Chunk, route: _Route, unit: WorkUnit, place: Place
     ) -> None:
         """Queue ``unit`` of ``chunk`` for ``route``, waiting for ``place``."""
         self.intake = intake

@@ -128,7 +128,13 @@ class Limiter:
             if not start():
                 self._held -= 1
             return
-        self._enqueue(key, weight, start)
+        queue = self._queues.get(key)  # as _enqueue, inline: once per work unit
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+            self._schedule(key, self._clock + 1.0 / weight)
+        self._weights[key] = weight
+        queue.append(start)
+        self._waiting += 1
 
     def withdraw(self, which: Callable[[Start], bool]) -> list[Start]:
         """Take the queued starts that ``which`` selects out of the queues; return them.
