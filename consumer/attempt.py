@@ -3,8 +3,8 @@
 :func:`post_once` returns the body of a 2xx answer under the response size cap, or
 raises :class:`AttemptFailure` with the result error kind, the status, the server's
 ``Retry-After`` (or ``retry-after-ms``) and the informative end of an error body
-(:mod:`consumer.answers`). :func:`decode_answer` reads the predictions out of a 2xx body
-with the endpoint's codec. Retrying, limits and clocks are the dispatcher's.
+(:mod:`consumer.answers`). :func:`unreadable` names a 2xx body the endpoint's codec
+could not read. Retrying, limits and clocks are the dispatcher's.
 """
 
 from __future__ import annotations
@@ -72,14 +72,11 @@ class AttemptFailure(Exception):  # noqa: N818 - a signal inside the dispatcher,
         return self.kind in _SILENT
 
 
-def decode_answer(codec: Codec, answer: bytes, count: int) -> list[bytes] | AttemptFailure:
-    """Return the predictions of a 2xx answer, or the failure to read them."""
-    try:
-        return codec.decode(answer, count)
-    except WrongCount as exc:
-        return AttemptFailure(ResultErrorKind.WRONG_COUNT, str(exc), 200)
-    except BadResponse as exc:
-        return AttemptFailure(ResultErrorKind.BAD_RESPONSE, str(exc), 200)
+def unreadable(error: BadResponse) -> AttemptFailure:
+    """Return the failure of a 2xx whose predictions the codec could not read."""
+    if isinstance(error, WrongCount):
+        return AttemptFailure(ResultErrorKind.WRONG_COUNT, str(error), 200)
+    return AttemptFailure(ResultErrorKind.BAD_RESPONSE, str(error), 200)
 
 
 async def post_once(  # noqa: PLR0913, PLR0917 - the request, what reads its answer (positional: per unit)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from consumer.attempt import AttemptFailure, Target, decode_answer, post_once
+from consumer.attempt import AttemptFailure, Target, post_once, unreadable
 from consumer.breaker import Circuit
 from consumer.deadlines import Deadlines
 from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
@@ -48,7 +48,7 @@ from consumer.http_session import open_session, request_headers
 from consumer.limiter import Lane
 from consumer.metrics import Metrics
 from consumer.outcome import Outcome
-from consumer.protocols import BadItem, get_codec, route, routes
+from consumer.protocols import BadItem, BadResponse, get_codec, route, routes
 from consumer.ratelimits import RateLimitPacer
 from schemas.error_kinds import ResultErrorKind
 
@@ -111,7 +111,7 @@ class Dispatcher:
             await self._session.close()
         self._session = None
 
-    async def run(  # noqa: C901, PLR0913 - the attempt loop, its common case inline; the unit, its headers, lane, place
+    async def run(  # noqa: C901, PLR0912, PLR0913 - the attempt loop, its common case inline; the unit, its headers, lane, place
         self,
         endpoint: Endpoint,
         items: Sequence[bytes],
@@ -167,7 +167,10 @@ class Dispatcher:
             else:
                 self.unanswered = 0
                 guard.leave(ticket, 200)
-                result = decode_answer(codec, answer, len(items))
+                try:
+                    result = codec.decode(answer, len(items))
+                except BadResponse as exc:  # (a wrong count among them)
+                    result = unreadable(exc)
             finally:
                 pacer.in_flight -= 1
             if not isinstance(result, AttemptFailure):
@@ -176,12 +179,9 @@ class Dispatcher:
                 self._metrics.queue_wait.observe(queued)
                 latency_ms = (now - started - queued) * 1000.0
                 return Outcome(result, clock.attempts, latency_ms, queue_ms=queued * 1000.0)
-            error = result
-            self.last_failure = time.monotonic()
-            delay = self._retry_delay(error, clock, seen)
+            delay = self._retry_delay(result, clock, seen)
             if delay is None:
-                return self._error(started, clock.queued, clock.attempts, error)
-            self._metrics.retries.inc()
+                return self._error(started, clock.queued, clock.attempts, result)
             await self._wait(delay, lane.partition)
 
     def _failed(
@@ -248,7 +248,11 @@ class Dispatcher:
         clock: UnitClock,
         seen: dict[tuple[int, str], int],
     ) -> float | None:
-        """Return the wait before the next attempt, or None (``failure.message`` says why)."""
+        """Return the wait before the next attempt (a retry, counted), or None.
+
+        None: the failure is final (``failure.message`` says why).
+        """
+        self.last_failure = time.monotonic()
         policy = self._policy
         if not policy.should_retry(failure.kind, failure.status):
             failure.final = True
@@ -270,6 +274,8 @@ class Dispatcher:
             failure.message = (
                 f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
             )
+        else:
+            self._metrics.retries.inc()
         return delay
 
     def _error(
