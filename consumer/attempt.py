@@ -14,6 +14,7 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 import aiohttp
+from aiohttp import hdrs
 
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.protocols import BadResponse, Codec, WrongCount
@@ -106,11 +107,11 @@ async def post_once(  # noqa: PLR0913, PLR0917 - the request, what reads its ans
             (metrics.http_codes.get(status) or metrics.http_code(status)).value += 1
             metrics.inference_latency.observe(answered - started)
             if 200 <= status < 300:
-                length = response.content_length
+                length = answer_headers.get(hdrs.CONTENT_LENGTH)  # (content_length's own read)
                 if (
                     length is not None
-                    and length <= max_bytes
-                    and "Content-Encoding" not in answer_headers
+                    and int(length) <= max_bytes
+                    and hdrs.CONTENT_ENCODING not in answer_headers
                 ):
                     return await response.read()  # read_capped's first case, without its coroutine
                 try:
