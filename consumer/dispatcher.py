@@ -148,7 +148,7 @@ class Dispatcher:
             # A held place becomes the ticket when nothing makes the unit wait (the pace
             # lets a request start, the endpoint is not paused, its circuit is closed).
             ticket = None
-            if held is not None and pacer.ready(time.monotonic()):
+            if held is not None and (not pacer.paced or pacer.ready(time.monotonic())):
                 ticket = guard.enter_held(held, clock)
             if ticket is None:
                 ticket = await self._enter(guard, pacer, lane, clock, held)

@@ -115,6 +115,8 @@ class RateLimitPacer:
     spacing_s: float = 0.0
     spacing_until: float = 0.0
     next_start: float = 0.0
+    paced: bool = False
+    """Whether an answer ever stated a budget: until one does, a request may always start."""
 
     def observe(self, headers: Mapping[str, str], now: float, in_flight: int = 0) -> None:
         """Take the budget an answer states (its ``x-ratelimit-*`` headers) into account.
@@ -122,6 +124,7 @@ class RateLimitPacer:
         ``in_flight`` is how many other requests to the endpoint are on the wire: they
         will spend some of what is left.
         """
+        self.paced = True
         for dimension, (remaining_name, limit_name, reset_name) in _BUDGET_HEADERS:
             text = headers.get(remaining_name)
             if text is None:  # the usual answer: no budget stated

@@ -482,9 +482,9 @@ def test_pacer_ready_is_a_delay_of_zero_that_reserves_nothing(
 ) -> None:
     """``ready(now)``: ``delay(now)`` would be 0 and reserve nothing; asking changes nothing.
 
-    The dispatcher asks ``ready`` to send a unit's first request without a coroutine; a
-    pacer that holds (a pause) or spaces requests out (each start reserves the next) is
-    not ready, and the unit asks ``delay`` as before.
+    The dispatcher asks ``ready`` to send a unit's first request without a coroutine (once
+    an answer stated a budget: ``paced``); a pacer that holds (a pause) or spaces requests
+    out (each start reserves the next) is not ready, and the unit asks ``delay`` as before.
     """
     pacer = RateLimitPacer()
     for at, (left, reset) in enumerate(answers):
@@ -498,3 +498,6 @@ def test_pacer_ready_is_a_delay_of_zero_that_reserves_nothing(
     assert state() == before
     delay = pacer.delay(now)
     assert ready == (delay == 0.0 and state() == before)
+    # Until an answer states a budget the dispatcher does not ask: ready, whatever the time.
+    assert pacer.paced == bool(answers)
+    assert ready or pacer.paced
