@@ -111,12 +111,11 @@ class Dispatcher:
             await self._session.close()
         self._session = None
 
-    async def run(  # noqa: C901, PLR0912, PLR0913 - the attempt loop, its common case inline; the unit, its headers, lane, place
+    async def run(  # noqa: C901, PLR0912, PLR0913, PLR0917 - the attempt loop, its common case inline; the unit, its headers, lane, place (positional: per unit)
         self,
         endpoint: Endpoint,
         items: Sequence[bytes],
         headers: Mapping[str, str] | None = None,
-        *,
         fair_key: Hashable = None,
         lane: Lane | None = None,
         held: Place | None = None,

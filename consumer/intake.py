@@ -219,9 +219,7 @@ class Intake:
                 return
         dispatcher = self._dispatcher
         endpoint, lane, headers = route
-        outcome = await dispatcher.run(
-            endpoint, unit.items, headers, fair_key=chunk.tp, lane=lane, held=place
-        )
+        outcome = await dispatcher.run(endpoint, unit.items, headers, chunk.tp, lane, place)
         if outcome.predictions is not None:  # answered: never split (see worth_bisecting)
             if not chunk.abandoned:  # as _write of this one part, inline: the usual case
                 try:
