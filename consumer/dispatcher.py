@@ -39,6 +39,7 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
+from aiohttp import BytesPayload
 
 from consumer.attempt import AttemptFailure, Target, post_once, unreadable
 from consumer.breaker import Circuit
@@ -90,6 +91,7 @@ class Dispatcher:
         # all requests); sock_connect bounds opening a connection, without a timer per
         # request (connect would also time the wait for a pooled one: none, by the limit).
         self._deadlines = Deadlines(settings.request_timeout_s)
+        self._max_bytes = settings.max_response_bytes
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout_s)
         # Consecutive requests that got no HTTP answer at all (readiness reads it).
         self.unanswered = 0
@@ -154,9 +156,8 @@ class Dispatcher:
             pacer.in_flight += 1
             try:
                 answer = await post_once(
-                    session, url, aiohttp.BytesPayload(body, content_type=codec.content_type),
-                    request_headers, pacer, self._metrics, self._deadlines,
-                    self._settings.max_response_bytes,
+                    session, url, BytesPayload(body, content_type=codec.content_type),
+                    request_headers, pacer, self._metrics, self._deadlines, self._max_bytes,
                 )  # fmt: skip
             except AttemptFailure as failure:
                 result: list[bytes] | AttemptFailure = self._failed(guard, ticket, clock, failure)
