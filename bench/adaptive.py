@@ -38,7 +38,8 @@ Figures, per overload mode and concurrency (``reject_adaptive_...``):
   phase after K returns, and of the phase after the outage, ÷ the steady phase's.
 * ``server_mean_ratio``: the mean time of a 200 in the server ÷ L in the steady phase
   (above 1 where nothing queues: the server's 20 ms ends late on a busy machine, and its
-  capacity is then K per that time, not per L).
+  capacity is then K per that time, not per L); ``restored_server_mean_ratio`` and
+  ``recovered_server_mean_ratio`` the same after K returns and after the outage.
 * What the steady phase cost the machine: ``machine_busy_cores`` (all processes, other
   sessions' included), ``server_cores`` and ``consumer_cores_per_replica``, and the CPU
   per ok answer of the server and of all replicas together (``..._cpu_us_per_ok``).
@@ -305,6 +306,9 @@ def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict
         "recovery_s": recovery,
         "restored_vs_steady": _ratio(restored_ok, steady_ok),
         "recovered_vs_steady": _ratio(recovered_ok, steady_ok),
+        "restored_server_mean_ratio": latency_mean(samples, line.restore_at, line.outage_at)
+        / LATENCY_MS,
+        "recovered_server_mean_ratio": latency_mean(samples, outage_end, line.end_at) / LATENCY_MS,
     }
 
 
