@@ -291,8 +291,19 @@ def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict
         line.end_at,
         lambda ok, _share: ok >= RECOVERED_SHARE * steady_ok,
     )
-    restored_ok = rates(samples, (line.restore_at + line.outage_at) / 2, line.outage_at)[0]
-    recovered_ok = rates(samples, (outage_end + line.end_at) / 2, line.end_at)[0]
+    spans = {name: (begin, end) for name, begin, end in phases(line)}
+
+    def level(phase: str) -> float | None:  # the second half of the phase, ÷ steady
+        if phase not in spans:
+            return None  # a timeline without it (the alone runs, a trace cut short)
+        begin, end = spans[phase]
+        return _ratio(rates(samples, (begin + end) / 2, end)[0], steady_ok)
+
+    def mean_ratio(phase: str) -> float | None:
+        if phase not in spans:
+            return None
+        return latency_mean(samples, *spans[phase]) / LATENCY_MS
+
     return {
         "goodput_ratio": steady_ratio,
         "ok_items_per_s": steady_ok,
@@ -304,11 +315,10 @@ def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict
         "outage_calls_per_replica_s": outage_calls / replicas / line.outage_s,
         "outage_open_calls_per_replica_s": open_calls / replicas / max(line.outage_s - 1, 1e-9),
         "recovery_s": recovery,
-        "restored_vs_steady": _ratio(restored_ok, steady_ok),
-        "recovered_vs_steady": _ratio(recovered_ok, steady_ok),
-        "restored_server_mean_ratio": latency_mean(samples, line.restore_at, line.outage_at)
-        / LATENCY_MS,
-        "recovered_server_mean_ratio": latency_mean(samples, outage_end, line.end_at) / LATENCY_MS,
+        "restored_vs_steady": level("restored"),
+        "recovered_vs_steady": level("recovered"),
+        "restored_server_mean_ratio": mean_ratio("restored"),
+        "recovered_server_mean_ratio": mean_ratio("recovered"),
     }
 
 

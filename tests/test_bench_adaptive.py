@@ -129,6 +129,9 @@ def test_a_run_that_never_settles_says_how_far_it_got() -> None:
     assert figures["restored_vs_steady"] == pytest.approx(0.75, rel=0.02)
     assert figures["recovered_vs_steady"] == pytest.approx(0.8, rel=0.02)
     assert figures["restored_server_mean_ratio"] == pytest.approx(1.0)  # every 200 took 20 ms
+    steady_only = figures_of(samples, Timeline(1, 5, 5, 5, 1, 5), replicas=1)  # an alone run
+    assert steady_only["restored_vs_steady"] is None  # no such phase (was 0, and -2.5e8)
+    assert steady_only["recovered_vs_steady"] is None
 
 
 def test_phases_are_the_spans_between_events_that_fit_in_the_timeline() -> None:
