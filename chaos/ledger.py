@@ -284,8 +284,18 @@ def ask_end_offsets(
 def wait_end_offsets(
     futures: dict[TopicPartition, Future[Any]], timeout_s: float
 ) -> dict[int, int]:
-    """Return the end offsets the futures of ``ask_end_offsets`` answer."""
-    return {tp.partition: int(f.result(timeout=2 * timeout_s).offset) for tp, f in futures.items()}
+    """Return the end offsets the futures of ``ask_end_offsets`` answer.
+
+    Raises ``ValueError`` for an answer without an offset: a busy broker sometimes answers
+    a partition with ``OFFSET_INVALID`` (-1001) and no error. Taken as an end offset, it
+    made a partition look without lag (its recovery went unmeasured) and would let the
+    final read stop at once.
+    """
+    ends = {tp.partition: int(f.result(timeout=2 * timeout_s).offset) for tp, f in futures.items()}
+    unknown = sorted(p for p, offset in ends.items() if offset < 0)
+    if unknown:
+        raise ValueError(f"no end offset for partitions {unknown}: {ends}")
+    return ends
 
 
 def missing_keys(ledger: Ledger, limit: int = 20) -> list[str]:

@@ -15,13 +15,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
+from confluent_kafka import OFFSET_INVALID, TopicPartition
 
 from chaos import figures as fig
 from chaos.fleet import metric_value, partition_number
+from chaos.ledger import wait_end_offsets
 from chaos.scenarios import SCENARIOS
 from chaos.timeline import Sample
 
@@ -152,6 +155,23 @@ def test_recovery_after_an_outage_uses_the_offset_from_before_it() -> None:
     assert fig.recovery(samples, [0, 1], t0=19, baseline_at=0.5) == {0: 4}  # 1 had no lag
     assert fig.slowest({0: 4.0, 1: None}) is None
     assert fig.median([1.0, None, 3.0]) == 2.0
+
+
+def test_an_end_offset_answered_as_invalid_is_no_end_offset() -> None:
+    """A busy broker may answer ListOffsets with OFFSET_INVALID (-1001) and no error.
+
+    Taken as the end, a partition looked without lag (its recovery went unmeasured in a
+    full ``inference-faults`` run) and the final read would have stopped at once.
+    """
+    answers: dict[TopicPartition, Future[Any]] = {}
+    for partition, offset in ((0, 50), (1, OFFSET_INVALID)):
+        answer: Future[Any] = Future()
+        answer.set_result(TopicPartition("t", partition, offset))
+        answers[TopicPartition("t", partition)] = answer
+    with pytest.raises(ValueError, match=r"no end offset for partitions \[1\]"):
+        wait_end_offsets(answers, 1.0)
+    del answers[TopicPartition("t", 1)]
+    assert wait_end_offsets(answers, 1.0) == {0: 50}
 
 
 def test_all_committed_means_every_committed_offset_at_its_end_for_the_whole_window() -> None:
