@@ -7,7 +7,8 @@ halves, comes back, and the server goes down for an outage; the same timeline ru
 ``--concurrency fixed`` and ``--concurrency adaptive``, one after the other, each against
 a fresh server and fresh topics, and with a fixed limit of K / 3 = 16 per replica (what a
 user who knew K would set: the best a fixed limit can do, while K does not change). Then
-one replica alone against K = 48: adaptive (up to 256) beside a fixed limit of 48.
+one replica alone against K = 48: adaptive (up to 256) beside a fixed limit of 48, twice in
+the full scenario (fixed, adaptive, adaptive, fixed: :func:`alone_runs`).
 
 Everything is measured at the server, sampled every :data:`SAMPLE_S` through its
 ``/_control/stats``: answers by status (a 200 is one ok item: one item per request),
@@ -32,12 +33,23 @@ Figures, per overload mode and concurrency (``reject_adaptive_...``):
   ``outage_open_calls_per_replica_s`` the same from one second into the outage (the
   burst before a circuit opens is over by then); ``recovery_s``: from the outage's end
   until three one-second windows in a row reach 0.9 of the steady phase's goodput.
+* ``restored_vs_steady`` and ``recovered_vs_steady``: the level reached, where the
+  settling figures only say when (or ``None``): ok items/s over the second half of the
+  phase after K returns, and of the phase after the outage, ÷ the steady phase's.
 * ``server_mean_ratio``: the mean time of a 200 in the server ÷ L in the steady phase
   (above 1 where nothing queues: the server's 20 ms ends late on a busy machine, and its
-  capacity is then K per that time, not per L).
+  capacity is then K per that time, not per L); ``restored_server_mean_ratio`` and
+  ``recovered_server_mean_ratio`` the same after K returns and after the outage.
 * What the steady phase cost the machine: ``machine_busy_cores`` (all processes, other
   sessions' included), ``server_cores`` and ``consumer_cores_per_replica``, and the CPU
   per ok answer of the server and of all replicas together (``..._cpu_us_per_ok``).
+* What else ran, per phase (``steady``, ``halved``, ``restored``, ``outage``,
+  ``recovered``): ``{phase}_others_cores``, the machine's busy cores outside the server,
+  the replicas and the harness (the broker and other sessions' work). The settling
+  figures compare a later phase with the steady one on a shared machine: a phase that
+  misses them while others took a core more than in the steady phase measured the
+  machine, and this says so (the fixed limit, whose limit never moves, misses them too
+  in such phases).
 * ``series``: the server's counters once a second (t, requests, 200s, 429s, resets).
 """
 
@@ -82,6 +94,8 @@ RUNS = (
     ("adaptive", "adaptive", MAX_IN_FLIGHT),
 )
 OVERLOADS = ("reject", "queue")
+# The one-replica runs: label -> (--concurrency, --max-in-flight).
+ALONE = {"adaptive": ("adaptive", MAX_IN_FLIGHT), "fixed": ("fixed", CAPACITY)}
 
 
 @dataclass(frozen=True)
@@ -240,6 +254,19 @@ def settle_time(
     return None
 
 
+def phases(line: Timeline) -> list[tuple[str, float, float]]:
+    """Return the phases that fit in ``line``: (name, start, end) in order, seconds."""
+    outage_end = line.outage_at + line.outage_s
+    spans = [
+        ("steady", line.warmup_s, line.halve_at),
+        ("halved", line.halve_at, line.restore_at),
+        ("restored", line.restore_at, line.outage_at),
+        ("outage", line.outage_at, outage_end),
+        ("recovered", outage_end, line.end_at),
+    ]
+    return [(name, begin, end) for name, begin, end in spans if begin < end <= line.end_at]
+
+
 def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict[str, Any]:
     """Return one run's figures (see the module docstring) from its samples."""
     ideal = CAPACITY / (LATENCY_MS / 1000)
@@ -264,6 +291,19 @@ def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict
         line.end_at,
         lambda ok, _share: ok >= RECOVERED_SHARE * steady_ok,
     )
+    spans = {name: (begin, end) for name, begin, end in phases(line)}
+
+    def level(phase: str) -> float | None:  # the second half of the phase, ÷ steady
+        if phase not in spans:
+            return None  # a timeline without it (the alone runs, a trace cut short)
+        begin, end = spans[phase]
+        return _ratio(rates(samples, (begin + end) / 2, end)[0], steady_ok)
+
+    def mean_ratio(phase: str) -> float | None:
+        if phase not in spans:
+            return None
+        return latency_mean(samples, *spans[phase]) / LATENCY_MS
+
     return {
         "goodput_ratio": steady_ratio,
         "ok_items_per_s": steady_ok,
@@ -275,6 +315,10 @@ def figures_of(samples: Sequence[Sample], line: Timeline, replicas: int) -> dict
         "outage_calls_per_replica_s": outage_calls / replicas / line.outage_s,
         "outage_open_calls_per_replica_s": open_calls / replicas / max(line.outage_s - 1, 1e-9),
         "recovery_s": recovery,
+        "restored_vs_steady": level("restored"),
+        "recovered_vs_steady": level("recovered"),
+        "restored_server_mean_ratio": mean_ratio("restored"),
+        "recovered_server_mean_ratio": mean_ratio("recovered"),
     }
 
 
@@ -336,6 +380,7 @@ def timeline_run(  # noqa: PLR0913 - a measurement's knobs
                 if events
                 else []
             )
+            spans = phases(line)
             with StatsSampler(server, start) as sampler:
                 _sleep_until(start + line.warmup_s, fleet)
                 pids: dict[str, Sequence[int]] = {
@@ -343,20 +388,28 @@ def timeline_run(  # noqa: PLR0913 - a measurement's knobs
                     "server": server.pids(),
                 }
                 meter = CpuMeter(pids)
-                _sleep_until(start + min(line.halve_at, line.end_at), fleet)
-                used = meter.read()
-                for when, changes in script:
-                    if when >= line.end_at:  # a timeline cut short (bench.adaptive_trace)
-                        break
-                    _sleep_until(start + when, fleet)
-                    configure(server, **changes)
+                used: dict[str, dict[str, float]] = {}
+                ends = {end for _, _, end in spans}
+                # a timeline cut short (bench.adaptive_trace) leaves out the later events
+                marks = sorted(ends | {when for when, _ in script if when < line.end_at})
+                for mark in marks:
+                    _sleep_until(start + mark, fleet)
+                    for name, _, end in spans:
+                        if end == mark:  # the phase ends: its CPU, then the next one's
+                            used[name] = meter.read()
+                            meter.reset()
+                    for when, changes in script:
+                        if when == mark:
+                            configure(server, **changes)
                 _sleep_until(start + line.end_at, fleet)
         finally:
             stop_all(fleet)
     figures = figures_of(sampler.samples, line, replicas)
     figures["load_average_1m"] = load
     figures["start_monotonic"] = start  # the replicas' logs time events on the same clock
-    figures.update(_cpu_figures(used, line.halve_at - line.warmup_s, figures, replicas))
+    figures.update(_cpu_figures(used["steady"], line.halve_at - line.warmup_s, figures, replicas))
+    for name, begin, end in spans:
+        figures[f"{name}_others_cores"] = others_cores(used[name], end - begin)
     figures["series"] = [  # one sample a second: t, requests, 200s, 429s, resets
         [round(x.t, 2), x.requests, x.ok, x.refused, x.down]
         for x in sampler.samples[:: round(1 / SAMPLE_S)]
@@ -376,6 +429,12 @@ def _cpu_figures(
         "server_cpu_us_per_ok": used["server_cpu_s"] * 1e6 / answers,
         "consumer_cpu_us_per_ok": used["consumer_cpu_s"] * 1e6 / answers,
     }
+
+
+def others_cores(used: dict[str, float], span_s: float) -> float:
+    """Return the machine's busy cores outside the server, the replicas and the harness."""
+    ours = used["consumer_cpu_s"] + used["server_cpu_s"] + used["harness_cpu_s"]
+    return max(used["machine_busy_cores"] - ours / span_s, 0.0)
 
 
 def _sleep_until(deadline: float, fleet: Sequence[Replica]) -> None:
@@ -405,6 +464,32 @@ def planned_runs(*, smoke: bool) -> list[tuple[str, str, str, int]]:
     ]
 
 
+def alone_runs(*, smoke: bool) -> list[str]:
+    """Return the one-replica runs in order: fixed 48, adaptive, and in full again reversed.
+
+    The pair runs twice in the full scenario, the second time in the opposite order
+    (fixed, adaptive, adaptive, fixed): a machine whose other load rises or falls over
+    the minutes of the pair then weighs on both limits alike, where a single pair put
+    it all on whichever ran second (measured: 0.84x to 0.97x on one code within an hour).
+    """
+    first = ["alone_fixed", "alone_adaptive"]
+    return first if smoke else [*first, "alone_adaptive_2", "alone_fixed_2"]
+
+
+def alone_figures(runs: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Return adaptive ÷ fixed 48, alone: of all their ok answers, and pair by pair."""
+    ok = {name: run["ok_items_per_s"] for name, run in runs.items() if name.startswith("alone")}
+    adaptive = sum(v for name, v in ok.items() if name.startswith("alone_adaptive"))
+    fixed = sum(v for name, v in ok.items() if name.startswith("alone_fixed"))
+    out = {"alone_adaptive_vs_fixed48": _ratio(adaptive, fixed)}
+    if "alone_fixed_2" in ok:
+        out["alone_adaptive_vs_fixed48_first"] = _ratio(ok["alone_adaptive"], ok["alone_fixed"])
+        out["alone_adaptive_vs_fixed48_second"] = _ratio(
+            ok["alone_adaptive_2"], ok["alone_fixed_2"]
+        )
+    return out
+
+
 def adaptive_concurrency(ctx: Context) -> dict[str, Any]:
     """Measure fixed vs adaptive concurrency against K = 48, both overload modes, one replica."""
     from bench.scenarios import Goal, result  # noqa: PLC0415 - scenarios imports this module
@@ -416,8 +501,9 @@ def adaptive_concurrency(ctx: Context) -> dict[str, Any]:
             ctx, line, overload=overload, mode=mode, max_in_flight=limit
         )
     alone = Timeline.steady(smoke=ctx.smoke)
-    for mode, limit in (("fixed", CAPACITY), ("adaptive", MAX_IN_FLIGHT)):
-        runs[f"alone_{mode}"] = timeline_run(
+    for name in alone_runs(smoke=ctx.smoke):
+        mode, limit = ALONE[name.split("_")[1]]
+        runs[name] = timeline_run(
             ctx,
             alone,
             overload="reject",
@@ -441,9 +527,7 @@ def adaptive_concurrency(ctx: Context) -> dict[str, Any]:
             figures[f"{overload}_goodput_adaptive_vs_{other}"] = _ratio(
                 adaptive["ok_items_per_s"], runs[f"{overload}_{other}"]["ok_items_per_s"]
             )
-    figures["alone_adaptive_vs_fixed48"] = _ratio(
-        runs["alone_adaptive"]["ok_items_per_s"], runs["alone_fixed"]["ok_items_per_s"]
-    )
+    figures.update(alone_figures(runs))
     figures["load_average_1m"] = [run["load_average_1m"] for run in runs.values()]
     return result(
         f"7 adaptive concurrency ({REPLICAS} replicas x {MAX_IN_FLIGHT} in flight at most, "
@@ -492,5 +576,6 @@ def _beside(runs: dict[str, dict[str, Any]]) -> str:
                 f"429s {fixed['share_429']:.1%}, p99 {fixed['p99_ratio']:.1f}x L, outage "
                 f"{fixed['outage_calls_per_replica_s']:.1f} calls/replica/s"
             )
-    parts.append(f"one replica, fixed 48: goodput {runs['alone_fixed']['goodput_ratio']:.2f}")
+    alone = [run["goodput_ratio"] for name, run in runs.items() if name.startswith("alone_fixed")]
+    parts.append(f"one replica, fixed 48: goodput {' and '.join(f'{g:.2f}' for g in alone)}")
     return "; ".join(parts)

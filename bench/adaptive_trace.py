@@ -29,7 +29,7 @@ from bench.scenarios import Context
 from tools.localkafka.cluster import kafka_cluster
 
 # The one-replica pair of the scenario: label -> (--concurrency, --max-in-flight).
-ALONE = {"adaptive": ("adaptive", adaptive.MAX_IN_FLIGHT), "fixed": ("fixed", adaptive.CAPACITY)}
+ALONE = adaptive.ALONE
 PHASES = (("steady", "warmup_s", "halve_at"), ("halved", "halve_at", "restore_at"),
           ("restored", "restore_at", "outage_at"))  # fmt: skip
 

@@ -29,7 +29,11 @@ controllers (TCP Vegas, Netflix's Gradient2, Envoy's adaptive concurrency filter
   creep past the level where it refused, so the next refusal finds their sum one or two over
   its capacity and cuts one replica once, where a growth of one per round trip (what it had)
   put every replica over within a few round trips and each cut two or three times in a burst
-  of refusals. A capacity that grew is still found within seconds.
+  of refusals. A capacity that grew is still found within seconds. That probe's clock
+  stops while the server answers nothing for longer than a plateau (an outage, an idle
+  endpoint): such time tested nothing, so after a 30 s outage the limit probes on from
+  where it stood instead of finding no bound left (Linux's CUBIC moves its epoch on by
+  an idle spell likewise).
   Refused while already at ``min_limit``, the endpoint sends nothing new
   for that time (:attr:`AdaptiveLimit.resume_at`): a limit cannot go lower, so the pace
   must.
@@ -119,6 +123,7 @@ class AdaptiveLimit:
         self._ceiling = math.inf
         self._ceiling_until = -math.inf
         self._refused_at = -math.inf  # the last 429 or 503 (timeouts are not counted)
+        self._heard_at = -math.inf  # the last answer from the server (ok, 429 or 503)
         # The no-load round trip: minimum of the current and the previous half window.
         self._rtt_min_now = math.inf
         self._rtt_min_before = math.inf
@@ -166,6 +171,8 @@ class AdaptiveLimit:
             raise ValueError(f"an answer cannot come before its request ({now} < {sent_at})")
         if not (math.isfinite(loop_lag_s) and loop_lag_s >= 0):
             raise ValueError(f"loop_lag_s must be a finite number >= 0, got {loop_lag_s}")
+        if signal in {Signal.OK, Signal.OVERLOAD}:
+            self._skip_silence(now)
         if signal is Signal.OK:
             self._on_success(now - sent_at, loop_lag_s, sent_at, now, in_flight)
         elif signal in {Signal.OVERLOAD, Signal.TIMEOUT}:
@@ -174,6 +181,22 @@ class AdaptiveLimit:
                 self._refused_at = max(self._refused_at, now)
             self._on_overload(sent_at, now, retry_after_s, cause, in_flight)
         return self.limit
+
+    def _skip_silence(self, now: float) -> None:
+        """Stop the probe's clock while the server said nothing (an outage, an idle endpoint).
+
+        The probe beyond the level refused grows with the time since its plateau ended;
+        time in which nothing was answered tested nothing, so after a silence longer than
+        a plateau the clock resumes where it stopped (Linux's CUBIC moves its epoch on by
+        an idle spell likewise). Without this, the first replica whose circuit closed after
+        a 30 s outage found no bound left, took the whole server within a round trip or
+        two, and the others, back a second or two later, were refused down to a fraction
+        of it: traced, 47 against 8 and 14, the split still uneven 15 s later.
+        """
+        silence, self._heard_at = now - self._heard_at, now
+        if self.config.plateau_s < silence < math.inf and -math.inf < self._ceiling_until < now:
+            probed = max(now - silence - self._ceiling_until, 0.0)  # when the silence began
+            self._ceiling_until = now - probed
 
     def _on_overload(
         self, sent_at: float, now: float, retry_after_s: float | None, cause: Cause, in_flight: int

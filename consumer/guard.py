@@ -179,25 +179,25 @@ class EndpointGuard:
         retry_after_s: float | None = None,
     ) -> None:
         """Give the place back and take the answer in: an HTTP ``status``, or ``None``."""
-        if (
-            self.adaptive is None
-            and status is not None
-            and 200 <= status < 300
-            and not ticket.probe
-            and self.breaker.all_up
-        ):
-            self.limiter.release()  # the usual answer: it changes nothing else
+        usual = (  # the usual answer: the breaker would change nothing (all_up)
+            status is not None and 200 <= status < 300 and not ticket.probe and self.breaker.all_up
+        )
+        if usual and self.adaptive is None:
+            self.limiter.release()  # nothing else to tell
             return
         now = time.monotonic()
         in_flight = self.limiter.in_use
         self.limiter.release()
-        before, since = self.breaker.state, self.breaker.open_since
-        self.breaker.record(
-            verdict_of(status), now, probe=ticket.probe, retry_after_s=retry_after_s
-        )
-        if self.breaker.state is not before:
-            answer = "timeout" if timed_out else "no answer" if status is None else f"HTTP {status}"
-            self._circuit_changed(before, now, since, answer)
+        if not usual:
+            before, since = self.breaker.state, self.breaker.open_since
+            self.breaker.record(
+                verdict_of(status), now, probe=ticket.probe, retry_after_s=retry_after_s
+            )
+            if self.breaker.state is not before:
+                answer = (
+                    "timeout" if timed_out else "no answer" if status is None else f"HTTP {status}"
+                )
+                self._circuit_changed(before, now, since, answer)
         if self.adaptive is not None:
             paused_before, cuts_before = self.adaptive.resume_at, self.adaptive.decreases
             lag = ticket.lag_mark

@@ -190,6 +190,24 @@ class Intake:
                 if outcome is not None:
                     self._write(queued.chunk, [(queued.unit, outcome)])
 
+    def withdraw_abandoned(self) -> int:
+        """Take the queued units of abandoned chunks out of their limits; return how many.
+
+        Left queued, each would decline its turn only when the turn came, one per place
+        freed. A partition revoked and given back to this replica queues its new units in
+        the same lane (its batch's) behind them: it got no place until they were gone,
+        while other partitions took every place (10 s without progress in the chaos
+        suite's rolling restart).
+        """
+        withdrawn = 0
+        for guard in self._dispatcher.guards.values():
+            withdrawn += len(
+                guard.limiter.withdraw(
+                    lambda start: isinstance(start, _Queued) and start.chunk.abandoned
+                )
+            )
+        return withdrawn
+
     def _lane(self, chunk: Chunk) -> Lane:
         """Return where the chunk's units queue: their batch by priority, or the partition."""
         if self._settings.fairness == "batches":

@@ -129,6 +129,7 @@ class Rebalance:
         if self._drain.started:
             grace = min(grace, self._drain.time_left())
         self._book.hand_back_untouched(partitions)
+        self._intake.withdraw_abandoned()
         if grace > 0:
             await self._book.wait_idle(partitions, grace)
         commits: dict[PartitionKey, Commit] = {}
@@ -186,3 +187,4 @@ class Rebalance:
             self._releaser.drop(partitions)
         self._monitor.forget(partitions)
         self._book.drop(partitions)
+        self._intake.withdraw_abandoned()

@@ -57,6 +57,7 @@ class _Client:
     limit: AdaptiveLimit
     in_flight: int = 0
     stalled_until: float = 0.0  # the client reads nothing before this time
+    paused_until: float = 0.0  # the client sends nothing before this time (an open circuit)
     waking: bool = False  # a wake-up event is scheduled
 
 
@@ -112,6 +113,20 @@ class Simulation:
         """Each client's current limit."""
         return [c.limit.limit for c in self.clients]
 
+    def outage(self, seconds: float, back_after: Sequence[float]) -> None:
+        """Let ``seconds`` pass with no client sending; client ``n`` resumes ``back_after[n]`` on.
+
+        As the circuit breakers of replicas after an outage: each resumes when its own
+        probe finds the server back, at its own moment (the requests on the wire when it
+        began are answered as usual: the simulated server stays up).
+        """
+        end = self.now + seconds
+        for index, client in enumerate(self.clients):
+            client.paused_until = end + back_after[index]
+            client.waking = True
+            self._push(client.paused_until, index, 0.0, None)
+        self.run(seconds)
+
     def run(self, seconds: float) -> Totals:
         """Advance ``seconds`` of simulated time; return what was answered meanwhile."""
         self._totals = Totals()
@@ -135,6 +150,8 @@ class Simulation:
 
     def _fill(self, index: int) -> None:
         client = self.clients[index]
+        if self.now < client.paused_until:
+            return  # its wake-up is scheduled (outage)
         if self.now < client.limit.resume_at:
             if not client.waking:
                 client.waking = True

@@ -7,8 +7,12 @@ import pytest
 from bench.adaptive import (
     Sample,
     Timeline,
+    alone_figures,
+    alone_runs,
     figures_of,
     latency_percentile,
+    others_cores,
+    phases,
     planned_runs,
     rates,
     settle_time,
@@ -106,3 +110,69 @@ def test_the_smoke_run_leaves_out_the_tuned_and_the_queue_mode_fixed_runs() -> N
     full = planned_runs(smoke=False)
     assert len(full) == 6
     assert ("queue", "tuned", "fixed", 16) in full
+
+
+def test_a_run_that_never_settles_says_how_far_it_got() -> None:
+    """After K returns and after the outage: the level reached beside the ``None``.
+
+    Steady at 2,000 ok/s, back to only 1,500 after K returns and 1,600 after the outage:
+    neither settles (under 90% of 2,000), and the figures say 0.75 and 0.8 of steady.
+    """
+    samples = series(
+        {(0, 5): (2000.0, 0.0), (5, 10): (1000.0, 0.0), (10, 15): (1500.0, 0.0),
+         (19, 25): (1600.0, 0.0)},
+        25,
+    )  # fmt: skip
+    figures = figures_of(samples, LINE, replicas=3)
+    assert figures["restore_s"] is None
+    assert figures["recovery_s"] is None
+    assert figures["restored_vs_steady"] == pytest.approx(0.75, rel=0.02)
+    assert figures["recovered_vs_steady"] == pytest.approx(0.8, rel=0.02)
+    assert figures["restored_server_mean_ratio"] == pytest.approx(1.0)  # every 200 took 20 ms
+    steady_only = figures_of(samples, Timeline(1, 5, 5, 5, 1, 5), replicas=1)  # an alone run
+    assert steady_only["restored_vs_steady"] is None  # no such phase (was 0, and -2.5e8)
+    assert steady_only["recovered_vs_steady"] is None
+
+
+def test_phases_are_the_spans_between_events_that_fit_in_the_timeline() -> None:
+    """Full: five phases; cut short before the outage: three; steady only: one."""
+    assert phases(LINE) == [
+        ("steady", 1, 5),
+        ("halved", 5, 10),
+        ("restored", 10, 15),
+        ("outage", 15, 19),
+        ("recovered", 19, 25),
+    ]
+    short = Timeline(warmup_s=1, halve_at=5, restore_at=10, outage_at=15, outage_s=4, end_at=15)
+    assert [name for name, _, _ in phases(short)] == ["steady", "halved", "restored"]
+    assert phases(Timeline.steady(smoke=False)) == [("steady", 10.0, 40.0)]
+
+
+def test_others_cores_is_the_machine_busy_time_outside_the_run() -> None:
+    """Busy 1.5 cores over 10 s, of which the run's processes 9 CPU-seconds: others 0.6."""
+    used = {"machine_busy_cores": 1.5, "consumer_cpu_s": 6.0, "server_cpu_s": 2.5,
+            "harness_cpu_s": 0.5}  # fmt: skip
+    assert others_cores(used, 10.0) == pytest.approx(0.6)
+    assert others_cores({**used, "machine_busy_cores": 0.8}, 10.0) == 0.0
+
+
+def test_the_alone_pair_runs_twice_in_reverse_order_and_pools_its_answers() -> None:
+    """Full: fixed, adaptive, adaptive, fixed; the ratio is of the pairs' ok answers pooled.
+
+    A machine that slows down across the pair (2,000 then 1,600 ok/s for the fixed 48)
+    weighs on both limits alike: adaptive at 1,900 and 1,700 is 1.0x of the fixed 48's
+    pooled figure, where the first pair alone says 0.95x and the second 1.06x.
+    """
+    assert alone_runs(smoke=True) == ["alone_fixed", "alone_adaptive"]
+    assert alone_runs(smoke=False) == [
+        "alone_fixed", "alone_adaptive", "alone_adaptive_2", "alone_fixed_2"
+    ]  # fmt: skip
+    ok = {"alone_fixed": 2000.0, "alone_adaptive": 1900.0, "alone_adaptive_2": 1700.0,
+          "alone_fixed_2": 1600.0}  # fmt: skip
+    figures = alone_figures({name: {"ok_items_per_s": v} for name, v in ok.items()})
+    assert figures["alone_adaptive_vs_fixed48"] == pytest.approx(1.0)
+    assert figures["alone_adaptive_vs_fixed48_first"] == pytest.approx(0.95)
+    assert figures["alone_adaptive_vs_fixed48_second"] == pytest.approx(1700 / 1600)
+    one_pair = alone_figures({"alone_fixed": {"ok_items_per_s": 2000.0},
+                              "alone_adaptive": {"ok_items_per_s": 1900.0}})  # fmt: skip
+    assert one_pair == {"alone_adaptive_vs_fixed48": pytest.approx(0.95)}
