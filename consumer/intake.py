@@ -239,13 +239,7 @@ class Intake:
         endpoint, lane, headers = route
         outcome = await dispatcher.run(endpoint, unit.items, headers, chunk.tp, lane, place)
         if outcome.predictions is not None:  # answered: never split (see worth_bisecting)
-            if not chunk.abandoned:  # as _write of this one part, inline: the usual case
-                try:
-                    self._writer.write_unit(chunk, unit, outcome)
-                except Exception as exc:  # noqa: BLE001 - as in _write
-                    self._failed(exc)
-                    return
-                self._monitor.moved(chunk.tp, time.monotonic())
+            self._write_one(chunk, unit, outcome)  # (no parts list: the usual case)
             return
         parts = [(unit, outcome)]
         if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
@@ -279,17 +273,23 @@ class Intake:
             self._write(chunk, [(unit, outcome)])
 
     def _write(self, chunk: Chunk, parts: list[tuple[WorkUnit, Outcome]]) -> None:
+        for part, part_outcome in parts:
+            if not self._write_one(chunk, part, part_outcome):
+                return
+
+    def _write_one(self, chunk: Chunk, unit: WorkUnit, outcome: Outcome) -> bool:
+        """Write one unit's results unless its chunk was abandoned; False if that failed."""
         if chunk.abandoned:
-            return
+            return True
         try:
-            for part, part_outcome in parts:
-                self._writer.write_unit(chunk, part, part_outcome)
+            self._writer.write_unit(chunk, unit, outcome)
         except Exception as exc:  # noqa: BLE001 - a chunk that cannot finish must not hang
             # librdkafka refused a record outright: the chunk can never be done, so stop
             # (its offset stays uncommitted) rather than leave the partition stuck.
             self._failed(exc)
-            return
+            return False
         self._monitor.moved(chunk.tp, time.monotonic())
+        return True
 
 
 class _Queued:
