@@ -1,10 +1,13 @@
-"""One HTTP attempt of a work unit: POST, read the answer, name what went wrong.
+"""One HTTP attempt of a work unit: what went wrong with it, and whether to try again.
 
-:func:`post_once` returns the body of a 2xx answer under the response size cap, or
-raises :class:`AttemptFailure` with the result error kind, the status, the server's
-``Retry-After`` (or ``retry-after-ms``) and the informative end of an error body
-(:mod:`consumer.answers`). :func:`unreadable` names a 2xx body the endpoint's codec
-could not read. Retrying, limits and clocks are the dispatcher's.
+The dispatcher sends the request and reads the usual answer itself (one coroutine
+layer less per unit); :func:`read_answer` reads any other answer: the body of a 2xx
+under the response size cap, or :class:`AttemptFailure` with the result error kind, the
+status, the server's ``Retry-After`` (or ``retry-after-ms``) and the informative end of
+an error body (:mod:`consumer.answers`). :func:`failed_attempt` names a timeout or a
+connection failure, :func:`unreadable` a 2xx body the endpoint's codec could not read,
+:func:`retry_delay` the wait before the next attempt (:class:`~consumer.retry.RetryPolicy`).
+Limits and clocks are the dispatcher's.
 """
 
 from __future__ import annotations
@@ -14,23 +17,21 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 import aiohttp
-from aiohttp import hdrs
 
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
 from consumer.protocols import BadResponse, Codec, WrongCount
-from consumer.ratelimits import STATED, retry_after_s
+from consumer.ratelimits import retry_after_s
 from schemas.error_kinds import ResultErrorKind
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from consumer.deadlines import Deadlines
-    from consumer.guard import EndpointGuard
+    from consumer.guard import EndpointGuard, UnitClock
     from consumer.metrics import Metrics
     from consumer.ratelimits import RateLimitPacer
+    from consumer.retry import RetryPolicy
 
-# An answer without them states no rate-limit budget: the pacer has nothing to read.
-_REQUESTS_STATED, _TOKENS_STATED = STATED
 # Failures where the endpoint never answered (it may be down), as opposed to an answer.
 _SILENT = frozenset({ResultErrorKind.TIMEOUT, ResultErrorKind.CONNECTION})
 
@@ -80,66 +81,78 @@ def unreadable(error: BadResponse) -> AttemptFailure:
     return AttemptFailure(ResultErrorKind.BAD_RESPONSE, str(error), 200)
 
 
-async def post_once(  # noqa: PLR0913, PLR0917 - the request, what reads its answer (positional: per unit)
-    session: aiohttp.ClientSession,
-    url: str,
-    body: aiohttp.BytesPayload,
-    headers: Mapping[str, str] | None,
-    pacer: RateLimitPacer,
-    metrics: Metrics,
-    deadlines: Deadlines,
-    max_bytes: int,
-) -> bytes:
-    """POST once; return the body of a 2xx answer or raise :class:`AttemptFailure`.
+async def read_answer(response: aiohttp.ClientResponse, status: int, max_bytes: int) -> bytes:
+    """Return a 2xx answer's body under ``max_bytes``, or raise its :class:`AttemptFailure`.
 
-    The whole attempt (connecting, sending, the answer and its body) has
-    ``deadlines.timeout_s``; a cancel from elsewhere goes through as a cancel.
+    The dispatcher reads the usual answer (2xx, a declared length under the cap, not
+    compressed) itself; this is every other answer: an undeclared or compressed 2xx
+    body, one over the cap, an error status with its body's informative end.
     """
-    started = time.monotonic()
-    task = deadlines.start()
-    try:
-        async with session.post(url, data=body, headers=headers) as response:
-            status = response.status
-            answer_headers = response.headers
-            answered = time.monotonic()
-            if _REQUESTS_STATED in answer_headers or _TOKENS_STATED in answer_headers:
-                pacer.observe(answer_headers, answered, pacer.in_flight - 1)
-            (metrics.http_codes.get(status) or metrics.http_code(status)).value += 1
-            metrics.inference_latency.observe(answered - started)
-            if 200 <= status < 300:
-                length = answer_headers.get(hdrs.CONTENT_LENGTH)  # (content_length's own read)
-                if (
-                    length is not None
-                    and int(length) <= max_bytes
-                    and hdrs.CONTENT_ENCODING not in answer_headers
-                ):
-                    return await response.read()  # read_capped's first case, without its coroutine
-                try:
-                    return await read_capped(response, max_bytes)
-                except ResponseTooLargeError as exc:
-                    raise AttemptFailure(
-                        ResultErrorKind.RESPONSE_TOO_LARGE, str(exc), status
-                    ) from None
-            snippet = error_snippet(await read_tail(response, max_bytes))
-            raise AttemptFailure(
-                ResultErrorKind.HTTP_STATUS,
-                f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
-                status,
-                retry_after_s(response.headers, time.time()),
-                snippet,
-            )
-    except asyncio.CancelledError:
+    if 200 <= status < 300:
+        try:
+            return await read_capped(response, max_bytes)
+        except ResponseTooLargeError as exc:
+            raise AttemptFailure(ResultErrorKind.RESPONSE_TOO_LARGE, str(exc), status) from None
+    snippet = error_snippet(await read_tail(response, max_bytes))
+    raise AttemptFailure(
+        ResultErrorKind.HTTP_STATUS,
+        f"HTTP {status} {response.reason or ''}: {snippet}".strip(),
+        status,
+        retry_after_s(response.headers, time.time()),
+        snippet,
+    )
+
+
+def failed_attempt(
+    error: BaseException, deadlines: Deadlines, task: asyncio.Task[object], metrics: Metrics
+) -> AttemptFailure | None:
+    """Name an attempt's failure from what its request raised; None: not the attempt's.
+
+    A timeout (the request's deadline, ``sock_connect``, a session's own timeout), a
+    connection error. None: let ``error`` through: a cancel from elsewhere (not the
+    deadline's, see :meth:`Deadlines.expired`), or anything else. Call it before
+    ``deadlines.stop(task)``.
+    """
+    if isinstance(error, asyncio.CancelledError):
         if not deadlines.expired(task):
-            raise
-        metrics.http_code("timeout").inc()
-        message = f"no answer within {deadlines.timeout_s:g}s"
-        raise AttemptFailure(ResultErrorKind.TIMEOUT, message) from None
-    except TimeoutError:  # connecting (sock_connect), or a session with its own timeout
-        metrics.http_code("timeout").inc()
-        message = f"no answer within {deadlines.timeout_s:g}s"
-        raise AttemptFailure(ResultErrorKind.TIMEOUT, message) from None
-    except (aiohttp.ClientError, OSError) as exc:
+            return None
+    elif not isinstance(error, TimeoutError):  # (an OSError: first)
+        if not isinstance(error, (aiohttp.ClientError, OSError)):
+            return None
         metrics.http_code("connection").inc()
-        raise AttemptFailure(ResultErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}") from None
-    finally:
-        deadlines.stop(task)
+        kind, message = ResultErrorKind.CONNECTION, f"{type(error).__name__}: {error}"
+        return AttemptFailure(kind, message)
+    metrics.http_code("timeout").inc()
+    return AttemptFailure(ResultErrorKind.TIMEOUT, f"no answer within {deadlines.timeout_s:g}s")
+
+
+def retry_delay(
+    policy: RetryPolicy,
+    failure: AttemptFailure,
+    clock: UnitClock,
+    seen: dict[tuple[int, str], int],
+) -> float | None:
+    """Return the wait before the next attempt, or None: ``failure`` is final.
+
+    ``seen`` counts each error answer of the unit (the same HTTP 500 body ``max_same_error``
+    times is final); a final failure's ``message`` says why when the budget ran out.
+    """
+    if not policy.should_retry(failure.kind, failure.status):
+        failure.final = True
+        return None
+    attempt = clock.attempts
+    elapsed = clock.elapsed(time.monotonic())
+    if failure.status is not None and failure.kind == ResultErrorKind.HTTP_STATUS:
+        key = (failure.status, failure.body)
+        times = seen[key] = seen.get(key, 0) + 1
+        if policy.answer_is_final(failure.status, failure.body, times):
+            failure.message = (
+                f"{failure.message} (the same answer {times} times: the model fails on "
+                "this input, not retried further)"
+            )
+            failure.final = True
+            return None
+    delay = policy.next_delay(max(clock.charged, 1), elapsed, failure.retry_after)
+    if delay is None:
+        failure.message = f"gave up after {attempt} attempts in {elapsed:.1f}s: {failure.message}"
+    return delay
