@@ -23,15 +23,14 @@ from consumer.chunk import Chunk
 from consumer.limiter import Lane, Place
 from consumer.outcome import Outcome
 from consumer.protocols import ONE_ITEM_PROTOCOLS
-from consumer.resume import missing
-from consumer.splitter import WorkUnit, items_per_request, split
+from consumer.splitter import WorkUnit, items_per_request, split_missing
 from consumer.tracing import trace_context
 from consumer.units import UnitTasks
 from schemas import InvalidMessage, Limits, ResultErrorKind, decode_batch_request
 
 if TYPE_CHECKING:
     import asyncio
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Coroutine, Sequence
 
     from confluent_kafka import Message
 
@@ -81,7 +80,9 @@ class Intake:
         self._replica_header = replica_header
         self._jobs = jobs
         self.open = True  # closed when the replica drains: nothing more is taken
-        self._units: UnitTasks[_Queued] = UnitTasks(self._process, self._unit_done)
+        self._units: UnitTasks[_Queued, Outcome] = UnitTasks(
+            self._send, self._answered, self._unit_done
+        )
         # What the commit metadata said was done after the committed offset, per partition
         # assigned here (set on assignment, dropped on revoke).
         self.resuming: dict[PartitionKey, Resume] = {}
@@ -155,7 +156,7 @@ class Intake:
         if endpoint is None:
             message = f"target {request.target!r} is not configured on this consumer"
             outcome = Outcome(None, 0, 0.0, ResultErrorKind.UNKNOWN_TARGET, message)
-            for unit in _todo(chunk, chunk.size):
+            for unit in split_missing(chunk.request.items, chunk.done, chunk.size):
                 self._writer.write_unit(chunk, unit, outcome)
             return
         size = items_per_request(
@@ -171,7 +172,7 @@ class Intake:
         key, weight = route.lane.key, route.lane.weight
         limiter = self._dispatcher.guards[endpoint.name].limiter  # (Dispatcher.submit's)
         since = time.monotonic()
-        for unit in _todo(chunk, size):
+        for unit in split_missing(chunk.request.items, chunk.done, size):
             limiter.submit(_Queued(self, chunk, route, unit, Place(limiter, since)), key, weight)
 
     def cancel_batch(self, batch_id: str) -> None:
@@ -226,34 +227,45 @@ class Intake:
             message = "the request's deadline passed before this item was sent"
         return Outcome(None, 0, 0.0, kind, message)
 
-    async def _process(self, queued: _Queued) -> None:
-        chunk, route, unit, place = queued.chunk, queued.route, queued.unit, queued.place
+    def _send(self, queued: _Queued) -> Coroutine[None, None, Outcome] | None:
+        """Return the unit's requests to await, or None: it was stopped (and answered)."""
+        chunk = queued.chunk
         request = chunk.request
         if request.deadline is not None or self._jobs.cancels:  # (else nothing stops it)
             stopped = self._stopped(request)
             if stopped is not None:
-                place.release()
-                self._write(chunk, [(unit, stopped)])
-                return
-        dispatcher = self._dispatcher
-        endpoint, lane, headers = route
-        outcome = await dispatcher.run(endpoint, unit.items, headers, chunk.tp, lane, place)
+                queued.place.release()
+                self._write(chunk, [(queued.unit, stopped)])
+                return None
+        (endpoint, lane, headers), items = queued.route, queued.unit.items
+        return self._dispatcher.run(endpoint, items, headers, chunk.tp, lane, queued.place)
+
+    def _answered(self, queued: _Queued, outcome: Outcome) -> Coroutine[None, None, None] | None:
+        """Write the unit's results; return the bisection to await when it is worth one."""
+        chunk, unit = queued.chunk, queued.unit
         if outcome.predictions is not None:  # answered: never split (see worth_bisecting)
             self._write_one(chunk, unit, outcome)  # (no parts list: the usual case)
-            return
-        parts = [(unit, outcome)]
+            return None
         if self._settings.max_bisect_calls and worth_bisecting(outcome, len(unit.items)):
+            return self._bisect(queued, outcome)
+        self._write(chunk, [(unit, outcome)])
+        return None
 
-            async def send(items: Sequence[bytes]) -> Outcome:
-                return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)
+    async def _bisect(self, queued: _Queued, outcome: Outcome) -> None:
+        """Isolate the items a failed unit's error belongs to; write every part's results."""
+        dispatcher = self._dispatcher
+        chunk, unit = queued.chunk, queued.unit
+        endpoint, lane, headers = queued.route
 
-            isolation = await isolate(unit, outcome, send, self._settings.max_bisect_calls)
-            metrics = dispatcher.metrics
-            metrics.bisections.inc(isolation.splits)
-            metrics.bisect_calls.inc(isolation.attempts)
-            metrics.isolated_items.inc(isolation.isolated)
-            parts = isolation.parts
-        self._write(chunk, parts)
+        async def send(items: Sequence[bytes]) -> Outcome:
+            return await dispatcher.run(endpoint, items, headers, fair_key=chunk.tp, lane=lane)
+
+        isolation = await isolate(unit, outcome, send, self._settings.max_bisect_calls)
+        metrics = dispatcher.metrics
+        metrics.bisections.inc(isolation.splits)
+        metrics.bisect_calls.inc(isolation.attempts)
+        metrics.isolated_items.inc(isolation.isolated)
+        self._write(chunk, isolation.parts)
 
     def _unit_done(self, queued: _Queued, task: asyncio.Task[None]) -> None:
         """Forget a finished unit task; give its last unit's place back if it never used it.
@@ -327,18 +339,6 @@ class _Route(NamedTuple):
     endpoint: Endpoint
     lane: Lane
     headers: dict[str, str] | None
-
-
-def _todo(chunk: Chunk, size: int) -> list[WorkUnit]:
-    """Cut the chunk's items not yet answered into units of ``size`` (all, unless resumed)."""
-    items = chunk.request.items
-    if not chunk.done:  # all of it: split's own units (no second unit made per unit)
-        return split(items, size)
-    return [
-        WorkUnit(start + unit.offset, unit.items)
-        for start, end in missing(chunk.done, chunk.size)
-        for unit in split(items[start:end], size)
-    ]
 
 
 def message_error(msg: Message) -> KafkaError | None:

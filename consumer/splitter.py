@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
+from consumer.resume import missing
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -33,3 +35,16 @@ def split(items: Sequence[bytes], size: int) -> list[WorkUnit]:
     if size < 1:
         raise ValueError("size must be >= 1")
     return [WorkUnit(i, items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def split_missing(
+    items: Sequence[bytes], done: Sequence[tuple[int, int]], size: int
+) -> list[WorkUnit]:
+    """Cut the items not yet answered (outside the ``done`` ranges) into units of ``size``."""
+    if not done:  # all of them: split's own units (no second unit made per unit)
+        return split(items, size)
+    return [
+        WorkUnit(start + unit.offset, unit.items)
+        for start, end in missing(done, len(items))
+        for unit in split(items[start:end], size)
+    ]

@@ -56,6 +56,7 @@ class Queued(Protocol):
 
 
 Q = TypeVar("Q", bound=Queued)
+R = TypeVar("R")
 
 
 class _Runner(Generic[Q]):
@@ -68,19 +69,25 @@ class _Runner(Generic[Q]):
         self.next: Q | None = None
 
 
-class UnitTasks(Generic[Q]):
+class UnitTasks(Generic[Q, R]):
     """Runs units that hold their place: in the task that handed the place on, or a new one."""
 
     def __init__(
         self,
-        process: Callable[[Q], Awaitable[None]],
+        send: Callable[[Q], Awaitable[R] | None],
+        answered: Callable[[Q, R], Awaitable[None] | None],
         finished: Callable[[Q, asyncio.Task[None]], None],
     ) -> None:
-        """Run each unit with ``process``; ``finished(unit, task)`` when a task ends.
+        """Run each unit: ``answered(unit, await send(unit))``; ``finished(unit, task)`` at the end.
 
-        ``finished`` gets the task's last unit (a cancel or an error ended it there).
+        ``send`` returns what the unit awaits (its requests), or None when it is done
+        without one (stopped); ``answered`` takes the result in and returns what is left
+        to await, if anything (a bisection): the unit task awaits them itself, without a
+        coroutine of its own per unit around them. ``finished`` gets the task's last unit
+        (a cancel or an error ended it there).
         """
-        self._process = process
+        self._send = send
+        self._answered = answered
         self._finished = finished
         self._runners: dict[asyncio.Task[None], _Runner[Q]] = {}
         # The runner of the unit task running now: each task runs in a context of its own
@@ -116,8 +123,13 @@ class UnitTasks(Generic[Q]):
             raise RuntimeError("unit tasks run in a task")
         unit = runner.unit
         self._running.set(runner)  # in this task's context only
+        send, answered = self._send, self._answered
         while True:
-            await self._process(unit)
+            sending = send(unit)
+            if sending is not None:
+                rest = answered(unit, await sending)
+                if rest is not None:
+                    await rest
             unit.chunk.tasks.discard(task)
             if unit.place.held:  # it never used it (a stopped unit gave it back already)
                 unit.place.release()

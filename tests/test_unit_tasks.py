@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from consumer.chunk import Chunk
 from consumer.limiter import Limiter, Place
 from consumer.units import UnitTasks
 from schemas import decode_batch_request, encode_batch_request
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
 
 
 def make_chunk(offset: int) -> Chunk:
@@ -33,6 +37,7 @@ class Unit:
     place: Place
     wait_after_s: float = 0.0  # a retry's backoff after giving the place back
     after_release: list[Chunk] = field(default_factory=list)  # chunks abandoned right then
+    stopped: bool = False  # answered without a request (a cancelled batch, say)
 
     def __call__(self) -> bool:
         """Start the unit (the limiter gave it a place); decline for an abandoned chunk."""
@@ -51,19 +56,32 @@ class Run:
         self.limiter = Limiter(limit)
         self.ran: list[tuple[str, asyncio.Task[object] | None]] = []
         self.finished: list[tuple[str, bool]] = []
-        self.units: UnitTasks[Unit] = UnitTasks(self.process, self.ended)
+        self.units: UnitTasks[Unit, str] = UnitTasks(self.send, self.answered, self.ended)
         self.gate = asyncio.Event()
+        self.answers: list[tuple[str, str]] = []
 
-    async def process(self, unit: Unit) -> None:
-        """Take the place, wait for the gate (the answer), give it back, wait again maybe."""
+    def send(self, unit: Unit) -> Awaitable[str] | None:
+        """Return the unit's request, or None for a stopped unit (its place given back)."""
+        if unit.stopped:
+            self.ran.append((unit.name, None))
+            unit.place.release()
+            return None
+        return self.process(unit)
+
+    async def process(self, unit: Unit) -> str:
+        """Take the place, wait for the gate (the answer), give it back."""
         self.ran.append((unit.name, asyncio.current_task()))
         assert unit.place.take()
         await self.gate.wait()
         self.limiter.release()
         for chunk in unit.after_release:
             chunk.abandoned = True
-        if unit.wait_after_s:
-            await asyncio.sleep(unit.wait_after_s)
+        return f"answer of {unit.name}"
+
+    def answered(self, unit: Unit, answer: str) -> Awaitable[None] | None:
+        """Note the answer; return the unit's wait after it (a retry's backoff), if any."""
+        self.answers.append((unit.name, answer))
+        return asyncio.sleep(unit.wait_after_s) if unit.wait_after_s else None
 
     def ended(self, unit: Unit, task: asyncio.Task[None]) -> None:
         """Note the task's last unit and whether a cancel ended it."""
@@ -71,9 +89,11 @@ class Run:
         unit.place.release()
         self.finished.append((unit.name, task.cancelled()))
 
-    def submit(self, name: str, chunk: Chunk, wait_after_s: float = 0.0) -> Unit:
+    def submit(
+        self, name: str, chunk: Chunk, wait_after_s: float = 0.0, *, stopped: bool = False
+    ) -> Unit:
         """Queue a unit of ``chunk`` for a place."""
-        unit = Unit(name, chunk, Place(self.limiter, 0.0), wait_after_s)
+        unit = Unit(name, chunk, Place(self.limiter, 0.0), wait_after_s, stopped=stopped)
         self.limiter.submit(unit)
         return unit
 
@@ -98,8 +118,28 @@ async def test_units_handed_on_run_one_after_another_in_the_same_task() -> None:
     await settle()
     assert [name for name, _ in RUN.ran] == ["a", "b", "c"]
     assert len({task for _, task in RUN.ran}) == 1
+    assert RUN.answers == [(name, f"answer of {name}") for name in "abc"]
     assert RUN.finished == [("c", False)]
     assert RUN.units.running == 0
+    assert not chunk.tasks
+    assert RUN.limiter.in_use == 0
+
+
+async def test_a_unit_stopped_before_its_request_hands_its_place_on_in_the_same_task() -> None:
+    """A unit that needs no request (``send`` returns None) is not answered; the next runs."""
+    global RUN  # noqa: PLW0603 - the units' start reaches the run of this test
+    RUN = Run(1)
+    chunk = make_chunk(0)
+    RUN.submit("a", chunk)
+    RUN.submit("b", chunk, stopped=True)
+    RUN.submit("c", chunk)
+    RUN.gate.set()
+    await settle()
+    assert [name for name, _ in RUN.ran] == ["a", "b", "c"]
+    assert RUN.ran[1][1] is None  # never sent
+    assert RUN.ran[0][1] is RUN.ran[2][1]  # "c" ran in the task of "a"
+    assert RUN.answers == [("a", "answer of a"), ("c", "answer of c")]
+    assert RUN.finished == [("c", False)]
     assert not chunk.tasks
     assert RUN.limiter.in_use == 0
 
@@ -161,11 +201,12 @@ async def test_a_unit_of_an_abandoned_chunk_gives_its_place_back_and_never_runs(
 class LeftBehind(Run):
     """Units whose place is given back by a callback their task leaves behind."""
 
-    async def process(self, unit: Unit) -> None:
+    async def process(self, unit: Unit) -> str:
         """Take the place; a callback scheduled here (in this task's context) frees it."""
         self.ran.append((unit.name, asyncio.current_task()))
         assert unit.place.take()
         asyncio.get_running_loop().call_later(0.01, self.limiter.release)
+        return unit.name
 
 
 async def test_a_place_freed_by_a_callback_of_an_ended_unit_task_still_starts_the_next() -> None:
