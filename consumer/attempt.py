@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from consumer.deadlines import Deadlines
-    from consumer.guard import EndpointGuard, UnitClock
+    from consumer.guard import EndpointGuard, Ticket
     from consumer.metrics import Metrics
     from consumer.ratelimits import RateLimitPacer
     from consumer.retry import RetryPolicy
@@ -46,6 +46,49 @@ class Target(NamedTuple):
     """The endpoint's own request headers (None: none; see :mod:`consumer.http_session`)."""
     routed: bool
     """Whether the codec chooses each request's URL (:func:`consumer.protocols.route`)."""
+
+
+class UnitClock:
+    """One work unit's attempts and waits, for its outcome and its retry budget.
+
+    The time budget counts from the first attempt, without the waits on the endpoint
+    (paused, circuit open) before later attempts; failed probes are not charged.
+    """
+
+    __slots__ = ("attempts", "charged", "endpoint_waits", "first_attempt", "queued", "started")
+
+    def __init__(self, started: float) -> None:
+        """Start the unit's clock at ``started`` (``time.monotonic()``)."""
+        self.started = started
+        self.first_attempt = started
+        self.attempts = 0  # HTTP requests made
+        self.charged = 0  # attempts counted against max_attempts (failed probes are not)
+        self.queued = 0.0  # waits to be sent, all attempts (queue_ms)
+        self.endpoint_waits = 0.0  # of which while the endpoint was paused or its circuit open
+
+    def sent(self, ticket: Ticket) -> None:
+        """Count an attempt and the waits before it."""
+        self.attempts += 1
+        self.charged += 1
+        self.queued += ticket.endpoint_wait_s + ticket.queue_wait_s
+        if self.attempts == 1:
+            self.first_attempt = ticket.sent_at
+        else:
+            self.endpoint_waits += ticket.endpoint_wait_s
+
+    def gave_back(self, ticket: Ticket) -> None:
+        """Count the waits of a place given back unused (the endpoint's pace said wait)."""
+        self.queued += ticket.endpoint_wait_s + ticket.queue_wait_s
+        if self.attempts:
+            self.endpoint_waits += ticket.endpoint_wait_s
+
+    def free_attempt(self) -> None:
+        """Do not count the last attempt against ``max_attempts``."""
+        self.charged -= 1
+
+    def elapsed(self, now: float) -> float:
+        """Seconds since the first attempt, the waits on the endpoint excluded."""
+        return max(0.0, now - self.first_attempt - self.endpoint_waits)
 
 
 class AttemptFailure(Exception):  # noqa: N818 - a signal inside the dispatcher, not an API error

@@ -44,6 +44,7 @@ from aiohttp import BytesPayload, hdrs
 from consumer.attempt import (
     AttemptFailure,
     Target,
+    UnitClock,
     failed_attempt,
     read_answer,
     retry_delay,
@@ -51,7 +52,7 @@ from consumer.attempt import (
 )
 from consumer.breaker import Circuit
 from consumer.deadlines import Deadlines
-from consumer.guard import EndpointGuard, Ticket, UnitClock, guards_for
+from consumer.guard import EndpointGuard, Ticket, guards_for
 from consumer.http_session import open_session, request_headers
 from consumer.limiter import Lane
 from consumer.metrics import Metrics

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from consumer.adaptive import AdaptiveConfig, AdaptiveLimit, Signal
 from consumer.breaker import BreakerConfig, Circuit, CircuitBreaker, verdict_of
@@ -37,6 +37,7 @@ from consumer.looplag import LagMark, LoopLag
 if TYPE_CHECKING:
     from collections.abc import Hashable
 
+    from consumer.attempt import UnitClock
     from consumer.limiter import Place
     from consumer.metrics import Metrics
     from consumer.settings import Settings
@@ -59,6 +60,10 @@ class Ticket:
     """Time spent waiting for a place in the limiter."""
     lag_mark: LagMark | None = None
     """The loop-lag probe's counters when it was sent (adaptive limits only)."""
+
+
+# A held place's ticket under a fixed limit, its waits on the unit's clock (enter_held).
+COUNTED: Final = Ticket(probe=False, sent_at=0.0, endpoint_wait_s=0.0, queue_wait_s=0.0)
 
 
 class EndpointGuard:
@@ -145,7 +150,9 @@ class EndpointGuard:
 
         :meth:`enter` without a coroutine, when the endpoint is not paused and its circuit
         is closed. ``None``: call :meth:`enter`, which waits as the endpoint says. With
-        ``clock``, the attempt is counted on it (as ``clock.sent(ticket)``).
+        ``clock``, the attempt is counted on it (as ``clock.sent(ticket)``), and under a
+        fixed limit the ticket is the shared :data:`COUNTED`: only an adaptive limit reads
+        a ticket's times (``leave`` and ``cancelled`` read only whether it is a probe).
         """
         if not held.held or self.breaker.state is not Circuit.CLOSED:
             return None
@@ -154,7 +161,6 @@ class EndpointGuard:
             return None
         held.held = False  # taken (as held.take(), inline: once per unit)
         self.used = True
-        mark = None if self.loop_lag is None else self.loop_lag.mark()
         wait = now - held.since
         if clock is not None:  # as clock.sent(ticket), inline: once per unit
             clock.attempts += 1
@@ -162,6 +168,9 @@ class EndpointGuard:
             clock.queued += wait
             if clock.attempts == 1:
                 clock.first_attempt = now
+            if self.adaptive is None:  # nobody reads more than that it is no probe
+                return COUNTED
+        mark = None if self.loop_lag is None else self.loop_lag.mark()
         return Ticket(False, now, 0.0, wait, mark)  # noqa: FBT003 - not the probe (positional: per unit)
 
     def cancelled(self, ticket: Ticket) -> None:
@@ -300,46 +309,3 @@ def _signal(status: int | None, *, timed_out: bool) -> Signal:
     if 200 <= status < 300:
         return Signal.OK
     return Signal.OVERLOAD if status in OVERLOAD_STATUSES else Signal.IGNORE
-
-
-class UnitClock:
-    """One work unit's attempts and waits, for its outcome and its retry budget.
-
-    The time budget counts from the first attempt, without the waits on the endpoint
-    (paused, circuit open) before later attempts; failed probes are not charged.
-    """
-
-    __slots__ = ("attempts", "charged", "endpoint_waits", "first_attempt", "queued", "started")
-
-    def __init__(self, started: float) -> None:
-        """Start the unit's clock at ``started`` (``time.monotonic()``)."""
-        self.started = started
-        self.first_attempt = started
-        self.attempts = 0  # HTTP requests made
-        self.charged = 0  # attempts counted against max_attempts (failed probes are not)
-        self.queued = 0.0  # waits to be sent, all attempts (queue_ms)
-        self.endpoint_waits = 0.0  # of which while the endpoint was paused or its circuit open
-
-    def sent(self, ticket: Ticket) -> None:
-        """Count an attempt and the waits before it."""
-        self.attempts += 1
-        self.charged += 1
-        self.queued += ticket.endpoint_wait_s + ticket.queue_wait_s
-        if self.attempts == 1:
-            self.first_attempt = ticket.sent_at
-        else:
-            self.endpoint_waits += ticket.endpoint_wait_s
-
-    def gave_back(self, ticket: Ticket) -> None:
-        """Count the waits of a place given back unused (the endpoint's pace said wait)."""
-        self.queued += ticket.endpoint_wait_s + ticket.queue_wait_s
-        if self.attempts:
-            self.endpoint_waits += ticket.endpoint_wait_s
-
-    def free_attempt(self) -> None:
-        """Do not count the last attempt against ``max_attempts``."""
-        self.charged -= 1
-
-    def elapsed(self, now: float) -> float:
-        """Seconds since the first attempt, the waits on the endpoint excluded."""
-        return max(0.0, now - self.first_attempt - self.endpoint_waits)

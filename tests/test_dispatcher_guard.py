@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from consumer.adaptive import AdaptiveConfig
+from consumer.attempt import UnitClock
 from consumer.breaker import BreakerConfig, Circuit
 from consumer.dispatcher import Dispatcher
 from consumer.endpoints import DEFAULT_TARGET
-from consumer.guard import EndpointGuard
+from consumer.guard import COUNTED, EndpointGuard, Ticket
 from consumer.limiter import Place
 from consumer.metrics import Metrics
 from tests.test_dispatcher import settings_for
@@ -302,6 +303,42 @@ async def test_a_held_place_is_used_at_once_only_while_nothing_makes_the_unit_wa
     assert place.held
     place.release()
     assert guard.limiter.in_use == 0
+
+
+async def test_a_held_place_on_the_unit_clock_of_a_fixed_limit_is_the_shared_ticket() -> None:
+    """With the unit's clock, a fixed limit's held place gives ``COUNTED``; an adaptive one its own.
+
+    The waits go on the clock in both cases (one attempt, the wait since the place was
+    given); only an adaptive limit reads a ticket's times, so a fixed limit makes none
+    per unit. ``COUNTED`` is no probe, and an answer given back with it changes nothing
+    in it.
+    """
+    guard = EndpointGuard(
+        "default", max_in_flight=2, adaptive=None, breaker=BreakerConfig(), metrics=Metrics()
+    )
+    guard.limiter.submit(lambda: True)
+    place = Place(guard.limiter, time.monotonic() - 0.5)
+    place.held = True
+    clock = UnitClock(place.since)
+    ticket = guard.enter_held(place, clock)
+    assert ticket is COUNTED
+    assert not ticket.probe
+    assert (clock.attempts, clock.charged) == (1, 1)
+    assert clock.queued >= 0.5
+    guard.leave(ticket, 503)
+    assert guard.limiter.in_use == 0
+    assert Ticket(probe=False, sent_at=0.0, endpoint_wait_s=0.0, queue_wait_s=0.0) == COUNTED
+    adaptive = adaptive_guard(2, max_limit=8)
+    adaptive.limiter.submit(lambda: True)
+    place = Place(adaptive.limiter, time.monotonic())
+    place.held = True
+    clock = UnitClock(place.since)
+    ticket = adaptive.enter_held(place, clock)
+    assert ticket is not None
+    assert ticket is not COUNTED
+    assert ticket.lag_mark is not None
+    assert clock.attempts == 1
+    adaptive.leave(ticket, 200)
 
 
 async def test_a_held_place_used_at_once_carries_the_loop_lag_mark_of_an_adaptive_limit() -> None:
