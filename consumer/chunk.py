@@ -102,21 +102,6 @@ class Chunk:
             cancelled, expired = self.acked_stopped
             self.acked_stopped = (cancelled + stopped[0], expired + stopped[1])
 
-    def acked_ok_one(self, start: int, partition: int | None, offset: int | None) -> None:
-        """:meth:`acked` of item ``start``'s ``ok`` result, and :meth:`landed` of its record.
-
-        In one call: once per record at one item per request.
-        """
-        self.done = add_range(self.done, start, start + 1)
-        self.acked_ok += 1
-        if partition is not None and offset is not None and offset >= 0:
-            self.results_partition = partition
-            first, last = self.first_offset, self.last_offset
-            if first is None or offset < first:
-                self.first_offset = offset
-            if last is None or offset > last:
-                self.last_offset = offset
-
     @property
     def progress(self) -> ChunkProgress | None:
         """The acknowledged items, for the commit metadata (``None``: none yet)."""

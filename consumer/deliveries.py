@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 
+from consumer.resume import add_range
+
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
@@ -109,6 +111,20 @@ def ok_record_delivered(
         listener.delivery_failed(KafkaException(err))
         return
     chunk.unacked -= 1
-    chunk.acked_ok_one(start, msg.partition(), msg.offset())
+    # chunk.acked(start, start + 1) and chunk.landed(...) inline: once per record.
+    done = chunk.done
+    if done and done[-1][1] == start:  # add_range's usual case: it extends the last range
+        chunk.done = (*done[:-1], (done[-1][0], start + 1))
+    else:
+        chunk.done = add_range(done, start, start + 1)
+    chunk.acked_ok += 1
+    partition, offset = msg.partition(), msg.offset()
+    if partition is not None and offset is not None and offset >= 0:
+        chunk.results_partition = partition
+        first, last = chunk.first_offset, chunk.last_offset
+        if first is None or offset < first:
+            chunk.first_offset = offset
+        if last is None or offset > last:
+            chunk.last_offset = offset
     if chunk.unacked == 0 and chunk.summary_sent:
         listener.chunk_delivered(chunk)

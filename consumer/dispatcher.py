@@ -213,7 +213,9 @@ class Dispatcher:
                 queued = clock.queued
                 self._metrics.queue_wait.observe(queued)
                 latency_ms = (now - started - queued) * 1000.0
-                return Outcome(result, clock.attempts, latency_ms, queue_ms=queued * 1000.0)
+                # Outcome(result, attempts, latency_ms, queue_ms=...) without its Python __new__
+                fields = (result, clock.attempts, latency_ms, None, None, None, queued * 1e3, False)
+                return tuple.__new__(Outcome, fields)
             delay = self._retry_delay(result, clock, seen)
             if delay is None:
                 return self._error(started, clock.queued, clock.attempts, result)

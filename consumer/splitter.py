@@ -34,7 +34,8 @@ def split(items: Sequence[bytes], size: int) -> list[WorkUnit]:
     """Cut ``items`` into units of ``size`` items (the last may be shorter), in order."""
     if size < 1:
         raise ValueError("size must be >= 1")
-    return [WorkUnit(i, items[i : i + size]) for i in range(0, len(items), size)]
+    new = tuple.__new__  # WorkUnit(i, ...) without the named tuple's Python __new__: per unit
+    return [new(WorkUnit, (i, items[i : i + size])) for i in range(0, len(items), size)]
 
 
 def split_missing(

@@ -13,9 +13,10 @@ from consumer.endpoints import DEFAULT_TARGET, Endpoint, parse_target
 from consumer.env_names import known_variables, unknown_variables
 from consumer.limiter import Limiter
 from consumer.logs import JsonFormatter, TextFormatter
+from consumer.outcome import Outcome
 from consumer.protocols import CodecOptions
 from consumer.settings import Settings
-from consumer.splitter import items_per_request, split
+from consumer.splitter import WorkUnit, items_per_request, split, split_missing
 from schemas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,6 +36,39 @@ def test_split_keeps_order_and_covers_every_item() -> None:
     assert [list(u.items) for u in units] == [items[0:3], items[3:6], items[6:9], items[9:]]
     with pytest.raises(ValueError, match="size must be >= 1"):
         split(items, 0)
+
+
+def test_split_makes_the_work_units_the_named_tuple_makes() -> None:
+    """``split`` builds its units without ``WorkUnit``'s Python ``__new__``: the same units."""
+    items = [str(i).encode() for i in range(5)]
+    units = split(items, 2)
+    assert all(type(unit) is WorkUnit for unit in units)
+    assert units == [WorkUnit(0, items[0:2]), WorkUnit(2, items[2:4]), WorkUnit(4, items[4:])]
+    assert units[1].offset == 2
+    assert units[1].items == items[2:4]
+    resumed = split_missing(items, ((1, 3),), 2)
+    assert resumed == [WorkUnit(0, items[0:1]), WorkUnit(3, items[3:5])]
+    assert split_missing(items, (), 2) == units
+
+
+def test_outcome_fields_are_in_the_order_the_dispatcher_builds_an_answer_with() -> None:
+    """The dispatcher builds an answered unit's ``Outcome`` as a plain tuple of its fields.
+
+    (``tuple.__new__(Outcome, (predictions, attempts, latency_ms, None, None, None,
+    queue_ms, False))``, once per unit): this pins that order and the defaults it spells out.
+    """
+    assert Outcome._fields == (
+        "predictions",
+        "attempts",
+        "latency_ms",
+        "error_kind",
+        "error_message",
+        "http_status",
+        "queue_ms",
+        "final",
+    )
+    fields = ([b"1"], 1, 2.5, None, None, None, 0.5, False)
+    assert tuple.__new__(Outcome, fields) == Outcome([b"1"], 1, 2.5, queue_ms=0.5)
 
 
 def test_items_per_request_respects_default_and_cap() -> None:
