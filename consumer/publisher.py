@@ -229,14 +229,34 @@ class Publisher:
         return len(found.partitions)
 
     async def run(self) -> None:
-        """Serve delivery reports until cancelled."""
+        """Serve delivery reports until cancelled: every ``POLL_INTERVAL_S`` while any are due.
+
+        While records are outstanding the reports are served by a timer callback
+        (:meth:`_serve`, 500 times a second), not by a step of this task: a sleep per
+        poll cost a future, its timer's callback and a step of the task each time.
+        """
+        loop = asyncio.get_running_loop()
         while True:
             self.hand_over()
             if len(self._producer) == 0:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+            served = loop.create_future()  # resolved when nothing is outstanding
+            self._serve(loop, served)
+            await served
+
+    def _serve(self, loop: asyncio.AbstractEventLoop, served: asyncio.Future[None]) -> None:
+        if served.done():  # run() was cancelled: serve no more
+            return
+        try:
             self._producer.poll(0)
-            await asyncio.sleep(POLL_INTERVAL_S)
+        except Exception as exc:  # noqa: BLE001 - a report's callback failed: run() raises it
+            served.set_exception(exc)
+            return
+        if len(self._producer) == 0:
+            served.set_result(None)
+        else:
+            loop.call_later(POLL_INTERVAL_S, self._serve, loop, served)
 
     async def flush(self, timeout_s: float) -> int:
         """Serve reports until nothing is outstanding or ``timeout_s`` passes; return the rest."""

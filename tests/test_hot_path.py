@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
@@ -14,6 +15,9 @@ from consumer.metrics import LATENCY_BUCKETS, Metrics
 from consumer.publisher import Publisher
 from consumer.settings import Settings
 from schemas.errors import ConfigError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 # No broker: librdkafka queues records locally until it reaches one (never, here).
 UNREACHABLE = {"bootstrap.servers": "127.0.0.1:1", "message.max.bytes": 10_000}
@@ -198,3 +202,88 @@ def test_the_event_loop_setting() -> None:
         assert type(loop).__module__.startswith("uvloop")
     finally:
         loop.close()
+
+
+class Reporting:
+    """A stand-in for librdkafka's producer: each ``poll`` reports one held record."""
+
+    def __init__(self) -> None:
+        """Nothing held, nothing polled yet."""
+        self.held: list[tuple[bytes, object]] = []
+        self.polls = 0
+
+    def produce(self, *args: object) -> None:
+        """Hold the record (topic, value, key, partition, on_delivery, ...) until a poll."""
+        value, on_delivery = args[1], args[4]
+        assert isinstance(value, bytes)
+        self.held.append((value, on_delivery))
+
+    def __len__(self) -> int:
+        """How many records are outstanding."""
+        return len(self.held)
+
+    def poll(self, _timeout: float) -> int:
+        """Report the oldest held record (its callback gets no error, no message)."""
+        self.polls += 1
+        if not self.held:
+            return 0
+        _, on_delivery = self.held.pop(0)
+        on_delivery(None, None)  # type: ignore[operator] # the callback the test gave
+        return 1
+
+
+def test_delivery_reports_are_served_while_outstanding_and_not_polled_for_when_none_are() -> None:
+    """``run`` polls until every record is reported, then waits for the next record.
+
+    A cancel of ``run`` stops its polls, and a report's callback that raises ends ``run``
+    with that error (the pipeline's task group sees it), as when the task polled itself.
+    """
+    reported: list[bytes] = []
+
+    def report(value: bytes) -> Callable[[KafkaError | None, Message], None]:
+        return lambda _err, _msg: reported.append(value)
+
+    async def scenario() -> tuple[int, int, int]:
+        publisher = Publisher(dict(UNREACHABLE))
+        fake = Reporting()
+        publisher._producer = fake  # type: ignore[assignment] # the stand-in above
+        task = asyncio.create_task(publisher.run())
+        for n in range(3):
+            publisher.produce("results", b"%d" % n, None, report(b"%d" % n))
+        for _ in range(200):
+            await asyncio.sleep(0.002)
+            if len(reported) == 3:
+                break
+        served = fake.polls
+        await asyncio.sleep(0.03)  # nothing outstanding: no polls meanwhile
+        idle = fake.polls - served
+        publisher.produce("results", b"3", None, report(b"3"))
+        for _ in range(200):
+            await asyncio.sleep(0.002)
+            if len(reported) == 4:
+                break
+        fake.held.append((b"x", lambda _e, _m: None))  # outstanding when run is cancelled
+        publisher._wakeup.set()
+        await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        cancelled_at = fake.polls
+        await asyncio.sleep(0.03)
+        after_cancel = fake.polls - cancelled_at
+
+        def fails(_err: object, _msg: object) -> None:
+            raise RuntimeError("a callback's bug")
+
+        task = asyncio.create_task(publisher.run())
+        fake.held.clear()
+        publisher.produce("results", b"4", None, fails)
+        with pytest.raises(RuntimeError, match="a callback's bug"):
+            await asyncio.wait_for(task, 5)
+        return served, idle, after_cancel
+
+    served, idle, after_cancel = asyncio.run(scenario())
+    assert reported == [b"0", b"1", b"2", b"3"]
+    assert served >= 3
+    assert idle == 0
+    assert after_cancel == 0
