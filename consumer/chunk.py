@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from consumer.resume import ChunkProgress, Ranges, add_range
+from consumer.resume import ChunkProgress, Ranges, add_points, add_range
 
 if TYPE_CHECKING:
     import asyncio
@@ -49,7 +49,10 @@ class Chunk:
     first_offset: int | None = None
     last_offset: int | None = None
     abandoned: bool = False
-    done: Ranges = ()
+    _done: Ranges = field(default=(), init=False)
+    # One-item units acknowledged since done was last read (their first items): added to
+    # the ranges when they are read (commits), not one range update per record.
+    acked_ones: list[int] = field(default_factory=list, init=False)
     acked_ok: int = 0
     acked_error: int = 0
     acked_stopped: tuple[int, int] = (0, 0)  # of acked_error: (cancelled, expired)
@@ -58,6 +61,19 @@ class Chunk:
     def __post_init__(self) -> None:
         """Every item is still to be answered."""
         self.pending_items = len(self.request.items)
+
+    @property
+    def done(self) -> Ranges:
+        """The item ranges whose results are acknowledged (see :mod:`consumer.resume`)."""
+        if self.acked_ones:
+            self._done = add_points(self._done, self.acked_ones)
+            self.acked_ones.clear()
+        return self._done
+
+    @done.setter
+    def done(self, ranges: Ranges) -> None:
+        self._done = ranges
+        self.acked_ones.clear()
 
     @property
     def size(self) -> int:

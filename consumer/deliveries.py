@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
 
-from consumer.resume import add_range
-
 if TYPE_CHECKING:
     from confluent_kafka import KafkaError, Message
 
@@ -111,12 +109,9 @@ def ok_record_delivered(
         listener.delivery_failed(KafkaException(err))
         return
     chunk.unacked -= 1
-    # chunk.acked(start, start + 1) and chunk.landed(...) inline: once per record.
-    done = chunk.done
-    if done and done[-1][1] == start:  # add_range's usual case: it extends the last range
-        chunk.done = (*done[:-1], (done[-1][0], start + 1))
-    else:
-        chunk.done = add_range(done, start, start + 1)
+    # chunk.acked(start, start + 1) and chunk.landed(...) inline: once per record (the
+    # item joins chunk.done's ranges when they are read).
+    chunk.acked_ones.append(start)
     chunk.acked_ok += 1
     partition, offset = msg.partition(), msg.offset()
     if partition is not None and offset is not None and offset >= 0:

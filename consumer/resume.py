@@ -133,6 +133,24 @@ def add_range(ranges: Ranges, start: int, end: int) -> Ranges:
     return (*ranges[:first], (start, end), *ranges[last:])
 
 
+def add_points(ranges: Ranges, points: Sequence[int]) -> Ranges:
+    """Return ``ranges`` with ``[p, p + 1)`` added for each of ``points`` (any order).
+
+    :func:`add_range` of each point, in one sort and one pass: one-item units'
+    acknowledgements are kept as points and added when the ranges are read.
+    """
+    if not points:
+        return ranges
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted([*ranges, *((p, p + 1) for p in points)]):
+        if merged and start <= merged[-1][1]:  # overlaps or touches the last one
+            if end > merged[-1][1]:
+                merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return tuple(merged)
+
+
 def missing(done: Sequence[tuple[int, int]], size: int) -> Ranges:
     """Return the ranges of ``[0, size)`` not covered by ``done`` (sorted, disjoint)."""
     gaps: list[tuple[int, int]] = []

@@ -7,16 +7,19 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.chunk import Chunk
 from consumer.resume import (
     DEFAULT_LIMIT,
     ChunkProgress,
     Ranges,
     Resume,
+    add_points,
     add_range,
     decode,
     encode,
     missing,
 )
+from schemas import decode_batch_request, encode_batch_request
 
 
 def _covered(ranges: Ranges) -> set[int]:
@@ -70,6 +73,50 @@ def test_add_range_keeps_ranges_merged_and_covers_the_union(spans: list[tuple[in
         union.update(range(start, start + length))
         assert _well_formed(ranges)
     assert _covered(ranges) == union
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 100), st.integers(1, 20))),
+    st.lists(st.integers(0, 130)),
+)
+def test_add_points_is_add_range_of_each_point(
+    spans: list[tuple[int, int]], points: list[int]
+) -> None:
+    """Points added at once (any order, repeats) give what one ``add_range`` each gives."""
+    ranges: Ranges = ()
+    for start, length in spans:
+        ranges = add_range(ranges, start, start + length)
+    one_by_one = ranges
+    for point in points:
+        one_by_one = add_range(one_by_one, point, point + 1)
+    assert add_points(ranges, points) == one_by_one
+    assert _well_formed(add_points(ranges, points))
+
+
+@given(
+    st.lists(st.integers(0, 60), unique=True),
+    st.lists(st.tuples(st.integers(0, 60), st.integers(1, 5))),
+)
+def test_a_chunk_reads_its_one_item_acknowledgements_in_its_ranges(
+    ones: list[int], units: list[tuple[int, int]]
+) -> None:
+    """``Chunk.done`` counts the one-item acknowledgements kept apart, whenever it is read."""
+    data = encode_batch_request(
+        batch_id="b", items=[b"1"] * 70, start=0, total=70, chunk=0, chunks=1
+    )
+    chunk = Chunk(("requests", 0), 0, decode_batch_request(data), [], 0, 1)
+    expected: Ranges = ()
+    for n, start in enumerate(ones):
+        chunk.acked_ones.append(start)
+        expected = add_range(expected, start, start + 1)
+        if n < len(units):  # a unit of several items acknowledged meanwhile
+            first, length = units[n]
+            chunk.acked(first, first + length, 0, (0, 0))
+            expected = add_range(expected, first, first + length)
+        if n % 3 == 0:
+            assert chunk.done == expected
+    assert chunk.done == expected
+    assert not chunk.acked_ones
 
 
 @given(st.lists(st.tuples(st.integers(0, 100), st.integers(1, 20))), st.integers(0, 130))
