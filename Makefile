@@ -46,9 +46,11 @@ demo: install
 	fi
 	$(RUN) batch-runner demo
 
+# Two pytest workers, each with its own broker (the session fixture is per worker); a file's
+# tests stay on one worker, so a module's real model server or broker is started once.
 test: install java
 	$(RUN) batch-runner kafka fetch >/dev/null
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadfile
 
 unit: install
 	BATCH_RUNNER_QUICK_TESTS=1 $(RUN) pytest -n 2 -m "not kafka and not servers"
