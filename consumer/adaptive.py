@@ -192,9 +192,17 @@ class AdaptiveLimit:
         a 30 s outage found no bound left, took the whole server within a round trip or
         two, and the others, back a second or two later, were refused down to a fraction
         of it: traced, 47 against 8 and 14, the split still uneven 15 s later.
+
+        The refusals rule's window (``refusals_rule_s`` after a 429) counts answered time
+        likewise: the server that refused before an outage is the one that answers after
+        it. Counting the outage, a 30 s one ended the rule, and the slow rounds of a busy
+        machine with every replica rushing back were read as a queue and cut.
         """
         silence, self._heard_at = now - self._heard_at, now
-        if self.config.plateau_s < silence < math.inf and -math.inf < self._ceiling_until < now:
+        if not self.config.plateau_s < silence < math.inf:
+            return
+        self._refused_at += silence  # the refusals rule's window: answered time too
+        if -math.inf < self._ceiling_until < now:
             probed = max(now - silence - self._ceiling_until, 0.0)  # when the silence began
             self._ceiling_until = now - probed
 

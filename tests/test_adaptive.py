@@ -402,9 +402,10 @@ def test_each_cut_records_its_cause_and_the_limit_before_and_after() -> None:
     limit.record(Signal.TIMEOUT, sent_at=0.01, now=1.0, in_flight=10)
     cuts.append(limit.last_cut)
     assert cuts == [None, Cut(Cause.OVERLOAD, 0.001, 20, 10), Cut(Cause.TIMEOUT, 1.0, 10, 5)]
-    limit.record(Signal.OK, sent_at=1.5, now=1.5 + L, in_flight=5)  # the no-load time
+    for n in range(12):  # the no-load time, answered every half second (no silence)
+        limit.record(Signal.OK, sent_at=1.5 + n / 2, now=1.5 + n / 2 + L, in_flight=5)
     for n in range(3):  # after refusals_rule_s, whole rounds 3 x as slow as that: a queue
-        answer_round(limit, 7.0 + n, 3 * L)
+        answer_round(limit, 7.0 + n / 2, 3 * L)
     assert limit.last_cut is not None
     assert limit.last_cut.cause is Cause.QUEUE
 
