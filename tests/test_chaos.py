@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 
 @pytest.mark.kafka
+@pytest.mark.serial
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario_at_smoke_size_loses_nothing_and_finishes(
     name: str, kafka_bootstrap: str, tmp_path: Path
