@@ -235,3 +235,38 @@ def test_while_the_server_refuses_its_refusals_set_the_limit_not_the_round_trip_
     answer_round(timed_out, 1.0, 0.050)
     answer_round(timed_out, 1.1, 0.050)
     assert timed_out.decreases == 2  # the timeout, then the queue
+
+
+def test_a_silence_does_not_run_out_the_refusals_rule() -> None:
+    """The refusals rule's window counts the time the server answered, not an outage.
+
+    Refused, then answered for a second, then 30 s of nothing (an outage, the circuit
+    open), then the circuit's probe answered at the no-load time and slow rounds (a busy
+    machine, every replica rushing back at once): the server that refused before the
+    outage is the one answering after it, and only a second and a half of answers lies
+    between its refusal and these rounds, so they do not cut. Counting the outage, the
+    30 s window ran out during it and the first slow rounds after it cut the limit to
+    a half as a queue. Once 30 s of answers have passed, the rule is back.
+    """
+    config = AdaptiveConfig(initial_limit=40, tolerance=1.5, refusals_rule_s=30.0, probe=0.1)
+    limit = AdaptiveLimit(config)
+    no_load_round(limit)
+    limit.record(Signal.OVERLOAD, sent_at=0.5, now=0.5, in_flight=40)
+    refused = limit.decreases
+    t = 0.6
+    while t < 1.5:  # a second of answers at the no-load time
+        answer_round(limit, t, L)
+        t += 0.1
+    t += 30.0  # silence; then the probe, alone on the wire
+    limit.record(Signal.OK, sent_at=t, now=t + L, in_flight=1)
+    for _ in range(10):  # rounds at 2.5 x no-load
+        t += 0.1
+        answer_round(limit, t, 0.050)
+    assert limit.decreases == refused
+    end = t + 29.0
+    while t < end:  # answers at the no-load time until the window is over
+        t += 0.1
+        answer_round(limit, t, L)
+    for n in range(1, 4):  # slow rounds again: a queue now
+        answer_round(limit, t + n * 0.1, 0.050)
+    assert limit.decreases == refused + 1
