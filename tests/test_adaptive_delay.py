@@ -207,6 +207,14 @@ def test_the_round_discounts_the_lag_all_its_answers_shared_not_each_answers_own
     assert shared.decreases == 0
 
 
+def refused_after_no_load(config: AdaptiveConfig) -> tuple[AdaptiveLimit, int]:
+    """Return a limit that measured its no-load time and then got a 429 at 0.5 s, and its cuts."""
+    limit = AdaptiveLimit(config)
+    no_load_round(limit)
+    limit.record(Signal.OVERLOAD, sent_at=0.5, now=0.5, in_flight=40)
+    return limit, limit.decreases
+
+
 def test_while_the_server_refuses_its_refusals_set_the_limit_not_the_round_trip_times() -> None:
     """Within ``refusals_rule_s`` of a 429 or 503, slow rounds do not cut the limit.
 
@@ -217,10 +225,7 @@ def test_while_the_server_refuses_its_refusals_set_the_limit_not_the_round_trip_
     is back; a timeout is not a refusal and does not set it aside.
     """
     config = AdaptiveConfig(initial_limit=40, tolerance=1.5, refusals_rule_s=5.0, probe=0.1)
-    limit = AdaptiveLimit(config)
-    no_load_round(limit)
-    limit.record(Signal.OVERLOAD, sent_at=0.5, now=0.5, in_flight=40)
-    refused = limit.decreases
+    limit, refused = refused_after_no_load(config)
     t = 1.0
     while t < 5.4:  # rounds at 2.5 x no-load, for the 5 s after the refusal
         answer_round(limit, t, 0.050)
@@ -249,10 +254,7 @@ def test_a_silence_does_not_run_out_the_refusals_rule() -> None:
     a half as a queue. Once 30 s of answers have passed, the rule is back.
     """
     config = AdaptiveConfig(initial_limit=40, tolerance=1.5, refusals_rule_s=30.0, probe=0.1)
-    limit = AdaptiveLimit(config)
-    no_load_round(limit)
-    limit.record(Signal.OVERLOAD, sent_at=0.5, now=0.5, in_flight=40)
-    refused = limit.decreases
+    limit, refused = refused_after_no_load(config)
     t = 0.6
     while t < 1.5:  # a second of answers at the no-load time
         answer_round(limit, t, L)
