@@ -54,8 +54,14 @@ class AdaptiveConfig:
     """Where the limit starts (clamped into ``[min_limit, max_limit]``)."""
     backoff: float = 0.9
     """Factor applied to the limit on an overload answer or a timeout."""
-    tolerance: float = 1.3
-    """A round's fastest round trip above this x the no-load time means queueing."""
+    tolerance: float = 1.15
+    """A round's fastest round trip above this x the no-load time means queueing.
+
+    1.15 rather than 1.3: the delay rule settles where a round's fastest answers stand
+    near this level, and 1.3 left the server a standing queue whose p99 round trip was
+    about 2 x its no-load time (simulated and in scenario 7); 1.15 moves it to 1.7-1.8 x
+    for about 1% of the server's throughput (bench/results/README.md, round 8).
+    """
     probe: float = 1.0
     """Additive increase per round of ``limit`` successful answers."""
     rtt_window_s: float = 30.0
