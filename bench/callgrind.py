@@ -1,6 +1,7 @@
-"""Instructions per item under callgrind: a replica, or the bare aiohttp loop, load-independent.
+"""Instructions per item under callgrind: a replica, or one of its floors, load-independent.
 
-``python -m bench.callgrind replica|bare --items 8000 --short 1000 [--per-request 100]``
+``python -m bench.callgrind replica|bare|bare-kafka --items 8000 --short 1000
+[--per-request 100]``
 runs the process twice under ``valgrind --tool=callgrind`` (all its threads, from start
 to exit), over ``--items`` and over ``--short`` items, and prints the difference of the
 two instruction totals divided by the difference of the items: start-up and shutdown
@@ -12,8 +13,11 @@ fresh topics of ``KAFKA_BOOTSTRAP_SERVERS``; one replica (``python -m consumer``
 ``--concurrency``) serves it against the test inference server (``--latency-ms``) and is
 stopped (SIGTERM) once every result and summary has been read back; librdkafka's
 statistics are off unless ``--statistics`` (they are timed, not per item). ``bare``: ``python
--m bench.baselines bare`` over the same items. ``--keep DIR`` keeps the callgrind files
-(read them with ``callgrind_annotate``).
+-m bench.baselines bare`` over the same items. ``bare-kafka``: ``python -m
+bench.kafka_loop`` (the sub-batched scenario's bare Kafka floor) over a backlog of the
+same items, produced beforehand to fresh topics as for ``replica``: compare ``replica``
+with the sum of ``bare`` and ``bare-kafka`` at the same ``--per-request``. ``--keep DIR``
+keeps the callgrind files (read them with ``callgrind_annotate``).
 """
 
 from __future__ import annotations
@@ -115,10 +119,37 @@ def run_bare(url: str, items: int, *, per_request: int, concurrency: int, out_fi
     )
 
 
+def run_bare_kafka(
+    bootstrap: str, items: int, *, per_request: int, chunk_size: int, out_file: Path
+) -> None:
+    """Run the bare Kafka loop over ``items`` (a fresh backlog) under callgrind."""
+    topics = make_topics(bootstrap, 1)
+    backlog = Backlog(
+        items, chunk_size=chunk_size, items_per_request=per_request if per_request > 1 else None
+    )
+    produce(bootstrap, topics, backlog)
+    subprocess.run(
+        [
+            *VALGRIND,
+            f"--callgrind-out-file={out_file}",
+            sys.executable,
+            "-m",
+            "bench.kafka_loop",
+            f"--bootstrap={bootstrap}",
+            f"--requests={topics.requests}",
+            f"--results={topics.results}",
+            f"--items={items}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=3600,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure instructions per item; print them as JSON."""
     parser = argparse.ArgumentParser(prog="python -m bench.callgrind", description=__doc__)
-    parser.add_argument("mode", choices=["replica", "bare"])
+    parser.add_argument("mode", choices=["replica", "bare", "bare-kafka"])
     parser.add_argument("--items", type=int, default=8000)
     parser.add_argument("--short", type=int, default=1000)
     parser.add_argument("--per-request", type=int, default=1)
@@ -133,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, help="keep the callgrind files here")
     args = parser.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-    if args.mode == "replica" and not bootstrap:
+    if args.mode != "bare" and not bootstrap:
         parser.error("KAFKA_BOOTSTRAP_SERVERS must name a broker")
     with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
         where = args.keep or Path(tmp)
@@ -152,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
                         concurrency=args.concurrency,
                         out_file=out_file,
                         statistics=args.statistics,
+                    )
+                elif args.mode == "bare-kafka":
+                    run_bare_kafka(
+                        bootstrap,
+                        items,
+                        per_request=args.per_request,
+                        chunk_size=args.chunk_size,
+                        out_file=out_file,
                     )
                 else:
                     run_bare(
