@@ -238,12 +238,14 @@ class OkResultEncoder:
 
     Every result of a unit has the same batch, chunk, attempts, latency, queue time and
     metadata; only ``index`` and ``prediction`` change. The shared parts are cut from one
-    record encoded by :func:`encode_ok_result`, so ``encoder(index, prediction)`` returns
-    exactly the bytes ``encode_ok_result(request, index, prediction, attempts, latency_ms,
-    queue_ms)`` does, for a fraction of the cost.
+    record encoded by :func:`encode_ok_result` and kept as the literal text of a format
+    template with two conversions, ``%d`` and ``%b`` (a ``%`` of the shared parts written
+    ``%%``), so ``encoder(index, prediction)`` returns exactly the bytes
+    ``encode_ok_result(request, index, prediction, attempts, latency_ms, queue_ms)`` does,
+    for a fraction of the cost: one formatting of two values per record.
     """
 
-    __slots__ = ("_head", "_middle", "_tail")
+    __slots__ = ("_template",)
 
     def __init__(
         self,
@@ -259,21 +261,25 @@ class OkResultEncoder:
         # fixed strings: the first unescaped occurrence of each key is the field.
         index_at = probe.index(b',"index":0,') + len(b',"index":')
         prediction_at = probe.index(b',"prediction":0', index_at) + len(b',"prediction":')
-        self._head = probe[:index_at]
-        self._middle = probe[index_at + 1 : prediction_at]
-        self._tail = probe[prediction_at + 1 :]
+        head = probe[:index_at]
+        middle = probe[index_at + 1 : prediction_at]
+        tail = probe[prediction_at + 1 :]
+        self._template = b"%b%%d%b%%b%b" % (_literal(head), _literal(middle), _literal(tail))
 
     def __call__(self, index: int, prediction: bytes) -> bytes:
         """Return the ``ok`` result of item ``index`` (the prediction's JSON text embedded)."""
-        return b"%b%d%b%b%b" % (self._head, index, self._middle, prediction, self._tail)
+        return self._template % (index, prediction)
 
     def all(self, indexes: Iterable[int], predictions: Iterable[bytes]) -> list[bytes]:
         """Return the ``ok`` results of items ``indexes``, one per prediction, in order."""
-        head, middle, tail = self._head, self._middle, self._tail
-        return [
-            b"%b%d%b%b%b" % (head, index, middle, prediction, tail)
-            for index, prediction in zip(indexes, predictions, strict=True)
-        ]
+        # map() calls the template's formatting with each (index, prediction) pair: no
+        # Python frame per record.
+        return list(map(self._template.__mod__, zip(indexes, predictions, strict=True)))
+
+
+def _literal(text: bytes) -> bytes:
+    """Return ``text`` as the literal part of a ``%`` format template (``%`` doubled)."""
+    return text.replace(b"%", b"%%")
 
 
 def encode_error_result(  # noqa: PLR0913, PLR0917 - one argument per field of the record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -96,3 +97,54 @@ def test_metadata_that_looks_like_the_fields_does_not_confuse_it() -> None:
         {"index": 0, "prediction": 0},
         tricky,
     )
+
+
+# Text made mostly of what a ``%`` format template reads specially.
+FORMAT_TEXT = st.text(
+    alphabet=st.sampled_from('%db"\\{},:x') | st.characters(exclude_categories=["Cs"]),
+    max_size=12,
+)
+
+
+@given(
+    metadata=st.dictionaries(FORMAT_TEXT, FORMAT_TEXT, min_size=1, max_size=4),
+    latency_ms=st.floats(0, 1e7, allow_nan=False),
+    indexes=st.lists(st.integers(0, 10**9), min_size=1, max_size=5),
+    predictions=st.lists(FORMAT_TEXT, min_size=5, max_size=5),
+)
+def test_percent_signs_in_metadata_and_predictions_are_copied_as_they_are(
+    metadata: dict[str, str], latency_ms: float, indexes: list[int], predictions: list[str]
+) -> None:
+    """The shared parts are a format template's literal text: a ``%`` in them stays ``%``."""
+    request = decode_batch_request(
+        encode_batch_request(
+            batch_id="b.d", items=[b"1"], start=0, total=1, chunk=0, chunks=1, metadata=metadata
+        ),
+    )
+    encoder = OkResultEncoder(request, 2, latency_ms, 0.5)
+    texts = [orjson.dumps(p) for p in predictions[: len(indexes)]]
+    expected = [
+        encode_ok_result(request, index, text, 2, latency_ms, 0.5)
+        for index, text in zip(indexes, texts, strict=True)
+    ]
+    assert [encoder(i, t) for i, t in zip(indexes, texts, strict=True)] == expected
+    assert encoder.all(indexes, texts) == expected
+    record = decode_results_record(expected[0])
+    assert isinstance(record, Result)
+    assert (record.batch_id, record.metadata, record.prediction) == (
+        "b.d",
+        metadata,
+        predictions[0],
+    )
+
+
+def test_all_refuses_more_or_fewer_predictions_than_indexes() -> None:
+    """One record per prediction: a count that does not match is an error, not a short list."""
+    request = decode_batch_request(
+        encode_batch_request(batch_id="b", items=[b"1"], start=0, total=1, chunk=0, chunks=1),
+    )
+    encoder = OkResultEncoder(request, 1, 2.5)
+    with pytest.raises(ValueError, match="zip"):
+        encoder.all([1, 2], [b"1"])
+    with pytest.raises(ValueError, match="zip"):
+        encoder.all([1], [b"1", b"2"])
