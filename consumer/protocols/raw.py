@@ -66,4 +66,4 @@ class RawCodec:
             raise BadResponse(describe(exc)) from exc
         if len(predictions) != count:
             raise wrong_count(count, len(predictions))
-        return maybe_unwrap([bytes(p) for p in predictions], self._unwrap)
+        return maybe_unwrap(list(map(bytes, predictions)), self._unwrap)

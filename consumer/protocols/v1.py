@@ -68,5 +68,6 @@ class V1Codec:
             raise BadResponse('unexpected response shape: no "predictions" (or "outputs") array')
         if len(predictions) != count:
             raise wrong_count(count, len(predictions))
-        found = [bytes(predictions[0])] if count == 1 else [bytes(p) for p in predictions]
+        # map(): bytes() of each element without a Python frame per prediction.
+        found = [bytes(predictions[0])] if count == 1 else list(map(bytes, predictions))
         return maybe_unwrap(found, unwrap_them=True) if self._unwrap else found
