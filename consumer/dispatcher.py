@@ -39,7 +39,7 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import BytesPayload, hdrs
+from aiohttp import hdrs
 
 from consumer.attempt import (
     AttemptFailure,
@@ -93,9 +93,10 @@ class Dispatcher:
         self._targets: dict[str, Target] = {}
         for name, endpoint in settings.endpoints.items():
             codec = get_codec(endpoint.protocol, endpoint.codec)
-            # Its own headers, None without (our User-Agent is the session's default); a
+            # Its own headers, None without (our User-Agent and Content-Type are the session's); a
             # message's trace headers are added to a copy only when it carries them.
-            headers = request_headers(endpoint.headers, ours=not self._owns_session)
+            own, ours = endpoint.headers, not self._owns_session
+            headers = request_headers(own, ours=ours, content_type=codec.content_type)
             guard = self.guards[name]
             self._targets[name] = Target(codec, RateLimitPacer(), guard, headers, routes(codec))
         # The attempt's whole time is bounded by the deadlines (one check per tick for
@@ -169,10 +170,8 @@ class Dispatcher:
             pacer.in_flight += 1
             sent = time.monotonic()
             try:
-                async with session.post(
-                    url, data=BytesPayload(body, content_type=codec.content_type),
-                    headers=request_headers,
-                ) as response:  # fmt: skip
+                # (bytes: the Content-Type is the session's or in the headers, http_session)
+                async with session.post(url, data=body, headers=request_headers) as response:
                     status = response.status
                     answer_headers = response.headers
                     answered = time.monotonic()

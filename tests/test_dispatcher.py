@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -18,6 +19,7 @@ from aiohttp import web
 from consumer.answers import ERROR_SNIPPET_CHARS, error_snippet
 from consumer.dispatcher import Dispatcher
 from consumer.endpoints import DEFAULT_TARGET, Endpoint
+from consumer.http_session import request_headers
 from consumer.metrics import Metrics
 from consumer.protocols import CodecOptions
 from consumer.settings import Settings
@@ -311,3 +313,55 @@ async def test_requests_carry_our_user_agent_unless_the_endpoint_names_its_own()
     assert seen[1]["user-agent"] == ["mine/2"]
     assert seen[1]["x-key"] == ["k"]
     assert seen[1]["traceparent"] == [trace["traceparent"]]
+    assert seen[1]["content-type"] == ["application/json"]
+
+
+async def test_requests_carry_one_json_content_type_whoever_opened_the_session() -> None:
+    """The body is sent as ``application/json``, once: on our session, on one given to us.
+
+    Our session adds the ``Content-Type`` as aiohttp adds its own headers (the body goes
+    to aiohttp as bytes, whose own type would be ``application/octet-stream``); a session
+    given to the dispatcher gets it in the endpoint's headers. An endpoint's own
+    ``content-type`` replaces ours in any letter case.
+    """
+    seen: list[dict[str, list[str]]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append({k.lower(): request.headers.getall(k) for k in request.headers})
+        assert orjson.loads(body) == {"instances": [{"i": 1}]}
+        return web.json_response({"predictions": [1]})
+
+    app = web.Application()
+    app.router.add_post("/predict", handle)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        plain = settings_for(f"{url}/predict")
+        assert (await dispatch(plain, [{"i": 1}])).predictions == [b"1"]
+        async with aiohttp.ClientSession() as session:
+            dispatcher = Dispatcher(plain, session=session)
+            await dispatcher.start()
+            outcome = await dispatcher.run(plain.endpoints[DEFAULT_TARGET], [b'{"i":1}'])
+            assert outcome.predictions == [b"1"]
+        endpoint = Endpoint(
+            DEFAULT_TARGET, f"{url}/predict", "v1", headers={"content-TYPE": "application/x-mine"}
+        )
+        own = Settings(bootstrap_servers="unused:9092", endpoints={DEFAULT_TARGET: endpoint})
+        assert (await dispatch(own, [{"i": 1}])).predictions == [b"1"]
+    assert [s["content-type"] for s in seen] == [
+        ["application/json"],
+        ["application/json"],
+        ["application/x-mine"],
+    ]
+    assert [s["user-agent"] for s in seen] == [["kafka-batch-runner"]] * 3
+
+
+def test_a_codec_of_another_content_type_names_it_in_the_request_headers() -> None:
+    """Only JSON goes without headers of its own: another content type is a request header."""
+    assert request_headers({}) is None
+    assert request_headers({}, content_type="application/json") is None
+    other = request_headers({}, content_type="text/csv")
+    assert other is not None
+    assert dict(other) == {"Content-Type": "text/csv"}
+    given = request_headers({}, ours=True)
+    assert given is not None
+    assert dict(given) == {"User-Agent": "kafka-batch-runner", "Content-Type": "application/json"}
