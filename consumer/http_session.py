@@ -22,11 +22,20 @@ once per endpoint, as aiohttp keeps them (a plain dict would be copied into a
 ``CIMultiDict`` per request). Skipping aiohttp's own ``User-Agent`` instead
 (``skip_auto_headers``) costs aiohttp 3.14 a new ``CIMultiDict`` and a copy of the headers
 per request.
+
+A request is :func:`poster`'s call: what ``session.post`` returns, a context manager
+around the coroutine that makes the request, costs each request a few Python calls of its
+own for nothing a request needs (``post`` itself, the object, made through a generic alias,
+``_RequestContextManager``, whose ``__orig_class__`` aiohttp 3.14's slots refuse: an
+``AttributeError`` raised and cleared inside CPython per request, and its ``__aenter__`` and
+``__aexit__`` with the response's own); the caller leaves the response as ``__aexit__``
+would (``release()``, then ``await wait_for_close()``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+import functools
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import aiohttp
 from aiohttp import hdrs
@@ -35,7 +44,10 @@ from multidict import CIMultiDict, CIMultiDictProxy, istr
 from consumer.protocols.codec import JSON_CONTENT_TYPE
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Awaitable, Callable, Mapping
+
+Post: TypeAlias = "Callable[..., Awaitable[aiohttp.ClientResponse]]"
+"""A POST to the session: ``post(url, data=..., headers=...)``, awaited for the response."""
 
 USER_AGENT: Final = "kafka-batch-runner"
 """The ``User-Agent`` of inference requests (unless an endpoint's headers name another)."""
@@ -69,6 +81,16 @@ class _Request(aiohttp.ClientRequest):
         hdrs.USER_AGENT: USER_AGENT,
         hdrs.CONTENT_TYPE: CONTENT_TYPE,
     }
+
+
+def poster(session: aiohttp.ClientSession) -> Post:
+    """Return the coroutine function ``session.post`` wraps: a POST awaited for its response.
+
+    The caller releases the response as ``async with session.post(...)`` does on leaving:
+    ``response.release()``, then ``await response.wait_for_close()``.
+    """
+    request: Callable[..., Awaitable[aiohttp.ClientResponse]] = session._request  # noqa: SLF001 - post()'s own call (see the module's docs)
+    return functools.partial(request, hdrs.METH_POST)
 
 
 def open_session(pool_size: int, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:

@@ -365,3 +365,69 @@ def test_a_codec_of_another_content_type_names_it_in_the_request_headers() -> No
     given = request_headers({}, ours=True)
     assert given is not None
     assert dict(given) == {"User-Agent": "kafka-batch-runner", "Content-Type": "application/json"}
+
+
+async def test_every_answer_and_a_cancel_give_the_one_connection_back() -> None:
+    """With a pool of one connection, each request leaves it for the next one.
+
+    A 2xx read in full, a 500, an answer over the size cap (declared; streamed, the rest
+    of it held back by the server), a body the codec cannot read and a request cancelled
+    while the server holds it: each is followed by a request that needs the connection
+    (a response left unreleased would hold it for good).
+    """
+    hold = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        kind = request.match_info["kind"]
+        if kind == "stream":
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(b" " * 400)
+            await hold.wait()
+            return response
+        if kind == "hang":
+            await hold.wait()
+        if kind == "error":
+            return web.Response(status=500, text="boom")
+        if kind == "big":
+            return web.json_response({"predictions": ["x" * 400]})
+        if kind == "bad":
+            return web.Response(body=b"not json", content_type="application/json")
+        return web.json_response({"predictions": [1]})
+
+    app = web.Application()
+    app.router.add_post("/{kind}", handle)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        settings = settings_for(
+            url, max_in_flight=1, max_response_bytes=300, max_attempts=1, max_same_error=1
+        )
+        dispatcher = Dispatcher(settings)
+        await dispatcher.start()
+        try:
+
+            async def send(kind: str) -> Outcome:
+                endpoint = Endpoint(DEFAULT_TARGET, f"{url}/{kind}", "v1")
+                return await asyncio.wait_for(dispatcher.run(endpoint, [b"1"]), 5)
+
+            kinds = []
+            for kind in ("ok", "error", "big", "stream", "bad"):
+                kinds.append((await send(kind)).error_kind)
+                assert (await send("ok")).predictions == [b"1"]
+            hanging = asyncio.create_task(send("hang"))
+            await asyncio.sleep(0.2)
+            hanging.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await hanging
+            assert (await send("ok")).predictions == [b"1"]
+        finally:
+            hold.set()
+            await dispatcher.close()
+    assert kinds == [
+        None,
+        "http_status",
+        "response_too_large",
+        "response_too_large",
+        "bad_response",
+    ]
