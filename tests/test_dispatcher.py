@@ -20,6 +20,7 @@ from consumer.answers import ERROR_SNIPPET_CHARS, error_snippet
 from consumer.dispatcher import Dispatcher
 from consumer.endpoints import DEFAULT_TARGET, Endpoint
 from consumer.http_session import request_headers
+from consumer.limiter import Place
 from consumer.metrics import Metrics
 from consumer.protocols import CodecOptions
 from consumer.settings import Settings
@@ -431,3 +432,45 @@ async def test_every_answer_and_a_cancel_give_the_one_connection_back() -> None:
         "response_too_large",
         "bad_response",
     ]
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held-place", "no-place"])
+async def test_a_2xx_is_recorded_by_the_breaker_until_a_full_window_is_good(
+    held: bool,  # noqa: FBT001 - a parameter of the case
+) -> None:
+    """A 2xx answer passes the breaker by only while its last 20 answers were all good.
+
+    Until then each one is recorded: the 20th good answer in a row (from the start, and
+    again after a refused one) makes the window all good, not an answer sooner. Units
+    sent on a place the limiter gave them (the intake's; the shared ticket under a fixed
+    limit) and units that take one themselves alike; every place is given back.
+    """
+    app = web.Application()
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        if request.match_info["kind"] == "busy":
+            return web.Response(status=503, text="busy")
+        return web.json_response({"predictions": [1]})
+
+    app.router.add_post("/{kind}", handle)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        settings = settings_for(url, max_attempts=1)
+        dispatcher = Dispatcher(settings)
+        await dispatcher.start()
+        guard = dispatcher.guards[DEFAULT_TARGET]
+        try:
+            seen = []
+            for kind in ["ok"] * 20 + ["busy"] + ["ok"] * 20:
+                place = None
+                if held:
+                    guard.limiter.submit(lambda: True)
+                    place = Place(guard.limiter, time.monotonic())
+                    place.held = True
+                endpoint = Endpoint(DEFAULT_TARGET, f"{url}/{kind}", "v1")
+                await dispatcher.run(endpoint, [b"1"], None, None, None, place)
+                seen.append(guard.breaker.all_up)
+                assert guard.limiter.in_use == 0
+        finally:
+            await dispatcher.close()
+    assert seen == [False] * 19 + [True] + [False] * 20 + [True]
