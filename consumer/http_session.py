@@ -23,13 +23,15 @@ once per endpoint, as aiohttp keeps them (a plain dict would be copied into a
 (``skip_auto_headers``) costs aiohttp 3.14 a new ``CIMultiDict`` and a copy of the headers
 per request.
 
-A request is :func:`poster`'s call: what ``session.post`` returns, a context manager
-around the coroutine that makes the request, costs each request a few Python calls of its
-own for nothing a request needs (``post`` itself, the object, made through a generic alias,
-``_RequestContextManager``, whose ``__orig_class__`` aiohttp 3.14's slots refuse: an
-``AttributeError`` raised and cleared inside CPython per request, and its ``__aenter__`` and
-``__aexit__`` with the response's own); the caller leaves the response as ``__aexit__``
-would (``release()``, then ``await wait_for_close()``).
+A request is a call of what :func:`poster` returns: the coroutine function that
+``session.post`` wraps (aiohttp's private ``ClientSession._request``, its version pinned in
+``uv.lock``; every dispatcher test goes through it). What ``post`` returns, a context
+manager around that coroutine, costs each request Python calls that no request needs:
+``post`` itself; the object, made through a generic alias (``_RequestContextManager``)
+that sets ``__orig_class__`` on it, which its slots refuse (an ``AttributeError`` raised
+and cleared inside CPython per request); its ``__aenter__`` and ``__aexit__`` and the
+response's own. The caller leaves the response as that ``__aexit__`` would:
+``release()``, then ``await wait_for_close()``.
 """
 
 from __future__ import annotations
