@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import aiohttp
 
 from consumer.answers import ResponseTooLargeError, error_snippet, read_capped, read_tail
+from consumer.outcome import Outcome
 from consumer.protocols import BadResponse, Codec, WrongCount
 from consumer.ratelimits import retry_after_s
 from schemas.error_kinds import ResultErrorKind
@@ -115,6 +116,21 @@ class AttemptFailure(Exception):  # noqa: N818 - a signal inside the dispatcher,
     def unanswered(self) -> bool:
         """Whether the endpoint never answered (a timeout or a connection failure)."""
         return self.kind in _SILENT
+
+
+def error_outcome(clock: UnitClock, failure: AttemptFailure) -> Outcome:
+    """Return the outcome of a unit whose last attempt failed for good (``failure``)."""
+    queued = clock.queued
+    return Outcome(
+        predictions=None,
+        attempts=clock.attempts,
+        latency_ms=(time.monotonic() - clock.started - queued) * 1000.0,
+        error_kind=failure.kind,
+        error_message=failure.message,
+        http_status=failure.status,
+        queue_ms=queued * 1000.0,
+        final=failure.final,
+    )
 
 
 def unreadable(error: BadResponse) -> AttemptFailure:

@@ -17,10 +17,23 @@ default 30 s timeout and a 0.1 s tick, at most 0.3% late.
 from __future__ import annotations
 
 import asyncio
-from typing import Final
+import types
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 TICK_S: Final = 0.1
 """How often the deadlines are checked while a request is on the wire."""
+
+# Each loop's running task, as asyncio.current_task reads it: on Python 3.11 that is a
+# Python function around a lookup in this dict (C's own, kept by the C tasks as they
+# step), read here directly; where current_task is C itself (3.12+), None (it is called).
+_RUNNING: Mapping[asyncio.AbstractEventLoop, asyncio.Task[object]] | None = (
+    getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(asyncio.current_task, types.FunctionType)
+    else None
+)
 
 
 class Deadlines:
@@ -40,10 +53,10 @@ class Deadlines:
 
     def start(self) -> asyncio.Task[object]:
         """Start the current task's request clock; return the task (for :meth:`stop`)."""
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop) if _RUNNING is None else _RUNNING.get(loop)
         if task is None:
             raise RuntimeError("a request deadline needs a running task")
-        loop = task.get_loop()
         self._due[task] = loop.time() + self.timeout_s
         if self._timer is None:
             self._timer = loop.call_later(self._tick_s, self._check, loop)

@@ -39,12 +39,13 @@ import time
 from typing import TYPE_CHECKING
 
 import aiohttp
-from aiohttp import BytesPayload, hdrs
+from aiohttp import hdrs
 
 from consumer.attempt import (
     AttemptFailure,
     Target,
     UnitClock,
+    error_outcome,
     failed_attempt,
     read_answer,
     retry_delay,
@@ -52,8 +53,8 @@ from consumer.attempt import (
 )
 from consumer.breaker import Circuit
 from consumer.deadlines import Deadlines
-from consumer.guard import EndpointGuard, Ticket, guards_for
-from consumer.http_session import open_session, request_headers
+from consumer.guard import COUNTED, EndpointGuard, Ticket, guards_for
+from consumer.http_session import Post, open_session, poster, request_headers
 from consumer.limiter import Lane
 from consumer.metrics import Metrics
 from consumer.outcome import Outcome
@@ -90,12 +91,14 @@ class Dispatcher:
         self.guards: dict[str, EndpointGuard] = guards_for(settings, self._metrics)
         self._session = session
         self._owns_session = session is None
+        self._post: Post | None = None if session is None else poster(session)
         self._targets: dict[str, Target] = {}
         for name, endpoint in settings.endpoints.items():
             codec = get_codec(endpoint.protocol, endpoint.codec)
-            # Its own headers, None without (our User-Agent is the session's default); a
+            # Its own headers, None without (our User-Agent and Content-Type are the session's); a
             # message's trace headers are added to a copy only when it carries them.
-            headers = request_headers(endpoint.headers, ours=not self._owns_session)
+            own, ours = endpoint.headers, not self._owns_session
+            headers = request_headers(own, ours=ours, content_type=codec.content_type)
             guard = self.guards[name]
             self._targets[name] = Target(codec, RateLimitPacer(), guard, headers, routes(codec))
         # The attempt's whole time is bounded by the deadlines (one check per tick for
@@ -117,12 +120,13 @@ class Dispatcher:
         if self._session is None:
             pool = self._settings.max_in_flight * len(self.guards)
             self._session = open_session(pool, self._timeout)
+            self._post = poster(self._session)
 
     async def close(self) -> None:
         """Close the session if this dispatcher created it."""
         if self._session is not None and self._owns_session:
             await self._session.close()
-        self._session = None
+        self._session = self._post = None
 
     async def run(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - the attempt loop, its request and common case inline; the unit, its headers, lane, place (positional: per unit)
         self,
@@ -147,8 +151,8 @@ class Dispatcher:
             url = route(codec, endpoint.url, items) if routed else endpoint.url
         except BadItem as exc:
             return Outcome(None, 0, 0.0, ResultErrorKind.BAD_ITEM, str(exc), final=True)
-        session = self._session
-        if session is None:
+        post = self._post
+        if post is None:
             raise RuntimeError("Dispatcher.start() was not called")
         if headers:
             request_headers = {**(request_headers or {}), **headers}
@@ -169,10 +173,9 @@ class Dispatcher:
             pacer.in_flight += 1
             sent = time.monotonic()
             try:
-                async with session.post(
-                    url, data=BytesPayload(body, content_type=codec.content_type),
-                    headers=request_headers,
-                ) as response:  # fmt: skip
+                # (the body as bytes, the response left as `async with` would: http_session)
+                response = await post(url, data=body, headers=request_headers)
+                try:
                     status = response.status
                     answer_headers = response.headers
                     answered = time.monotonic()
@@ -190,6 +193,9 @@ class Dispatcher:
                         answer = await response.read()  # the usual answer
                     else:
                         answer = await read_answer(response, status, max_bytes)
+                finally:
+                    response.release()
+                    await response.wait_for_close()
             except AttemptFailure as failure:
                 result: list[bytes] | AttemptFailure = self._failed(guard, ticket, clock, failure)
             except BaseException as error:
@@ -200,7 +206,10 @@ class Dispatcher:
                 result = self._failed(guard, ticket, clock, named)
             else:
                 self.unanswered = 0
-                guard.leave(ticket, 200)
+                if ticket is COUNTED and guard.breaker.all_up:  # guard.leave's usual case
+                    guard.limiter.release()
+                else:
+                    guard.leave(ticket, 200)
                 try:
                     result = codec.decode(answer, len(items))
                 except BadResponse as exc:  # (a wrong count among them)
@@ -218,7 +227,8 @@ class Dispatcher:
                 return tuple.__new__(Outcome, fields)
             delay = self._retry_delay(result, clock, seen)
             if delay is None:
-                return self._error(started, clock.queued, clock.attempts, result)
+                self._metrics.queue_wait.observe(clock.queued)
+                return error_outcome(clock, result)
             await self._wait(delay, lane.partition)
 
     def _failed(
@@ -288,21 +298,6 @@ class Dispatcher:
         if delay is not None:
             self._metrics.retries.inc()
         return delay
-
-    def _error(
-        self, started: float, queued: float, attempts: int, failure: AttemptFailure
-    ) -> Outcome:
-        self._metrics.queue_wait.observe(queued)
-        return Outcome(
-            predictions=None,
-            attempts=attempts,
-            latency_ms=(time.monotonic() - started - queued) * 1000.0,
-            error_kind=failure.kind,
-            error_message=failure.message,
-            http_status=failure.status,
-            queue_ms=queued * 1000.0,
-            final=failure.final,
-        )
 
     @property
     def session(self) -> aiohttp.ClientSession:

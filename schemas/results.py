@@ -28,6 +28,7 @@ from schemas.fields import (
     Positive,
     position_problem,
 )
+from schemas.millis import round_ms
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -186,8 +187,8 @@ def _encode_result(  # noqa: PLR0913 - the fields every result carries, then its
             chunk=request.chunk,
             status="ok" if error is None else "error",
             attempts=attempts,
-            latency_ms=round(latency_ms, 3),
-            queue_ms=round(queue_ms, 3),
+            latency_ms=round_ms(latency_ms),
+            queue_ms=round_ms(queue_ms),
             prediction=prediction,
             error=error,
             metadata=request.metadata,
@@ -221,8 +222,8 @@ def encode_ok_result(  # noqa: PLR0913, PLR0917 - one argument per field of the 
             chunk=request.chunk,
             status="ok",
             attempts=attempts,
-            latency_ms=round(latency_ms, 3),
-            queue_ms=round(queue_ms, 3),
+            latency_ms=round_ms(latency_ms),
+            queue_ms=round_ms(queue_ms),
             prediction=msgspec.Raw(prediction),
             error=None,
             metadata=request.metadata,

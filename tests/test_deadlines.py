@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import TYPE_CHECKING
 
 import pytest
 
+from consumer import deadlines as deadlines_module
 from consumer.deadlines import Deadlines
 
 if TYPE_CHECKING:
@@ -120,3 +122,48 @@ async def test_a_check_reads_the_passed_deadlines_and_the_first_still_ahead_only
     assert due.reads <= 4 + 4
     late.set()
     assert [await task for task in later] == ["answered"] * 40
+
+
+def test_the_running_task_is_read_where_asyncio_current_task_reads_it() -> None:
+    """``start`` names the task running the request, as ``asyncio.current_task`` would.
+
+    On Python 3.11 it reads the running tasks directly (``current_task`` is a Python
+    function there); the task it names is the one a timeout cancels, in each of two
+    tasks, on asyncio's loop and on uvloop's.
+    """
+    if isinstance(asyncio.current_task, types.FunctionType):
+        assert deadlines_module._RUNNING is not None
+
+    async def both() -> None:
+        deadlines = Deadlines(30.0)
+
+        async def one() -> tuple[object, object]:
+            started = deadlines.start()
+            deadlines.stop(started)
+            return started, asyncio.current_task()
+
+        for started, current in await asyncio.gather(one(), one()):
+            assert started is current
+        named = [started for started, _ in await asyncio.gather(one(), one())]
+        assert named[0] is not named[1]
+
+    asyncio.run(both())
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(both())
+
+
+async def test_a_deadline_outside_a_task_is_refused() -> None:
+    """A request clock needs the task it would cancel: none running is an error."""
+    deadlines = Deadlines(30.0)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[BaseException] = loop.create_future()
+
+    def outside() -> None:
+        try:
+            deadlines.start()
+        except RuntimeError as exc:
+            done.set_result(exc)
+
+    loop.call_soon(outside)
+    assert "running task" in str(await done)

@@ -11,6 +11,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import orjson
 import pytest
 from aiohttp import web
@@ -18,6 +19,8 @@ from aiohttp import web
 from consumer.answers import ERROR_SNIPPET_CHARS, error_snippet
 from consumer.dispatcher import Dispatcher
 from consumer.endpoints import DEFAULT_TARGET, Endpoint
+from consumer.http_session import request_headers
+from consumer.limiter import Place
 from consumer.metrics import Metrics
 from consumer.protocols import CodecOptions
 from consumer.settings import Settings
@@ -311,3 +314,163 @@ async def test_requests_carry_our_user_agent_unless_the_endpoint_names_its_own()
     assert seen[1]["user-agent"] == ["mine/2"]
     assert seen[1]["x-key"] == ["k"]
     assert seen[1]["traceparent"] == [trace["traceparent"]]
+    assert seen[1]["content-type"] == ["application/json"]
+
+
+async def test_requests_carry_one_json_content_type_whoever_opened_the_session() -> None:
+    """The body is sent as ``application/json``, once: on our session, on one given to us.
+
+    Our session adds the ``Content-Type`` as aiohttp adds its own headers (the body goes
+    to aiohttp as bytes, whose own type would be ``application/octet-stream``); a session
+    given to the dispatcher gets it in the endpoint's headers. An endpoint's own
+    ``content-type`` replaces ours in any letter case.
+    """
+    seen: list[dict[str, list[str]]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        body = await request.read()
+        seen.append({k.lower(): request.headers.getall(k) for k in request.headers})
+        assert orjson.loads(body) == {"instances": [{"i": 1}]}
+        return web.json_response({"predictions": [1]})
+
+    app = web.Application()
+    app.router.add_post("/predict", handle)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        plain = settings_for(f"{url}/predict")
+        assert (await dispatch(plain, [{"i": 1}])).predictions == [b"1"]
+        async with aiohttp.ClientSession() as session:
+            dispatcher = Dispatcher(plain, session=session)
+            await dispatcher.start()
+            outcome = await dispatcher.run(plain.endpoints[DEFAULT_TARGET], [b'{"i":1}'])
+            assert outcome.predictions == [b"1"]
+        endpoint = Endpoint(
+            DEFAULT_TARGET, f"{url}/predict", "v1", headers={"content-TYPE": "application/x-mine"}
+        )
+        own = Settings(bootstrap_servers="unused:9092", endpoints={DEFAULT_TARGET: endpoint})
+        assert (await dispatch(own, [{"i": 1}])).predictions == [b"1"]
+    assert [s["content-type"] for s in seen] == [
+        ["application/json"],
+        ["application/json"],
+        ["application/x-mine"],
+    ]
+    assert [s["user-agent"] for s in seen] == [["kafka-batch-runner"]] * 3
+
+
+def test_a_codec_of_another_content_type_names_it_in_the_request_headers() -> None:
+    """Only JSON goes without headers of its own: another content type is a request header."""
+    assert request_headers({}) is None
+    assert request_headers({}, content_type="application/json") is None
+    other = request_headers({}, content_type="text/csv")
+    assert other is not None
+    assert dict(other) == {"Content-Type": "text/csv"}
+    given = request_headers({}, ours=True)
+    assert given is not None
+    assert dict(given) == {"User-Agent": "kafka-batch-runner", "Content-Type": "application/json"}
+
+
+async def test_every_answer_and_a_cancel_give_the_one_connection_back() -> None:
+    """With a pool of one connection, each request leaves it for the next one.
+
+    A 2xx read in full, a 500, an answer over the size cap (declared; streamed, the rest
+    of it held back by the server), a body the codec cannot read and a request cancelled
+    while the server holds it: each is followed by a request that needs the connection
+    (a response left unreleased would hold it for good).
+    """
+    hold = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        kind = request.match_info["kind"]
+        if kind == "stream":
+            response = web.StreamResponse()
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            await response.write(b" " * 400)
+            await hold.wait()
+            return response
+        if kind == "hang":
+            await hold.wait()
+        if kind == "error":
+            return web.Response(status=500, text="boom")
+        if kind == "big":
+            return web.json_response({"predictions": ["x" * 400]})
+        if kind == "bad":
+            return web.Response(body=b"not json", content_type="application/json")
+        return web.json_response({"predictions": [1]})
+
+    app = web.Application()
+    app.router.add_post("/{kind}", handle)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        settings = settings_for(
+            url, max_in_flight=1, max_response_bytes=300, max_attempts=1, max_same_error=1
+        )
+        dispatcher = Dispatcher(settings)
+        await dispatcher.start()
+        try:
+
+            async def send(kind: str) -> Outcome:
+                endpoint = Endpoint(DEFAULT_TARGET, f"{url}/{kind}", "v1")
+                return await asyncio.wait_for(dispatcher.run(endpoint, [b"1"]), 5)
+
+            kinds = []
+            for kind in ("ok", "error", "big", "stream", "bad"):
+                kinds.append((await send(kind)).error_kind)
+                assert (await send("ok")).predictions == [b"1"]
+            hanging = asyncio.create_task(send("hang"))
+            await asyncio.sleep(0.2)
+            hanging.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await hanging
+            assert (await send("ok")).predictions == [b"1"]
+        finally:
+            hold.set()
+            await dispatcher.close()
+    assert kinds == [
+        None,
+        "http_status",
+        "response_too_large",
+        "response_too_large",
+        "bad_response",
+    ]
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["held-place", "no-place"])
+async def test_a_2xx_is_recorded_by_the_breaker_until_a_full_window_is_good(
+    held: bool,  # noqa: FBT001 - a parameter of the case
+) -> None:
+    """A 2xx answer passes the breaker by only while its last 20 answers were all good.
+
+    Until then each one is recorded: the 20th good answer in a row (from the start, and
+    again after a refused one) makes the window all good, not an answer sooner. Units
+    sent on a place the limiter gave them (the intake's; the shared ticket under a fixed
+    limit) and units that take one themselves alike; every place is given back.
+    """
+    app = web.Application()
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        if request.match_info["kind"] == "busy":
+            return web.Response(status=503, text="busy")
+        return web.json_response({"predictions": [1]})
+
+    app.router.add_post("/{kind}", handle)
+    async with serving(app, host="127.0.0.1", port=0) as url:
+        settings = settings_for(url, max_attempts=1)
+        dispatcher = Dispatcher(settings)
+        await dispatcher.start()
+        guard = dispatcher.guards[DEFAULT_TARGET]
+        try:
+            seen = []
+            for kind in ["ok"] * 20 + ["busy"] + ["ok"] * 20:
+                place = None
+                if held:
+                    guard.limiter.submit(lambda: True)
+                    place = Place(guard.limiter, time.monotonic())
+                    place.held = True
+                endpoint = Endpoint(DEFAULT_TARGET, f"{url}/{kind}", "v1")
+                await dispatcher.run(endpoint, [b"1"], None, None, None, place)
+                seen.append(guard.breaker.all_up)
+                assert guard.limiter.in_use == 0
+        finally:
+            await dispatcher.close()
+    assert seen == [False] * 19 + [True] + [False] * 20 + [True]
