@@ -169,7 +169,7 @@ class Dispatcher:
                 ticket = guard.enter_held(held, clock)
             if ticket is None:
                 ticket = await self._enter(guard, pacer, lane, clock, held)
-            task = deadlines.start()  # (post_once's body inline: a coroutine layer less)
+            task = deadlines.start()  # (the request inline here: no coroutine layer of its own)
             pacer.in_flight += 1
             sent = time.monotonic()
             try:
