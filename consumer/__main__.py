@@ -91,8 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--concurrency",
         choices=("fixed", "adaptive"),
-        help="per endpoint: at most --max-in-flight requests (fixed, the default), or a "
-        "limit that finds the model's capacity between --min-in-flight and it (adaptive)",
+        help="per endpoint: a limit that finds the model's capacity between "
+        "--min-in-flight and --max-in-flight (adaptive, the default), or at most "
+        "--max-in-flight requests (fixed)",
     )
     add("--max-in-flight", type=int, help="concurrent HTTP requests per endpoint (default 64)")
     add("--min-in-flight", type=int, help="adaptive: the limit's floor (default 1)")

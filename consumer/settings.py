@@ -75,7 +75,7 @@ class Settings:
     max_items_per_request: int = 1000
     # Dispatch. Per endpoint: ``fixed`` keeps max_in_flight requests in flight at most;
     # ``adaptive`` moves the bound between min_in_flight and max_in_flight (consumer.adaptive).
-    concurrency: Literal["fixed", "adaptive"] = "fixed"
+    concurrency: Literal["fixed", "adaptive"] = "adaptive"
     max_in_flight: int = 64
     min_in_flight: int = 1
     # The circuit breaker per endpoint (consumer.breaker): open after this many requests

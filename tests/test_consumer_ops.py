@@ -61,6 +61,7 @@ def test_metrics_count_exactly_what_happened(
     replica = svc.start(
         BATCH_RUNNER_METRICS_PORT=str(port),
         BATCH_RUNNER_BACKOFF_BASE_S="0.01",
+        BATCH_RUNNER_CONCURRENCY="fixed",  # the limit gauge below is the fixed 64
     )
     read_results(kafka_bootstrap, svc.topics.results, expected_records=len(items) + chunks)
     end = end_offsets(kafka_bootstrap, svc.topics.requests, 1)[0]

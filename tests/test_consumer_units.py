@@ -104,7 +104,9 @@ def test_settings_describe_the_adaptive_limit_and_the_breaker() -> None:
     assert adaptive is not None
     assert (adaptive.min_limit, adaptive.max_limit) == (4, 32)
     assert not settings.breaker_config().enabled
-    assert Settings.from_env(BASE_ENV).adaptive_config() is None  # fixed
+    assert Settings.from_env(BASE_ENV).adaptive_config() is not None  # adaptive: the default
+    fixed = {**BASE_ENV, "BATCH_RUNNER_CONCURRENCY": "fixed"}
+    assert Settings.from_env(fixed).adaptive_config() is None
 
 
 def test_settings_targets_from_env_and_flags() -> None:
