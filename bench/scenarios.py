@@ -103,7 +103,10 @@ def replica_env(
     ``settings`` (``max_in_flight=8``) become ``BATCH_RUNNER_*`` variables; ``overrides``
     (from ``--set``, ``kafka_linger_ms`` as ``KAFKA_LINGER_MS``) win over them.
     """
+    # A fixed limit unless the scenario says otherwise: the scenarios measure the pipeline
+    # at a given C beside baselines of the same C (scenario 7 compares the two limits).
     defaults = {
+        "concurrency": "fixed",
         "endpoint": server.v1_endpoint,
         "protocol": "v1",
         "metrics_port": -1,
