@@ -53,7 +53,7 @@ from consumer.attempt import (
 )
 from consumer.breaker import Circuit
 from consumer.deadlines import Deadlines
-from consumer.guard import COUNTED, EndpointGuard, Ticket, guards_for
+from consumer.guard import EndpointGuard, Ticket, guards_for
 from consumer.http_session import Post, open_session, poster, request_headers
 from consumer.limiter import Lane
 from consumer.metrics import Metrics
@@ -206,10 +206,7 @@ class Dispatcher:
                 result = self._failed(guard, ticket, clock, named)
             else:
                 self.unanswered = 0
-                if ticket is COUNTED and guard.breaker.all_up:  # guard.leave's usual case
-                    guard.limiter.release()
-                else:
-                    guard.leave(ticket, 200)
+                guard.leave(ticket, 200)
                 try:
                     result = codec.decode(answer, len(items))
                 except BadResponse as exc:  # (a wrong count among them)
