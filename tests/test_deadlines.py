@@ -7,6 +7,7 @@ import types
 from typing import TYPE_CHECKING
 
 import pytest
+import uvloop
 
 from consumer import deadlines as deadlines_module
 from consumer.deadlines import Deadlines
@@ -148,7 +149,6 @@ def test_the_running_task_is_read_where_asyncio_current_task_reads_it() -> None:
         assert named[0] is not named[1]
 
     asyncio.run(both())
-    uvloop = pytest.importorskip("uvloop")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(both())
 
