@@ -33,7 +33,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.kafka_io import Backlog, ResultReader, make_topics, produce
+from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
 from bench.procs import Replica, Server, inference_server, wait_assigned
 from bench.scenarios import replica_env
 
@@ -68,12 +68,9 @@ def run_replica(  # noqa: PLR0913 - a measurement's knobs
     every 5 s of wall time, and a run slowed down 50 times by callgrind, more on a busy
     machine, would count thousands of instructions per item for them.
     """
-    topics = make_topics(bootstrap, 1)
-    # One item per request as scenario 1 asks for it: the consumer's default.
-    backlog = Backlog(
-        items, chunk_size=chunk_size, items_per_request=per_request if per_request > 1 else None
+    topics, backlog = fresh_backlog(
+        bootstrap, items, per_request=per_request, chunk_size=chunk_size
     )
-    produce(bootstrap, topics, backlog)
     env = {
         **replica_env(bootstrap, topics, server, {}, max_in_flight=concurrency),
         **({} if statistics else {"KAFKA_STATISTICS_INTERVAL_MS": "0"}),
@@ -100,22 +97,14 @@ def run_replica(  # noqa: PLR0913 - a measurement's knobs
 
 def run_bare(url: str, items: int, *, per_request: int, concurrency: int, out_file: Path) -> None:
     """Run the bare aiohttp loop over ``items`` under callgrind, writing ``out_file``."""
-    subprocess.run(
-        [
-            *VALGRIND,
-            f"--callgrind-out-file={out_file}",
-            sys.executable,
-            "-m",
-            "bench.baselines",
-            "bare",
-            f"--url={url}",
-            f"--items={items}",
-            f"--concurrency={concurrency}",
-            f"--per-request={per_request}",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=3600,
+    run_module(
+        out_file,
+        "bench.baselines",
+        "bare",
+        f"--url={url}",
+        f"--items={items}",
+        f"--concurrency={concurrency}",
+        f"--per-request={per_request}",
     )
 
 
@@ -123,23 +112,37 @@ def run_bare_kafka(
     bootstrap: str, items: int, *, per_request: int, chunk_size: int, out_file: Path
 ) -> None:
     """Run the bare Kafka loop over ``items`` (a fresh backlog) under callgrind."""
+    topics, _ = fresh_backlog(bootstrap, items, per_request=per_request, chunk_size=chunk_size)
+    run_module(
+        out_file,
+        "bench.kafka_loop",
+        f"--bootstrap={bootstrap}",
+        f"--requests={topics.requests}",
+        f"--results={topics.results}",
+        f"--items={items}",
+    )
+
+
+def fresh_backlog(
+    bootstrap: str, items: int, *, per_request: int, chunk_size: int
+) -> tuple[Topics, Backlog]:
+    """Produce a backlog of ``items`` to fresh topics; return the topics and the backlog.
+
+    At one item per request the chunks carry no ``items_per_request`` (the consumer's
+    default, as scenario 1 asks for it).
+    """
     topics = make_topics(bootstrap, 1)
     backlog = Backlog(
         items, chunk_size=chunk_size, items_per_request=per_request if per_request > 1 else None
     )
     produce(bootstrap, topics, backlog)
+    return topics, backlog
+
+
+def run_module(out_file: Path, module: str, *args: str) -> None:
+    """Run ``python -m module args`` under callgrind to its end, writing ``out_file``."""
     subprocess.run(
-        [
-            *VALGRIND,
-            f"--callgrind-out-file={out_file}",
-            sys.executable,
-            "-m",
-            "bench.kafka_loop",
-            f"--bootstrap={bootstrap}",
-            f"--requests={topics.requests}",
-            f"--results={topics.results}",
-            f"--items={items}",
-        ],
+        [*VALGRIND, f"--callgrind-out-file={out_file}", sys.executable, "-m", module, *args],
         check=True,
         capture_output=True,
         timeout=3600,
