@@ -351,6 +351,40 @@ def test_backpressure_keeps_a_slow_replica_in_its_group(
     assert server.stats().max_in_flight <= 2
 
 
+def test_a_full_buffer_that_drains_fast_waits_for_room_instead_of_pausing(
+    kafka_bootstrap: str,
+    server: TestInferenceServer,
+    make_service: MakeService,
+) -> None:
+    """With one partition and a fast model, a full buffer is waited out, not paused.
+
+    A pause makes librdkafka drop what it prefetched and fetch it again after the resume:
+    the replica used to pause and resume each time its buffer filled (about once per
+    message here, 100 messages of 4 items through a buffer of 8: 51 pauses). Nothing else
+    wants fetching, so it now waits for room and pauses only when none comes within a poll
+    timeout, which a commit round due shortens to 20 ms (6 to 8 pauses, about one per
+    round); every item is still answered once.
+    """
+    server.configure(latency_ms=1.0)
+    svc = make_service(
+        BATCH_RUNNER_MAX_IN_FLIGHT="8",
+        BATCH_RUNNER_MAX_BUFFERED_ITEMS="8",
+        BATCH_RUNNER_LOG_LEVEL="DEBUG",
+    )
+    items = [{"id": i} for i in range(400)]
+    chunks = submit(kafka_bootstrap, svc.topics.requests, "fast-drip", items, chunk_size=4)
+    replica = svc.start()
+    results, _, _ = read_results(
+        kafka_bootstrap,
+        svc.topics.results,
+        expected_records=len(items) + chunks,
+        timeout_s=120,
+    )
+    assert Counter(r.index for r in results) == Counter(range(len(items)))
+    pauses = replica.log().count("paused fetching")
+    assert pauses < chunks / 4, f"{pauses} pauses for {chunks} messages"
+
+
 def test_configuration_errors_fail_at_start_up_before_joining(
     kafka_bootstrap: str,
     make_service: MakeService,
