@@ -12,12 +12,6 @@
 
 CPU is this process's user + system time over the measured loop only (``getrusage``),
 memory its peak resident set size.
-
-``--beside-load CORES`` keeps that much CPU busy in other processes during the measured
-loop (spinning a share of every 10 ms): the pipeline's runs share the machine with a
-broker and the harness, and on this kind of VM the same work costs more CPU time while
-the other core is busy (bench/results/README.md, "Round 10"), so a bare loop measured
-beside the same load is the like-for-like reference.
 """
 
 from __future__ import annotations
@@ -25,9 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
-import math
-import multiprocessing
 import resource
 import sys
 import threading
@@ -43,15 +34,13 @@ from consumer.__main__ import loop_factory
 from consumer.settings import LOOPS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterator, Sequence
-    from multiprocessing.synchronize import Event
+    from collections.abc import Callable, Coroutine, Sequence
 
 T = TypeVar("T")
 
 WARMUP_ROUNDS = 5
 # The original example's first iris row: the small batch of the latency scenario.
 IRIS = b'{"sepal_length":5.2,"sepal_width":3.6,"petal_length":1.5,"petal_width":0.3}'
-LOAD_PERIOD_S = 0.01  # a background load process spins its share of every period
 
 
 def _body(first: int, count: int) -> bytes:
@@ -89,11 +78,10 @@ def bare(  # noqa: PLR0913 - the loop's knobs
     server_pids: Sequence[int] = (),
     *,
     loop: str = "uvloop",
-    load_cores: float = 0.0,
 ) -> dict[str, float]:
-    """Run the bare aiohttp loop over ``items`` items (beside ``load_cores``); its figures."""
+    """Run the bare aiohttp loop over ``items`` items; return its figures."""
     run = lambda: _run(_bare(url, items, concurrency, per_request), loop)  # noqa: E731
-    return _timed(run, items, server_pids, load_cores)
+    return _timed(run, items, server_pids)
 
 
 def _run(main: Coroutine[Any, Any, T], loop: str) -> T:
@@ -155,51 +143,13 @@ def percentile(samples: list[float], pct: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def _spin(share: float, stop: Event) -> None:
-    """Keep a core busy for ``share`` of every ``LOAD_PERIOD_S`` until ``stop`` is set."""
-    while not stop.is_set():
-        started = time.perf_counter()
-        busy_until = started + share * LOAD_PERIOD_S
-        while time.perf_counter() < busy_until:
-            pass
-        time.sleep(max(0.0, started + LOAD_PERIOD_S - time.perf_counter()))
-
-
-@contextlib.contextmanager
-def beside_load(cores: float) -> Iterator[None]:
-    """Keep ``cores`` of CPU busy in child processes (one per started core) meanwhile."""
-    if cores <= 0:
-        yield
-        return
-    count = math.ceil(cores)
-    fork = multiprocessing.get_context("fork")  # a spinner needs nothing re-imported
-    stop = fork.Event()
-    spinners = [
-        fork.Process(target=_spin, args=(cores / count, stop), daemon=True) for _ in range(count)
-    ]
-    for spinner in spinners:
-        spinner.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        for spinner in spinners:
-            spinner.join()
-
-
-def _timed(
-    run: Callable[[], None],
-    items: int,
-    server_pids: Sequence[int],
-    load_cores: float = 0.0,
-) -> dict[str, float]:
+def _timed(run: Callable[[], None], items: int, server_pids: Sequence[int]) -> dict[str, float]:
     meter = CpuMeter({"server": server_pids})
-    with beside_load(load_cores):
-        before = resource.getrusage(resource.RUSAGE_SELF)
-        started = time.monotonic()
-        run()
-        elapsed = time.monotonic() - started
-        after = resource.getrusage(resource.RUSAGE_SELF)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.monotonic()
+    run()
+    elapsed = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
     used = meter.read()
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {
@@ -229,12 +179,6 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also count these processes' CPU (comma-separated)",
     )
-    parser.add_argument(
-        "--beside-load",
-        type=float,
-        default=0.0,
-        help="bare: keep this many cores busy in other processes meanwhile",
-    )
     args = parser.parse_args(argv)
     if args.mode == "bare":
         figures = bare(
@@ -244,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
             args.per_request,
             args.server_pids,
             loop=args.loop,
-            load_cores=args.beside_load,
         )
     elif args.mode == "naive":
         figures = naive(args.url, args.items, args.concurrency, args.server_pids)

@@ -266,17 +266,6 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
             ctx, server, Backlog(items, chunk_size=500), label="c64", max_in_flight=concurrency
         )
         bare = baseline(server, "bare", loop=ctx.loop, items=items, concurrency=concurrency)
-        # The same bare loop beside the load the pipeline run had besides the consumer and
-        # the server (the broker, the harness): the like-for-like CPU reference.
-        load = _beside_load(ours)
-        matched = baseline(
-            server,
-            "bare",
-            loop=ctx.loop,
-            items=items,
-            concurrency=concurrency,
-            beside_load=round(load, 2),
-        )
     figures = {
         "items": items,
         "ideal_items_per_s": ideal,
@@ -288,9 +277,6 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
         "bare_cpu_us_per_item": bare["cpu_us_per_item"],
         "pipeline_vs_bare": ours["items_per_s"] / bare["items_per_s"],
         "cpu_vs_bare": ours["consumer_cpu_us_per_item"] / bare["cpu_us_per_item"],
-        "beside_load_cores": load,
-        "bare_beside_load_cpu_us_per_item": matched["cpu_us_per_item"],
-        "cpu_vs_bare_beside_load": ours["consumer_cpu_us_per_item"] / matched["cpu_us_per_item"],
         "server_cpu_us_per_request": bare["server_cpu_us_per_item"],
         "server_bound_efficiency": _server_bound(latency_ms, concurrency, bare, server_procs),
         "item_errors": ours["item_errors"],
@@ -301,10 +287,7 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
         f"pipeline = {figures['pipeline_vs_bare']:.2f} of bare, "
         f"{figures['cpu_vs_bare']:.2f}x its CPU/item; the server used "
         f"{figures['server_cpu_us_per_request']:.0f} µs CPU/request (if every wave of C "
-        f"requests were answered serially: {figures['server_bound_efficiency']:.2f}); "
-        f"beside {load:.2f} busy cores as in the pipeline run, bare "
-        f"{matched['cpu_us_per_item']:.0f} µs CPU/item: pipeline "
-        f"{figures['cpu_vs_bare_beside_load']:.2f}x"
+        f"requests were answered serially: {figures['server_bound_efficiency']:.2f})"
     )
     return result(
         f"1 concurrency efficiency (1 item/request, L=20 ms, C=64, {items:,} items)",
@@ -314,15 +297,9 @@ def concurrency_efficiency(ctx: Context) -> dict[str, Any]:
             Goal("pipeline_vs_bare", ">=", 0.95),
             Goal("cpu_vs_bare", "<=", 1.2),
         ],
-        {"pipeline": ours, "bare_aiohttp": bare, "bare_aiohttp_beside_load": matched},
+        {"pipeline": ours, "bare_aiohttp": bare},
         beside,
     )
-
-
-def _beside_load(run: dict[str, float]) -> float:
-    """Cores a pipeline run kept busy besides its consumer and server (broker, harness)."""
-    own = (run["consumer_cpu_us_per_item"] + run["server_cpu_us_per_item"]) * run["items_per_s"]
-    return max(0.0, run["machine_busy_cores"] - own / 1e6)
 
 
 def versus_naive(ctx: Context) -> dict[str, Any]:

@@ -24,13 +24,7 @@ from bench.scenarios import SCENARIOS
 PEER_READY = shutil.which("java") is not None and shutil.which("mvn") is not None
 
 PROMISED = {
-    "concurrency": {
-        "efficiency",
-        "bare_efficiency",
-        "consumer_cpu_us_per_item",
-        "cpu_vs_bare",
-        "cpu_vs_bare_beside_load",
-    },
+    "concurrency": {"efficiency", "bare_efficiency", "consumer_cpu_us_per_item", "cpu_vs_bare"},
     "naive": {"speedup_vs_naive", "cpu_ratio_vs_naive", "bare_speedup_vs_naive"},
     "sub-batched": {
         "items_per_s",
