@@ -75,9 +75,11 @@ CONSUMER_DEFAULTS: Final[Mapping[str, object]] = {
     # are in bench/results/README.md, "Fetch settings").
     "fetch.wait.max.ms": 10,
     # librdkafka prefetches up to 64 MiB by default, so memory would follow the backlog;
-    # 4 MiB keeps it following --max-buffered-items, provided the fetcher does not back
-    # off a whole second each time that queue fills (its default).
-    "queued.max.messages.kbytes": 4096,
+    # 2 MiB keeps it following --max-buffered-items, provided the fetcher does not back
+    # off a whole second each time that queue fills (its default). A full buffer keeps
+    # this queue full (it is waited out, not paused: consumer/backpressure.py), so it is
+    # half the 4 MiB it was while pauses emptied it (bench/results/README.md, perf9).
+    "queued.max.messages.kbytes": 2048,
     "fetch.queue.backoff.ms": 5,
     "fetch.max.bytes": 16 * 1024 * 1024,
     # After an outage, reconnect within 2 s of the broker's return (librdkafka backs off
