@@ -56,8 +56,12 @@ async def apply_backpressure(
     else:
         to_pause, to_resume = book.pause_plan(source.assignment, source.paused, has_backlog)
         if to_pause and not to_resume and source.paused.union(to_pause) >= source.assignment:
-            if await _room_within(book, poll_timeout_s):
-                return 0.0
+            source.holding = frozenset(to_pause)
+            try:
+                if await _room_within(book, poll_timeout_s):
+                    return 0.0
+            finally:
+                source.holding = frozenset()
             waited = True  # the buffer may have moved meanwhile: plan again
             to_pause, to_resume = book.pause_plan(source.assignment, source.paused, has_backlog)
     if to_pause:

@@ -135,7 +135,8 @@ class Metrics:
         )
         self.paused_partitions = Gauge(
             "batch_runner_paused_partitions",
-            "Partitions paused by backpressure.",
+            "Partitions not fetched because of backpressure (paused, or waited out while "
+            "the buffer is full).",
             registry=r,
         )
         self.stalled_partitions = Gauge(

@@ -97,6 +97,7 @@ class Source:
         self._revoking: object | None = None
         self.joined = False
         self.paused: set[PartitionKey] = set()
+        self.holding: frozenset[PartitionKey] = frozenset()  # not fetched, not paused (room)
         self.assignment: set[PartitionKey] = set()
         self._revokes: dict[PartitionKey, int] = {}  # revokes and losses so far, per partition
 

@@ -119,7 +119,7 @@ class StatusBoard:
             m.in_flight.labels(name).set(guard.limiter.in_use)
             m.in_flight_limit.labels(name).set(guard.limiter.limit)
         m.buffered_items.set(self._book.buffered_items)
-        m.paused_partitions.set(len(self._source.paused))
+        m.paused_partitions.set(len(self._source.paused | self._source.holding))
         m.assigned_partitions.set(len(self._source.assignment))
         m.stalled_partitions.set(len(self._watch.stalls))
 
@@ -145,7 +145,7 @@ class StatusBoard:
 
     def _describe(self, tp: PartitionKey) -> dict[str, object]:
         return {
-            "paused": tp in self._source.paused,
+            "paused": tp in self._source.paused or tp in self._source.holding,
             "in_flight_chunks": len(self._book.in_flight(tp)),
         }
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from chaos.fleet import metric_value
 from schemas import DLQ_KIND, DLQ_REASON, DLQ_SOURCE_OFFSET, parse_dead_letter_headers
 from tests.consumer_harness import (
     Service,
@@ -28,8 +29,8 @@ from tests.consumer_harness import (
     submit,
     wait_exit,
 )
-from tests.helpers import committed_offsets, end_offsets, read_all, wait_for
-from tools.localkafka.broker import LocalKafka
+from tests.helpers import committed_offsets, end_offsets, http_get, read_all, wait_for
+from tools.localkafka.broker import LocalKafka, free_port
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -359,11 +360,12 @@ def test_a_full_buffer_that_drains_fast_waits_for_room_instead_of_pausing(
     """With one partition and a fast model, a full buffer is waited out, not paused.
 
     A pause makes librdkafka drop what it prefetched and fetch it again after the resume:
-    the replica used to pause and resume each time its buffer filled (about once per
-    message here, 100 messages of 4 items through a buffer of 8: 51 pauses). Nothing else
-    wants fetching, so it now waits for room and pauses only when none comes within a poll
-    timeout, which a commit round due shortens to 20 ms (6 to 8 pauses, about one per
-    round); every item is still answered once.
+    the replica used to pause and resume each time its buffer filled (51 pauses for 100
+    messages of 4 items through a buffer of 8). Nothing else wants fetching, so it now
+    waits for room and pauses only when none comes within a poll timeout, which a commit
+    round due shortens to 20 ms (6 to 8 pauses for those 100 messages, about one per
+    round); every item is still answered once. The paused-partitions gauge still shows
+    the saturated replica: a partition waited out counts as one not fetched.
     """
     server.configure(latency_ms=1.0)
     svc = make_service(
@@ -371,9 +373,21 @@ def test_a_full_buffer_that_drains_fast_waits_for_room_instead_of_pausing(
         BATCH_RUNNER_MAX_BUFFERED_ITEMS="8",
         BATCH_RUNNER_LOG_LEVEL="DEBUG",
     )
-    items = [{"id": i} for i in range(400)]
+    items = [{"id": i} for i in range(800)]
     chunks = submit(kafka_bootstrap, svc.topics.requests, "fast-drip", items, chunk_size=4)
-    replica = svc.start()
+    port = free_port()
+    replica = svc.start(BATCH_RUNNER_METRICS_PORT=str(port))
+
+    def gauge(name: str) -> float | None:
+        text = http_get(f"http://127.0.0.1:{port}/metrics")[1]  # b"" until it listens
+        return metric_value(text, name)
+
+    wait_for(lambda: gauge("batch_runner_buffered_items"), what="the replica to take work")
+    # Saturated, the fetch loop waits for room nearly all the time: 48-50 readings of 50
+    # showed the partition not fetched (11 before the gauge counted a partition waited
+    # out, which it then showed only while paused).
+    readings = [gauge("batch_runner_paused_partitions") for _ in range(50)]
+    assert readings.count(1.0) > 35, f"{readings}"
     results, _, _ = read_results(
         kafka_bootstrap,
         svc.topics.results,
