@@ -317,6 +317,17 @@ def test_two_replicas_share_partitions_and_hand_over_without_loss(
     assert len(replicas) == 2, f"results came from {replicas}"
 
 
+def read_each_item_once(kafka_bootstrap: str, svc: Service, items: int, chunks: int) -> None:
+    """Read the results of one batch of ``items`` (and ``chunks`` summaries): one per item."""
+    results, _, _ = read_results(
+        kafka_bootstrap,
+        svc.topics.results,
+        expected_records=items + chunks,
+        timeout_s=120,
+    )
+    assert Counter(r.index for r in results) == Counter(range(items))
+
+
 def test_backpressure_keeps_a_slow_replica_in_its_group(
     kafka_bootstrap: str,
     server: TestInferenceServer,
@@ -338,13 +349,7 @@ def test_backpressure_keeps_a_slow_replica_in_its_group(
     items = [{"id": i} for i in range(160)]
     chunks = submit(kafka_bootstrap, svc.topics.requests, "slow-drip", items, chunk_size=4)
     replica = svc.start()
-    results, _, _ = read_results(
-        kafka_bootstrap,
-        svc.topics.results,
-        expected_records=len(items) + chunks,
-        timeout_s=120,
-    )
-    assert Counter(r.index for r in results) == Counter(range(len(items)))
+    read_each_item_once(kafka_bootstrap, svc, len(items), chunks)
     log = replica.log()
     assert "paused fetching" in log
     assert "partitions revoked" not in log
@@ -388,13 +393,7 @@ def test_a_full_buffer_that_drains_fast_waits_for_room_instead_of_pausing(
     # out, which it then showed only while paused).
     readings = [gauge("batch_runner_paused_partitions") for _ in range(50)]
     assert readings.count(1.0) > 35, f"{readings}"
-    results, _, _ = read_results(
-        kafka_bootstrap,
-        svc.topics.results,
-        expected_records=len(items) + chunks,
-        timeout_s=120,
-    )
-    assert Counter(r.index for r in results) == Counter(range(len(items)))
+    read_each_item_once(kafka_bootstrap, svc, len(items), chunks)
     pauses = replica.log().count("paused fetching")
     assert pauses < chunks / 4, f"{pauses} pauses for {chunks} messages"
 
