@@ -6,7 +6,7 @@ consumer`` processes, and a reader of the results topic in the harness. The comp
 clients (:mod:`bench.baselines`) run as processes of their own against the same server.
 
 A pipeline run's clock starts at the first produce (the replicas have joined their group
-before) or, for a backlog produced beforehand, when the replicas got their partitions;
+and the harness's producer is connected before) or, for a backlog produced beforehand, when the replicas got their partitions;
 it stops when the harness has read the last result record and chunk summary back.
 """
 
@@ -28,7 +28,14 @@ from bench.baselines import IRIS, WARMUP_ROUNDS, percentile
 from bench.exactly_once import exactly_once_cost
 from bench.fairness import poison_isolation, priority_share, small_beside_big
 from bench.jobs import jobs_cost
-from bench.kafka_io import Backlog, ResultReader, Topics, make_topics, produce
+from bench.kafka_io import (
+    Backlog,
+    ResultReader,
+    Topics,
+    backlog_producer,
+    make_topics,
+    produce,
+)
 from bench.peer_run import PeerProcess, peer_available, produce_items
 from bench.procs import CpuMeter, Server, inference_server, peak_rss_mib, start_replica, stop_all
 from bench.procs import wait_assigned as wait_replicas_assigned
@@ -154,6 +161,8 @@ def pipeline_run(  # noqa: PLR0913 - a measurement's knobs
     fleet: list[Replica] = []
     reader: ResultReader | None = None
     try:
+        # The clock starts at the first produce: the producer is made and connected before.
+        feeder = None if preload else backlog_producer(ctx.bootstrap, topics)
         if preload:
             produce(ctx.bootstrap, topics, backlog)
         reader = ResultReader(ctx.bootstrap, topics, backlog)
@@ -163,10 +172,10 @@ def pipeline_run(  # noqa: PLR0913 - a measurement's knobs
         assigned_at = wait_replicas_assigned(fleet, topics.request_partitions(), 120)
         meter = CpuMeter({"consumer": [r.process.pid for r in fleet], "server": server.pids()})
         started = time.time()
-        if preload:
+        if feeder is None:
             started = assigned_at
         else:
-            produce(ctx.bootstrap, topics, backlog)
+            produce(ctx.bootstrap, topics, backlog, feeder)
         reader.wait(RUN_TIMEOUT_S)
         used = meter.read()
         rss = max(peak_rss_mib(r.process.pid) for r in fleet)
