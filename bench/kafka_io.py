@@ -110,13 +110,13 @@ class Backlog:
 
 
 def backlog_producer(bootstrap: str, topics: Topics, timeout_s: float = 30.0) -> Producer:
-    """Return the producer of a backlog, ready to send before a measurement's clock starts.
+    """Return the producer of a backlog, connected (a metadata request answered).
 
     A new idempotent producer holds its records until a broker connection is up and it has
-    its producer id: its first flush took 0.5 to 1 s here when nothing had warmed it, 2 to
-    4 ms after a metadata request (which brings the connection up, as the replica's and
-    the ``producer`` CLI's own start-up requests do). Timed runs make it first, so that
-    this start-up is not counted as the pipeline's time.
+    its producer id: the first flush of one made at the clock's start took 0.5 to 1 s here.
+    Timed runs make it before their replicas start, so it is ready seconds before the clock
+    starts (scenario 6's 80 request messages then flushed in 10-60 ms), and that start-up
+    is not counted as the pipeline's time.
     """
     producer = Producer(
         {

@@ -6,8 +6,9 @@ consumer`` processes, and a reader of the results topic in the harness. The comp
 clients (:mod:`bench.baselines`) run as processes of their own against the same server.
 
 A pipeline run's clock starts at the first produce (the replicas have joined their group
-and the harness's producer is connected before) or, for a backlog produced beforehand, when the replicas got their partitions;
-it stops when the harness has read the last result record and chunk summary back.
+and the harness's producer is connected before) or, for a backlog produced beforehand,
+when the replicas got their partitions; it stops when the harness has read the last
+result record and chunk summary back.
 """
 
 from __future__ import annotations
