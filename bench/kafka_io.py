@@ -115,7 +115,7 @@ def backlog_producer(bootstrap: str, topics: Topics, timeout_s: float = 30.0) ->
     A new idempotent producer holds its records until a broker connection is up and it has
     its producer id: the first flush of one made at the clock's start took 0.5 to 1 s here.
     Timed runs make it before their replicas start, so it is ready seconds before the clock
-    starts (scenario 6's 80 request messages then flushed in 10-60 ms), and that start-up
+    starts (scenario 6's 80 request messages then flushed in 10-143 ms), and that start-up
     is not counted as the pipeline's time.
     """
     producer = Producer(
